@@ -1,0 +1,119 @@
+"""Validation used during training: Dice per dataset/structure on present cases (whole-image
+letterbox or native-scale tiling as the vocabulary says), and presence AUROC against absent
+structures of other regions, empty in-dataset masks and nonsense prompts."""
+import json, math, os
+
+import numpy as np
+import torch
+
+from data import SIZE
+
+MEAN, STD = 0.5, 0.25
+TILE_STRIDE = 192
+
+
+def norm(img):
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()[None] / 255.0
+    return (x - MEAN) / STD
+
+
+def encode_text(model, tok, texts):
+    ids = [tok.encode(t) for t in texts]
+    L = max(len(x) for x in ids)
+    it = torch.zeros(len(ids), L, dtype=torch.long)
+    mt = torch.zeros(len(ids), L, dtype=torch.long)
+    for r, x in enumerate(ids):
+        it[r, :len(x)] = torch.tensor(x)
+        mt[r, :len(x)] = 1
+    return model.text(it, mt)
+
+
+def run_decoder(model, feats, e):
+    """Decoder on one image's features for N prompts; logits upsampled to the input size."""
+    n = e.shape[0]
+    rep = [f.expand(n, -1, -1, -1) for f in feats[:6]]
+    lg, pr, q, sim = model.decoder(*rep, e)
+    lg = torch.nn.functional.interpolate(lg, scale_factor=2, mode="bilinear", align_corners=False)
+    return lg, pr, q, sim
+
+
+def tile_origins(n):
+    if n <= SIZE:
+        return [0]
+    o = list(range(0, n - SIZE, TILE_STRIDE)) + [n - SIZE]
+    return sorted(set(o))
+
+
+def predict_tiled(model, img, e):
+    """img [H,W,3] uint8 at native scale -> logits [N,H,W], presence logits [N] (mean over tiles)."""
+    h, w = img.shape[:2]
+    ph, pw = max(SIZE - h, 0), max(SIZE - w, 0)
+    pad = np.pad(img, ((0, ph), (0, pw), (0, 0)))
+    H, W = pad.shape[:2]
+    acc = torch.zeros(e.shape[0], H, W)
+    cnt = torch.zeros(1, H, W)
+    pres = []
+    for y in tile_origins(H):
+        for x in tile_origins(W):
+            feats = model.image(norm(pad[y:y + SIZE, x:x + SIZE]))
+            lg, pr, _, _ = run_decoder(model, feats, e)
+            acc[:, y:y + SIZE, x:x + SIZE] += lg[:, 0]
+            cnt[:, y:y + SIZE, x:x + SIZE] += 1
+            pres.append(pr)
+    return (acc / cnt)[:, :h, :w], torch.stack(pres).mean(0)
+
+
+def dice(a, b):
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else 2.0 * (a & b).sum() / s
+
+
+def auroc(pos, neg):
+    if not pos or not neg:
+        return float("nan")
+    s = np.array(pos + neg)
+    lab = np.array([1] * len(pos) + [0] * len(neg))
+    order = s.argsort()
+    ranks = np.empty(len(s))
+    ranks[order] = np.arange(1, len(s) + 1)
+    return float((ranks[lab == 1].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def validate(model, datasets, vocab, tok, split="val", max_cases=40):
+    by_slug = {s["slug"]: s for s in vocab["structures"]}
+    others = lambda region: [s["slug"] for s in vocab["structures"] if s["region"] != region]
+    rng = np.random.RandomState(0)
+    dices, pos, neg, empty_ok = {}, [], [], []
+    for d in datasets:
+        idx = d.split_idx(split)[:max_cases]
+        texts = [by_slug[s]["name"] for s in d.slugs]
+        neg_slugs = list(rng.choice(others(d.region), 2, replace=False))
+        neg_texts = [by_slug[s]["name"] for s in neg_slugs] + [vocab["nonsense"]["eval"][rng.randint(len(vocab["nonsense"]["eval"]))]]
+        e = encode_text(model, tok, texts + neg_texts)
+        for i in idx:
+            if d.tiled:
+                img, masks = d.native[i]
+                lg, pr = predict_tiled(model, img, e)
+                gts = masks
+            else:
+                feats = model.image(norm(d.images[i]))
+                lg, pr, _, _ = run_decoder(model, feats, e)
+                lg = lg[:, 0]
+                gts = d.masks[i]
+            probs = torch.sigmoid(pr).numpy()
+            for j, s in enumerate(d.slugs):
+                gt = gts[j]
+                pm = (lg[j] > 0).numpy()
+                if gt.any():
+                    dices.setdefault(f"{d.id}/{s}", []).append(dice(pm, gt))
+                    pos.append(float(probs[j]))
+                else:
+                    neg.append(float(probs[j]))
+            for j in range(len(texts), len(texts) + len(neg_texts)):
+                neg.append(float(probs[j]))
+                empty_ok.append(bool(probs[j] < 0.5))
+    per = {k: round(float(np.mean(v)), 4) for k, v in sorted(dices.items())}
+    mean_dice = float(np.mean(list(per.values())))
+    au = auroc(pos, neg)
+    return dict(split=split, dice=per, mean_dice=round(mean_dice, 4), presence_auroc=round(au, 4),
+                absent_rejected=round(float(np.mean(empty_ok)), 4), score=round(mean_dice + 0.5 * au, 4))

@@ -1,0 +1,157 @@
+"""Exports a checkpoint to the three ONNX graphs the service runs, writes a parity fixture
+(PyTorch outputs on a deterministic input) that `npm test` compares with onnxruntime-node, and
+updates the model's entry in models/manifest.json (files, sha256, sizes).
+
+    python3 models/train/export.py [--ckpt best|last]
+"""
+import argparse, hashlib, json, math, os, sys
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from net import PromptSegNet  # noqa: E402
+from tokenizer import WordPiece  # noqa: E402
+from data import SIZE  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OPSET = 14
+FEATS = ["f1", "f2", "f3", "f4", "f5", "embed_map"]
+
+
+class TextExport(nn.Module):
+    """The text encoder with attention written out, so export does not depend on the
+    TransformerEncoder fast path; same weights, same arithmetic."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.t = text
+
+    def forward(self, input_ids, attention_mask):
+        t = self.t
+        L = input_ids.shape[1]
+        x = t.tok(input_ids) + t.pos[:, :L]
+        neg = (1.0 - attention_mask.to(x.dtype))[:, None, None, :] * -1e9
+        for layer in t.tf.layers:
+            a = layer.self_attn
+            d = x.shape[-1]
+            h = a.num_heads
+            qkv = nn.functional.linear(x, a.in_proj_weight, a.in_proj_bias)
+            q, k, v = qkv.split(d, dim=-1)
+            sh = lambda z: z.reshape(z.shape[0], z.shape[1], h, d // h).transpose(1, 2)
+            q, k, v = sh(q), sh(k), sh(v)
+            att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // h) + neg, dim=-1)
+            o = (att @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], d)
+            o = a.out_proj(o)
+            x = layer.norm1(x + o)
+            x = layer.norm2(x + layer.linear2(torch.relu(layer.linear1(x))))
+        m = attention_mask.unsqueeze(-1).to(x.dtype)
+        x = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return nn.functional.normalize(t.proj(x), dim=-1)
+
+
+class DecoderExport(nn.Module):
+    def __init__(self, dec):
+        super().__init__()
+        self.d = dec
+
+    def forward(self, f1, f2, f3, f4, f5, embed_map, text_embeds):
+        n = text_embeds.shape[0]
+        rep = [f.expand(n, -1, -1, -1) for f in (f1, f2, f3, f4, f5, embed_map)]
+        return self.d(*rep, text_embeds)
+
+
+class ImageExport(nn.Module):
+    def __init__(self, enc):
+        super().__init__()
+        self.e = enc
+
+    def forward(self, pixel_values):
+        return self.e(pixel_values)
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parity_image():
+    """Deterministic test image both PyTorch and the TypeScript test can make: [1,3,S,S], normalised."""
+    ys = torch.arange(SIZE, dtype=torch.float32).view(SIZE, 1)
+    xs = torch.arange(SIZE, dtype=torch.float32).view(1, SIZE)
+    chans = []
+    for c in range(3):
+        v = 0.5 + 0.5 * torch.sin(xs * (0.05 + 0.01 * c)) * torch.cos(ys * 0.03)
+        chans.append(v)
+    img = torch.stack(chans)[None]
+    return (img - 0.5) / 0.25
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "promptseg-builtin"))
+    ap.add_argument("--ckpt", default="best")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    tok = WordPiece.load(a.model_dir)
+    ck = torch.load(os.path.join(a.model_dir, "train-state", a.ckpt + ".pt"))
+    model = PromptSegNet(ck["vocab_size"])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    out = a.model_dir
+    img = parity_image()
+    prompts = ["left lung", "heart", "banana"]
+    ids = [tok.encode(p) for p in prompts]
+    L = max(len(x) for x in ids)
+    it = torch.zeros(len(ids), L, dtype=torch.long)
+    mt = torch.zeros(len(ids), L, dtype=torch.long)
+    for r, x in enumerate(ids):
+        it[r, :len(x)] = torch.tensor(x)
+        mt[r, :len(x)] = 1
+    te, ie, de = TextExport(model.text).eval(), ImageExport(model.image).eval(), DecoderExport(model.decoder).eval()
+    with torch.no_grad():
+        ref_text = model.text(it, mt)
+        emb = te(it, mt)
+        assert torch.allclose(ref_text, emb, atol=1e-5), "text export wrapper differs from the trained module"
+        feats = ie(img)
+        outs = de(*feats[:6], emb)
+    torch.onnx.export(te, (it, mt), os.path.join(out, "text_encoder.onnx"), opset_version=OPSET,
+                      input_names=["input_ids", "attention_mask"], output_names=["text_embeds"],
+                      dynamic_axes={"input_ids": {0: "n", 1: "len"}, "attention_mask": {0: "n", 1: "len"}, "text_embeds": {0: "n"}})
+    torch.onnx.export(ie, (img,), os.path.join(out, "image_encoder.onnx"), opset_version=OPSET,
+                      input_names=["pixel_values"], output_names=FEATS + ["pooled"],
+                      dynamic_axes={"pixel_values": {0: "b"}, **{k: {0: "b"} for k in FEATS + ["pooled"]}})
+    torch.onnx.export(de, tuple(feats[:6]) + (emb,), os.path.join(out, "mask_decoder.onnx"), opset_version=OPSET,
+                      input_names=FEATS + ["text_embeds"], output_names=["mask_logits", "presence_logit", "iou_logit", "similarity"],
+                      dynamic_axes={"text_embeds": {0: "n"}, "mask_logits": {0: "n"}, "presence_logit": {0: "n"}, "iou_logit": {0: "n"}, "similarity": {0: "n"}})
+    step = 13
+    parity = dict(
+        prompts=prompts, input_ids=it.tolist(), attention_mask=mt.tolist(), sample_step=step,
+        text_embeds=[round(v, 6) for v in emb.flatten().tolist()],
+        pooled=[round(v, 6) for v in feats[6].flatten().tolist()],
+        f5=[round(v, 6) for v in feats[4].flatten()[::step].tolist()],
+        mask_logits=[round(v, 5) for v in outs[0].flatten()[::step].tolist()],
+        presence_logit=outs[1].tolist(), iou_logit=outs[2].tolist(), similarity=outs[3].tolist(),
+    )
+    json.dump(parity, open(os.path.join(out, "parity.json"), "w"))
+    files = {}
+    for f in ["text_encoder.onnx", "image_encoder.onnx", "mask_decoder.onnx", "tokenizer.json", "tokenizer_config.json"]:
+        p = os.path.join(out, f)
+        files[f] = dict(sha256=sha256(p), bytes=os.path.getsize(p))
+    man_path = os.path.join(ROOT, "models", "manifest.json")
+    man = json.load(open(man_path))
+    for m in man["models"]:
+        if m["dir"] == os.path.basename(os.path.normpath(out)):
+            m["files"] = files
+            m["training"] = dict(checkpoint=a.ckpt, step=ck["step"], val=ck.get("val"))
+    json.dump(man, open(man_path, "w"), indent=1)
+    json.dump(dict(checkpoint=a.ckpt, step=ck["step"], val=ck.get("val"), files=files), open(os.path.join(out, "export.json"), "w"), indent=1)
+    print(json.dumps(files, indent=1))
+    print("presence", [round(float(torch.sigmoid(x)), 3) for x in outs[1]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The built-in model: a text encoder, an image encoder and a text-conditioned mask decoder.
+
+Sized for CPU: a MobileNetV2-style depthwise-separable encoder, an FPN decoder conditioned on the
+prompt by FiLM at every level, and small heads for presence, predicted IoU and a text-region
+similarity (the CLIP-style alignment between a text embedding and mask-pooled image features).
+"""
+import math
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+EMBED = 256
+DEC = 96
+MID = 48
+FINE = 16
+
+
+def bn_act(c):
+    return nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin, cout, stride=1, expand=3):
+        super().__init__()
+        mid = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), bn_act(mid),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), bn_act(mid),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.use_res else y
+
+
+class DSConv(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), bn_act(c),
+            nn.Conv2d(c, c, 1, bias=False), bn_act(c),
+        )
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class ImageEncoder(nn.Module):
+    """image [B,3,S,S] -> f1 (FINE@S/2), f2..f5 (DEC@S/4..S/32), embed_map (EMBED@S/16), pooled (192)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 24, 3, 2, 1, bias=False), bn_act(24), MBConv(24, 24, 1, 2))
+        self.s4 = nn.Sequential(MBConv(24, 40, 2), MBConv(40, 40))
+        self.s8 = nn.Sequential(MBConv(40, 64, 2), MBConv(64, 64), MBConv(64, 64))
+        self.s16 = nn.Sequential(MBConv(64, 128, 2), MBConv(128, 128), MBConv(128, 128))
+        self.s32 = nn.Sequential(MBConv(128, 192, 2), MBConv(192, 192), MBConv(192, 192))
+        self.lat1 = nn.Sequential(nn.Conv2d(24, FINE, 1, bias=False), nn.BatchNorm2d(FINE))
+        self.lat2 = nn.Sequential(nn.Conv2d(40, MID, 1, bias=False), nn.BatchNorm2d(MID))
+        self.lat3 = nn.Sequential(nn.Conv2d(64, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
+        self.lat4 = nn.Sequential(nn.Conv2d(128, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
+        self.lat5 = nn.Sequential(nn.Conv2d(192, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
+        self.embed = nn.Conv2d(128, EMBED, 1)
+
+    def forward(self, x):
+        c1 = self.stem(x)
+        c2 = self.s4(c1)
+        c3 = self.s8(c2)
+        c4 = self.s16(c3)
+        c5 = self.s32(c4)
+        pooled = c5.mean(dim=(2, 3))
+        return (self.lat1(c1), self.lat2(c2), self.lat3(c3), self.lat4(c4), self.lat5(c5),
+                self.embed(c4), pooled)
+
+
+class TextEncoder(nn.Module):
+    """token ids [N,L] + attention mask [N,L] -> unit-norm embedding [N,EMBED]."""
+
+    def __init__(self, vocab_size, max_len=24, dim=128):
+        super().__init__()
+        self.tok = nn.Embedding(vocab_size, dim)
+        self.pos = nn.Parameter(torch.zeros(1, max_len, dim))
+        layer = nn.TransformerEncoderLayer(dim, 4, 256, dropout=0.1, batch_first=True)
+        self.tf = nn.TransformerEncoder(layer, 2)
+        self.proj = nn.Linear(dim, EMBED)
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, ids, mask):
+        L = ids.shape[1]
+        x = self.tok(ids) + self.pos[:, :L]
+        x = self.tf(x, src_key_padding_mask=mask == 0)
+        m = mask.unsqueeze(-1).to(x.dtype)
+        x = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return F.normalize(self.proj(x), dim=-1)
+
+
+class FiLM(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.lin = nn.Linear(EMBED, 2 * c)
+        nn.init.zeros_(self.lin.weight)
+        nn.init.zeros_(self.lin.bias)
+
+    def forward(self, x, e):
+        g, b = self.lin(e).chunk(2, dim=-1)
+        return x * (1 + g[:, :, None, None]) + b[:, :, None, None]
+
+
+def coords(x):
+    n, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, dtype=x.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
+    xs = torch.linspace(-1, 1, w, dtype=x.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
+    return torch.cat([x, xs, ys], 1)
+
+
+class MaskDecoder(nn.Module):
+    """features (batch N, already expanded) + text embedding [N,EMBED] ->
+    mask logits [N,1,S/2,S/2], presence logit [N], IoU logit [N], similarity [N].
+
+    The prompt-conditioned FPN runs at S/32..S/4; the S/2 mask is a per-pixel linear map of the
+    text-independent fine features f1 whose coefficients the coarse path predicts (a dynamic
+    head), so full-resolution work per prompt stays small."""
+
+    def __init__(self):
+        super().__init__()
+        self.in5 = nn.Conv2d(DEC + 2, DEC, 1)
+        self.film = nn.ModuleList([FiLM(DEC) for _ in range(3)] + [FiLM(MID)])
+        self.conv = nn.ModuleList([DSConv(DEC) for _ in range(3)] + [DSConv(MID)])
+        self.to_mid = nn.Conv2d(DEC, MID, 1)
+        self.coef = nn.Conv2d(MID, FINE + 1, 1)
+        self.presence = nn.Sequential(nn.Linear(2 * DEC + EMBED, 128), nn.ReLU(inplace=True), nn.Linear(128, 1))
+        self.quality = nn.Sequential(nn.Linear(2 * MID + 2, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+
+    def forward(self, f1, f2, f3, f4, f5, emap, e):
+        p = self.in5(coords(f5))
+        p = self.conv[0](self.film[0](p, e))
+        pres_feat = torch.cat([p.mean(dim=(2, 3)), p.amax(dim=(2, 3)), e], 1)
+        for i, f in ((1, f4), (2, f3)):
+            p = f + F.interpolate(p, size=f.shape[-2:], mode="bilinear", align_corners=False)
+            p = self.conv[i](self.film[i](p, e))
+        p = f2 + self.to_mid(F.interpolate(p, size=f2.shape[-2:], mode="bilinear", align_corners=False))
+        p = self.conv[3](self.film[3](p, e))
+        q_feat = torch.cat([p.mean(dim=(2, 3)), p.amax(dim=(2, 3))], 1)
+        c = F.interpolate(self.coef(p), size=f1.shape[-2:], mode="bilinear", align_corners=False)
+        logits = (c[:, :FINE] * f1).sum(1, keepdim=True) + c[:, FINE:]
+        presence = self.presence(pres_feat).squeeze(1)
+        prob = torch.sigmoid(logits)
+        area = prob.mean(dim=(1, 2, 3))
+        quality = self.quality(torch.cat([q_feat, area[:, None], presence[:, None]], 1)).squeeze(1)
+        # text-region similarity: mask-pooled embedding of the predicted region vs the text
+        w = F.avg_pool2d(prob, 8)  # S/2 -> S/16, same as adaptive pooling to emap size
+        region = (emap * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3)).clamp(min=1e-4)
+        sim = (F.normalize(region, dim=-1) * e).sum(-1)
+        return logits, presence, quality, sim
+
+    def region_embedding(self, emap, mask):
+        w = F.avg_pool2d(mask, 8)
+        region = (emap * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3)).clamp(min=1e-4)
+        return F.normalize(region, dim=-1)
+
+
+class PromptSegNet(nn.Module):
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.image = ImageEncoder()
+        self.text = TextEncoder(vocab_size)
+        self.decoder = MaskDecoder()

@@ -1,0 +1,261 @@
+"""Trains the built-in promptseg model on ../shared/data/medseg2d (train splits only).
+
+    python3 models/train/train.py --steps 6000          # resumes from the last checkpoint
+Progress (loss, images/s, ETA) goes to stdout; checkpoints to models/promptseg-builtin/train-state/.
+"""
+import argparse, json, math, os, random, sys, time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from data import SIZE, PromptSampler, load_all  # noqa: E402
+from net import PromptSegNet  # noqa: E402
+from tokenizer import WordPiece  # noqa: E402
+import evaluate as ev  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MEAN, STD = 0.5, 0.25
+
+
+def training_texts(vocab):
+    texts = []
+    for s in vocab["structures"]:
+        texts += [s["name"], s["slug"].replace("_", " ")] + s["synonyms"]
+    for t in vocab["templates"]["train"]:
+        texts.append(t.replace("{s}", " ").replace("{m}", " "))
+    for d in vocab["datasets"]:
+        texts += d["modality_words"]
+    texts += vocab["nonsense"]["train"]
+    return texts
+
+
+def to_tensor(imgs):
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0
+    return (x - MEAN) / STD
+
+
+class Batcher:
+    def __init__(self, datasets, vocab, tok, rng, batch, k):
+        self.ds, self.vocab, self.tok, self.rng, self.batch, self.k = datasets, vocab, tok, rng, batch, k
+        self.prompts = PromptSampler(vocab, rng)
+        self.train_idx = [d.split_idx("train") for d in datasets]
+        w = np.array([max(math.sqrt(len(t)), 6.0) for t in self.train_idx])
+        self.weights = w / w.sum()
+        self.all_slugs = [(s["slug"], s["region"]) for s in vocab["structures"]]
+
+    def crop_native(self, d, i):
+        img, masks = d.native[i]
+        h, w = img.shape[:2]
+        ph, pw = max(SIZE - h, 0), max(SIZE - w, 0)
+        if ph or pw:
+            img = np.pad(img, ((0, ph), (0, pw), (0, 0)))
+            masks = np.pad(masks, ((0, 0), (0, ph), (0, pw)))
+        h, w = img.shape[:2]
+        y, x = self.rng.randint(0, h - SIZE), self.rng.randint(0, w - SIZE)
+        return img[y:y + SIZE, x:x + SIZE], masks[:, y:y + SIZE, x:x + SIZE]
+
+    def negative(self, d):
+        if self.rng.random() < 0.25:
+            return self.prompts.nonsense_prompt(), None
+        slug = self.rng.choice([s for s, r in self.all_slugs if r != d.region])
+        words = next(x["modality_words"] for x in self.vocab["datasets"] if x["id"] == self.vocab_ds_of(slug))
+        return self.prompts.phrase(slug, words), slug
+
+    def vocab_ds_of(self, slug):
+        return next(s["datasets"][0] for s in self.vocab["structures"] if s["slug"] == slug)
+
+    def next(self):
+        imgs, targets, texts, slugs, present, flip_ok = [], [], [], [], [], []
+        for _ in range(self.batch):
+            di = self.rng.choices(range(len(self.ds)), weights=self.weights)[0]
+            d = self.ds[di]
+            i = self.rng.choice(self.train_idx[di])
+            if d.tiled and self.rng.random() < 0.7:
+                img, masks = self.crop_native(d, i)
+            else:
+                img, masks = d.images[i], d.masks[i]
+            imgs.append(img)
+            flip_ok.append(d.region != "thorax")
+            pres = masks.reshape(len(d.slugs), -1).any(-1)
+            order = list(range(len(d.slugs)))
+            self.rng.shuffle(order)
+            first = next((j for j in order if pres[j]), order[0]) if self.rng.random() < 0.85 else order[0]
+            chosen = [first] + ([j for j in order if j != first][:1] if len(d.slugs) > 1 else [])
+            for j in chosen:
+                texts.append(self.prompts.phrase(d.slugs[j], d.modality_words))
+                slugs.append(d.slugs[j])
+                targets.append(masks[j])
+                present.append(bool(pres[j]))
+            while len(texts) % self.k:
+                t, s = self.negative(d)
+                texts.append(t)
+                slugs.append(s)
+                targets.append(np.zeros((SIZE, SIZE), dtype=bool))
+                present.append(False)
+        ids = [self.tok.encode(t) for t in texts]
+        L = max(len(x) for x in ids)
+        id_t = torch.zeros(len(ids), L, dtype=torch.long)
+        m_t = torch.zeros(len(ids), L, dtype=torch.long)
+        for r, x in enumerate(ids):
+            id_t[r, :len(x)] = torch.tensor(x)
+            m_t[r, :len(x)] = 1
+        x = to_tensor(np.stack(imgs))
+        y = torch.from_numpy(np.stack(targets)).float().view(self.batch, self.k, SIZE, SIZE)
+        return x, y, id_t, m_t, slugs, torch.tensor(present, dtype=torch.float32), torch.tensor(flip_ok)
+
+
+def augment(x, y, flip_ok, g):
+    """Random affine (scale, rotation, shift), flips where anatomy allows, intensity jitter."""
+    B = x.shape[0]
+    ang = (torch.rand(B, generator=g) - 0.5) * 2 * math.radians(12)
+    sc = torch.exp((torch.rand(B, generator=g) - 0.5) * 2 * math.log(1.25))
+    tx, ty = [(torch.rand(B, generator=g) - 0.5) * 0.2 for _ in range(2)]
+    fx = torch.where(flip_ok & (torch.rand(B, generator=g) < 0.5), -1.0, 1.0)
+    fy = torch.where(flip_ok & (torch.rand(B, generator=g) < 0.3), -1.0, 1.0)
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.zeros(B, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = cos * fx, -sin * fy, tx
+    theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = sin * fx, cos * fy, ty
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    pad = (0 - MEAN) / STD
+    x = F.grid_sample(x - pad, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + pad
+    y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).float()
+    # intensity: contrast, brightness, gamma on [0,1]
+    v = (x * STD + MEAN).clamp(0, 1)
+    gamma = torch.exp((torch.rand(B, 1, 1, 1, generator=g) - 0.5) * 2 * math.log(1.4))
+    v = v ** gamma
+    c = 1 + (torch.rand(B, 1, 1, 1, generator=g) - 0.5) * 0.4
+    b = (torch.rand(B, 1, 1, 1, generator=g) - 0.5) * 0.2
+    v = ((v - 0.5) * c + 0.5 + b).clamp(0, 1)
+    return (v - MEAN) / STD, y
+
+
+def losses(model, x, y, ids, mask, slugs, present, k):
+    feats = model.image(x.contiguous(memory_format=torch.channels_last))
+    rep = [f.repeat_interleave(k, 0) for f in feats[:6]]
+    e = model.text(ids, mask)
+    logits, pres, qual, _ = model.decoder(*rep, e)
+    # the mask head works at half the input size: soft targets from 2x2 averages
+    t = F.avg_pool2d(y.reshape(-1, 1, SIZE, SIZE), 2)
+    bce = F.binary_cross_entropy_with_logits(logits, t)
+    p = torch.sigmoid(logits).flatten(1)
+    tf = t.flatten(1)
+    dice = 1 - (2 * (p * tf).sum(1) + 1) / (p.sum(1) + tf.sum(1) + 1)
+    dice_l = (dice * present).sum() / present.sum().clamp(min=1)
+    pres_l = F.binary_cross_entropy_with_logits(pres, present)
+    with torch.no_grad():
+        hard = (logits.flatten(1) > 0).float()
+        inter = (hard * tf).sum(1)
+        iou = inter / (hard.sum(1) + tf.sum(1) - inter).clamp(min=1)
+    qual_l = (F.binary_cross_entropy_with_logits(qual, iou, reduction="none") * present).sum() / present.sum().clamp(min=1)
+    # CLIP-style alignment of text embeddings with mask-pooled image regions of the named structure
+    idx = [r for r in range(len(slugs)) if present[r] > 0 and slugs[r] is not None]
+    clip_l = torch.zeros(())
+    if len(idx) > 1:
+        region = model.decoder.region_embedding(rep[5][idx], t[idx])
+        te = e[idx]
+        sim = model.decoder.logit_scale.exp().clamp(max=100) * region @ te.t()
+        same = torch.tensor([[slugs[a] == slugs[b] for b in idx] for a in idx], dtype=torch.float32)
+        tgt = same / same.sum(1, keepdim=True)
+        clip_l = 0.5 * (-(tgt * F.log_softmax(sim, 1)).sum(1).mean() - (tgt * F.log_softmax(sim.t(), 1)).sum(1).mean())
+    total = bce + dice_l + 0.5 * pres_l + 0.2 * qual_l + 0.1 * clip_l
+    return total, dict(bce=bce.item(), dice=dice_l.item(), pres=pres_l.item(), qual=qual_l.item(), clip=clip_l.item())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "medseg2d"))
+    ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "promptseg-builtin"))
+    ap.add_argument("--cache", default=os.path.join(ROOT, "models", ".cache"))
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    vocab = json.load(open(os.path.join(ROOT, "prompts", "vocabulary.json")))
+    tok = WordPiece.build(training_texts(vocab))
+    tok.save(a.model_dir)
+    state_dir = os.path.join(a.model_dir, "train-state")
+    os.makedirs(state_dir, exist_ok=True)
+    t0 = time.time()
+    datasets = load_all(a.data, vocab, a.cache)
+    print(f"data ready in {time.time() - t0:.0f}s: " + ", ".join(f"{d.id}={len(d.split_idx('train'))}" for d in datasets), flush=True)
+
+    model = PromptSegNet(len(tok.vocab)).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    step, best = 0, -1.0
+    ck = os.path.join(state_dir, "last.pt")
+    if os.path.exists(ck) and not a.bench:
+        s = torch.load(ck)
+        model.load_state_dict(s["model"])
+        opt.load_state_dict(s["opt"])
+        step, best = s["step"], s.get("best", -1.0)
+        print(f"resumed at step {step}", flush=True)
+    rng = random.Random(a.seed * 100003 + step)
+    g = torch.Generator().manual_seed(a.seed + step)
+    torch.manual_seed(a.seed + step)
+    batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k)
+    warm = 200
+
+    def lr_at(s):
+        if s < warm:
+            return a.lr * (s + 1) / warm
+        return a.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, a.steps - warm)))))
+
+    def save(path):
+        torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, best=best, vocab_size=len(tok.vocab)), path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+    model.train()
+    t_start, s_start = time.time(), step
+    agg = {}
+    while step < (a.bench or a.steps):
+        for gr in opt.param_groups:
+            gr["lr"] = lr_at(step)
+        x, y, ids, m, slugs, present, flip_ok = batcher.next()
+        x, y = augment(x, y, flip_ok, g)
+        loss, parts = losses(model, x, y, ids, m, slugs, present, a.k)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+        opt.step()
+        step += 1
+        for kk, v in parts.items():
+            agg[kk] = agg.get(kk, 0.0) + v
+        if step % 20 == 0:
+            el = time.time() - t_start
+            rate = (step - s_start) / el
+            eta = (a.steps - step) / max(rate, 1e-9)
+            print(f"step {step}/{a.steps} " + " ".join(f"{kk}={v / 20:.3f}" for kk, v in agg.items()) +
+                  f" lr={lr_at(step):.2e} {rate * a.batch:.1f} img/s ETA {eta / 60:.1f} min", flush=True)
+            agg = {}
+        if a.bench:
+            continue
+        if step % a.ckpt_every == 0:
+            save(ck)
+        if step % a.val_every == 0 or step == a.steps:
+            model.eval()
+            with torch.no_grad():
+                res = ev.validate(model, datasets, vocab, tok, split="val", max_cases=40)
+            model.train()
+            score = res["score"]
+            print("val " + json.dumps(res), flush=True)
+            if score > best:
+                best = score
+                torch.save(dict(model=model.state_dict(), step=step, vocab_size=len(tok.vocab), val=res), os.path.join(state_dir, "best.pt"))
+                print(f"new best {best:.4f} at step {step}", flush=True)
+            save(ck)
+    if a.bench:
+        el = time.time() - t_start
+        print(f"bench: {a.bench} steps in {el:.1f}s = {a.bench * a.batch / el:.1f} img/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

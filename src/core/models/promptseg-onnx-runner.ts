@@ -1,0 +1,136 @@
+import path from 'node:path';
+import { existsSync } from 'node:fs';
+import * as ort from 'onnxruntime-node';
+import { AutoTokenizer, env as hfEnv, type PreTrainedTokenizer } from '@huggingface/transformers';
+import { fail } from '../errors.js';
+import type { ModelEntry } from './manifest.js';
+import type { DecodeOutput, ImageFeatures, SegmentationModel } from './model.js';
+
+const FEATURE_NAMES = ['f1', 'f2', 'f3', 'f4', 'f5', 'embed_map'] as const;
+
+export interface RunnerOptions {
+  modelsDir: string;
+  threads: number;
+}
+
+/** Runs promptseg's own three-graph model (text encoder, image encoder, mask decoder). */
+export class PromptsegOnnxRunner implements SegmentationModel {
+  private text?: ort.InferenceSession;
+  private image?: ort.InferenceSession;
+  private decoder?: ort.InferenceSession;
+  private tokenizer?: PreTrainedTokenizer;
+  private loading?: Promise<void>;
+
+  constructor(readonly entry: ModelEntry, private readonly opts: RunnerOptions) {}
+
+  get loaded(): boolean {
+    return !!this.decoder;
+  }
+
+  private dir(): string {
+    return path.join(this.opts.modelsDir, this.entry.dir);
+  }
+
+  load(): Promise<void> {
+    this.loading ??= this.doLoad().catch((e) => {
+      this.loading = undefined;
+      throw e;
+    });
+    return this.loading;
+  }
+
+  private async doLoad(): Promise<void> {
+    const dir = this.dir();
+    for (const f of Object.keys(this.entry.files)) {
+      if (!existsSync(path.join(dir, f))) fail('model_unavailable', `model ${this.entry.id} is missing ${f} in ${dir}`);
+    }
+    const so: ort.InferenceSession.SessionOptions = {
+      intraOpNumThreads: this.opts.threads,
+      interOpNumThreads: 1,
+      executionProviders: ['cpu'],
+      graphOptimizationLevel: 'all',
+    };
+    const [text, image, decoder] = await Promise.all([
+      ort.InferenceSession.create(path.join(dir, 'text_encoder.onnx'), so),
+      ort.InferenceSession.create(path.join(dir, 'image_encoder.onnx'), so),
+      ort.InferenceSession.create(path.join(dir, 'mask_decoder.onnx'), so),
+    ]);
+    // tokenizer.json is read from the model folder; nothing is fetched
+    hfEnv.allowRemoteModels = false;
+    hfEnv.allowLocalModels = true;
+    hfEnv.localModelPath = this.opts.modelsDir + path.sep;
+    this.tokenizer = await AutoTokenizer.from_pretrained(this.entry.dir);
+    this.text = text;
+    this.image = image;
+    this.decoder = decoder;
+  }
+
+  private async ensure(): Promise<void> {
+    if (!this.loaded) await this.load();
+  }
+
+  async tokenize(prompts: string[]): Promise<{ ids: number[][] }> {
+    await this.ensure();
+    const enc = this.tokenizer!(prompts, { padding: true, truncation: true, max_length: 24 }) as { input_ids: { data: BigInt64Array; dims: number[] }; attention_mask: { data: BigInt64Array; dims: number[] } };
+    const [n, len] = enc.input_ids.dims;
+    const ids: number[][] = [];
+    for (let r = 0; r < n; r++) {
+      const row: number[] = [];
+      for (let c = 0; c < len; c++) if (enc.attention_mask.data[r * len + c] !== 0n) row.push(Number(enc.input_ids.data[r * len + c]));
+      ids.push(row);
+    }
+    return { ids };
+  }
+
+  async encodeText(prompts: string[]): Promise<Float32Array[]> {
+    await this.ensure();
+    const enc = this.tokenizer!(prompts, { padding: true, truncation: true, max_length: 24 }) as { input_ids: { data: BigInt64Array; dims: number[] }; attention_mask: { data: BigInt64Array; dims: number[] } };
+    const dims = enc.input_ids.dims;
+    const out = await this.text!.run({
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(enc.input_ids.data), dims),
+      attention_mask: new ort.Tensor('int64', BigInt64Array.from(enc.attention_mask.data), dims),
+    });
+    const t = out.text_embeds;
+    const d = t.dims[1];
+    const data = t.data as Float32Array;
+    return prompts.map((_, i) => data.slice(i * d, (i + 1) * d));
+  }
+
+  async encodeImage(pixels: Float32Array): Promise<ImageFeatures> {
+    await this.ensure();
+    const s = this.entry.input.size;
+    const out = await this.image!.run({ pixel_values: new ort.Tensor('float32', pixels, [1, 3, s, s]) });
+    let bytes = 0;
+    const tensors: Record<string, ort.Tensor> = {};
+    for (const k of FEATURE_NAMES) {
+      tensors[k] = out[k];
+      bytes += (out[k].data as Float32Array).byteLength;
+    }
+    return { bytes, pooled: out.pooled.data as Float32Array, tensors };
+  }
+
+  async decode(features: ImageFeatures, textEmbeds: Float32Array[]): Promise<DecodeOutput> {
+    await this.ensure();
+    const n = textEmbeds.length;
+    const d = textEmbeds[0].length;
+    const e = new Float32Array(n * d);
+    textEmbeds.forEach((t, i) => e.set(t, i * d));
+    const feeds: Record<string, ort.Tensor> = { ...(features.tensors as Record<string, ort.Tensor>), text_embeds: new ort.Tensor('float32', e, [n, d]) };
+    const out = await this.decoder!.run(feeds);
+    const m = out.mask_logits;
+    const [, , h, w] = m.dims;
+    const md = m.data as Float32Array;
+    return {
+      maskLogits: Array.from({ length: n }, (_, i) => ({ width: w, height: h, data: md.slice(i * h * w, (i + 1) * h * w) })),
+      presenceLogit: Array.from(out.presence_logit.data as Float32Array),
+      iouLogit: Array.from(out.iou_logit.data as Float32Array),
+      similarity: Array.from(out.similarity.data as Float32Array),
+    };
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.all([this.text?.release(), this.image?.release(), this.decoder?.release()]);
+    this.text = this.image = this.decoder = undefined;
+    this.loading = undefined;
+  }
+}

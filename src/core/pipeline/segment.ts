@@ -1,0 +1,289 @@
+import { createHash } from 'node:crypto';
+import { fail } from '../errors.js';
+import type { FloatGrid, RasterImage } from '../image/raster.js';
+import { letterbox, mapGrid, resizeRgb, roundHalfEven, toTensorData } from '../image/resize.js';
+import { maskStats, type MaskStats } from '../image/mask-stats.js';
+import type { ModelRegistry } from '../models/registry.js';
+import type { ImageFeatures, SegmentationModel } from '../models/model.js';
+import type { ModelEntry } from '../models/manifest.js';
+import { sigmoid, summariseUncertainty, type UncertaintySummary } from '../trust/scores.js';
+import { decideVerdict, type Reason, type Verdict } from '../trust/verdict.js';
+import type { Structure, Vocabulary } from '../vocabulary.js';
+import { Lru } from './lru.js';
+
+/** What the pipeline needs; created once per process and shared by every front door. */
+export interface PipelineContext {
+  registry: ModelRegistry;
+  vocabulary: Vocabulary;
+  featureCache: Lru<string, ImageFeatures>;
+  textCache: Lru<string, Float32Array>;
+}
+
+export function createPipelineContext(registry: ModelRegistry, vocabulary: Vocabulary, cacheImages: number): PipelineContext {
+  return { registry, vocabulary, featureCache: new Lru(cacheImages * 4), textCache: new Lru(2048) };
+}
+
+export interface SegmentRequest {
+  image: RasterImage;
+  prompts: string[];
+  modelId?: string;
+  /** Pixel probability threshold for the mask (0..1). */
+  threshold?: number;
+}
+
+export interface PromptResult {
+  prompt: string;
+  structure: { slug: string; name: string; modality: string } | null;
+  mode: 'whole' | 'tiled';
+  presence: number;
+  maskProduced: boolean;
+  predictedQuality: number;
+  similarity: number;
+  stats: MaskStats;
+  areaMm2: number | null;
+  uncertainty: UncertaintySummary;
+  verdict: Verdict;
+  reasons: Reason[];
+  /** 1 byte per original pixel, 1 = inside */
+  mask: Uint8Array;
+  /** Pixel probabilities at original size */
+  probability: Float32Array;
+}
+
+export type StageName = 'preprocess' | 'encode_image' | 'encode_text' | 'decode_mask' | 'postprocess';
+
+export interface SegmentResult {
+  modelId: string;
+  width: number;
+  height: number;
+  imageSha256: string;
+  results: PromptResult[];
+  timingsMs: Record<StageName, number>;
+  cache: { imageFeatures: 'hit' | 'miss' | 'partial' };
+}
+
+const now = () => performance.now();
+
+/** Text-prompted segmentation of one image for one or more prompts. */
+export async function segment(ctx: PipelineContext, req: SegmentRequest): Promise<SegmentResult> {
+  const modelId = req.modelId ?? ctx.registry.defaultId;
+  const model = ctx.registry.get(modelId);
+  const entry = model.entry;
+  await model.load();
+  const threshold = req.threshold ?? 0.5;
+  if (!(threshold > 0 && threshold < 1)) fail('bad_input', 'threshold must be between 0 and 1 (exclusive)', 'threshold');
+  const timings: Record<StageName, number> = { preprocess: 0, encode_image: 0, encode_text: 0, decode_mask: 0, postprocess: 0 };
+  const { image } = req;
+  const imageSha256 = createHash('sha256').update(image.data).update(`${image.width}x${image.height}`).digest('hex');
+
+  // text embeddings (cached per model and prompt)
+  let t = now();
+  const embeds = await encodeTexts(ctx, model, req.prompts);
+  timings.encode_text += now() - t;
+
+  const structures = req.prompts.map((p) => ctx.vocabulary.match(p));
+  const modes = structures.map((s) => (s?.scale === 'tiled' ? 'tiled' : 'whole') as 'whole' | 'tiled');
+  const logits: FloatGrid[] = new Array(req.prompts.length);
+  const presenceLogit = new Array<number>(req.prompts.length);
+  const iouLogit = new Array<number>(req.prompts.length);
+  const similarity = new Array<number>(req.prompts.length);
+  let hits = 0, misses = 0;
+
+  for (const mode of ['whole', 'tiled'] as const) {
+    const idx = modes.map((m, i) => (m === mode ? i : -1)).filter((i) => i >= 0);
+    if (!idx.length) continue;
+    const e = idx.map((i) => embeds[i]);
+    const out = mode === 'whole'
+      ? await runWhole(ctx, model, entry, image, imageSha256, e, timings, (h) => (h ? hits++ : misses++))
+      : await runTiled(ctx, model, entry, image, imageSha256, e, timings, (h) => (h ? hits++ : misses++));
+    idx.forEach((i, k) => {
+      logits[i] = out.logits[k];
+      presenceLogit[i] = out.presence[k];
+      iouLogit[i] = out.iou[k];
+      similarity[i] = out.similarity[k];
+    });
+  }
+
+  t = now();
+  const results = req.prompts.map((prompt, i) =>
+    postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, threshold),
+  );
+  timings.postprocess += now() - t;
+  for (const k of Object.keys(timings) as StageName[]) timings[k] = Math.round(timings[k] * 100) / 100;
+  return {
+    modelId,
+    width: image.width,
+    height: image.height,
+    imageSha256,
+    results,
+    timingsMs: timings,
+    cache: { imageFeatures: misses === 0 ? 'hit' : hits === 0 ? 'miss' : 'partial' },
+  };
+}
+
+async function encodeTexts(ctx: PipelineContext, model: SegmentationModel, prompts: string[]): Promise<Float32Array[]> {
+  const out: (Float32Array | undefined)[] = prompts.map((p) => ctx.textCache.get(`${model.entry.id}\u0000${p}`));
+  const missing = [...new Set(prompts.filter((_, i) => !out[i]))];
+  if (missing.length) {
+    const enc = await model.encodeText(missing);
+    missing.forEach((p, k) => ctx.textCache.set(`${model.entry.id}\u0000${p}`, enc[k]));
+    prompts.forEach((p, i) => (out[i] ??= enc[missing.indexOf(p)]));
+  }
+  return out as Float32Array[];
+}
+
+interface DecodedSet {
+  logits: FloatGrid[];
+  presence: number[];
+  iou: number[];
+  similarity: number[];
+}
+
+async function features(ctx: PipelineContext, model: SegmentationModel, key: string, pixels: () => Float32Array, timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<ImageFeatures> {
+  const cached = ctx.featureCache.get(key);
+  if (cached) {
+    hit(true);
+    return cached;
+  }
+  hit(false);
+  let t = now();
+  const px = pixels();
+  timings.preprocess += now() - t;
+  t = now();
+  const f = await model.encodeImage(px);
+  timings.encode_image += now() - t;
+  ctx.featureCache.set(key, f);
+  return f;
+}
+
+async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedSet> {
+  const { size, mean, std } = entry.input;
+  let t = now();
+  const lb = letterbox(image, size);
+  timings.preprocess += now() - t;
+  const f = await features(ctx, model, `${entry.id}:whole:${sha}`, () => toTensorData(lb.pixels, size, size, mean, std), timings, hit);
+  t = now();
+  const out = await model.decode(f, e);
+  timings.decode_mask += now() - t;
+  t = now();
+  const b = lb.box;
+  const place = { left: b.left, top: b.top, scaleX: b.innerW / image.width, scaleY: b.innerH / image.height };
+  const logits = out.maskLogits.map((g) => mapGrid(g, size, image.width, image.height, place));
+  timings.postprocess += now() - t;
+  return { logits, presence: out.presenceLogit, iou: out.iouLogit, similarity: out.similarity };
+}
+
+/** Tile origins covering n pixels with tiles of `size` every `stride` (the last one flush with the end). */
+export function tileOrigins(n: number, size: number, stride: number): number[] {
+  if (n <= size) return [0];
+  const o: number[] = [];
+  for (let v = 0; v < n - size; v += stride) o.push(v);
+  o.push(n - size);
+  return [...new Set(o)].sort((a, b) => a - b);
+}
+
+async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedSet> {
+  const { size, mean, std, tile } = entry.input;
+  let t = now();
+  // native scale, at most native_max_side on the longer side, as in training
+  let native = image;
+  const longest = Math.max(image.width, image.height);
+  if (longest > tile.native_max_side) {
+    const s = tile.native_max_side / longest;
+    const w = roundHalfEven(image.width * s), h = roundHalfEven(image.height * s);
+    native = { width: w, height: h, data: resizeRgb(image, w, h), format: image.format };
+  }
+  const W = Math.max(native.width, size), H = Math.max(native.height, size);
+  const n = e.length;
+  const acc = Array.from({ length: n }, () => new Float32Array(W * H));
+  const cnt = new Float32Array(W * H);
+  const pres = new Array<number>(n).fill(0), iou = new Array<number>(n).fill(0), sim = new Array<number>(n).fill(0);
+  const ys = tileOrigins(H, size, tile.stride), xs = tileOrigins(W, size, tile.stride);
+  timings.preprocess += now() - t;
+  for (const ty of ys) {
+    for (const tx of xs) {
+      const makePixels = () => {
+        const px = new Uint8Array(size * size * 3);
+        for (let y = 0; y < size; y++) {
+          const sy = ty + y;
+          if (sy >= native.height) break;
+          const w = Math.max(0, Math.min(size, native.width - tx));
+          px.set(native.data.subarray((sy * native.width + tx) * 3, (sy * native.width + tx + w) * 3), y * size * 3);
+        }
+        return toTensorData(px, size, size, mean, std);
+      };
+      const f = await features(ctx, model, `${entry.id}:tile:${ty}:${tx}:${sha}`, makePixels, timings, hit);
+      t = now();
+      const out = await model.decode(f, e);
+      timings.decode_mask += now() - t;
+      t = now();
+      for (let k = 0; k < n; k++) {
+        const g = mapGrid(out.maskLogits[k], size, size, size, { left: 0, top: 0, scaleX: 1, scaleY: 1 });
+        const a = acc[k];
+        for (let y = 0; y < size; y++) {
+          const row = (ty + y) * W + tx;
+          for (let x = 0; x < size; x++) a[row + x] += g.data[y * size + x];
+        }
+        pres[k] += out.presenceLogit[k];
+        iou[k] += out.iouLogit[k];
+        sim[k] += out.similarity[k];
+      }
+      for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) cnt[(ty + y) * W + tx + x] += 1;
+      timings.postprocess += now() - t;
+    }
+  }
+  t = now();
+  const tiles = ys.length * xs.length;
+  const logits = acc.map((a) => {
+    const nat = new Float32Array(native.width * native.height);
+    for (let y = 0; y < native.height; y++) for (let x = 0; x < native.width; x++) nat[y * native.width + x] = a[y * W + x] / cnt[y * W + x];
+    const grid = { width: native.width, height: native.height, data: nat };
+    if (native === image) return grid;
+    return mapGrid(grid, native.width, image.width, image.height, { left: 0, top: 0, scaleX: native.width / image.width, scaleY: native.height / image.height });
+  });
+  timings.postprocess += now() - t;
+  return { logits, presence: pres.map((v) => v / tiles), iou: iou.map((v) => v / tiles), similarity: sim.map((v) => v / tiles) };
+}
+
+function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number): PromptResult {
+  const { width, height } = image;
+  const presence = sigmoid(presenceLogit);
+  const probability = new Float32Array(width * height);
+  const mask = new Uint8Array(width * height);
+  const absent = presence < 0.5;
+  for (let i = 0; i < probability.length; i++) {
+    const p = sigmoid(logits.data[i]);
+    probability[i] = p;
+    if (!absent && p >= threshold) mask[i] = 1;
+  }
+  const stats = maskStats(mask, width, height);
+  const uncertainty = summariseUncertainty(probability, mask, width, height);
+  const quality = sigmoid(iouLogit);
+  const { verdict, reasons } = decideVerdict({
+    structureName: structure?.name,
+    inVocabulary: !!structure,
+    manyParts: structure?.scale === 'tiled',
+    presence,
+    quality,
+    uncertainFraction: uncertainty.uncertainFraction,
+    areaFraction: stats.areaPx / (width * height),
+    components: stats.components,
+  });
+  const areaMm2 = image.spacing ? stats.areaPx * image.spacing.row * image.spacing.col : null;
+  return {
+    prompt,
+    structure: structure ? { slug: structure.slug, name: structure.name, modality: structure.modality } : null,
+    mode,
+    presence,
+    maskProduced: stats.areaPx > 0,
+    predictedQuality: quality,
+    similarity,
+    stats,
+    areaMm2,
+    uncertainty,
+    verdict,
+    reasons,
+    mask,
+    probability,
+  };
+}

@@ -1,0 +1,76 @@
+/** The trust verdict: accept, review or reject, with machine-readable reasons and one sentence each. */
+
+export type Verdict = 'accept' | 'review' | 'reject';
+
+export const REASON_CODES = [
+  'structure_absent',
+  'prompt_not_in_vocabulary',
+  'modality_mismatch',
+  'low_predicted_quality',
+  'high_uncertainty',
+  'small_mask',
+  'fragmented_mask',
+] as const;
+export type ReasonCode = (typeof REASON_CODES)[number];
+
+export interface Reason {
+  code: ReasonCode;
+  severity: 'reject' | 'review';
+  message: string;
+}
+
+export interface TrustThresholds {
+  presence: number;
+  quality: number;
+  uncertainFraction: number;
+  minAreaFraction: number;
+  maxComponents: number;
+}
+
+export const DEFAULT_THRESHOLDS: TrustThresholds = {
+  presence: 0.5,
+  quality: 0.5,
+  uncertainFraction: 0.35,
+  minAreaFraction: 0.0005,
+  maxComponents: 6,
+};
+
+export interface TrustInput {
+  structureName?: string;
+  inVocabulary: boolean;
+  /** true when the prompt's structure is one the model treats as many small parts (nuclei, vessels) */
+  manyParts: boolean;
+  presence: number;
+  quality: number;
+  uncertainFraction: number;
+  areaFraction: number;
+  components: number;
+}
+
+/** Combines the scores into a verdict; the worst reason decides. */
+export function decideVerdict(t: TrustInput, th: TrustThresholds = DEFAULT_THRESHOLDS): { verdict: Verdict; reasons: Reason[] } {
+  const what = t.structureName ?? 'the prompted structure';
+  const reasons: Reason[] = [];
+  if (t.presence < th.presence) {
+    reasons.push({ code: 'structure_absent', severity: 'reject', message: `The model finds no ${what} in this image (presence ${(t.presence * 100).toFixed(0)}%), so no mask is returned.` });
+  }
+  if (!t.inVocabulary) {
+    reasons.push({ code: 'prompt_not_in_vocabulary', severity: 'review', message: 'The prompt names no structure the model was trained on; treat any mask as a guess.' });
+  }
+  if (t.presence >= th.presence) {
+    if (t.quality < th.quality) {
+      reasons.push({ code: 'low_predicted_quality', severity: 'review', message: `The model predicts a low overlap with the true outline (predicted IoU ${t.quality.toFixed(2)}).` });
+    }
+    if (t.uncertainFraction > th.uncertainFraction) {
+      reasons.push({ code: 'high_uncertainty', severity: 'review', message: `${(t.uncertainFraction * 100).toFixed(0)}% of the mask has pixel probabilities between 25% and 75%.` });
+    }
+    if (t.areaFraction < th.minAreaFraction) {
+      reasons.push({ code: 'small_mask', severity: 'review', message: `The mask covers only ${(t.areaFraction * 100).toFixed(3)}% of the image.` });
+    }
+    if (!t.manyParts && t.components > th.maxComponents) {
+      reasons.push({ code: 'fragmented_mask', severity: 'review', message: `The mask falls apart into ${t.components} separate pieces, which is unusual for ${what}.` });
+    }
+  }
+  const verdict: Verdict = reasons.some((r) => r.severity === 'reject') ? 'reject' : reasons.length ? 'review' : 'accept';
+  return { verdict, reasons };
+}

@@ -1,0 +1,76 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+
+export const StructureSchema = z.object({
+  slug: z.string(),
+  name: z.string(),
+  synonyms: z.array(z.string()),
+  eval_synonyms: z.array(z.string()),
+  modality: z.string(),
+  datasets: z.array(z.string()),
+  region: z.string(),
+  description: z.string(),
+  parent: z.string().nullable(),
+  laterality: z.string().nullable(),
+  scale: z.enum(['whole', 'tiled']),
+  window: z.string().nullable(),
+});
+export type Structure = z.infer<typeof StructureSchema>;
+
+export const VocabularySchema = z.object({
+  version: z.string(),
+  note: z.string(),
+  windows: z.record(z.string(), z.tuple([z.number(), z.number()])),
+  structures: z.array(StructureSchema),
+  datasets: z.array(z.object({ id: z.string(), modality: z.string(), region: z.string(), modality_words: z.array(z.string()), structures: z.array(z.string()) })),
+  templates: z.object({ train: z.array(z.string()), eval: z.array(z.string()) }),
+  nonsense: z.object({ train: z.array(z.string()), eval: z.array(z.string()) }),
+});
+export type VocabularyData = z.infer<typeof VocabularySchema>;
+
+/** Lower-case words with punctuation turned into spaces, for phrase matching. */
+export function normalizePrompt(text: string): string {
+  return ` ${text.toLowerCase().normalize('NFKD').replace(/[\u0300-\u036f]/g, '').replace(/[^a-z0-9]+/g, ' ').trim()} `;
+}
+
+/** The structure vocabulary: names, synonyms, modalities, and which prompt names which structure. */
+export class Vocabulary {
+  private readonly phrases: { phrase: string; slug: string }[] = [];
+  readonly bySlug = new Map<string, Structure>();
+
+  constructor(readonly data: VocabularyData) {
+    for (const s of data.structures) {
+      this.bySlug.set(s.slug, s);
+      for (const p of [s.name, s.slug.replace(/_/g, ' '), ...s.synonyms, ...s.eval_synonyms]) {
+        const n = normalizePrompt(p);
+        if (n.trim()) this.phrases.push({ phrase: n, slug: s.slug });
+      }
+    }
+    // longest phrase first, so "left lung" wins over "lung"
+    this.phrases.sort((a, b) => b.phrase.length - a.phrase.length);
+  }
+
+  static load(file: string): Vocabulary {
+    return new Vocabulary(VocabularySchema.parse(JSON.parse(readFileSync(file, 'utf8'))));
+  }
+
+  static fromProject(root: string): Vocabulary {
+    return Vocabulary.load(path.join(root, 'prompts', 'vocabulary.json'));
+  }
+
+  /** The structure a free-text prompt names, if any vocabulary phrase occurs in it as whole words. */
+  match(prompt: string): Structure | undefined {
+    const n = normalizePrompt(prompt);
+    for (const p of this.phrases) if (n.includes(p.phrase)) return this.bySlug.get(p.slug);
+    return undefined;
+  }
+
+  list(modality?: string): Structure[] {
+    return this.data.structures.filter((s) => !modality || s.modality === modality);
+  }
+
+  modalities(): string[] {
+    return [...new Set(this.data.structures.map((s) => s.modality))].sort();
+  }
+}

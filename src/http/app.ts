@@ -1,0 +1,211 @@
+import { OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { cors } from 'hono/cors';
+import { requestId } from 'hono/request-id';
+import { timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { mcpMessageLimit } from '../config/env.js';
+import { err } from '../core/errors.js';
+import type { ServiceContext } from '../service/context.js';
+import { count } from '../service/context.js';
+import { OPERATIONS } from '../service/operation-table.js';
+import type { Operation } from '../service/operation.js';
+import { runOperation } from '../service/run-operation.js';
+import { getResultArtifact } from '../service/result-artifacts.js';
+import { multipartToSegmentInput } from './multipart-input.js';
+import { problem, problemType } from './problem.js';
+import { renderMetrics } from './metrics.js';
+import { WEB_PAGE_HTML } from './web-page.js';
+import { renderDocsPage } from './docs-page.js';
+
+export interface HttpOptions {
+  logger?: Logger;
+  /** Extra routes mounted by main (the MCP endpoint); they get the same auth and limits. */
+  mount?: (app: OpenAPIHono, ctx: ServiceContext) => void;
+}
+
+const PUBLIC_PATHS = new Set(['/', '/healthz', '/readyz', '/metrics', '/openapi.json', '/docs', '/favicon.ico']);
+
+/** The Hono app over the operation table. One app per service context. */
+export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIHono {
+  const app = new OpenAPIHono();
+  const log = opts.logger;
+
+  app.use('*', requestId());
+  app.use('*', async (c, next) => {
+    const t0 = performance.now();
+    await next();
+    count(ctx, `http_responses_${c.res.status}`);
+    log?.info({ reqId: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - t0) }, 'request');
+  });
+  if (ctx.config.PROMPTSEG_CORS_ORIGINS.length) {
+    app.use('*', cors({ origin: ctx.config.PROMPTSEG_CORS_ORIGINS, allowHeaders: ['authorization', 'content-type', 'mcp-session-id', 'mcp-protocol-version'], exposeHeaders: ['mcp-session-id', 'x-request-id'] }));
+  }
+  app.use('*', async (c, next) => {
+    if (ctx.draining && c.req.path !== '/healthz') return problem(c, { kind: 'overloaded', message: 'the server is shutting down' });
+    return next();
+  });
+  const tokens = ctx.config.PROMPTSEG_API_TOKENS.map((t) => Buffer.from(t));
+  if (tokens.length) {
+    app.use('*', async (c, next) => {
+      if (PUBLIC_PATHS.has(c.req.path)) return next();
+      const h = c.req.header('authorization') ?? '';
+      const m = /^Bearer\s+(.+)$/i.exec(h);
+      const given = m ? Buffer.from(m[1].trim()) : undefined;
+      const okTok = given !== undefined && tokens.some((t) => t.length === given.length && timingSafeEqual(t, given));
+      if (!okTok) return problem(c, { kind: 'unauthorized', message: m ? 'the bearer token is not valid' : 'this server needs an Authorization: Bearer <token> header' });
+      return next();
+    });
+  }
+  // MCP messages carry images as base64, so /mcp allows the encoded size of an image at the limit
+  const limitFor = (max: number) =>
+    bodyLimit({
+      maxSize: max,
+      onError: (c) => {
+        // the rest of the body is never read, so the connection cannot be reused
+        const res = problem(c, { kind: 'too_large', message: `the request body is over ${max} bytes` });
+        res.headers.set('connection', 'close');
+        return res;
+      },
+    });
+  const apiLimit = limitFor(ctx.config.PROMPTSEG_MAX_BODY_BYTES);
+  const mcpLimit = limitFor(mcpMessageLimit(ctx.config));
+  app.use('*', (c, next) => (c.req.path === '/mcp' ? mcpLimit(c, next) : apiLimit(c, next)));
+
+  for (const op of OPERATIONS) registerOperation(app, ctx, op);
+
+  app.get('/readyz', (c) => {
+    const id = ctx.pipeline.registry.defaultId;
+    const ready = ctx.pipeline.registry.loadedIds().includes(id) && !ctx.draining;
+    return c.json({ ready, default_model: id, models_loaded: ctx.pipeline.registry.loadedIds() }, ready ? 200 : 503);
+  });
+  app.get('/metrics', (c) => c.text(renderMetrics(ctx), 200, { 'content-type': 'text/plain; version=0.0.4' }));
+  app.get('/v1/results/:id/:kind/:file', async (c) => {
+    const m = /^(\d+)\.png$/.exec(c.req.param('file'));
+    if (!m) return problem(c, { kind: 'invalid_argument', message: 'expected <index>.png', field: 'file' });
+    const r = await getResultArtifact(ctx, c.req.param('id'), c.req.param('kind'), Number(m[1]));
+    if (!r.ok) return problem(c, r.error);
+    return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'cache-control': 'private, max-age=600' } });
+  });
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: { title: 'promptseg', version: ctx.version, description: 'Text-prompted medical image segmentation with trust scores. Research use only; not for clinical decisions.' },
+  });
+  app.get('/docs', (c) => c.html(renderDocsPage(app.getOpenAPI31Document({ openapi: '3.1.0', info: { title: 'promptseg', version: ctx.version } }) as unknown as Record<string, unknown>)));
+  app.get('/', (c) => c.html(WEB_PAGE_HTML));
+  opts.mount?.(app, ctx);
+
+  app.notFound((c) =>
+    new Response(JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: `no route ${c.req.method} ${c.req.path}` }), {
+      status: 404,
+      headers: { 'content-type': 'application/problem+json' },
+    }),
+  );
+  app.onError((e, c) => {
+    log?.error({ reqId: c.get('requestId'), err: e.message }, 'unhandled error');
+    return problem(c, { kind: 'internal', message: 'an internal error occurred; it has been logged' });
+  });
+  return app;
+}
+
+function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation): void {
+  const openapiPath = op.http.path;
+  const honoPath = openapiPath.replace(/\{(\w+)\}/g, ':$1');
+  const errorResponses = {
+    400: { description: 'Bad input', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    404: { description: 'Unknown model or structure', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    413: { description: 'Too large', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    415: { description: 'Unsupported format', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    422: { description: 'Invalid argument', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    503: { description: 'Overloaded or model unavailable (Retry-After)', content: { 'application/problem+json': { schema: ProblemSchema } } },
+  };
+  const params = op.http.pathParams ?? [];
+  const shape = op.input.shape as Record<string, z.ZodType>;
+  const request =
+    op.http.method === 'post'
+      ? {
+          body: {
+            required: true,
+            content: {
+              'application/json': { schema: op.input },
+              ...(op.name === 'segment' ? { 'multipart/form-data': { schema: MultipartSegmentSchema } } : {}),
+            },
+          },
+        }
+      : {
+          ...(params.length ? { params: z.object(Object.fromEntries(params.map((p) => [p, shape[p]]))) } : {}),
+          ...(Object.keys(shape).some((k) => !params.includes(k))
+            ? { query: z.object(Object.fromEntries(Object.entries(shape).filter(([k]) => !params.includes(k)))) }
+            : {}),
+        };
+  app.openAPIRegistry.registerPath({
+    method: op.http.method,
+    path: openapiPath,
+    operationId: op.name,
+    summary: op.title,
+    description: op.description,
+    request,
+    responses: { 200: { description: 'OK', content: { 'application/json': { schema: op.output } } }, ...errorResponses },
+  });
+  const handler = async (c: Context) => {
+    let input: unknown;
+    if (op.http.method === 'post') {
+      const parsed = await readBody(c, op);
+      if (!parsed.ok) return problem(c, parsed.error);
+      input = parsed.value;
+    } else {
+      input = { ...c.req.query(), ...Object.fromEntries(params.map((p) => [p, c.req.param(p)])) };
+    }
+    const r = await runOperation(ctx, op, input, { via: 'http' });
+    if (!r.ok) return problem(c, r.error);
+    return c.json(r.value as object, 200);
+  };
+  if (op.http.method === 'post') app.post(honoPath, handler);
+  else app.get(honoPath, handler);
+}
+
+async function readBody(c: Context, op: Operation): Promise<{ ok: true; value: unknown } | ReturnType<typeof err>> {
+  const type = (c.req.header('content-type') ?? '').toLowerCase();
+  if (type.startsWith('application/json')) {
+    const text = await c.req.text();
+    if (!text.trim()) return err('bad_input', 'the request body is empty; send a JSON object');
+    try {
+      return { ok: true, value: JSON.parse(text) };
+    } catch {
+      return err('bad_input', 'the request body is not valid JSON');
+    }
+  }
+  if (type.startsWith('multipart/form-data') && op.name === 'segment') {
+    try {
+      const form = await c.req.parseBody({ all: true });
+      return { ok: true, value: await multipartToSegmentInput(form as Record<string, string | File | (string | File)[]>) };
+    } catch (e) {
+      const ae = (e as { error?: { kind: string } }).error;
+      if (ae) return { ok: false, error: ae as never };
+      return err('bad_input', 'the multipart body could not be parsed');
+    }
+  }
+  if (!type) return err('unsupported_format', `send Content-Type application/json${op.name === 'segment' ? ' or multipart/form-data' : ''}`, 'content-type');
+  return err('unsupported_format', `Content-Type ${type.split(';')[0]} is not accepted here; send application/json${op.name === 'segment' ? ' or multipart/form-data' : ''}`, 'content-type');
+}
+
+const ProblemSchema = z.object({
+  type: z.string().describe(`A stable URI per error kind, e.g. ${problemType('bad_input')}`),
+  title: z.string(),
+  status: z.number().int(),
+  detail: z.string(),
+  field: z.string().optional(),
+  request_id: z.string().optional(),
+});
+
+const MultipartSegmentSchema = z.object({
+  image: z.any().describe('The image file (binary).'),
+  prompt: z.array(z.string()).describe('Repeat the field once per prompt.'),
+  model: z.string().optional(),
+  threshold: z.string().optional(),
+  outputs: z.string().optional().describe('Comma list of png, rle, polygons.'),
+  overlay: z.string().optional().describe('true to include an overlay preview.'),
+  pixel_spacing_mm: z.string().optional().describe('"row,col" in mm.'),
+});

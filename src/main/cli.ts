@@ -1,0 +1,176 @@
+#!/usr/bin/env node
+import { readdir, readFile, mkdir, writeFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/env.js';
+import { createServiceContext, disposeServiceContext } from '../service/context.js';
+import { operationByName } from '../service/operation-table.js';
+import { runOperation } from '../service/run-operation.js';
+import { getResultArtifact } from '../service/result-artifacts.js';
+import { startServer } from './serve.js';
+import { runMcpStdio } from '../mcp/stdio.js';
+
+const USAGE = `promptseg: text-prompted medical image segmentation
+
+usage:
+  promptseg serve                          start the HTTP API, web page and MCP endpoint (HOST, PORT)
+  promptseg mcp                            run the MCP server on stdio
+  promptseg segment <image|folder>... --prompt <text> [--prompt <text>...] [--out DIR]
+                    [--model ID] [--threshold P]
+                                           write mask PNGs and summary.json per image
+  promptseg models list                    list models
+  promptseg structures list [--modality M] list structures the models know
+`;
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(USAGE);
+    return cmd ? 0 : 2;
+  }
+  const config = loadConfig();
+  switch (cmd) {
+    case 'serve': {
+      const s = await startServer(config);
+      const stop = () => {
+        process.stderr.write('promptseg: shutting down, finishing in-flight requests\n');
+        s.close().then(() => process.exit(0));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      return new Promise<number>(() => undefined);
+    }
+    case 'mcp':
+      await runMcpStdio(config);
+      return new Promise<number>(() => undefined);
+    case 'segment':
+      return segmentCommand(config, rest);
+    case 'models':
+      if (rest[0] !== 'list') throw new UsageError('usage: promptseg models list');
+      return printOp(config, 'list_models', {});
+    case 'structures': {
+      if (rest[0] !== 'list') throw new UsageError('usage: promptseg structures list [--modality M]');
+      const { values } = parseArgs({ args: rest.slice(1), options: { modality: { type: 'string' } } });
+      return printOp(config, 'list_structures', values.modality ? { modality: values.modality } : {});
+    }
+    default:
+      throw new UsageError(`unknown command "${cmd}"\n\n${USAGE}`);
+  }
+}
+
+async function printOp(config: ReturnType<typeof loadConfig>, name: string, input: unknown): Promise<number> {
+  const ctx = createServiceContext(config);
+  const r = await runOperation(ctx, operationByName(name)!, input, { via: 'cli' });
+  await disposeServiceContext(ctx);
+  if (!r.ok) {
+    process.stderr.write(`promptseg: ${r.error.message}\n`);
+    return 1;
+  }
+  process.stdout.write(JSON.stringify(r.value, null, 2) + '\n');
+  return 0;
+}
+
+const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff']);
+
+async function expandInputs(args: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const a of args) {
+    let st;
+    try {
+      st = await stat(a);
+    } catch {
+      throw new UsageError(`no such file or folder: ${a}`);
+    }
+    if (st.isDirectory()) {
+      const names = (await readdir(a)).filter((n) => IMAGE_EXT.has(path.extname(n).toLowerCase())).sort();
+      out.push(...names.map((n) => path.join(a, n)));
+    } else out.push(a);
+  }
+  return out;
+}
+
+async function segmentCommand(config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { prompt: { type: 'string', multiple: true, short: 'p' }, out: { type: 'string', short: 'o' }, model: { type: 'string' }, threshold: { type: 'string' } },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (!positionals.length) throw new UsageError('give at least one image or folder');
+  if (!values.prompt?.length) throw new UsageError('give at least one --prompt');
+  const files = await expandInputs(positionals);
+  if (!files.length) throw new UsageError('no images found (png, jpg, webp, tif)');
+  const outDir = values.out ?? 'promptseg-out';
+  await mkdir(outDir, { recursive: true });
+  const ctx = createServiceContext(config);
+  const op = operationByName('segment')!;
+  const summary: unknown[] = [];
+  let failures = 0;
+  const t0 = Date.now();
+  for (const [i, f] of files.entries()) {
+    const bytes = await readFile(f);
+    const input: Record<string, unknown> = { image: { base64: bytes.toString('base64') }, prompts: values.prompt };
+    if (values.model) input.model = values.model;
+    if (values.threshold) input.threshold = Number(values.threshold);
+    const r = await runOperation(ctx, op, input, { via: 'cli' });
+    const base = path.basename(f, path.extname(f));
+    if (!r.ok) {
+      failures++;
+      summary.push({ file: f, error: r.error });
+      process.stderr.write(`\npromptseg: ${f}: ${r.error.message}\n`);
+    } else {
+      const v = r.value as { result_id: string; results: { index: number; prompt: string; mask_url?: string }[] };
+      const masks: string[] = [];
+      for (const res of v.results) {
+        const art = await getResultArtifact(ctx, v.result_id, 'masks', res.index);
+        if (!art.ok) continue;
+        const name = `${base}__${slug(res.prompt)}.png`;
+        await writeFile(path.join(outDir, name), art.value.bytes);
+        masks.push(name);
+      }
+      summary.push({ file: f, ...stripUrls(v), mask_files: masks });
+    }
+    if (files.length > 1) progressBar(i + 1, files.length, t0);
+  }
+  if (files.length > 1) process.stderr.write('\n');
+  await writeFile(path.join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
+  await disposeServiceContext(ctx);
+  process.stderr.write(`promptseg: wrote ${files.length - failures} result(s) to ${outDir}${failures ? `, ${failures} failed` : ''}\n`);
+  return failures === files.length ? 1 : 0;
+}
+
+function stripUrls(v: object): object {
+  return JSON.parse(JSON.stringify(v, (k, val) => (k === 'mask_url' || k === 'mask_uri' ? undefined : val))) as object;
+}
+
+const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_|_$/g, '').slice(0, 60) || 'prompt';
+
+function progressBar(done: number, total: number, t0: number): void {
+  const width = 30;
+  const filled = Math.round((done / total) * width);
+  const el = (Date.now() - t0) / 1000;
+  const eta = done ? (el / done) * (total - done) : 0;
+  process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ETA ${eta.toFixed(0)}s `);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== undefined) process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof UsageError) {
+      process.stderr.write(`promptseg: ${e.message}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`promptseg: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

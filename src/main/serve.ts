@@ -1,0 +1,41 @@
+import { serve, type ServerType } from '@hono/node-server';
+import pino from 'pino';
+import type { Config } from '../config/env.js';
+import { createApp } from '../http/app.js';
+import { mountMcpHttp } from '../mcp/http-transport.js';
+import { createServiceContext, disposeServiceContext, type ServiceContext } from '../service/context.js';
+
+export interface RunningServer {
+  ctx: ServiceContext;
+  server: ServerType;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Starts the HTTP server (API, web page, MCP at /mcp) and warms the default model. */
+export async function startServer(config: Config, opts: { warm?: boolean; log?: boolean } = {}): Promise<RunningServer> {
+  const logger = pino({ level: opts.log === false ? 'silent' : config.PROMPTSEG_LOG_LEVEL, base: undefined }, pino.destination(2));
+  const ctx = createServiceContext(config);
+  const app = createApp(ctx, { logger, mount: (a, c) => mountMcpHttp(a, c) });
+  if (opts.warm !== false) {
+    ctx.pipeline.registry.get().load().then(
+      () => logger.info({ model: ctx.pipeline.registry.defaultId }, 'model loaded'),
+      (e: Error) => logger.error({ err: e.message }, 'model failed to load'),
+    );
+  }
+  const server = await new Promise<ServerType>((resolve) => {
+    const s = serve({ fetch: app.fetch, hostname: config.HOST, port: config.PORT }, () => resolve(s));
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.PORT;
+  const url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
+  logger.info({ url }, 'promptseg listening');
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      ctx.draining = true;
+      await new Promise<void>((r) => server.close(() => r()));
+      await disposeServiceContext(ctx);
+    })());
+  return { ctx, server, url, close };
+}

@@ -1,0 +1,108 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+import { PROJECT_ROOT } from '../config/env.js';
+import type { ServiceContext } from '../service/context.js';
+import { OPERATIONS } from '../service/operation-table.js';
+import type { Operation } from '../service/operation.js';
+import { runOperation } from '../service/run-operation.js';
+import { getResultArtifact } from '../service/result-artifacts.js';
+import type { SegmentOutput } from '../service/schemas.js';
+import { renderOverlay } from '../core/image/overlay.js';
+
+export const SERVER_INSTRUCTIONS = `promptseg segments structures in 2D medical images from text prompts and says how far to trust each mask.
+- Use structure names from list_structures (or their synonyms); other prompts are flagged and nonsense is rejected.
+- Always read each result's verdict: accept, review (check the reasons, call assess_segmentation) or reject (the structure is absent: there is no mask).
+- Full-resolution masks, probability and uncertainty maps are resources (promptseg://results/...); tool results carry only a small preview.
+- Pass image.image_id from an earlier result to prompt the same image again quickly.
+- Research use only: never present results as a clinical diagnosis.`;
+
+interface PromptTemplate {
+  name: string;
+  title: string;
+  description: string;
+  arguments: { name: string; description: string; required: boolean }[];
+  template: string;
+}
+
+/** Fills {{name}} and {{#name}}...{{/name}} (kept only when the argument is given). */
+export function fillTemplate(t: string, args: Record<string, string | undefined>): string {
+  return t
+    .replace(/\{\{#(\w+)\}\}([\s\S]*?)\{\{\/\1\}\}/g, (_, k: string, body: string) => (args[k] ? body : ''))
+    .replace(/\{\{(\w+)\}\}/g, (_, k: string) => args[k] ?? '');
+}
+
+/** A fresh MCP server over the operation table; one per stdio process or HTTP session. */
+export function createMcpServer(ctx: ServiceContext): McpServer {
+  const server = new McpServer({ name: 'promptseg', version: ctx.version }, { instructions: SERVER_INSTRUCTIONS, capabilities: { logging: {} } });
+  for (const op of OPERATIONS) registerTool(server, ctx, op);
+
+  server.registerResource(
+    'result-image',
+    new ResourceTemplate('promptseg://results/{id}/{kind}/{file}', { list: undefined }),
+    { title: 'Segmentation result images', description: 'Full-resolution mask, probability map or uncertainty map of one prompt of a result, as PNG.', mimeType: 'image/png' },
+    async (uri, vars) => {
+      const m = /^(\d+)\.png$/.exec(String(vars.file));
+      const r = m ? await getResultArtifact(ctx, String(vars.id), String(vars.kind), Number(m[1])) : undefined;
+      if (!r || !r.ok) throw new Error(r ? r.error.message : 'expected <index>.png');
+      return { contents: [{ uri: uri.href, mimeType: r.value.mimeType, blob: r.value.bytes.toString('base64') }] };
+    },
+  );
+  server.registerResource(
+    'structure-vocabulary',
+    'promptseg://vocabulary',
+    { title: 'Structure vocabulary', description: 'Every structure the models know, with synonyms and modality.', mimeType: 'application/json' },
+    async (uri) => ({ contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify(ctx.pipeline.vocabulary.data.structures, null, 1) }] }),
+  );
+
+  const templates = (JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'prompts', 'mcp-prompts.json'), 'utf8')) as { prompts: PromptTemplate[] }).prompts;
+  for (const t of templates) {
+    const shape = Object.fromEntries(t.arguments.map((a) => [a.name, a.required ? z.string().describe(a.description) : z.string().optional().describe(a.description)]));
+    server.registerPrompt(t.name, { title: t.title, description: t.description, argsSchema: shape }, (args: Record<string, string | undefined>) => ({
+      messages: [{ role: 'user', content: { type: 'text', text: fillTemplate(t.template, args) } }],
+    }));
+  }
+  return server;
+}
+
+function registerTool(server: McpServer, ctx: ServiceContext, op: Operation): void {
+  const name = op.mcpName ?? op.name;
+  server.registerTool(
+    name,
+    { title: op.title, description: op.description, inputSchema: op.input, outputSchema: op.output as z.ZodObject },
+    async (args: unknown, extra): Promise<CallToolResult> => {
+      const token = extra._meta?.progressToken;
+      const progress = token === undefined ? undefined : (done: number, total: number, message?: string) => {
+        void extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: done, total, ...(message ? { message } : {}) } });
+      };
+      const input = op.name === 'segment' ? { ...(args as object), overlay: false, outputs: [] } : args;
+      const r = await runOperation(ctx, op, input, { via: 'mcp', progress });
+      if (!r.ok) return { isError: true, content: [{ type: 'text', text: `${r.error.kind}: ${r.error.message}` }] };
+      if (op.name === 'segment') return presentSegment(ctx, r.value as SegmentOutput);
+      return { content: [{ type: 'text', text: JSON.stringify(r.value, null, 1) }], structuredContent: r.value as Record<string, unknown> };
+    },
+  );
+}
+
+/** A short text summary, one small overlay preview, and the structured result; masks stay resources. */
+async function presentSegment(ctx: ServiceContext, v: SegmentOutput): Promise<CallToolResult> {
+  const lines = v.results.map((r) => {
+    const where = r.bbox ? ` bbox [${r.bbox.join(', ')}], area ${r.area_px} px${r.area_mm2 !== null ? ` (${r.area_mm2} mm²)` : ''}, ${r.components} part(s)` : '';
+    const why = r.reasons.length ? ` Reasons: ${r.reasons.map((x) => x.message).join(' ')}` : '';
+    return `- "${r.prompt}" -> ${r.verdict.toUpperCase()} (presence ${(r.presence * 100).toFixed(0)}%, predicted quality ${r.predicted_quality.toFixed(2)})${where}. Mask: ${r.mask_uri}.${why}`;
+  });
+  const text = `Segmented ${v.width}x${v.height} image (image_id ${v.image_id}) with ${v.model}:\n${lines.join('\n')}\n${v.disclaimer}`;
+  const content: CallToolResult['content'] = [{ type: 'text', text }];
+  const stored = ctx.results.get(v.result_id);
+  const image = ctx.images.get(v.image_id);
+  if (stored && image) {
+    const png = await renderOverlay(image, stored.result.results.map((r) => r.mask), 384);
+    content.push({ type: 'image', data: png.toString('base64'), mimeType: 'image/png' });
+  }
+  for (const r of v.results) {
+    if (r.mask_produced) content.push({ type: 'resource_link', uri: r.mask_uri, name: `mask-${r.index}.png`, mimeType: 'image/png', description: `Mask for "${r.prompt}"` });
+  }
+  return { content, structuredContent: v as unknown as Record<string, unknown> };
+}

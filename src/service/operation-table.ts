@@ -1,0 +1,21 @@
+import type { Operation } from './operation.js';
+import { assessSegmentationOperation } from './operations/assess-segmentation.js';
+import { comparePromptsOperation } from './operations/compare-prompts.js';
+import { describeModelOperation } from './operations/describe-model.js';
+import { healthOperation } from './operations/health.js';
+import { listModelsOperation } from './operations/list-models.js';
+import { listStructuresOperation } from './operations/list-structures.js';
+import { segmentOperation } from './operations/segment.js';
+
+/** Every operation of the service; HTTP routes and MCP tools are generated from this list. */
+export const OPERATIONS: Operation[] = [
+  segmentOperation,
+  assessSegmentationOperation,
+  comparePromptsOperation,
+  listModelsOperation,
+  describeModelOperation,
+  listStructuresOperation,
+  healthOperation,
+] as unknown as Operation[];
+
+export const operationByName = (name: string): Operation | undefined => OPERATIONS.find((o) => o.name === name);

@@ -1,0 +1,97 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { fail, ok } from '../../core/errors.js';
+import { maskToCocoRle, maskToPng, maskToPolygons } from '../../core/image/mask-encode.js';
+import { renderOverlay } from '../../core/image/overlay.js';
+import { segment } from '../../core/pipeline/segment.js';
+import { count } from '../context.js';
+import { defineOperation } from '../operation.js';
+import { ImageInputSchema, resolveImage } from '../resolve-image.js';
+import { DISCLAIMER, SegmentOutputSchema, type SegmentOutput } from '../schemas.js';
+
+export const SegmentInputSchema = z.object({
+  image: ImageInputSchema,
+  prompts: z
+    .array(z.string().trim().min(1, 'a prompt is empty').max(200, 'a prompt is over 200 characters'))
+    .min(1, 'give at least one prompt')
+    .describe('One or more structures to find, e.g. ["left lung", "heart"]. Use names from list_structures for reliable results.'),
+  model: z.string().optional().describe('Model id from list_models; the default model when omitted.'),
+  threshold: z.number().gt(0).lt(1).default(0.5).describe('Pixel probability at or above which a pixel is in the mask.'),
+  outputs: z.array(z.enum(['png', 'rle', 'polygons'])).default([]).describe('Mask encodings to include inline; the mask is always downloadable by mask_url / mask_uri.'),
+  overlay: z.boolean().default(false).describe('Include a preview PNG of the masks over the image (longer side at most 512 px).'),
+  pixel_spacing_mm: z.tuple([z.number().positive(), z.number().positive()]).optional().describe('[row, column] spacing in mm, so areas are also given in mm².'),
+});
+
+export const segmentOperation = defineOperation({
+  name: 'segment',
+  mcpName: 'segment_image',
+  title: 'Segment structures named by text prompts',
+  description:
+    'Segments each prompted structure in a medical image and reports, per prompt, whether the structure is present, the mask geometry, uncertainty and a trust verdict (accept / review / reject) with reasons. Absent structures and nonsense prompts are rejected with an empty mask.',
+  http: { method: 'post', path: '/v1/segment' },
+  input: SegmentInputSchema,
+  output: SegmentOutputSchema,
+  async run(ctx, input, extras) {
+    const max = ctx.config.PROMPTSEG_MAX_PROMPTS;
+    if (input.prompts.length > max) fail('invalid_argument', `${input.prompts.length} prompts given; at most ${max} per request`, 'prompts');
+    const tooLong = input.prompts.find((p) => p.length > ctx.config.PROMPTSEG_MAX_PROMPT_CHARS);
+    if (tooLong) fail('invalid_argument', `a prompt is over ${ctx.config.PROMPTSEG_MAX_PROMPT_CHARS} characters`, 'prompts');
+    if (input.model !== undefined) ctx.pipeline.registry.entry(input.model);
+    const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm);
+    extras?.progress?.(1, 3, 'image decoded');
+    const res = await ctx.queue.run(
+      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold }),
+      ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS,
+    );
+    extras?.progress?.(2, 3, 'masks decoded');
+    const resultId = randomUUID();
+    ctx.results.set(resultId, { id: resultId, createdAt: Date.now(), result: res });
+    count(ctx, 'segment_prompts_total', input.prompts.length);
+    const want = new Set(input.outputs);
+    const results = await Promise.all(
+      res.results.map(async (r, index) => ({
+        index,
+        prompt: r.prompt,
+        structure: r.structure,
+        mode: r.mode,
+        presence: round(r.presence),
+        mask_produced: r.maskProduced,
+        predicted_quality: round(r.predictedQuality),
+        similarity: round(r.similarity),
+        area_px: r.stats.areaPx,
+        area_mm2: r.areaMm2 === null ? null : round(r.areaMm2, 3),
+        bbox: r.stats.bbox,
+        centroid: r.stats.centroid ? ([round(r.stats.centroid[0], 2), round(r.stats.centroid[1], 2)] as [number, number]) : null,
+        components: r.stats.components,
+        uncertainty: {
+          boundary_entropy_bits: round(r.uncertainty.boundaryEntropy),
+          uncertain_fraction: round(r.uncertainty.uncertainFraction),
+          mean_confidence: round(r.uncertainty.meanConfidence),
+        },
+        verdict: r.verdict,
+        reasons: r.reasons,
+        mask_url: `/v1/results/${resultId}/masks/${index}.png`,
+        mask_uri: `promptseg://results/${resultId}/masks/${index}.png`,
+        ...(want.has('png') ? { mask_png_base64: (await maskToPng(r.mask, res.width, res.height)).toString('base64') } : {}),
+        ...(want.has('rle') ? { rle: maskToCocoRle(r.mask, res.width, res.height) } : {}),
+        ...(want.has('polygons') ? { polygons: maskToPolygons(r.mask, res.width, res.height) as [number, number][][][] } : {}),
+      })),
+    );
+    const out: SegmentOutput = {
+      result_id: resultId,
+      image_id: imageId,
+      model: res.modelId,
+      width: res.width,
+      height: res.height,
+      results,
+      timings_ms: res.timingsMs,
+      cache: { image_features: res.cache.imageFeatures },
+      disclaimer: DISCLAIMER,
+    };
+    if (input.overlay) out.overlay_png_base64 = (await renderOverlay(image, res.results.map((r) => r.mask))).toString('base64');
+    extras?.progress?.(3, 3, 'done');
+    return ok(out);
+  },
+});
+
+const round = (v: number, d = 4) => Math.round(v * 10 ** d) / 10 ** d;

@@ -1,0 +1,24 @@
+import { err, ok, type Result } from '../core/errors.js';
+import { mapToPng, maskToPng } from '../core/image/mask-encode.js';
+import { entropyBits } from '../core/trust/scores.js';
+import type { ServiceContext } from './context.js';
+
+export const ARTIFACT_KINDS = ['masks', 'probability', 'uncertainty'] as const;
+
+/**
+ * A stored result's per-prompt image: the binary mask, the probability map, or the pixel
+ * uncertainty map (binary entropy, 0..1 bits), each as a PNG at the image's full size.
+ */
+export async function getResultArtifact(ctx: ServiceContext, id: string, kind: string, index: number): Promise<Result<{ bytes: Buffer; mimeType: string; width: number; height: number }>> {
+  const stored = ctx.results.get(id);
+  if (!stored) return err('invalid_argument', `result ${id} is unknown or has expired (the last ${ctx.config.PROMPTSEG_RESULTS_KEPT} results are kept)`, 'result_id');
+  if (!(ARTIFACT_KINDS as readonly string[]).includes(kind)) return err('invalid_argument', `unknown artifact "${kind}"; use one of ${ARTIFACT_KINDS.join(', ')}`, 'kind');
+  const r = stored.result.results[index];
+  if (!r) return err('invalid_argument', `result ${id} has ${stored.result.results.length} prompts; index ${index} is out of range`, 'index');
+  const { width, height } = stored.result;
+  let bytes: Buffer;
+  if (kind === 'masks') bytes = await maskToPng(r.mask, width, height);
+  else if (kind === 'probability') bytes = await mapToPng(r.probability, width, height);
+  else bytes = await mapToPng(r.probability.map((p) => entropyBits(p)), width, height);
+  return ok({ bytes, mimeType: 'image/png', width, height });
+}

@@ -1,0 +1,33 @@
+import { AppFailure, err, type Result } from '../core/errors.js';
+import type { ServiceContext } from './context.js';
+import { count } from './context.js';
+import type { Operation, RunExtras } from './operation.js';
+
+/**
+ * Validates raw input against the operation's schema and runs it. Typed failures thrown deep in
+ * core (AppFailure) become results here; anything else is a bug and becomes `internal` without
+ * leaking its stack to callers.
+ */
+export async function runOperation(ctx: ServiceContext, op: Operation, raw: unknown, extras: RunExtras = {}): Promise<Result<unknown>> {
+  const parsed = op.input.safeParse(raw ?? {});
+  count(ctx, `op_${op.name}_total`);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    const field = i.path.join('.') || undefined;
+    count(ctx, `op_${op.name}_errors_invalid_argument`);
+    return err('invalid_argument', `${field ? `${field}: ` : ''}${i.message}`, field);
+  }
+  try {
+    const r = await op.run(ctx, parsed.data, extras);
+    if (!r.ok) count(ctx, `op_${op.name}_errors_${r.error.kind}`);
+    return r;
+  } catch (e) {
+    if (e instanceof AppFailure) {
+      count(ctx, `op_${op.name}_errors_${e.error.kind}`);
+      return { ok: false, error: e.error };
+    }
+    count(ctx, `op_${op.name}_errors_internal`);
+    process.stderr.write(`[promptseg] internal error in ${op.name}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    return err('internal', 'an internal error occurred; it has been logged');
+  }
+}

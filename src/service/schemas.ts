@@ -1,0 +1,51 @@
+import { z } from 'zod';
+
+export const ReasonSchema = z.object({
+  code: z.string().describe('Machine-readable reason code, e.g. structure_absent, low_predicted_quality.'),
+  severity: z.enum(['reject', 'review']),
+  message: z.string(),
+});
+
+export const PromptResultSchema = z.object({
+  index: z.number().int(),
+  prompt: z.string(),
+  structure: z.object({ slug: z.string(), name: z.string(), modality: z.string() }).nullable().describe('The vocabulary structure the prompt names, or null when it names none.'),
+  mode: z.enum(['whole', 'tiled']).describe('whole: one letterboxed pass; tiled: native-resolution tiles for thin structures.'),
+  presence: z.number().describe('Probability that the structure is in the image at all.'),
+  mask_produced: z.boolean(),
+  predicted_quality: z.number().describe("The model's own estimate of the mask's IoU with the truth."),
+  similarity: z.number().describe('Cosine similarity of the prompt embedding and the mask-pooled image embedding.'),
+  area_px: z.number().int(),
+  area_mm2: z.number().nullable(),
+  bbox: z.tuple([z.number(), z.number(), z.number(), z.number()]).nullable().describe('[x, y, width, height] in pixels.'),
+  centroid: z.tuple([z.number(), z.number()]).nullable().describe('[x, y] in pixels.'),
+  components: z.number().int(),
+  uncertainty: z.object({
+    boundary_entropy_bits: z.number(),
+    uncertain_fraction: z.number(),
+    mean_confidence: z.number(),
+  }),
+  verdict: z.enum(['accept', 'review', 'reject']),
+  reasons: z.array(ReasonSchema),
+  mask_url: z.string().describe('Where the full-resolution mask PNG can be fetched over HTTP.'),
+  mask_uri: z.string().describe('The MCP resource URI of the mask PNG.'),
+  mask_png_base64: z.string().optional(),
+  rle: z.object({ size: z.tuple([z.number(), z.number()]), counts: z.array(z.number()) }).optional().describe('COCO uncompressed RLE (column-major), size [height, width].'),
+  polygons: z.array(z.array(z.array(z.tuple([z.number(), z.number()])))).optional().describe('MultiPolygon-like outer rings in pixel-corner coordinates.'),
+});
+
+export const SegmentOutputSchema = z.object({
+  result_id: z.string(),
+  image_id: z.string().describe('Pass as image.image_id to prompt this image again without resending it.'),
+  model: z.string(),
+  width: z.number().int(),
+  height: z.number().int(),
+  results: z.array(PromptResultSchema),
+  overlay_png_base64: z.string().optional(),
+  timings_ms: z.record(z.string(), z.number()),
+  cache: z.object({ image_features: z.enum(['hit', 'miss', 'partial']) }),
+  disclaimer: z.string(),
+});
+export type SegmentOutput = z.infer<typeof SegmentOutputSchema>;
+
+export const DISCLAIMER = 'Research use only; not for clinical decisions.';

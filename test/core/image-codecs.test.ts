@@ -1,0 +1,118 @@
+import { describe, expect, it } from 'vitest';
+import sharp from 'sharp';
+import { cocoRleToMask, maskToCocoRle, maskToPng, maskToPolygons } from '../../src/core/image/mask-encode.js';
+import { maskStats } from '../../src/core/image/mask-stats.js';
+import { letterbox, letterboxGeometry, roundHalfEven } from '../../src/core/image/resize.js';
+import { decodeImage, sniffFormat } from '../../src/core/image/decode.js';
+import { AppFailure } from '../../src/core/errors.js';
+import { greyPng, pngHeaderOnly } from '../helpers/fixtures.js';
+
+function rect(w: number, h: number, x0: number, y0: number, rw: number, rh: number): Uint8Array {
+  const m = new Uint8Array(w * h);
+  for (let y = y0; y < y0 + rh; y++) for (let x = x0; x < x0 + rw; x++) m[y * w + x] = 1;
+  return m;
+}
+
+describe('mask encodings', () => {
+  it('COCO RLE is column-major, starts with zeros and round-trips', () => {
+    const m = rect(5, 4, 1, 1, 2, 2);
+    const rle = maskToCocoRle(m, 5, 4);
+    expect(rle.size).toEqual([4, 5]);
+    // column 0: 4 zeros; column 1: 1 zero, 2 ones, 1 zero; column 2 the same; then 8 zeros
+    expect(rle.counts).toEqual([5, 2, 2, 2, 9]);
+    expect(Array.from(cocoRleToMask(rle))).toEqual(Array.from(m));
+  });
+
+  it('RLE of an empty mask is one run of zeros', () => {
+    expect(maskToCocoRle(new Uint8Array(12), 4, 3).counts).toEqual([12]);
+  });
+
+  it('polygon of a rectangle is its four corners in pixel-corner coordinates', () => {
+    const polys = maskToPolygons(rect(8, 8, 2, 3, 3, 2), 8, 8);
+    expect(polys).toHaveLength(1);
+    const ring = polys[0][0];
+    expect(ring[0]).toEqual(ring[ring.length - 1]);
+    expect(new Set(ring.map((p) => p.join(',')))).toEqual(new Set(['2,3', '5,3', '5,5', '2,5']));
+  });
+
+  it('polygons: one ring per component, holes not reported', () => {
+    const m = rect(10, 10, 0, 0, 4, 4);
+    for (let y = 6; y < 9; y++) for (let x = 6; x < 9; x++) m[y * 10 + x] = 1;
+    m[1 * 10 + 1] = 0; // a hole
+    expect(maskToPolygons(m, 10, 10)).toHaveLength(2);
+  });
+
+  it('mask stats give area, bbox, centroid and 8-connected components', () => {
+    const m = rect(10, 10, 2, 2, 2, 2);
+    m[4 * 10 + 4] = 1; // diagonal neighbour joins the square
+    m[9 * 10 + 9] = 1;
+    const s = maskStats(m, 10, 10);
+    expect(s.areaPx).toBe(6);
+    expect(s.bbox).toEqual([2, 2, 8, 8]);
+    expect(s.components).toBe(2);
+    expect(s.largestComponentPx).toBe(5);
+    expect(maskStats(new Uint8Array(4), 2, 2)).toMatchObject({ areaPx: 0, bbox: null, components: 0 });
+  });
+
+  it('mask PNG decodes back to the same size and pixels', async () => {
+    const m = rect(7, 5, 1, 1, 3, 2);
+    const png = await maskToPng(m, 7, 5);
+    const meta = await sharp(png).metadata();
+    expect([meta.width, meta.height, meta.channels]).toEqual([7, 5, 1]);
+    const { data } = await sharp(png).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+    expect(Array.from(data).map((v) => (v ? 1 : 0))).toEqual(Array.from(m));
+  });
+});
+
+describe('letterbox', () => {
+  it('rounds sizes half-to-even as the Python training code does', () => {
+    expect(roundHalfEven(2.5)).toBe(2);
+    expect(roundHalfEven(3.5)).toBe(4);
+    expect(letterboxGeometry(216, 256, 256)).toMatchObject({ innerW: 216, innerH: 256, left: 20, top: 0 });
+    expect(letterboxGeometry(384, 308, 256)).toMatchObject({ innerW: 256, innerH: 205, left: 0, top: 25 });
+  });
+
+  it('centres the image and pads with zeros; a flat image stays flat', () => {
+    const img = { width: 100, height: 50, data: new Uint8Array(100 * 50 * 3).fill(200), format: 'raw' };
+    const { pixels, box } = letterbox(img, 64);
+    expect(box).toMatchObject({ innerW: 64, innerH: 32, top: 16 });
+    expect(pixels[0]).toBe(0);
+    expect(pixels[(32 * 64 + 32) * 3]).toBe(200);
+  });
+});
+
+describe('image decoding', () => {
+  const limits = { maxPixels: 4_000_000 };
+  const code = async (p: Promise<unknown>) => {
+    try {
+      await p;
+      return 'ok';
+    } catch (e) {
+      if (e instanceof AppFailure) return e.error.kind;
+      throw e;
+    }
+  };
+
+  it('decodes a grey PNG to RGB', async () => {
+    const img = await decodeImage(await greyPng(20, 10, (x) => x * 10), limits);
+    expect([img.width, img.height, img.data.length]).toEqual([20, 10, 600]);
+    expect(img.data[3 * 5]).toBe(50);
+  });
+
+  it('refuses a huge PNG header before decoding, truncated data, tiny and unknown files', async () => {
+    expect(await code(decodeImage(pngHeaderOnly(100000, 100000), limits))).toBe('too_large');
+    const png = await greyPng(64, 64, (x, y) => x ^ y);
+    expect(await code(decodeImage(png.subarray(0, png.length - 40), limits))).toBe('bad_input');
+    expect(await code(decodeImage(await greyPng(1, 1, () => 0), limits))).toBe('bad_input');
+    expect(await code(decodeImage(Buffer.from('hello world, not an image'), limits))).toBe('unsupported_format');
+    expect(await code(decodeImage(new Uint8Array(0), limits))).toBe('bad_input');
+  });
+
+  it('recognises containers by their magic bytes', () => {
+    expect(sniffFormat(pngHeaderOnly(2, 2))).toBe('png');
+    expect(sniffFormat(Buffer.from([0xff, 0xd8, 0xff, 0xe0]))).toBe('jpeg');
+    const dcm = Buffer.alloc(140);
+    dcm.write('DICM', 128);
+    expect(sniffFormat(dcm)).toBe('dicom');
+  });
+});

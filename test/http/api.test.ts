@@ -1,0 +1,163 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServer, type RunningServer } from '../../src/main/serve.js';
+import { OPERATIONS } from '../../src/service/operation-table.js';
+import { chestLikePng, greyPng, pngHeaderOnly } from '../helpers/fixtures.js';
+import { testConfig } from '../helpers/service.js';
+
+let srv: RunningServer;
+let png: Buffer;
+
+const form = (image: Buffer | undefined, prompts: string[], extra: Record<string, string> = {}) => {
+  const fd = new FormData();
+  if (image) fd.append('image', new Blob([new Uint8Array(image)], { type: 'image/png' }), 'x.png');
+  for (const p of prompts) fd.append('prompt', p);
+  for (const [k, v] of Object.entries(extra)) fd.append(k, v);
+  return fd;
+};
+const post = (body: BodyInit, headers: Record<string, string> = {}) => fetch(`${srv.url}/v1/segment`, { method: 'POST', body, headers });
+const json = (o: unknown) => ({ body: JSON.stringify(o), headers: { 'content-type': 'application/json' } });
+
+async function expectProblem(res: Response, status: number, kind: string) {
+  expect(res.status).toBe(status);
+  expect(res.headers.get('content-type')).toContain('application/problem+json');
+  const body = (await res.json()) as { type: string; detail: string };
+  expect(body.type).toBe(`urn:promptseg:problem:${kind}`);
+  expect(body.detail).not.toMatch(/\n\s+at /); // never a stack trace
+  return body;
+}
+
+beforeAll(async () => {
+  srv = await startServer(testConfig({ PROMPTSEG_MAX_PROMPTS: '8', PROMPTSEG_MAX_PIXELS: '4000000', PROMPTSEG_MAX_BODY_BYTES: '2000000' }), { log: false });
+  await srv.ctx.pipeline.registry.get().load();
+  png = await chestLikePng(256);
+});
+afterAll(() => srv.close());
+
+describe('POST /v1/segment', () => {
+  it('returns a mask per prompt for a multipart upload', async () => {
+    const res = await post(form(png, ['left lung', 'heart'], { outputs: 'png,rle,polygons', overlay: 'true' }));
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { width: number; results: { prompt: string; mask_png_base64: string; rle: { size: number[] }; verdict: string; presence: number; mask_url: string }[]; overlay_png_base64: string; timings_ms: Record<string, number> };
+    expect(body.width).toBe(256);
+    expect(body.results.map((r) => r.prompt)).toEqual(['left lung', 'heart']);
+    for (const r of body.results) {
+      expect(['accept', 'review', 'reject']).toContain(r.verdict);
+      expect(r.presence).toBeGreaterThanOrEqual(0);
+      expect(r.presence).toBeLessThanOrEqual(1);
+      expect(Buffer.from(r.mask_png_base64, 'base64').subarray(1, 4).toString()).toBe('PNG');
+      expect(r.rle.size).toEqual([256, 256]);
+      const mask = await fetch(srv.url + r.mask_url);
+      expect(mask.status).toBe(200);
+      expect(mask.headers.get('content-type')).toBe('image/png');
+    }
+    expect(Buffer.from(body.overlay_png_base64, 'base64').subarray(1, 4).toString()).toBe('PNG');
+    expect(Object.keys(body.timings_ms)).toEqual(expect.arrayContaining(['encode_image', 'encode_text', 'decode_mask']));
+  });
+
+  it('accepts JSON with a base64 image and reuses image features for an image_id', async () => {
+    const first = await post(json({ image: { base64: png.toString('base64') }, prompts: ['lungs'] }).body, json({}).headers);
+    expect(first.status).toBe(200);
+    const a = (await first.json()) as { image_id: string };
+    const again = await post(JSON.stringify({ image: { image_id: a.image_id }, prompts: ['heart'] }), { 'content-type': 'application/json' });
+    expect(again.status).toBe(200);
+    expect(((await again.json()) as { cache: { image_features: string } }).cache.image_features).toBe('hit');
+  });
+
+  it('answers 400 for an empty body', async () => {
+    await expectProblem(await post('', { 'content-type': 'application/json' }), 400, 'bad_input');
+  });
+  it('answers 415 for a wrong content type', async () => {
+    await expectProblem(await post('hello', { 'content-type': 'text/plain' }), 415, 'unsupported_format');
+  });
+  it('answers 400 for a truncated PNG', async () => {
+    const big = await greyPng(128, 128, (x, y) => (x * 7) ^ (y * 3));
+    await expectProblem(await post(form(big.subarray(0, big.length - 60), ['heart'])), 400, 'bad_input');
+  });
+  it('answers 400 for a 1x1 image', async () => {
+    const b = await expectProblem(await post(form(await greyPng(1, 1, () => 9), ['heart'])), 400, 'bad_input');
+    expect(b.detail).toContain('1x1');
+  });
+  it('answers 413 for a 100000x100000 PNG header without decoding it', async () => {
+    const t0 = performance.now();
+    await expectProblem(await post(form(pngHeaderOnly(100000, 100000), ['heart'])), 413, 'too_large');
+    expect(performance.now() - t0).toBeLessThan(5000);
+  });
+  it('answers 413 for a body over the limit', async () => {
+    await expectProblem(await post(form(Buffer.alloc(2_100_000, 1), ['heart'])), 413, 'too_large');
+  });
+  it('answers 404 for an unknown model', async () => {
+    await expectProblem(await post(form(png, ['heart'], { model: 'no-such-model' })), 404, 'unknown_model');
+  });
+  it('answers 422 for an empty prompt and for too many prompts', async () => {
+    await expectProblem(await post(form(png, ['   '])), 422, 'invalid_argument');
+    await expectProblem(await post(form(png, Array.from({ length: 500 }, (_, i) => `p${i}`))), 422, 'invalid_argument');
+    await expectProblem(await post(form(png, [])), 422, 'invalid_argument');
+  });
+  it('answers 400 for a form without an image and for bad base64', async () => {
+    await expectProblem(await post(form(undefined, ['heart'])), 400, 'bad_input');
+    await expectProblem(await post(JSON.stringify({ image: { base64: '@@@not base64@@@' }, prompts: ['heart'] }), { 'content-type': 'application/json' }), 400, 'bad_input');
+  });
+  it('keeps serving after all of that', async () => {
+    expect((await fetch(`${srv.url}/healthz`)).status).toBe(200);
+    expect((await post(form(png, ['heart']))).status).toBe(200);
+  });
+});
+
+describe('read-only endpoints', () => {
+  it('GET /v1/models lists the built-in model as default and installed', async () => {
+    const body = (await (await fetch(`${srv.url}/v1/models`)).json()) as { default: string; models: { id: string; installed: boolean }[] };
+    expect(body.default).toBe('promptseg-builtin');
+    expect(body.models.find((m) => m.id === 'promptseg-builtin')?.installed).toBe(true);
+  });
+  it('GET /v1/models/{id} returns the model card; unknown ids are 404', async () => {
+    const res = await fetch(`${srv.url}/v1/models/promptseg-builtin`);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { card_markdown: string }).card_markdown.length).toBeGreaterThan(100);
+    await expectProblem(await fetch(`${srv.url}/v1/models/nope`), 404, 'unknown_model');
+  });
+  it('GET /v1/structures filters by modality; an unknown modality is 404', async () => {
+    const body = (await (await fetch(`${srv.url}/v1/structures?modality=xray`)).json()) as { structures: { slug: string; modality: string }[] };
+    expect(body.structures.map((s) => s.slug)).toContain('left_lung');
+    expect(body.structures.every((s) => s.modality === 'xray')).toBe(true);
+    await expectProblem(await fetch(`${srv.url}/v1/structures?modality=sonar`), 404, 'unknown_structure');
+  });
+  it('GET /healthz, /readyz and /metrics answer', async () => {
+    expect(((await (await fetch(`${srv.url}/healthz`)).json()) as { status: string }).status).toBe('ok');
+    expect((await fetch(`${srv.url}/readyz`)).status).toBe(200);
+    const m = await (await fetch(`${srv.url}/metrics`)).text();
+    expect(m).toMatch(/promptseg_process_resident_memory_bytes \d+/);
+    expect(m).toMatch(/promptseg_op_segment_total \d+/);
+  });
+  it('GET / serves the web page and /docs the API reference', async () => {
+    expect(await (await fetch(`${srv.url}/`)).text()).toContain('<form id="form">');
+    expect(await (await fetch(`${srv.url}/docs`)).text()).toContain('/v1/segment');
+  });
+  it('unknown routes are problem+json 404s', async () => {
+    const res = await fetch(`${srv.url}/v2/nothing`);
+    expect(res.status).toBe(404);
+    expect(res.headers.get('content-type')).toContain('application/problem+json');
+  });
+});
+
+describe('OpenAPI document', () => {
+  it('has exactly one operation per entry of the operation table, with the same schemas', async () => {
+    const doc = (await (await fetch(`${srv.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, { operationId: string }>> };
+    const ops = Object.entries(doc.paths).flatMap(([p, methods]) => Object.entries(methods).map(([m, o]) => ({ id: o.operationId, method: m, path: p })));
+    expect(ops.map((o) => o.id).sort()).toEqual(OPERATIONS.map((o) => o.name).sort());
+    for (const op of OPERATIONS) expect(ops).toContainEqual({ id: op.name, method: op.http.method, path: op.http.path });
+  });
+});
+
+describe('bearer-token auth', () => {
+  let locked: RunningServer;
+  beforeAll(async () => {
+    locked = await startServer(testConfig({ PROMPTSEG_API_TOKENS: 'secret-token-1,secret-token-2' }), { log: false, warm: false });
+  });
+  afterAll(() => locked.close());
+  it('refuses a missing or wrong token with 401 and accepts a right one', async () => {
+    await expectProblem(await fetch(`${locked.url}/v1/models`), 401, 'unauthorized');
+    await expectProblem(await fetch(`${locked.url}/v1/models`, { headers: { authorization: 'Bearer wrong' } }), 401, 'unauthorized');
+    expect((await fetch(`${locked.url}/v1/models`, { headers: { authorization: 'Bearer secret-token-2' } })).status).toBe(200);
+    expect((await fetch(`${locked.url}/healthz`)).status).toBe(200);
+  });
+});
