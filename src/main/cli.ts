@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readdir, readFile, mkdir, writeFile, stat } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/env.js';
@@ -9,6 +10,9 @@ import { runOperation } from '../service/run-operation.js';
 import { getResultArtifact } from '../service/result-artifacts.js';
 import { startServer } from './serve.js';
 import { runMcpStdio } from '../mcp/stdio.js';
+import { evaluateSuite } from '../eval/eval-command.js';
+import { fitCalibration, writeCalibration } from '../eval/calibrate.js';
+import { PROJECT_ROOT } from '../config/env.js';
 
 const USAGE = `promptseg: text-prompted medical image segmentation
 
@@ -18,6 +22,11 @@ usage:
   promptseg segment <image|folder>... --prompt <text> [--prompt <text>...] [--out DIR]
                     [--model ID] [--threshold P]
                                            write mask PNGs and summary.json per image
+  promptseg eval <suite.json> [--split test] [--limit N] [--out DIR] [--model ID...]
+                                           evaluate models on labelled data (eval/README.md)
+  promptseg calibrate [--model ID] [--data DIR] [--limit N]
+                                           fit calibration, OOD statistics, verdict and conformal
+                                           thresholds on the val split; writes models/<id>/calibration.json
   promptseg models list                    list models
   promptseg structures list [--modality M] list structures the models know
 `;
@@ -47,6 +56,10 @@ async function main(argv: string[]): Promise<number> {
       return new Promise<number>(() => undefined);
     case 'segment':
       return segmentCommand(config, rest);
+    case 'eval':
+      return evalCommand(config, rest);
+    case 'calibrate':
+      return calibrateCommand(config, rest);
     case 'models':
       if (rest[0] !== 'list') throw new UsageError('usage: promptseg models list');
       return printOp(config, 'list_models', {});
@@ -70,6 +83,54 @@ async function printOp(config: ReturnType<typeof loadConfig>, name: string, inpu
   }
   process.stdout.write(JSON.stringify(r.value, null, 2) + '\n');
   return 0;
+}
+
+async function calibrateCommand(config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { model: { type: 'string' }, data: { type: 'string' }, limit: { type: 'string' } } });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const v = parsed.values;
+  const dataRoot = v.data ?? path.resolve(PROJECT_ROOT, '..', 'shared', 'data', 'medseg2d');
+  if (!existsSync(path.join(dataRoot, 'index.json'))) throw new UsageError(`no labelled data at ${dataRoot} (give --data DIR in the medseg2d layout)`);
+  const limit = v.limit === undefined ? 40 : Number(v.limit);
+  if (!(Number.isInteger(limit) && limit > 0)) throw new UsageError('--limit is a positive whole number');
+  const ctx = createServiceContext(config);
+  const t0 = Date.now();
+  const cal = await fitCalibration(ctx, { modelId: v.model, dataRoot, limitPerDataset: limit, progress: (d, t, label) => progressBar(d, t, t0, label) });
+  process.stderr.write('\n');
+  const file = writeCalibration(ctx, v.model, cal);
+  await disposeServiceContext(ctx);
+  process.stdout.write(JSON.stringify({ file, pixel_temperature: cal.pixel_temperature, presence: cal.presence, quality: cal.quality, thresholds: cal.thresholds, ood_threshold: cal.ood.threshold, cases: cal.fitted_on.cases }, null, 1) + '\n');
+  return 0;
+}
+
+async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, allowPositionals: true, options: { split: { type: 'string' }, limit: { type: 'string' }, out: { type: 'string' }, model: { type: 'string', multiple: true }, fresh: { type: 'boolean' } } });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) throw new UsageError('usage: promptseg eval <suite.json> [--split test] [--limit N] [--out DIR] [--model ID]');
+  if (values.split && !['train', 'val', 'test'].includes(values.split)) throw new UsageError('--split is one of train, val, test');
+  const limit = values.limit === undefined ? undefined : Number(values.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new UsageError('--limit is a positive whole number');
+  const suiteFile = positionals[0];
+  if (!existsSync(suiteFile)) throw new UsageError(`no suite file ${suiteFile}`);
+  const outDir = values.out ?? path.join('runs', path.basename(suiteFile, '.json') + `-${values.split ?? 'suite'}${limit ? `-limit${limit}` : ''}`);
+  const ctx = createServiceContext(config);
+  const t0 = Date.now();
+  const { summary, reused, files } = await evaluateSuite(ctx, { suiteFile, outDir, split: values.split, limit, models: values.model, reuse: !values.fresh, progress: (d, t, label) => progressBar(d, t, t0, label) });
+  process.stderr.write('\n');
+  await disposeServiceContext(ctx);
+  if (reused) process.stderr.write(`promptseg: same models, suite and data as the run in ${outDir}; reused it (--fresh to rerun)\n`);
+  process.stdout.write(readFileSync(files[1], 'utf8'));
+  process.stderr.write(`promptseg: wrote ${files.join(', ')}\n`);
+  return Object.keys(summary.presence).length ? 0 : 1;
 }
 
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff']);
@@ -152,12 +213,12 @@ function stripUrls(v: object): object {
 
 const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_|_$/g, '').slice(0, 60) || 'prompt';
 
-function progressBar(done: number, total: number, t0: number): void {
+function progressBar(done: number, total: number, t0: number, label = ''): void {
   const width = 30;
   const filled = Math.round((done / total) * width);
   const el = (Date.now() - t0) / 1000;
   const eta = done ? (el / done) * (total - done) : 0;
-  process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ETA ${eta.toFixed(0)}s `);
+  process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ETA ${eta.toFixed(0)}s ${label.padEnd(40).slice(0, 40)}`);
 }
 
 main(process.argv.slice(2)).then(

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { completable } from '@modelcontextprotocol/sdk/server/completable.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { PROJECT_ROOT } from '../config/env.js';
@@ -59,7 +60,15 @@ export function createMcpServer(ctx: ServiceContext): McpServer {
 
   const templates = (JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'prompts', 'mcp-prompts.json'), 'utf8')) as { prompts: PromptTemplate[] }).prompts;
   for (const t of templates) {
-    const shape = Object.fromEntries(t.arguments.map((a) => [a.name, a.required ? z.string().describe(a.description) : z.string().optional().describe(a.description)]));
+    // structure-like arguments complete from the vocabulary, so agents pick names the model knows
+    const names = [...new Set(ctx.pipeline.vocabulary.data.structures.flatMap((s) => [s.name, ...s.synonyms]))].sort();
+    const complete = (v: string | undefined) => names.filter((n) => n.toLowerCase().startsWith((v ?? '').toLowerCase())).slice(0, 100);
+    const shape = Object.fromEntries(
+      t.arguments.map((a) => {
+        const base = a.required ? z.string().describe(a.description) : z.string().optional().describe(a.description);
+        return [a.name, a.name === 'structure' || a.name === 'finding' ? completable(base, complete) : base];
+      }),
+    );
     server.registerPrompt(t.name, { title: t.title, description: t.description, argsSchema: shape }, (args: Record<string, string | undefined>) => ({
       messages: [{ role: 'user', content: { type: 'text', text: fillTemplate(t.template, args) } }],
     }));

@@ -25,6 +25,8 @@ export const ModelEntrySchema = z.object({
   vocabulary_version: z.string(),
   license: z.object({ code: z.string(), weights: z.string(), training_data: z.string() }),
   card: z.string(),
+  /** File in the model folder written by `promptseg calibrate` (fitted on the val split). */
+  calibration: z.string().optional(),
   training: z.record(z.string(), z.unknown()).optional(),
 });
 export type ModelEntry = z.infer<typeof ModelEntrySchema>;

@@ -8,7 +8,7 @@ export class ModelRegistry {
   private readonly runners = new Map<string, SegmentationModel>();
   readonly manifest: Manifest;
 
-  constructor(private readonly modelsDir: string, private readonly threads: number) {
+  constructor(readonly modelsDir: string, private readonly threads: number) {
     this.manifest = loadManifest(modelsDir);
   }
 

@@ -7,7 +7,9 @@ import type { ModelRegistry } from '../models/registry.js';
 import type { ImageFeatures, SegmentationModel } from '../models/model.js';
 import type { ModelEntry } from '../models/manifest.js';
 import { sigmoid, summariseUncertainty, type UncertaintySummary } from '../trust/scores.js';
-import { decideVerdict, type Reason, type Verdict } from '../trust/verdict.js';
+import { decideVerdict, DEFAULT_THRESHOLDS, type Reason, type TrustThresholds, type Verdict } from '../trust/verdict.js';
+import { loadCalibration, logit, oodScore, platt, type Calibration } from '../trust/calibration.js';
+import path from 'node:path';
 import type { Structure, Vocabulary } from '../vocabulary.js';
 import { Lru } from './lru.js';
 
@@ -17,10 +19,21 @@ export interface PipelineContext {
   vocabulary: Vocabulary;
   featureCache: Lru<string, ImageFeatures>;
   textCache: Lru<string, Float32Array>;
+  /** Fitted calibration per model id (undefined when the model has none). */
+  calibrations: Map<string, Calibration | undefined>;
 }
 
 export function createPipelineContext(registry: ModelRegistry, vocabulary: Vocabulary, cacheImages: number): PipelineContext {
-  return { registry, vocabulary, featureCache: new Lru(cacheImages * 4), textCache: new Lru(2048) };
+  return { registry, vocabulary, featureCache: new Lru(cacheImages * 4), textCache: new Lru(2048), calibrations: new Map() };
+}
+
+/** The model's fitted calibration, read once from the file its manifest entry names. */
+export function calibrationFor(ctx: PipelineContext, entry: ModelEntry): Calibration | undefined {
+  if (!ctx.calibrations.has(entry.id)) {
+    const file = entry.calibration ? path.join(ctx.registry.modelsDir, entry.dir, entry.calibration) : undefined;
+    ctx.calibrations.set(entry.id, file ? loadCalibration(file) : undefined);
+  }
+  return ctx.calibrations.get(entry.id);
 }
 
 export interface SegmentRequest {
@@ -29,6 +42,20 @@ export interface SegmentRequest {
   modelId?: string;
   /** Pixel probability threshold for the mask (0..1). */
   threshold?: number;
+  /** Use the fitted calibration (default true); false gives the model's raw scores, for fitting. */
+  calibrated?: boolean;
+  /** Nominal recall of a conformal mask ("0.9"): the threshold fitted per structure on val replaces `threshold`. */
+  conformalRecall?: string;
+}
+
+export interface ImageAssessment {
+  /** Standardised distance of the image embedding to the nearest training dataset; null without calibration. */
+  oodScore: number | null;
+  oodThreshold: number | null;
+  nearestTrainingSet: string | null;
+  outOfDistribution: boolean;
+  /** Global pooled image embedding (whole-image pass). */
+  embedding: Float32Array;
 }
 
 export interface PromptResult {
@@ -36,6 +63,10 @@ export interface PromptResult {
   structure: { slug: string; name: string; modality: string } | null;
   mode: 'whole' | 'tiled';
   presence: number;
+  /** Presence from the model before calibration. */
+  presenceRaw: number;
+  /** The pixel threshold the mask used (the conformal one when asked). */
+  maskThreshold: number;
   maskProduced: boolean;
   predictedQuality: number;
   similarity: number;
@@ -58,6 +89,8 @@ export interface SegmentResult {
   height: number;
   imageSha256: string;
   results: PromptResult[];
+  image: ImageAssessment;
+  calibration: 'fitted' | 'none';
   timingsMs: Record<StageName, number>;
   cache: { imageFeatures: 'hit' | 'miss' | 'partial' };
 }
@@ -89,13 +122,15 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   const similarity = new Array<number>(req.prompts.length);
   let hits = 0, misses = 0;
 
+  let embedding: Float32Array | undefined;
   for (const mode of ['whole', 'tiled'] as const) {
     const idx = modes.map((m, i) => (m === mode ? i : -1)).filter((i) => i >= 0);
-    if (!idx.length) continue;
+    if (!idx.length && mode === 'tiled') continue;
     const e = idx.map((i) => embeds[i]);
     const out = mode === 'whole'
       ? await runWhole(ctx, model, entry, image, imageSha256, e, timings, (h) => (h ? hits++ : misses++))
       : await runTiled(ctx, model, entry, image, imageSha256, e, timings, (h) => (h ? hits++ : misses++));
+    if (mode === 'whole') embedding = out.pooled;
     idx.forEach((i, k) => {
       logits[i] = out.logits[k];
       presenceLogit[i] = out.presence[k];
@@ -105,9 +140,26 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   }
 
   t = now();
-  const results = req.prompts.map((prompt, i) =>
-    postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, threshold),
-  );
+  const cal = req.calibrated === false ? undefined : calibrationFor(ctx, entry);
+  const ood = cal && embedding ? oodScore(embedding, cal.ood) : undefined;
+  const assessment: ImageAssessment = {
+    oodScore: ood ? ood.score : null,
+    oodThreshold: cal ? cal.ood.threshold : null,
+    nearestTrainingSet: ood ? ood.nearest : null,
+    outOfDistribution: !!ood && ood.score > cal!.ood.threshold,
+    embedding: embedding ?? new Float32Array(0),
+  };
+  if (req.conformalRecall !== undefined && !cal) fail('invalid_argument', `model ${entry.id} has no fitted conformal thresholds`, 'conformal_recall');
+  const results = req.prompts.map((prompt, i) => {
+    let maskThreshold = threshold;
+    if (req.conformalRecall !== undefined) {
+      const slug = structures[i]?.slug;
+      const th = slug ? cal!.conformal[slug]?.[req.conformalRecall] : undefined;
+      if (th === undefined) fail('invalid_argument', `no conformal threshold at recall ${req.conformalRecall} for prompt "${prompt}" (conformal masks need a vocabulary structure; fitted levels: ${Object.keys(Object.values(cal!.conformal)[0] ?? {}).join(', ')})`, 'conformal_recall');
+      maskThreshold = th!;
+    }
+    return postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment);
+  });
   timings.postprocess += now() - t;
   for (const k of Object.keys(timings) as StageName[]) timings[k] = Math.round(timings[k] * 100) / 100;
   return {
@@ -116,6 +168,8 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     height: image.height,
     imageSha256,
     results,
+    image: assessment,
+    calibration: cal ? 'fitted' : 'none',
     timingsMs: timings,
     cache: { imageFeatures: misses === 0 ? 'hit' : hits === 0 ? 'miss' : 'partial' },
   };
@@ -133,6 +187,7 @@ async function encodeTexts(ctx: PipelineContext, model: SegmentationModel, promp
 }
 
 interface DecodedSet {
+  pooled?: Float32Array;
   logits: FloatGrid[];
   presence: number[];
   iou: number[];
@@ -162,6 +217,7 @@ async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: M
   const lb = letterbox(image, size);
   timings.preprocess += now() - t;
   const f = await features(ctx, model, `${entry.id}:whole:${sha}`, () => toTensorData(lb.pixels, size, size, mean, std), timings, hit);
+  if (!e.length) return { pooled: f.pooled, logits: [], presence: [], iou: [], similarity: [] };
   t = now();
   const out = await model.decode(f, e);
   timings.decode_mask += now() - t;
@@ -170,7 +226,7 @@ async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: M
   const place = { left: b.left, top: b.top, scaleX: b.innerW / image.width, scaleY: b.innerH / image.height };
   const logits = out.maskLogits.map((g) => mapGrid(g, size, image.width, image.height, place));
   timings.postprocess += now() - t;
-  return { logits, presence: out.presenceLogit, iou: out.iouLogit, similarity: out.similarity };
+  return { pooled: f.pooled, logits, presence: out.presenceLogit, iou: out.iouLogit, similarity: out.similarity };
 }
 
 /** Tile origins covering n pixels with tiles of `size` every `stride` (the last one flush with the end). */
@@ -245,36 +301,46 @@ async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: M
   return { logits, presence: pres.map((v) => v / tiles), iou: iou.map((v) => v / tiles), similarity: sim.map((v) => v / tiles) };
 }
 
-function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number): PromptResult {
+function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment): PromptResult {
   const { width, height } = image;
-  const presence = sigmoid(presenceLogit);
+  const presenceRaw = sigmoid(presenceLogit);
+  const presence = cal ? platt(presenceLogit, cal.presence) : presenceRaw;
+  const th: TrustThresholds = cal ? { ...DEFAULT_THRESHOLDS, ...cal.thresholds, uncertainFraction: cal.thresholds.uncertain_fraction } : DEFAULT_THRESHOLDS;
+  const temperature = cal ? cal.pixel_temperature : 1;
   const probability = new Float32Array(width * height);
   const mask = new Uint8Array(width * height);
-  const absent = presence < 0.5;
+  const absent = presence < th.presence;
   for (let i = 0; i < probability.length; i++) {
-    const p = sigmoid(logits.data[i]);
+    const p = sigmoid(logits.data[i] / temperature);
     probability[i] = p;
     if (!absent && p >= threshold) mask[i] = 1;
   }
   const stats = maskStats(mask, width, height);
   const uncertainty = summariseUncertainty(probability, mask, width, height);
-  const quality = sigmoid(iouLogit);
-  const { verdict, reasons } = decideVerdict({
-    structureName: structure?.name,
-    inVocabulary: !!structure,
-    manyParts: structure?.scale === 'tiled',
-    presence,
-    quality,
-    uncertainFraction: uncertainty.uncertainFraction,
-    areaFraction: stats.areaPx / (width * height),
-    components: stats.components,
-  });
+  const quality = cal ? platt(iouLogit, cal.quality) : sigmoid(iouLogit);
+  const { verdict, reasons } = decideVerdict(
+    {
+      structureName: structure?.name,
+      inVocabulary: !!structure,
+      manyParts: structure?.scale === 'tiled',
+      presence,
+      quality,
+      uncertainFraction: uncertainty.uncertainFraction,
+      areaFraction: stats.areaPx / (width * height),
+      components: stats.components,
+      outOfDistribution: assessment.outOfDistribution,
+      oodScore: assessment.oodScore,
+    },
+    th,
+  );
   const areaMm2 = image.spacing ? stats.areaPx * image.spacing.row * image.spacing.col : null;
   return {
     prompt,
     structure: structure ? { slug: structure.slug, name: structure.name, modality: structure.modality } : null,
     mode,
     presence,
+    presenceRaw,
+    maskThreshold: threshold,
     maskProduced: stats.areaPx > 0,
     predictedQuality: quality,
     similarity,
@@ -287,3 +353,5 @@ function postprocess(prompt: string, structure: Structure | undefined, mode: 'wh
     probability,
   };
 }
+
+export { logit };

@@ -4,8 +4,8 @@ export type Verdict = 'accept' | 'review' | 'reject';
 
 export const REASON_CODES = [
   'structure_absent',
+  'out_of_distribution',
   'prompt_not_in_vocabulary',
-  'modality_mismatch',
   'low_predicted_quality',
   'high_uncertainty',
   'small_mask',
@@ -38,6 +38,8 @@ export const DEFAULT_THRESHOLDS: TrustThresholds = {
 export interface TrustInput {
   structureName?: string;
   inVocabulary: boolean;
+  outOfDistribution?: boolean;
+  oodScore?: number | null;
   /** true when the prompt's structure is one the model treats as many small parts (nuclei, vessels) */
   manyParts: boolean;
   presence: number;
@@ -54,6 +56,9 @@ export function decideVerdict(t: TrustInput, th: TrustThresholds = DEFAULT_THRES
   if (t.presence < th.presence) {
     reasons.push({ code: 'structure_absent', severity: 'reject', message: `The model finds no ${what} in this image (presence ${(t.presence * 100).toFixed(0)}%), so no mask is returned.` });
   }
+  if (t.outOfDistribution) {
+    reasons.push({ code: 'out_of_distribution', severity: 'reject', message: `The image does not look like any kind of image the model was trained on (distance ${t.oodScore?.toFixed(2) ?? '?'}), so its output means little here.` });
+  }
   if (!t.inVocabulary) {
     reasons.push({ code: 'prompt_not_in_vocabulary', severity: 'review', message: 'The prompt names no structure the model was trained on; treat any mask as a guess.' });
   }
@@ -62,7 +67,7 @@ export function decideVerdict(t: TrustInput, th: TrustThresholds = DEFAULT_THRES
       reasons.push({ code: 'low_predicted_quality', severity: 'review', message: `The model predicts a low overlap with the true outline (predicted IoU ${t.quality.toFixed(2)}).` });
     }
     if (t.uncertainFraction > th.uncertainFraction) {
-      reasons.push({ code: 'high_uncertainty', severity: 'review', message: `${(t.uncertainFraction * 100).toFixed(0)}% of the mask has pixel probabilities between 25% and 75%.` });
+      reasons.push({ code: 'high_uncertainty', severity: 'review', message: `Pixel probabilities lie between 25% and 75% over ${(t.uncertainFraction * 100).toFixed(0)}% of the mask.` });
     }
     if (t.areaFraction < th.minAreaFraction) {
       reasons.push({ code: 'small_mask', severity: 'review', message: `The mask covers only ${(t.areaFraction * 100).toFixed(3)}% of the image.` });

@@ -19,6 +19,7 @@ export const SegmentInputSchema = z.object({
   threshold: z.number().gt(0).lt(1).default(0.5).describe('Pixel probability at or above which a pixel is in the mask.'),
   outputs: z.array(z.enum(['png', 'rle', 'polygons'])).default([]).describe('Mask encodings to include inline; the mask is always downloadable by mask_url / mask_uri.'),
   overlay: z.boolean().default(false).describe('Include a preview PNG of the masks over the image (longer side at most 512 px).'),
+  conformal_recall: z.enum(['0.8', '0.9', '0.95']).optional().describe('Return conformal masks whose expected recall of the true structure is at least this (thresholds fitted per structure on val; vocabulary structures only).'),
   pixel_spacing_mm: z.tuple([z.number().positive(), z.number().positive()]).optional().describe('[row, column] spacing in mm, so areas are also given in mm².'),
 });
 
@@ -40,7 +41,7 @@ export const segmentOperation = defineOperation({
     const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm);
     extras?.progress?.(1, 3, 'image decoded');
     const res = await ctx.queue.run(
-      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold }),
+      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall }),
       ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS,
     );
     extras?.progress?.(2, 3, 'masks decoded');
@@ -55,6 +56,8 @@ export const segmentOperation = defineOperation({
         structure: r.structure,
         mode: r.mode,
         presence: round(r.presence),
+        presence_raw: round(r.presenceRaw),
+        mask_threshold: round(r.maskThreshold),
         mask_produced: r.maskProduced,
         predicted_quality: round(r.predictedQuality),
         similarity: round(r.similarity),
@@ -84,6 +87,13 @@ export const segmentOperation = defineOperation({
       width: res.width,
       height: res.height,
       results,
+      image_assessment: {
+        ood_score: res.image.oodScore === null ? null : round(res.image.oodScore),
+        ood_threshold: res.image.oodThreshold === null ? null : round(res.image.oodThreshold),
+        nearest_training_set: res.image.nearestTrainingSet,
+        out_of_distribution: res.image.outOfDistribution,
+      },
+      calibration: res.calibration,
       timings_ms: res.timingsMs,
       cache: { image_features: res.cache.imageFeatures },
       disclaimer: DISCLAIMER,

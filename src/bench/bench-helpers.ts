@@ -1,0 +1,27 @@
+import os from 'node:os';
+import sharp from 'sharp';
+
+export function percentileOf(values: number[], p: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  const pos = (p / 100) * (s.length - 1);
+  const lo = Math.floor(pos), hi = Math.ceil(pos);
+  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+}
+
+export const machine = () => `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, node ${process.version}`;
+
+/** A grey chest-like test image of the given size; `variant` changes its pixels (and so its hash). */
+export function benchImage(size: number, variant: number): Promise<Buffer> {
+  const px = Buffer.alloc(size * size);
+  for (let y = 0; y < size; y++) {
+    for (let x = 0; x < size; x++) {
+      const u = x / size, v = y / size;
+      const lung = ((u - 0.32) / 0.15) ** 2 + ((v - 0.48) / 0.3) ** 2 < 1 || ((u - 0.68) / 0.15) ** 2 + ((v - 0.48) / 0.3) ** 2 < 1;
+      px[y * size + x] = (lung ? 60 : 170) + ((x * 31 + y * 17 + variant * 13) % 11);
+    }
+  }
+  return sharp(px, { raw: { width: size, height: size, channels: 1 } }).png().toBuffer();
+}
+
+export const fmt = (v: number) => v.toFixed(1);

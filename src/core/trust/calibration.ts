@@ -1,0 +1,120 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { sigmoid } from './scores.js';
+
+/**
+ * What promptseg fitted on a model's validation split: pixel temperature, presence and quality
+ * recalibration, out-of-distribution statistics, verdict thresholds and conformal thresholds.
+ * Written by `promptseg calibrate`; read by the pipeline.
+ */
+export const CalibrationSchema = z.object({
+  fitted_on: z.object({ split: z.string(), cases: z.number().int(), datasets: z.array(z.string()), date: z.string(), model_files_sha256: z.string() }),
+  pixel_temperature: z.number().positive(),
+  presence: z.object({ a: z.number(), b: z.number() }),
+  quality: z.object({ a: z.number(), b: z.number() }),
+  ood: z.object({
+    mean: z.record(z.string(), z.array(z.number())),
+    inv_std: z.array(z.number()),
+    threshold: z.number(),
+  }),
+  thresholds: z.object({
+    presence: z.number(),
+    quality: z.number(),
+    uncertain_fraction: z.number(),
+  }),
+  conformal: z.record(z.string(), z.record(z.string(), z.number())).describe('structure slug -> nominal recall ("0.9") -> probability threshold'),
+});
+export type Calibration = z.infer<typeof CalibrationSchema>;
+
+export function loadCalibration(file: string): Calibration | undefined {
+  if (!existsSync(file)) return undefined;
+  const r = CalibrationSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+  if (!r.success) throw new Error(`invalid calibration file ${file}: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return r.data;
+}
+
+export const logit = (p: number): number => {
+  const q = Math.min(Math.max(p, 1e-7), 1 - 1e-7);
+  return Math.log(q / (1 - q));
+};
+
+export const platt = (z: number, c: { a: number; b: number }): number => sigmoid(c.a * z + c.b);
+
+/**
+ * Out-of-distribution score of an image embedding: the smallest per-dimension standardised
+ * distance (RMS over dimensions) to any training modality's mean. Higher is stranger.
+ */
+export function oodScore(embedding: ArrayLike<number>, ood: Calibration['ood']): { score: number; nearest: string } {
+  let best = Infinity, nearest = '';
+  for (const [name, mu] of Object.entries(ood.mean)) {
+    let s = 0;
+    for (let i = 0; i < mu.length; i++) {
+      const d = (embedding[i] - mu[i]) * ood.inv_std[i];
+      s += d * d;
+    }
+    const v = Math.sqrt(s / mu.length);
+    if (v < best) {
+      best = v;
+      nearest = name;
+    }
+  }
+  return { score: best, nearest };
+}
+
+/** Fits p = sigmoid(a z + b) to 0/1 (or soft) targets: Newton steps on the log loss, halved until the loss falls. */
+export function fitPlatt(z: number[], y: number[], iters = 100): { a: number; b: number } {
+  const loss = (a: number, b: number) => {
+    let s = 0;
+    for (let i = 0; i < z.length; i++) {
+      const p = Math.min(Math.max(sigmoid(a * z[i] + b), 1e-12), 1 - 1e-12);
+      s -= y[i] * Math.log(p) + (1 - y[i]) * Math.log(1 - p);
+    }
+    return s + 1e-4 * (a * a + b * b); // a little ridge keeps separable data finite
+  };
+  let a = 1, b = 0, cur = loss(a, b);
+  for (let it = 0; it < iters; it++) {
+    let ga = 2e-4 * a, gb = 2e-4 * b, haa = 2e-4, hab = 0, hbb = 2e-4;
+    for (let i = 0; i < z.length; i++) {
+      const p = sigmoid(a * z[i] + b);
+      const r = p - y[i], w = p * (1 - p);
+      ga += r * z[i]; gb += r;
+      haa += w * z[i] * z[i]; hab += w * z[i]; hbb += w;
+    }
+    const det = haa * hbb - hab * hab;
+    if (!(det > 0)) break;
+    const da = (hbb * ga - hab * gb) / det, db = (haa * gb - hab * ga) / det;
+    let step = 1, next = loss(a - da, b - db);
+    while (next > cur && step > 1e-4) {
+      step /= 2;
+      next = loss(a - step * da, b - step * db);
+    }
+    if (next > cur) break;
+    a -= step * da; b -= step * db;
+    const done = cur - next < 1e-10 * Math.max(1, cur);
+    cur = next;
+    if (done) break;
+  }
+  return { a, b };
+}
+
+/** The temperature T minimising the pixel log loss of sigmoid(z / T), by golden-section search on log T. */
+export function fitTemperature(z: number[], y: number[]): number {
+  const nll = (t: number) => {
+    let s = 0;
+    for (let i = 0; i < z.length; i++) {
+      const p = Math.min(Math.max(sigmoid(z[i] / t), 1e-7), 1 - 1e-7);
+      s -= y[i] ? Math.log(p) : Math.log(1 - p);
+    }
+    return s;
+  };
+  let lo = Math.log(0.05), hi = Math.log(20);
+  const g = (Math.sqrt(5) - 1) / 2;
+  let c = hi - g * (hi - lo), d = lo + g * (hi - lo);
+  for (let it = 0; it < 60; it++) {
+    if (nll(Math.exp(c)) < nll(Math.exp(d))) hi = d;
+    else lo = c;
+    c = hi - g * (hi - lo);
+    d = lo + g * (hi - lo);
+  }
+  return Math.exp((lo + hi) / 2);
+}

@@ -1,0 +1,173 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import sharp from 'sharp';
+import { decodeImage } from '../core/image/decode.js';
+import { segment } from '../core/pipeline/segment.js';
+import { fitPlatt, fitTemperature, logit, oodScore, type Calibration } from '../core/trust/calibration.js';
+import { sigmoid } from '../core/trust/scores.js';
+import type { ServiceContext } from '../service/context.js';
+import { dice, percentile, seededRandom } from './metrics.js';
+
+export interface CalibrateOptions {
+  modelId?: string;
+  dataRoot: string;
+  split?: 'val' | 'train';
+  limitPerDataset?: number;
+  pixelsPerCase?: number;
+  progress?: (done: number, total: number, label: string) => void;
+}
+
+const LEVELS = ['0.8', '0.9', '0.95'];
+const GRID = Array.from({ length: 99 }, (_, i) => (i + 1) / 100);
+
+/**
+ * Fits the model's calibration on the val split: pixel temperature, presence and quality Platt
+ * scaling, per-dataset embedding statistics for out-of-distribution scoring, verdict thresholds,
+ * and per-structure conformal thresholds (conformal risk control on 1 - recall).
+ */
+export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): Promise<Calibration> {
+  const model = ctx.pipeline.registry.get(o.modelId);
+  const entry = model.entry;
+  const split = o.split ?? 'val';
+  const limit = o.limitPerDataset ?? 40;
+  const pixels = o.pixelsPerCase ?? 1500;
+  const vocab = ctx.pipeline.vocabulary;
+  const index = JSON.parse(readFileSync(path.join(o.dataRoot, 'index.json'), 'utf8')) as { id: string }[];
+  const rnd = seededRandom(11);
+  const pz: number[] = [], py: number[] = [];
+  const presZ: number[] = [], presY: number[] = [];
+  const present: { slug: string; qualityLogit: number; dice: number; uncertain: number; recallAt: number[]; probs?: undefined }[] = [];
+  const embeds = new Map<string, Float32Array[]>();
+  const plan = index.map((d) => {
+    const splits = JSON.parse(readFileSync(path.join(o.dataRoot, d.id, 'splits.json'), 'utf8')) as Record<string, string[]>;
+    return { id: d.id, cases: (splits[split] ?? []).slice(0, limit) };
+  });
+  const total = plan.reduce((s, p) => s + p.cases.length, 0);
+  let done = 0, cases = 0;
+  for (const { id, cases: list } of plan) {
+    const meta = JSON.parse(readFileSync(path.join(o.dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
+    const region = vocab.data.datasets.find((d) => d.id === id)?.region;
+    const others = vocab.data.structures.filter((s) => s.region !== region);
+    for (const [ci, c] of list.entries()) {
+      const ext = (meta.image_ext ?? ['.png', '.jpg']).find((e) => existsSync(path.join(o.dataRoot, id, 'images', c + e))) ?? '.png';
+      const image = await decodeImage(await readFile(path.join(o.dataRoot, id, 'images', c + ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
+      const prompts = meta.structures.map((s) => vocab.bySlug.get(s.slug)?.name ?? s.slug);
+      const neg = [others[Math.floor(rnd() * others.length)].name, others[Math.floor(rnd() * others.length)].name, vocab.data.nonsense.train[ci % vocab.data.nonsense.train.length]];
+      const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId: entry.id, calibrated: false });
+      cases++;
+      embeds.set(id, [...(embeds.get(id) ?? []), res.image.embedding]);
+      const { width: w, height: h } = res;
+      for (const [k, s] of meta.structures.entries()) {
+        const { data } = await sharp(path.join(o.dataRoot, id, 'masks', s.slug, c + '.png')).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+        const gt = new Uint8Array(w * h);
+        let gsum = 0;
+        for (let i = 0; i < gt.length; i++) gsum += gt[i] = data[i] > 127 ? 1 : 0;
+        const r = res.results[k];
+        presZ.push(logit(r.presenceRaw));
+        presY.push(gsum > 0 ? 1 : 0);
+        if (gsum === 0) continue;
+        for (let j = 0; j < pixels; j++) {
+          const i = Math.floor(rnd() * w * h);
+          pz.push(logit(r.probability[i]));
+          py.push(gt[i]);
+        }
+        const recallAt = GRID.map(() => 0);
+        for (let i = 0; i < gt.length; i++) {
+          if (!gt[i]) continue;
+          const p = r.probability[i];
+          for (let g = 0; g < GRID.length && GRID[g] <= p; g++) recallAt[g]++;
+        }
+        present.push({ slug: s.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
+      }
+      for (let k = prompts.length; k < res.results.length; k++) {
+        presZ.push(logit(res.results[k].presenceRaw));
+        presY.push(0);
+      }
+      o.progress?.(++done, total, id);
+    }
+  }
+  // The recall grid above was taken on uncalibrated probabilities p = sigmoid(z); with temperature T
+  // the calibrated probability is sigmoid(z / T), so a calibrated threshold t maps to sigmoid(T * logit(t)).
+  const T = fitTemperature(pz, py);
+  const presence = fitPlatt(presZ, presY);
+  const quality = fitPlatt(present.map((p) => p.qualityLogit), present.map((p) => p.dice));
+  // out-of-distribution statistics
+  const dim = embeds.values().next().value![0].length;
+  const mean: Record<string, number[]> = {};
+  const resid = new Float64Array(dim);
+  let n = 0;
+  for (const [id, list] of embeds) {
+    const mu = new Array<number>(dim).fill(0);
+    for (const e of list) for (let i = 0; i < dim; i++) mu[i] += e[i] / list.length;
+    mean[id] = mu;
+    for (const e of list) for (let i = 0; i < dim; i++) resid[i] += (e[i] - mu[i]) ** 2;
+    n += list.length;
+  }
+  const invStd = Array.from(resid, (v) => 1 / Math.sqrt(v / Math.max(1, n - embeds.size) + 1e-6));
+  const oodTmp = { mean, inv_std: invStd, threshold: 0 };
+  const scores = [...embeds.values()].flat().map((e) => oodScore(e, oodTmp).score);
+  const oodThreshold = percentile(scores, 99.5) * 1.25;
+  // verdict thresholds: the quality and uncertainty cut-offs that best separate failures (Dice < 0.7) on val
+  const fail: number[] = present.map((p) => (p.dice < 0.7 ? 1 : 0));
+  const calQ = present.map((p) => sigmoid(quality.a * p.qualityLogit + quality.b));
+  const youden = (score: number[], higherIsFailure: boolean, candidates: number[]) => {
+    let best = candidates[0], bestJ = -Infinity;
+    const P = fail.reduce((s, v) => s + v, 0), N = fail.length - P;
+    for (const c of candidates) {
+      let tp = 0, fp = 0;
+      score.forEach((s, i) => {
+        const flagged = higherIsFailure ? s > c : s < c;
+        if (flagged && fail[i]) tp++;
+        if (flagged && !fail[i]) fp++;
+      });
+      const j = (P ? tp / P : 0) - (N ? fp / N : 0);
+      if (j > bestJ) {
+        bestJ = j;
+        best = c;
+      }
+    }
+    return best;
+  };
+  const qualityThreshold = youden(calQ, false, GRID);
+  const uncertainThreshold = youden(present.map((p) => p.uncertain), true, GRID);
+  // conformal risk control: largest threshold whose adjusted mean miss rate stays within 1 - level
+  const conformal: Record<string, Record<string, number>> = {};
+  for (const slug of [...new Set(present.map((p) => p.slug))]) {
+    const rows = present.filter((p) => p.slug === slug);
+    const m = rows.length;
+    conformal[slug] = {};
+    for (const level of LEVELS) {
+      const alpha = 1 - Number(level);
+      let chosen = GRID[0];
+      for (let g = GRID.length - 1; g >= 0; g--) {
+        const risk = rows.reduce((s, r) => s + (1 - r.recallAt[g]), 0) / m;
+        if ((m / (m + 1)) * risk + 1 / (m + 1) <= alpha) {
+          chosen = GRID[g];
+          break;
+        }
+      }
+      // the grid is in uncalibrated probability; store the equivalent calibrated threshold
+      conformal[slug][level] = Math.round(sigmoid(logit(chosen) / T) * 1e4) / 1e4;
+    }
+  }
+  const filesHash = createHash('sha256').update(JSON.stringify(entry.files)).digest('hex');
+  return {
+    fitted_on: { split, cases, datasets: plan.map((p) => p.id), date: new Date().toISOString().slice(0, 10), model_files_sha256: filesHash },
+    pixel_temperature: T,
+    presence,
+    quality,
+    ood: { mean, inv_std: invStd, threshold: oodThreshold },
+    thresholds: { presence: 0.5, quality: qualityThreshold, uncertain_fraction: uncertainThreshold },
+    conformal,
+  };
+}
+
+export function writeCalibration(ctx: ServiceContext, modelId: string | undefined, cal: Calibration): string {
+  const entry = ctx.pipeline.registry.entry(modelId ?? ctx.pipeline.registry.defaultId);
+  const file = path.join(ctx.config.PROMPTSEG_MODELS_DIR, entry.dir, entry.calibration ?? 'calibration.json');
+  const round = (_: string, v: unknown) => (typeof v === 'number' ? Math.round(v * 1e6) / 1e6 : v);
+  writeFileSync(file, JSON.stringify(cal, round, 1));
+  return file;
+}

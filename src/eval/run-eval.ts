@@ -1,0 +1,274 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import type { ServiceContext } from '../service/context.js';
+import { segmentOperation } from '../service/operations/segment.js';
+import { runOperation } from '../service/run-operation.js';
+import type { Operation } from '../service/operation.js';
+import type { SegmentOutput } from '../service/schemas.js';
+import { auroc, bootstrapCi, calibration, dice, iou, mean, percentile, seededRandom, surfaceMetrics } from './metrics.js';
+import type { Suite } from './suite.js';
+
+export type PromptSet = 'canonical' | 'eval_only' | 'absent' | 'nonsense';
+
+export interface CaseRecord {
+  model: string;
+  dataset: string;
+  modality: string;
+  case: string;
+  structure: string | null;
+  set: PromptSet;
+  prompt: string;
+  gt_present: boolean;
+  presence: number;
+  mask_empty: boolean;
+  dice: number | null;
+  iou: number | null;
+  hd95: number | null;
+  nsd: number | null;
+  predicted_quality: number;
+  verdict: string;
+  latency_ms: number;
+}
+
+interface DatasetMeta {
+  id: string;
+  modality: string;
+  structures: { slug: string; name: string }[];
+  image_ext?: string[];
+}
+
+export interface EvalProgress {
+  (done: number, total: number, label: string): void;
+}
+
+const readJson = <T>(f: string): T => JSON.parse(readFileSync(f, 'utf8')) as T;
+
+async function readMask(file: string, w: number, h: number): Promise<Uint8Array> {
+  const { data, info } = await sharp(file).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+  if (info.width !== w || info.height !== h) throw new Error(`${file} is ${info.width}x${info.height}, the image is ${w}x${h}`);
+  const m = new Uint8Array(w * h);
+  for (let i = 0; i < m.length; i++) m[i] = data[i] > 127 ? 1 : 0;
+  return m;
+}
+
+/** Runs every model of the suite over every case of the chosen split through the service API. */
+export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: string, opts: { split?: string; limit?: number; progress?: EvalProgress } = {}): Promise<{ records: CaseRecord[]; calibrationPixels: Record<string, { p: number[]; y: number[] }> }> {
+  const split = opts.split ?? suite.split;
+  const vocab = ctx.pipeline.vocabulary;
+  const index = readJson<{ id: string }[]>(path.join(dataRoot, 'index.json'));
+  const ids = suite.datasets === 'all' ? index.map((d) => d.id) : suite.datasets;
+  const limit = opts.limit ?? suite.limit_per_dataset ?? Infinity;
+  const plan: { ds: DatasetMeta; cases: string[] }[] = [];
+  for (const id of ids) {
+    const dir = path.join(dataRoot, id);
+    if (!existsSync(path.join(dir, 'dataset.json'))) throw new Error(`dataset ${id} not found under ${dataRoot}`);
+    const ds = readJson<DatasetMeta>(path.join(dir, 'dataset.json'));
+    const splits = readJson<Record<string, string[]>>(path.join(dir, 'splits.json'));
+    if (!Array.isArray(splits[split])) throw new Error(`dataset ${id} has no split "${split}"`);
+    plan.push({ ds, cases: splits[split].slice(0, limit) });
+  }
+  const total = plan.reduce((s, p) => s + p.cases.length, 0) * suite.models.length;
+  const records: CaseRecord[] = [];
+  const calib: Record<string, { p: number[]; y: number[] }> = {};
+  const op = segmentOperation as unknown as Operation;
+  let done = 0;
+  for (const model of suite.models) {
+    ctx.pipeline.registry.entry(model);
+    calib[model] = { p: [], y: [] };
+    const rnd = seededRandom(suite.seed);
+    for (const { ds, cases } of plan) {
+      const region = vocab.data.datasets.find((d) => d.id === ds.id)?.region;
+      const otherRegion = vocab.data.structures.filter((s) => s.region !== region);
+      for (const [ci, c] of cases.entries()) {
+        const dir = path.join(dataRoot, ds.id);
+        const ext = (ds.image_ext ?? ['.png', '.jpg']).find((e) => existsSync(path.join(dir, 'images', c + e))) ?? '.png';
+        const bytes = await readFile(path.join(dir, 'images', c + ext));
+        const prompts: { prompt: string; structure: string | null; set: PromptSet }[] = [];
+        for (const s of ds.structures) {
+          const v = vocab.bySlug.get(s.slug);
+          const name = v?.name ?? s.name;
+          if (suite.prompt_sets.includes('canonical')) prompts.push({ prompt: name, structure: s.slug, set: 'canonical' });
+          if (suite.prompt_sets.includes('eval_only') && v) {
+            const options = [...vocab.data.templates.eval.map((t) => t.replace('{s}', name).replace('{m}', vocab.data.datasets.find((d) => d.id === ds.id)?.modality_words[0] ?? 'image')), ...v.eval_synonyms];
+            prompts.push({ prompt: options[ci % options.length], structure: s.slug, set: 'eval_only' });
+          }
+        }
+        for (let k = 0; k < suite.negatives.absent_per_case && otherRegion.length; k++) {
+          const s = otherRegion[Math.floor(rnd() * otherRegion.length)];
+          prompts.push({ prompt: s.name, structure: s.slug, set: 'absent' });
+        }
+        for (let k = 0; k < suite.negatives.nonsense_per_case; k++) {
+          const n = vocab.data.nonsense.eval;
+          prompts.push({ prompt: n[(ci + k) % n.length], structure: null, set: 'nonsense' });
+        }
+        const t0 = performance.now();
+        const r = await runOperation(ctx, op, { image: { base64: bytes.toString('base64') }, prompts: prompts.map((p) => p.prompt), model, threshold: suite.threshold }, { via: 'eval' });
+        const latency = performance.now() - t0;
+        if (!r.ok) throw new Error(`${ds.id}/${c}: ${r.error.message}`);
+        const out = r.value as SegmentOutput;
+        const stored = ctx.results.get(out.result_id)!.result;
+        const { width: w, height: h } = stored;
+        const gts = new Map<string, Uint8Array>();
+        for (const s of ds.structures) gts.set(s.slug, await readMask(path.join(dir, 'masks', s.slug, c + '.png'), w, h));
+        prompts.forEach((p, i) => {
+          const res = stored.results[i];
+          const gt = p.set === 'canonical' || p.set === 'eval_only' ? gts.get(p.structure!)! : undefined;
+          const gtPresent = !!gt && gt.some((x) => x === 1);
+          let d: number | null = null, io: number | null = null, hd: number | null = null, nsd: number | null = null;
+          if (gt && gtPresent) {
+            d = dice(res.mask, gt);
+            io = iou(res.mask, gt);
+            const sm = surfaceMetrics(res.mask, gt, w, h, suite.nsd_tolerance_px);
+            hd = Number.isFinite(sm.hd95) ? sm.hd95 : null;
+            nsd = sm.nsd;
+            if (p.set === 'canonical' && suite.calibration_pixels_per_case > 0) {
+              for (let k = 0; k < suite.calibration_pixels_per_case; k++) {
+                const j = Math.floor(rnd() * w * h);
+                calib[model].p.push(res.probability[j]);
+                calib[model].y.push(gt[j]);
+              }
+            }
+          }
+          records.push({
+            model, dataset: ds.id, modality: ds.modality, case: c, structure: p.structure, set: p.set, prompt: p.prompt,
+            gt_present: gtPresent, presence: res.presence, mask_empty: res.stats.areaPx === 0,
+            dice: d, iou: io, hd95: hd, nsd, predicted_quality: res.predictedQuality, verdict: res.verdict, latency_ms: Math.round(latency),
+          });
+        });
+        opts.progress?.(++done, total, `${model} ${ds.id}`);
+      }
+    }
+  }
+  return { records, calibrationPixels: calib };
+}
+
+export interface StructureSummary {
+  model: string;
+  dataset: string;
+  structure: string;
+  n: number;
+  dice: number;
+  dice_ci: [number, number];
+  iou: number;
+  hd95_median_px: number | null;
+  nsd: number;
+  eval_only_dice: number | null;
+  eval_only_delta: number | null;
+}
+
+export interface Summary {
+  structures: StructureSummary[];
+  presence: Record<string, { auroc: number; auroc_ci: [number, number] | null; accuracy: number; absent_empty_rate: number; nonsense_empty_rate: number; in_dataset_empty_rate: number | null; present_mask_rate: number; n_pos: number; n_neg: number }>;
+  robustness: Record<string, { canonical_dice: number; eval_only_dice: number; delta: number; mean_spread: number }>;
+  calibration: Record<string, { ece: number; table: ReturnType<typeof calibration>['table'] }>;
+  trust: Record<string, { failure_auroc: number; failures: number; n: number; risk_coverage: { coverage: number; risk: number }[]; verdicts: { present_accept_or_review: number; negatives_rejected: number } }>;
+  paired: { a: string; b: string; structure: string; n: number; mean_difference: number; ci: [number, number] }[];
+  latency_ms: Record<string, { p50: number; p95: number }>;
+}
+
+/** Aggregates per structure, presence, robustness, calibration and trust, with bootstrap CIs. */
+export function summarise(records: CaseRecord[], calib: Record<string, { p: number[]; y: number[] }>, suite: Suite): Summary {
+  const models = [...new Set(records.map((r) => r.model))];
+  const structures: StructureSummary[] = [];
+  const presence: Summary['presence'] = {};
+  const robustness: Summary['robustness'] = {};
+  const calibrationOut: Summary['calibration'] = {};
+  const trust: Summary['trust'] = {};
+  const latency: Summary['latency_ms'] = {};
+  for (const m of models) {
+    const rs = records.filter((r) => r.model === m);
+    const keys = [...new Set(rs.filter((r) => r.set === 'canonical').map((r) => `${r.dataset}/${r.structure}`))];
+    const deltas: number[] = [], canon: number[] = [], evalo: number[] = [], spreads: number[] = [];
+    for (const k of keys) {
+      const [dataset, structure] = k.split('/');
+      const can = rs.filter((r) => r.set === 'canonical' && r.dataset === dataset && r.structure === structure && r.gt_present);
+      const ev = rs.filter((r) => r.set === 'eval_only' && r.dataset === dataset && r.structure === structure && r.gt_present);
+      const dv = can.map((r) => r.dice!);
+      const evd = ev.length ? mean(ev.map((r) => r.dice!)) : null;
+      const hds = can.map((r) => r.hd95).filter((x): x is number => x !== null);
+      structures.push({
+        model: m, dataset, structure, n: can.length, dice: mean(dv), dice_ci: bootstrapCi(dv, suite.bootstrap, suite.seed),
+        iou: mean(can.map((r) => r.iou!)), hd95_median_px: hds.length ? percentile(hds, 50) : null, nsd: mean(can.map((r) => r.nsd!)),
+        eval_only_dice: evd, eval_only_delta: evd === null ? null : evd - mean(dv),
+      });
+      if (evd !== null && can.length) {
+        canon.push(mean(dv)); evalo.push(evd); deltas.push(evd - mean(dv));
+        const byCase = new Map<string, number[]>();
+        for (const r of [...can, ...ev]) byCase.set(r.case, [...(byCase.get(r.case) ?? []), r.dice!]);
+        for (const v of byCase.values()) if (v.length > 1) spreads.push(Math.max(...v) - Math.min(...v));
+      }
+    }
+    robustness[m] = { canonical_dice: mean(canon), eval_only_dice: mean(evalo), delta: mean(deltas), mean_spread: mean(spreads) };
+    const pos = rs.filter((r) => (r.set === 'canonical' || r.set === 'eval_only') && r.gt_present);
+    const neg = rs.filter((r) => r.set === 'absent' || r.set === 'nonsense' || ((r.set === 'canonical' || r.set === 'eval_only') && !r.gt_present));
+    const inDs = rs.filter((r) => r.set === 'canonical' && !r.gt_present);
+    const au = auroc(pos.map((r) => r.presence), neg.map((r) => r.presence));
+    presence[m] = {
+      auroc: au,
+      auroc_ci: null,
+      accuracy: (pos.filter((r) => r.presence >= 0.5).length + neg.filter((r) => r.presence < 0.5).length) / Math.max(1, pos.length + neg.length),
+      absent_empty_rate: mean(rs.filter((r) => r.set === 'absent').map((r) => (r.mask_empty ? 1 : 0))),
+      nonsense_empty_rate: mean(rs.filter((r) => r.set === 'nonsense').map((r) => (r.mask_empty ? 1 : 0))),
+      in_dataset_empty_rate: inDs.length ? mean(inDs.map((r) => (r.mask_empty ? 1 : 0))) : null,
+      present_mask_rate: mean(pos.map((r) => (r.mask_empty ? 0 : 1))),
+      n_pos: pos.length,
+      n_neg: neg.length,
+    };
+    const c = calib[m];
+    if (c && c.p.length) calibrationOut[m] = calibration(c.p, c.y, 10);
+    const present = rs.filter((r) => r.set === 'canonical' && r.gt_present);
+    const fail = present.filter((r) => r.dice! < suite.failure_dice);
+    const okk = present.filter((r) => r.dice! >= suite.failure_dice);
+    const sorted = [...present].sort((a, b) => b.predicted_quality - a.predicted_quality);
+    const rc: { coverage: number; risk: number }[] = [];
+    for (let k = 1; k <= 20; k++) {
+      const n = Math.max(1, Math.round((k / 20) * sorted.length));
+      const kept = sorted.slice(0, n);
+      rc.push({ coverage: n / Math.max(1, sorted.length), risk: mean(kept.map((r) => (r.dice! < suite.failure_dice ? 1 : 0))) });
+    }
+    trust[m] = {
+      failure_auroc: auroc(fail.map((r) => 1 - r.predicted_quality), okk.map((r) => 1 - r.predicted_quality)),
+      failures: fail.length,
+      n: present.length,
+      risk_coverage: rc,
+      verdicts: {
+        present_accept_or_review: mean(pos.map((r) => (r.verdict === 'reject' ? 0 : 1))),
+        negatives_rejected: mean(neg.map((r) => (r.verdict === 'reject' ? 1 : 0))),
+      },
+    };
+    const lat = [...new Set(rs.map((r) => `${r.dataset}/${r.case}`))].map((k) => rs.find((r) => `${r.dataset}/${r.case}` === k)!.latency_ms);
+    latency[m] = { p50: percentile(lat, 50), p95: percentile(lat, 95) };
+  }
+  const paired: Summary['paired'] = [];
+  if (models.length > 1) {
+    const [a, b] = models;
+    for (const s of structures.filter((x) => x.model === a)) {
+      const ra = records.filter((r) => r.model === a && r.set === 'canonical' && r.gt_present && r.dataset === s.dataset && r.structure === s.structure);
+      const diffs: number[] = [];
+      for (const r of ra) {
+        const rb = records.find((x) => x.model === b && x.set === 'canonical' && x.dataset === r.dataset && x.case === r.case && x.structure === r.structure);
+        if (rb && rb.dice !== null) diffs.push(rb.dice - r.dice!);
+      }
+      paired.push({ a, b, structure: `${s.dataset}/${s.structure}`, n: diffs.length, mean_difference: mean(diffs), ci: bootstrapCi(diffs, suite.bootstrap, suite.seed) });
+    }
+  }
+  return { structures, presence, robustness, calibration: calibrationOut, trust, paired, latency_ms: latency };
+}
+
+/** Identifies exactly what was evaluated: model files, suite and data, for the results cache and the report. */
+export function evalKey(ctx: ServiceContext, suite: Suite, split: string, limit: number | undefined): string {
+  const h = createHash('sha256');
+  for (const m of suite.models) h.update(JSON.stringify(ctx.pipeline.registry.entry(m).files));
+  h.update(JSON.stringify(suite)).update(split).update(String(limit ?? ''));
+  h.update(ctx.pipeline.vocabulary.data.version);
+  return h.digest('hex');
+}
+
+export function machineDescription(): string {
+  const cpus = os.cpus();
+  return `${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.platform()} ${os.release()}, node ${process.version}`;
+}

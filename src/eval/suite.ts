@@ -1,0 +1,34 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+
+export const SuiteSchema = z.object({
+  name: z.string().min(1),
+  description: z.string().default(''),
+  data_root: z.string().describe('Folder in the medseg2d layout; relative paths are resolved from the suite file.'),
+  datasets: z.union([z.literal('all'), z.array(z.string()).min(1)]).default('all'),
+  split: z.enum(['train', 'val', 'test']).default('test'),
+  models: z.array(z.string()).min(1).max(4).default(['promptseg-builtin']),
+  prompt_sets: z.array(z.enum(['canonical', 'eval_only'])).min(1).default(['canonical', 'eval_only']),
+  negatives: z.object({ absent_per_case: z.number().int().min(0).max(8).default(2), nonsense_per_case: z.number().int().min(0).max(4).default(1) }).default({ absent_per_case: 2, nonsense_per_case: 1 }),
+  limit_per_dataset: z.number().int().positive().nullable().default(null),
+  threshold: z.number().gt(0).lt(1).default(0.5),
+  nsd_tolerance_px: z.number().nonnegative().default(2),
+  failure_dice: z.number().min(0).max(1).default(0.7),
+  calibration_pixels_per_case: z.number().int().min(0).default(2000),
+  bootstrap: z.number().int().min(100).default(1000),
+  seed: z.number().int().default(7),
+});
+export type Suite = z.infer<typeof SuiteSchema>;
+
+export function loadSuite(file: string): { suite: Suite; dataRoot: string } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`cannot read suite ${file}: ${(e as Error).message}`);
+  }
+  const r = SuiteSchema.safeParse(raw);
+  if (!r.success) throw new Error(`invalid suite ${file}: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return { suite: r.data, dataRoot: path.resolve(path.dirname(file), r.data.data_root) };
+}
