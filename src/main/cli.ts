@@ -133,7 +133,7 @@ async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]
   return Object.keys(summary.presence).length ? 0 : 1;
 }
 
-const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff']);
+const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.dcm']);
 
 async function expandInputs(args: string[]): Promise<string[]> {
   const out: string[] = [];
@@ -167,7 +167,7 @@ async function segmentCommand(config: ReturnType<typeof loadConfig>, args: strin
   if (!positionals.length) throw new UsageError('give at least one image or folder');
   if (!values.prompt?.length) throw new UsageError('give at least one --prompt');
   const files = await expandInputs(positionals);
-  if (!files.length) throw new UsageError('no images found (png, jpg, webp, tif)');
+  if (!files.length) throw new UsageError('no images found (dcm, png, jpg, webp, tif)');
   const outDir = values.out ?? 'promptseg-out';
   await mkdir(outDir, { recursive: true });
   const ctx = createServiceContext(config);

@@ -17,7 +17,14 @@ export const ImageInputSchema = z
 export type ImageInput = z.infer<typeof ImageInputSchema>;
 
 /** Turns the caller's image reference into decoded pixels, enforcing size limits and allowed roots. */
-export async function resolveImage(ctx: ServiceContext, input: ImageInput, spacing?: [number, number]): Promise<{ id: string; image: RasterImage }> {
+export interface DecodeOptions {
+  /** DICOM: frame of a multi-frame file. */
+  frame?: number;
+  /** DICOM grey images: display window [centre, width] in modality units (e.g. HU). */
+  window?: [number, number];
+}
+
+export async function resolveImage(ctx: ServiceContext, input: ImageInput, spacing?: [number, number], decode: DecodeOptions = {}): Promise<{ id: string; image: RasterImage }> {
   const given = (['base64', 'path', 'image_id'] as const).filter((k) => input[k] !== undefined);
   if (given.length !== 1) fail('invalid_argument', `give exactly one of image.base64, image.path or image.image_id (got ${given.length ? given.join(', ') : 'none'})`, 'image');
   let bytes: Uint8Array;
@@ -35,8 +42,10 @@ export async function resolveImage(ctx: ServiceContext, input: ImageInput, spaci
   } else {
     bytes = await readAllowedFile(ctx, input.path!);
   }
-  const image = await decodeImage(bytes, { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
-  const id = createHash('sha256').update(bytes).digest('hex');
+  const image = await decodeImage(bytes, { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS, ...decode });
+  const h = createHash('sha256').update(bytes);
+  if (decode.frame !== undefined || decode.window) h.update(JSON.stringify(decode));
+  const id = h.digest('hex');
   ctx.images.set(id, image);
   return { id, image: withSpacing(image, spacing) };
 }

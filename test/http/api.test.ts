@@ -161,3 +161,62 @@ describe('bearer-token auth', () => {
     expect((await fetch(`${locked.url}/healthz`)).status).toBe(200);
   });
 });
+
+describe('DICOM through the HTTP API', () => {
+  it('segments a CT slice given in Hounsfield units; areas come in mm² from the pixel spacing', async () => {
+    const { ctSliceHu } = await import('../helpers/dicom-fixtures.js');
+    const ct = ctSliceHu(128, 0.7);
+    const fd = new FormData();
+    fd.append('image', new Blob([new Uint8Array(ct.bytes)], { type: 'application/dicom' }), 'ct.dcm');
+    fd.append('prompt', 'lungs');
+    fd.append('prompt', 'heart');
+    const res = await fetch(`${srv.url}/v1/segment`, { method: 'POST', body: fd });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { width: number; results: { area_px: number; area_mm2: number }[] };
+    expect(body.width).toBe(128);
+    for (const r of body.results) expect(r.area_mm2).toBeCloseTo(r.area_px * 0.49, 2);
+  });
+
+  it('answers 415 naming the transfer syntax for a JPEG 2000 DICOM', async () => {
+    const { writeDicom } = await import('../helpers/dicom-fixtures.js');
+    const f = writeDicom({ Modality: 'OT', Rows: 16, Columns: 16, SamplesPerPixel: 1, PhotometricInterpretation: 'MONOCHROME2', BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, PixelData: new Uint8Array(256).buffer, _vrMap: { PixelData: 'OB' } }, '1.2.840.10008.1.2.4.91');
+    const res = await post(JSON.stringify({ image: { base64: f.bytes.toString('base64') }, prompts: ['heart'] }), { 'content-type': 'application/json' });
+    const b = await expectProblem(res, 415, 'unsupported_format');
+    expect(b.detail).toContain('1.2.840.10008.1.2.4.91');
+  });
+});
+
+describe('overload and shutdown', () => {
+  it('answers 503 with Retry-After when the inference queue is full, and keeps serving', async () => {
+    const small = await startServer(testConfig({ PROMPTSEG_QUEUE_SIZE: '0', PROMPTSEG_CONCURRENCY: '1' }), { log: false });
+    await small.ctx.pipeline.registry.get().load();
+    const big = (await greyPng(512, 512, (x, y) => (x * y) % 251)).toString('base64');
+    const req = () => fetch(`${small.url}/v1/segment`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image: { base64: big }, prompts: ['lungs', 'heart', 'liver'] }) });
+    const res = await Promise.all([req(), req(), req(), req()]);
+    const codes = res.map((r) => r.status).sort();
+    expect(codes).toContain(200);
+    expect(codes).toContain(503);
+    const busy = res.find((r) => r.status === 503)!;
+    expect(busy.headers.get('retry-after')).toBeTruthy();
+    expect(((await busy.json()) as { type: string }).type).toBe('urn:promptseg:problem:overloaded');
+    expect((await req()).status).toBe(200);
+    await small.close();
+  });
+
+  it('finishes in-flight requests on shutdown and takes no new ones', async () => {
+    const s = await startServer(testConfig(), { log: false });
+    await s.ctx.pipeline.registry.get().load();
+    const big = (await greyPng(512, 512, (x, y) => (x + 3 * y) % 253)).toString('base64');
+    const inflight = fetch(`${s.url}/v1/segment`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image: { base64: big }, prompts: ['lungs', 'heart'] }) });
+    await new Promise((r) => setTimeout(r, 30));
+    const closing = s.close();
+    // a new request during the drain: refused at the socket, or (on a kept-alive socket) told the server is draining
+    const after = await fetch(`${s.url}/healthz`).then(async (r) => ((await r.json()) as { status: string }).status, () => 'refused');
+    expect(['draining', 'refused']).toContain(after);
+    const seg = await fetch(`${s.url}/v1/models`).then((r) => r.status, () => 'refused');
+    expect([503, 'refused']).toContain(seg);
+    expect((await inflight).status).toBe(200);
+    await closing;
+    expect(await fetch(`${s.url}/healthz`).then((r) => r.status, () => 'refused')).toBe('refused');
+  });
+});

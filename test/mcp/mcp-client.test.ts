@@ -11,11 +11,13 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { OPERATIONS } from '../../src/service/operation-table.js';
 import { chestLikePng } from '../helpers/fixtures.js';
+import { ctSliceHu } from '../helpers/dicom-fixtures.js';
 import { testConfig } from '../helpers/service.js';
 import { ROOT } from '../helpers/project.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-mcp-'));
 const imagePath = path.join(dir, 'chest.png');
+const dicomPath = path.join(dir, 'ct.dcm');
 const CLI = path.join(ROOT, 'dist', 'main', 'cli.js');
 
 /** A POST with exactly the given Host and Origin headers (fetch would rewrite them). */
@@ -62,6 +64,13 @@ function sharedBehaviour(getClient: () => Client) {
     expect(blob.mimeType).toBe('image/png');
     const m = await sharp(Buffer.from(blob.blob, 'base64')).metadata();
     expect([m.width, m.height]).toEqual([256, 256]);
+  });
+
+  it('segment_image reads a DICOM CT by path and reports areas in mm²', async () => {
+    const r = (await getClient().callTool({ name: 'segment_image', arguments: { image: { path: dicomPath }, prompts: ['lungs'] } })) as ToolResult;
+    expect(r.isError).toBeFalsy();
+    const res = (r.structuredContent as { results: { area_px: number; area_mm2: number }[] }).results[0];
+    expect(res.area_mm2).toBeCloseTo(res.area_px * 0.49, 2);
   });
 
   it('bad arguments come back as tool errors and the server keeps serving', async () => {
@@ -113,6 +122,7 @@ function sharedBehaviour(getClient: () => Client) {
 
 beforeAll(async () => {
   writeFileSync(imagePath, await chestLikePng(256));
+  writeFileSync(dicomPath, ctSliceHu(128, 0.7).bytes);
 });
 
 describe('MCP over stdio (spawned CLI)', () => {

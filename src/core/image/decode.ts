@@ -1,9 +1,14 @@
 import sharp from 'sharp';
 import { fail } from '../errors.js';
 import type { RasterImage } from './raster.js';
+import { decodeDicom } from './dicom.js';
 
 export interface DecodeLimits {
   maxPixels: number;
+  /** DICOM: which frame of a multi-frame file (default 0). */
+  frame?: number;
+  /** DICOM grey images: the display window [centre, width] in modality units, overriding the file's. */
+  window?: [number, number];
 }
 
 /** Identifies a container from its first bytes. */
@@ -36,11 +41,12 @@ export function pngHeaderSize(bytes: Uint8Array): { width: number; height: numbe
 export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits): Promise<RasterImage> {
   if (bytes.length === 0) fail('bad_input', 'the image is empty (0 bytes)', 'image');
   const format = sniffFormat(bytes);
-  if (format === 'dicom' || format === 'nifti' || format === 'gzip') {
-    fail('unsupported_format', `${format.toUpperCase()} input is not supported yet: send PNG, JPEG, WebP or TIFF`, 'image');
+  if (format === 'dicom') return decodeDicom(bytes, limits, { frame: limits.frame, window: limits.window });
+  if (format === 'nifti' || format === 'gzip') {
+    fail('unsupported_format', `${format === 'gzip' ? 'gzip-compressed (NIfTI .nii.gz?)' : 'NIfTI'} input is not supported yet: send DICOM, PNG, JPEG, WebP or TIFF`, 'image');
   }
   if (format === 'unknown' || format === 'gif' || format === 'bmp') {
-    fail('unsupported_format', 'the image is not a PNG, JPEG, WebP or TIFF file (its first bytes match none of them)', 'image');
+    fail('unsupported_format', 'the image is not a DICOM, PNG, JPEG, WebP or TIFF file (its first bytes match none of them)', 'image');
   }
   if (format === 'png') {
     const h = pngHeaderSize(bytes);

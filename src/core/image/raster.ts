@@ -7,6 +7,8 @@ export interface RasterImage {
   /** Millimetres per pixel along rows (y) and columns (x), when the source says. */
   spacing?: { row: number; col: number };
   format: string;
+  /** DICOM grey images keep their modality values so they can be re-windowed per structure. */
+  dicom?: import('./dicom.js').DicomSource;
 }
 
 /** A 2D field of floats (logits, probabilities), row-major. */

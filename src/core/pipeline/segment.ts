@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { fail } from '../errors.js';
 import type { FloatGrid, RasterImage } from '../image/raster.js';
 import { letterbox, mapGrid, resizeRgb, roundHalfEven, toTensorData } from '../image/resize.js';
+import { renderWindow } from '../image/dicom.js';
 import { maskStats, type MaskStats } from '../image/mask-stats.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { ImageFeatures, SegmentationModel } from '../models/model.js';
@@ -122,21 +123,41 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   const similarity = new Array<number>(req.prompts.length);
   let hits = 0, misses = 0;
 
+  // CT from DICOM: each structure is seen through its own window (lung, mediastinum, ...) unless the caller set one
+  const views = new Map<string, { image: RasterImage; sha: string; idx: number[] }>();
+  views.set('default', { image, sha: imageSha256, idx: [] });
+  req.prompts.forEach((_, i) => {
+    const w = windowFor(ctx, image, structures[i]);
+    if (!w) {
+      views.get('default')!.idx.push(i);
+      return;
+    }
+    const key = `window:${w[0]}:${w[1]}`;
+    if (!views.has(key)) {
+      const data = renderWindow(image.dicom!.values!, w, image.dicom!.monochrome1);
+      views.set(key, { image: { ...image, data }, sha: `${imageSha256}:${key}`, idx: [] });
+    }
+    views.get(key)!.idx.push(i);
+  });
+
   let embedding: Float32Array | undefined;
-  for (const mode of ['whole', 'tiled'] as const) {
-    const idx = modes.map((m, i) => (m === mode ? i : -1)).filter((i) => i >= 0);
-    if (!idx.length && mode === 'tiled') continue;
-    const e = idx.map((i) => embeds[i]);
-    const out = mode === 'whole'
-      ? await runWhole(ctx, model, entry, image, imageSha256, e, timings, (h) => (h ? hits++ : misses++))
-      : await runTiled(ctx, model, entry, image, imageSha256, e, timings, (h) => (h ? hits++ : misses++));
-    if (mode === 'whole') embedding = out.pooled;
-    idx.forEach((i, k) => {
-      logits[i] = out.logits[k];
-      presenceLogit[i] = out.presence[k];
-      iouLogit[i] = out.iou[k];
-      similarity[i] = out.similarity[k];
-    });
+  for (const [key, view] of views) {
+    for (const mode of ['whole', 'tiled'] as const) {
+      const idx = view.idx.filter((i) => modes[i] === mode);
+      // the default view always runs whole-image once: its pooled embedding feeds the OOD score
+      if (!idx.length && !(mode === 'whole' && key === 'default')) continue;
+      const e = idx.map((i) => embeds[i]);
+      const out = mode === 'whole'
+        ? await runWhole(ctx, model, entry, view.image, view.sha, e, timings, (h) => (h ? hits++ : misses++))
+        : await runTiled(ctx, model, entry, view.image, view.sha, e, timings, (h) => (h ? hits++ : misses++));
+      if (mode === 'whole' && key === 'default') embedding = out.pooled;
+      idx.forEach((i, k) => {
+        logits[i] = out.logits[k];
+        presenceLogit[i] = out.presence[k];
+        iouLogit[i] = out.iou[k];
+        similarity[i] = out.similarity[k];
+      });
+    }
   }
 
   t = now();
@@ -227,6 +248,13 @@ async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: M
   const logits = out.maskLogits.map((g) => mapGrid(g, size, image.width, image.height, place));
   timings.postprocess += now() - t;
   return { pooled: f.pooled, logits, presence: out.presenceLogit, iou: out.iouLogit, similarity: out.similarity };
+}
+
+/** The display window a prompt's structure calls for on a CT image whose window the caller did not set. */
+function windowFor(ctx: PipelineContext, image: RasterImage, structure: Structure | undefined): [number, number] | undefined {
+  const d = image.dicom;
+  if (!d || !d.values || d.modality !== 'CT' || d.windowSource === 'request' || !structure?.window) return undefined;
+  return ctx.vocabulary.data.windows[structure.window];
 }
 
 /** Tile origins covering n pixels with tiles of `size` every `stride` (the last one flush with the end). */

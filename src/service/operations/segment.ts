@@ -20,6 +20,9 @@ export const SegmentInputSchema = z.object({
   outputs: z.array(z.enum(['png', 'rle', 'polygons'])).default([]).describe('Mask encodings to include inline; the mask is always downloadable by mask_url / mask_uri.'),
   overlay: z.boolean().default(false).describe('Include a preview PNG of the masks over the image (longer side at most 512 px).'),
   conformal_recall: z.enum(['0.8', '0.9', '0.95']).optional().describe('Return conformal masks whose expected recall of the true structure is at least this (thresholds fitted per structure on val; vocabulary structures only).'),
+  frame: z.number().int().min(0).optional().describe('DICOM: which frame of a multi-frame file (default 0).'),
+  window: z.object({ center: z.number(), width: z.number().positive() }).optional().describe('DICOM grey images: display window in modality units (HU for CT) for every prompt. By default CT uses each structure\'s window (lung, mediastinum, abdomen, bone, brain), other images the file\'s window or robust percentiles.'),
+  window_preset: z.enum(['lung', 'mediastinum', 'abdomen', 'bone', 'brain']).optional().describe('DICOM grey images: a named CT window for every prompt.'),
   pixel_spacing_mm: z.tuple([z.number().positive(), z.number().positive()]).optional().describe('[row, column] spacing in mm, so areas are also given in mm².'),
 });
 
@@ -38,7 +41,9 @@ export const segmentOperation = defineOperation({
     const tooLong = input.prompts.find((p) => p.length > ctx.config.PROMPTSEG_MAX_PROMPT_CHARS);
     if (tooLong) fail('invalid_argument', `a prompt is over ${ctx.config.PROMPTSEG_MAX_PROMPT_CHARS} characters`, 'prompts');
     if (input.model !== undefined) ctx.pipeline.registry.entry(input.model);
-    const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm);
+    if (input.window && input.window_preset) fail('invalid_argument', 'give window or window_preset, not both', 'window');
+    const win = input.window ? ([input.window.center, input.window.width] as [number, number]) : input.window_preset ? ctx.pipeline.vocabulary.data.windows[input.window_preset] : undefined;
+    const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, { frame: input.frame, window: win });
     extras?.progress?.(1, 3, 'image decoded');
     const res = await ctx.queue.run(
       () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall }),

@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { decodeImage } from '../../src/core/image/decode.js';
+import { AppFailure } from '../../src/core/errors.js';
+import type { RasterImage } from '../../src/core/image/raster.js';
+import { ctSliceHu, rgbSecondaryCapture, writeDicom, xrayMonochrome1 } from '../helpers/dicom-fixtures.js';
+
+const limits = { maxPixels: 4_000_000 };
+async function failure(p: Promise<unknown>): Promise<{ kind: string; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof AppFailure) return e.error;
+    throw e;
+  }
+  throw new Error('expected a typed failure');
+}
+
+describe('DICOM input', () => {
+  it('reads a CT slice in Hounsfield units with its spacing and UIDs', async () => {
+    const ct = ctSliceHu(128, 0.7);
+    const img = (await decodeImage(ct.bytes, limits)) as RasterImage;
+    expect([img.width, img.height, img.format]).toEqual([128, 128, 'dicom']);
+    expect(img.spacing).toEqual({ row: 0.7, col: 0.7 });
+    expect(img.dicom?.modality).toBe('CT');
+    expect(img.dicom?.seriesInstanceUid).toBe(ct.seriesUid);
+    const v = img.dicom!.values!;
+    for (const i of [0, 64 * 128 + 64, 64 * 128 + 40]) expect(v[i]).toBeCloseTo(ct.hu[i]);
+    expect(img.dicom?.windowSource).toBe('percentiles');
+  });
+
+  it('renders a requested window: bone window [400, 1800] maps air, soft tissue and bone by hand', async () => {
+    const ct = ctSliceHu(64);
+    const img = await decodeImage(ct.bytes, { ...limits, window: [400, 1800] });
+    const at = (x: number, y: number) => img.data[(y * 64 + x) * 3];
+    expect(at(0, 0)).toBe(0); // -1000 HU, below the window
+    expect(at(32, 32)).toBe(Math.round(((40 + 500) / 1800) * 255)); // soft tissue
+    expect(at(32, 53)).toBe(Math.round(((700 + 500) / 1800) * 255)); // bone ring
+    expect(img.dicom?.windowSource).toBe('request');
+  });
+
+  it('inverts MONOCHROME1: high stored values display dark', async () => {
+    const xr = xrayMonochrome1(96);
+    const img = await decodeImage(xr.bytes, limits);
+    expect(img.spacing).toEqual({ row: 0.2, col: 0.2 });
+    // stored 200 on the left, 20 on the right: MONOCHROME1 shows high values dark
+    expect(img.data[(10 * 96 + 5) * 3]).toBeLessThan(img.data[(10 * 96 + 90) * 3]);
+  });
+
+  it('reads an RGB secondary capture', async () => {
+    const img = await decodeImage(rgbSecondaryCapture(80, 64).bytes, limits);
+    expect([img.width, img.height]).toEqual([80, 64]);
+    expect(Array.from(img.data.subarray(3 * 10, 3 * 10 + 3))).toEqual([200, 20, 30]);
+  });
+
+  it('refuses compressed transfer syntaxes by name', async () => {
+    const f = writeDicom({ Modality: 'OT', Rows: 16, Columns: 16, SamplesPerPixel: 1, PhotometricInterpretation: 'MONOCHROME2', BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, PixelData: new Uint8Array(256).buffer, _vrMap: { PixelData: 'OB' } }, '1.2.840.10008.1.2.4.90');
+    const e = await failure(decodeImage(f.bytes, limits));
+    expect(e.kind).toBe('unsupported_format');
+    expect(e.message).toContain('JPEG 2000 Lossless');
+  });
+
+  it('names the tag when pixel data is short, and refuses absurd sizes and truncated files', async () => {
+    const f = writeDicom({ Modality: 'OT', Rows: 64, Columns: 64, SamplesPerPixel: 1, PhotometricInterpretation: 'MONOCHROME2', BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, PixelData: new Uint8Array(100).buffer, _vrMap: { PixelData: 'OB' } });
+    const short = await failure(decodeImage(f.bytes, limits));
+    expect(short.kind).toBe('bad_input');
+    expect(short.message).toContain('7FE0,0010');
+    const big = writeDicom({ Modality: 'OT', Rows: 60000, Columns: 60000, SamplesPerPixel: 1, PhotometricInterpretation: 'MONOCHROME2', BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, PixelData: new Uint8Array(16).buffer, _vrMap: { PixelData: 'OB' } });
+    expect((await failure(decodeImage(big.bytes, limits))).kind).toBe('too_large');
+    const ct = ctSliceHu(64);
+    expect((await failure(decodeImage(ct.bytes.subarray(0, 400), limits))).kind).toBe('bad_input');
+  });
+});

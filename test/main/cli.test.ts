@@ -1,0 +1,68 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import sharp from 'sharp';
+import { describe, expect, it } from 'vitest';
+import { chestLikePng } from '../helpers/fixtures.js';
+import { ctSliceHu } from '../helpers/dicom-fixtures.js';
+import { ROOT } from '../helpers/project.js';
+
+const run = promisify(execFile);
+const CLI = path.join(ROOT, 'dist', 'main', 'cli.js');
+const cli = async (args: string[]) => {
+  try {
+    const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, PROMPTSEG_LOG_LEVEL: 'silent' } });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+};
+
+describe('promptseg CLI', () => {
+  it('segment writes a mask PNG per image and prompt and a JSON summary, with a progress bar for several images', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-cli-'));
+    const inDir = path.join(dir, 'in');
+    const out = path.join(dir, 'out');
+    await import('node:fs/promises').then((fs) => fs.mkdir(inDir));
+    writeFileSync(path.join(inDir, 'a.png'), await chestLikePng(128));
+    writeFileSync(path.join(inDir, 'b.png'), await chestLikePng(96));
+    writeFileSync(path.join(inDir, 'ct.dcm'), ctSliceHu(128, 0.5).bytes);
+    const r = await cli(['segment', inDir, '--prompt', 'lungs', '--prompt', 'heart', '--out', out]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/\[#+\] 3\/3/);
+    const files = readdirSync(out).sort();
+    expect(files).toContain('summary.json');
+    expect(files.filter((f) => f.endsWith('.png'))).toHaveLength(6);
+    const meta = await sharp(path.join(out, 'b__lungs.png')).metadata();
+    expect([meta.width, meta.height]).toEqual([96, 96]);
+    const summary = JSON.parse(readFileSync(path.join(out, 'summary.json'), 'utf8')) as { file: string; results: { area_px: number; area_mm2: number | null }[] }[];
+    const ct = summary.find((s) => s.file.endsWith('ct.dcm'))!;
+    for (const res of ct.results) expect(res.area_mm2).toBeCloseTo(res.area_px * 0.25, 3);
+  });
+
+  it('exits 2 with a usage message for bad arguments and 1 with a reason when every image fails', async () => {
+    expect((await cli([])).code).toBe(2);
+    const noPrompt = await cli(['segment', 'x.png']);
+    expect(noPrompt.code).toBe(2);
+    expect(noPrompt.stderr).toMatch(/--prompt/);
+    expect((await cli(['frobnicate'])).code).toBe(2);
+    expect((await cli(['segment', '/no/such/file.png', '--prompt', 'heart'])).code).toBe(2);
+    const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-cli-'));
+    const bad = path.join(dir, 'bad.png');
+    writeFileSync(bad, 'not an image');
+    const r = await cli(['segment', bad, '--prompt', 'heart', '--out', path.join(dir, 'o')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/not a DICOM, PNG, JPEG/);
+  });
+
+  it('lists models and structures as JSON', async () => {
+    const m = await cli(['models', 'list']);
+    expect(m.code).toBe(0);
+    expect(JSON.parse(m.stdout).default).toBe('promptseg-builtin');
+    const s = await cli(['structures', 'list', '--modality', 'mri']);
+    expect(JSON.parse(s.stdout).structures.map((x: { slug: string }) => x.slug)).toContain('left_ventricle');
+  });
+});
