@@ -13,7 +13,7 @@ import { count } from '../service/context.js';
 import { OPERATIONS } from '../service/operation-table.js';
 import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
-import { getResultArtifact } from '../service/result-artifacts.js';
+import { getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
 import { multipartToSegmentInput } from './multipart-input.js';
 import { problem, problemType } from './problem.js';
 import { renderMetrics } from './metrics.js';
@@ -88,6 +88,13 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
     const r = await getResultArtifact(ctx, c.req.param('id'), c.req.param('kind'), Number(m[1]));
     if (!r.ok) return problem(c, r.error);
     return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'cache-control': 'private, max-age=600' } });
+  });
+  app.get('/v1/volumes/:id/masks/:file', (c) => {
+    const m = /^(\d+)\.nii\.gz$/.exec(c.req.param('file'));
+    if (!m) return problem(c, { kind: 'invalid_argument', message: 'expected <index>.nii.gz', field: 'file' });
+    const r = getVolumeMask(ctx, c.req.param('id'), Number(m[1]));
+    if (!r.ok) return problem(c, r.error);
+    return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': `attachment; filename="mask-${m[1]}.nii.gz"` } });
   });
   app.doc31('/openapi.json', {
     openapi: '3.1.0',

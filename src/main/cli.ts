@@ -7,7 +7,7 @@ import { loadConfig } from '../config/env.js';
 import { createServiceContext, disposeServiceContext } from '../service/context.js';
 import { operationByName } from '../service/operation-table.js';
 import { runOperation } from '../service/run-operation.js';
-import { getResultArtifact } from '../service/result-artifacts.js';
+import { getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
 import { startServer } from './serve.js';
 import { runMcpStdio } from '../mcp/stdio.js';
 import { evaluateSuite } from '../eval/eval-command.js';
@@ -133,7 +133,8 @@ async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]
   return Object.keys(summary.presence).length ? 0 : 1;
 }
 
-const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.dcm']);
+const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.dcm', '.nii', '.gz']);
+const isNifti = (f: string) => /\.nii(\.gz)?$/i.test(f);
 
 async function expandInputs(args: string[]): Promise<string[]> {
   const out: string[] = [];
@@ -145,7 +146,7 @@ async function expandInputs(args: string[]): Promise<string[]> {
       throw new UsageError(`no such file or folder: ${a}`);
     }
     if (st.isDirectory()) {
-      const names = (await readdir(a)).filter((n) => IMAGE_EXT.has(path.extname(n).toLowerCase())).sort();
+      const names = (await readdir(a)).filter((n) => IMAGE_EXT.has(path.extname(n).toLowerCase()) && (!n.toLowerCase().endsWith('.gz') || isNifti(n))).sort();
       out.push(...names.map((n) => path.join(a, n)));
     } else out.push(a);
   }
@@ -175,8 +176,35 @@ async function segmentCommand(config: ReturnType<typeof loadConfig>, args: strin
   const summary: unknown[] = [];
   let failures = 0;
   const t0 = Date.now();
+  const volumeOp = operationByName('segment_volume')!;
   for (const [i, f] of files.entries()) {
     const bytes = await readFile(f);
+    if (isNifti(f)) {
+      // volumes go slice by slice and come back as NIfTI masks with the input's affine
+      const input: Record<string, unknown> = { image: { base64: bytes.toString('base64') }, prompts: values.prompt };
+      if (values.model) input.model = values.model;
+      if (values.threshold) input.threshold = Number(values.threshold);
+      const r = await runOperation(ctx, volumeOp, input, { via: 'cli' });
+      const base = path.basename(f).replace(/\.nii(\.gz)?$/i, '');
+      if (!r.ok) {
+        failures++;
+        summary.push({ file: f, error: r.error });
+        process.stderr.write(`\npromptseg: ${f}: ${r.error.message}\n`);
+      } else {
+        const v = r.value as { volume_id: string; results: { index: number; prompt: string }[] };
+        const masks: string[] = [];
+        for (const res of v.results) {
+          const art = getVolumeMask(ctx, v.volume_id, res.index);
+          if (!art.ok) continue;
+          const name = `${base}__${slug(res.prompt)}.nii.gz`;
+          await writeFile(path.join(outDir, name), art.value.bytes);
+          masks.push(name);
+        }
+        summary.push({ file: f, ...stripUrls(v), mask_files: masks });
+      }
+      if (files.length > 1) progressBar(i + 1, files.length, t0);
+      continue;
+    }
     const input: Record<string, unknown> = { image: { base64: bytes.toString('base64') }, prompts: values.prompt };
     if (values.model) input.model = values.model;
     if (values.threshold) input.threshold = Number(values.threshold);

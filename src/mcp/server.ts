@@ -9,7 +9,7 @@ import type { ServiceContext } from '../service/context.js';
 import { OPERATIONS } from '../service/operation-table.js';
 import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
-import { getResultArtifact } from '../service/result-artifacts.js';
+import { getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
 import type { SegmentOutput } from '../service/schemas.js';
 import { renderOverlay } from '../core/image/overlay.js';
 
@@ -48,6 +48,17 @@ export function createMcpServer(ctx: ServiceContext): McpServer {
       const m = /^(\d+)\.png$/.exec(String(vars.file));
       const r = m ? await getResultArtifact(ctx, String(vars.id), String(vars.kind), Number(m[1])) : undefined;
       if (!r || !r.ok) throw new Error(r ? r.error.message : 'expected <index>.png');
+      return { contents: [{ uri: uri.href, mimeType: r.value.mimeType, blob: r.value.bytes.toString('base64') }] };
+    },
+  );
+  server.registerResource(
+    'volume-mask',
+    new ResourceTemplate('promptseg://volumes/{id}/masks/{file}', { list: undefined }),
+    { title: 'Volume masks', description: 'A NIfTI-1 mask (.nii.gz) of one prompt of a segment_volume result, with the input volume\'s affine.', mimeType: 'application/gzip' },
+    async (uri, vars) => {
+      const m = /^(\d+)\.nii\.gz$/.exec(String(vars.file));
+      const r = m ? getVolumeMask(ctx, String(vars.id), Number(m[1])) : undefined;
+      if (!r || !r.ok) throw new Error(r ? r.error.message : 'expected <index>.nii.gz');
       return { contents: [{ uri: uri.href, mimeType: r.value.mimeType, blob: r.value.bytes.toString('base64') }] };
     },
   );

@@ -22,6 +22,8 @@ export interface ServiceContext {
   queue: InferenceQueue;
   /** Decoded images by id (their sha256), so a caller can prompt an image again without resending it. */
   images: Lru<string, RasterImage>;
+  /** Recent volume results by id: one NIfTI mask (.nii.gz bytes) per prompt. */
+  volumes: Lru<string, { id: string; createdAt: number; files: Buffer[] }>;
   /** Recent segmentation results by id, for mask and report downloads. */
   results: Lru<string, StoredResult>;
   startedAt: number;
@@ -40,6 +42,7 @@ export function createServiceContext(config: Config): ServiceContext {
     queue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY, config.PROMPTSEG_QUEUE_SIZE),
     images: new Lru(Math.max(4, config.PROMPTSEG_CACHE_IMAGES)),
     results: new Lru(config.PROMPTSEG_RESULTS_KEPT),
+    volumes: new Lru(Math.max(2, Math.ceil(config.PROMPTSEG_RESULTS_KEPT / 8))),
     startedAt: Date.now(),
     version: pkg.version,
     counters: new Map(),

@@ -6,10 +6,12 @@ import { healthOperation } from './operations/health.js';
 import { listModelsOperation } from './operations/list-models.js';
 import { listStructuresOperation } from './operations/list-structures.js';
 import { segmentOperation } from './operations/segment.js';
+import { segmentVolumeOperation } from './operations/segment-volume.js';
 
 /** Every operation of the service; HTTP routes and MCP tools are generated from this list. */
 export const OPERATIONS: Operation[] = [
   segmentOperation,
+  segmentVolumeOperation,
   assessSegmentationOperation,
   comparePromptsOperation,
   listModelsOperation,

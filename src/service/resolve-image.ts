@@ -54,7 +54,8 @@ function withSpacing(image: RasterImage, spacing?: [number, number]): RasterImag
   return spacing ? { ...image, spacing: { row: spacing[0], col: spacing[1] } } : image;
 }
 
-async function readAllowedFile(ctx: ServiceContext, p: string): Promise<Uint8Array> {
+/** Reads a file the caller named by path, only inside the configured allowed roots. */
+export async function readAllowedFile(ctx: ServiceContext, p: string): Promise<Uint8Array> {
   const roots = ctx.config.PROMPTSEG_ALLOWED_ROOTS;
   if (!roots.length) fail('invalid_argument', 'reading images by path is disabled: the server has no PROMPTSEG_ALLOWED_ROOTS; send base64 instead', 'image.path');
   let real: string;

@@ -22,3 +22,12 @@ export async function getResultArtifact(ctx: ServiceContext, id: string, kind: s
   else bytes = await mapToPng(r.probability.map((p) => entropyBits(p)), width, height);
   return ok({ bytes, mimeType: 'image/png', width, height });
 }
+
+/** One prompt's NIfTI mask of a volume result. */
+export function getVolumeMask(ctx: ServiceContext, id: string, index: number): Result<{ bytes: Buffer; mimeType: string }> {
+  const v = ctx.volumes.get(id);
+  if (!v) return err('invalid_argument', `volume result ${id} is unknown or has expired`, 'volume_id');
+  const f = v.files[index];
+  if (!f) return err('invalid_argument', `volume result ${id} has ${v.files.length} prompt(s); index ${index} is out of range`, 'index');
+  return ok({ bytes: f, mimeType: 'application/gzip' });
+}

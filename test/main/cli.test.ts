@@ -7,6 +7,7 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { chestLikePng } from '../helpers/fixtures.js';
 import { ctSliceHu } from '../helpers/dicom-fixtures.js';
+import { niftiVolume } from '../helpers/nifti-fixtures.js';
 import { ROOT } from '../helpers/project.js';
 
 const run = promisify(execFile);
@@ -30,12 +31,14 @@ describe('promptseg CLI', () => {
     writeFileSync(path.join(inDir, 'a.png'), await chestLikePng(128));
     writeFileSync(path.join(inDir, 'b.png'), await chestLikePng(96));
     writeFileSync(path.join(inDir, 'ct.dcm'), ctSliceHu(128, 0.5).bytes);
+    writeFileSync(path.join(inDir, 'vol.nii.gz'), niftiVolume([48, 40, 3], [0.9, 0.9, 2.5], { gzip: true }).bytes);
     const r = await cli(['segment', inDir, '--prompt', 'lungs', '--prompt', 'heart', '--out', out]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/\[#+\] 3\/3/);
+    expect(r.stderr).toMatch(/\[#+\] 4\/4/);
     const files = readdirSync(out).sort();
     expect(files).toContain('summary.json');
     expect(files.filter((f) => f.endsWith('.png'))).toHaveLength(6);
+    expect(files.filter((f) => f.endsWith('.nii.gz')).sort()).toEqual(['vol__heart.nii.gz', 'vol__lungs.nii.gz']);
     const meta = await sharp(path.join(out, 'b__lungs.png')).metadata();
     expect([meta.width, meta.height]).toEqual([96, 96]);
     const summary = JSON.parse(readFileSync(path.join(out, 'summary.json'), 'utf8')) as { file: string; results: { area_px: number; area_mm2: number | null }[] }[];
@@ -55,7 +58,7 @@ describe('promptseg CLI', () => {
     writeFileSync(bad, 'not an image');
     const r = await cli(['segment', bad, '--prompt', 'heart', '--out', path.join(dir, 'o')]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/not a DICOM, PNG, JPEG/);
+    expect(r.stderr).toMatch(/not a DICOM, NIfTI, PNG, JPEG/);
   });
 
   it('lists models and structures as JSON', async () => {

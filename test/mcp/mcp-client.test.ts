@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -12,12 +13,14 @@ import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { OPERATIONS } from '../../src/service/operation-table.js';
 import { chestLikePng } from '../helpers/fixtures.js';
 import { ctSliceHu } from '../helpers/dicom-fixtures.js';
+import { niftiVolume } from '../helpers/nifti-fixtures.js';
 import { testConfig } from '../helpers/service.js';
 import { ROOT } from '../helpers/project.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-mcp-'));
 const imagePath = path.join(dir, 'chest.png');
 const dicomPath = path.join(dir, 'ct.dcm');
+const volumePath = path.join(dir, 'vol.nii.gz');
 const CLI = path.join(ROOT, 'dist', 'main', 'cli.js');
 
 /** A POST with exactly the given Host and Origin headers (fetch would rewrite them). */
@@ -73,6 +76,18 @@ function sharedBehaviour(getClient: () => Client) {
     expect(res.area_mm2).toBeCloseTo(res.area_px * 0.49, 2);
   });
 
+  it('segment_volume reads a NIfTI volume by path; its mask resource is a NIfTI with the same dims', async () => {
+    const r = (await getClient().callTool({ name: 'segment_volume', arguments: { image: { path: volumePath }, prompts: ['liver'] } })) as ToolResult;
+    expect(r.isError).toBeFalsy();
+    const sc = r.structuredContent as { dims: number[]; results: { mask_uri: string }[] };
+    expect(sc.dims).toEqual([48, 40, 3]);
+    const res = await getClient().readResource({ uri: sc.results[0].mask_uri });
+    const blob = res.contents[0] as { blob: string; mimeType: string };
+    expect(blob.mimeType).toBe('application/gzip');
+    const raw = gunzipSync(Buffer.from(blob.blob, 'base64'));
+    expect([raw.readInt16LE(42), raw.readInt16LE(44), raw.readInt16LE(46)]).toEqual([48, 40, 3]);
+  });
+
   it('bad arguments come back as tool errors and the server keeps serving', async () => {
     const c = getClient();
     const calls = [
@@ -123,6 +138,7 @@ function sharedBehaviour(getClient: () => Client) {
 beforeAll(async () => {
   writeFileSync(imagePath, await chestLikePng(256));
   writeFileSync(dicomPath, ctSliceHu(128, 0.7).bytes);
+  writeFileSync(volumePath, niftiVolume([48, 40, 3], [0.9, 0.9, 2.5], { gzip: true }).bytes);
 });
 
 describe('MCP over stdio (spawned CLI)', () => {

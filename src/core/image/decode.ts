@@ -2,6 +2,7 @@ import sharp from 'sharp';
 import { fail } from '../errors.js';
 import type { RasterImage } from './raster.js';
 import { decodeDicom } from './dicom.js';
+import { parseNifti, sliceImage } from './nifti.js';
 
 export interface DecodeLimits {
   maxPixels: number;
@@ -43,10 +44,13 @@ export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits): Prom
   const format = sniffFormat(bytes);
   if (format === 'dicom') return decodeDicom(bytes, limits, { frame: limits.frame, window: limits.window });
   if (format === 'nifti' || format === 'gzip') {
-    fail('unsupported_format', `${format === 'gzip' ? 'gzip-compressed (NIfTI .nii.gz?)' : 'NIfTI'} input is not supported yet: send DICOM, PNG, JPEG, WebP or TIFF`, 'image');
+    const v = parseNifti(bytes, { maxVoxels: limits.maxPixels });
+    if (v.dims[2] > 1) fail('invalid_argument', `this NIfTI is a ${v.dims.join('x')} volume; use the segment_volume operation (POST /v1/segment-volume) for volumes`, 'image');
+    const { sliceValues: _values, ...img } = sliceImage(v, 2, 0, limits.window);
+    return img;
   }
   if (format === 'unknown' || format === 'gif' || format === 'bmp') {
-    fail('unsupported_format', 'the image is not a DICOM, PNG, JPEG, WebP or TIFF file (its first bytes match none of them)', 'image');
+    fail('unsupported_format', 'the image is not a DICOM, NIfTI, PNG, JPEG, WebP or TIFF file (its first bytes match none of them)', 'image');
   }
   if (format === 'png') {
     const h = pngHeaderSize(bytes);

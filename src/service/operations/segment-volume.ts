@@ -1,0 +1,111 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { fail, ok } from '../../core/errors.js';
+import { parseNifti, placeSliceMask, sliceImage, writeNiftiMask, type SliceAxis } from '../../core/image/nifti.js';
+import { segment } from '../../core/pipeline/segment.js';
+import { defineOperation } from '../operation.js';
+import { readAllowedFile } from '../resolve-image.js';
+import { DISCLAIMER } from '../schemas.js';
+
+const MAX_SLICES = 512;
+
+export const segmentVolumeOperation = defineOperation({
+  name: 'segment_volume',
+  title: 'Segment a 3D NIfTI volume slice by slice',
+  description:
+    'Segments each prompted structure in every slice of a NIfTI-1 volume (.nii or .nii.gz) along the chosen axis and stacks the slice masks back into a volume. Returns per prompt the volume in mm³ (from the voxel size), the slices where the structure was found, and a NIfTI mask with the input\'s dimensions and affine (by URL / resource).',
+  http: { method: 'post', path: '/v1/segment-volume' },
+  input: z.object({
+    image: z.object({
+      base64: z.string().optional().describe('The .nii or .nii.gz file as base64.'),
+      path: z.string().optional().describe('A file path inside the allowed roots.'),
+    }),
+    prompts: z.array(z.string().trim().min(1, 'a prompt is empty').max(200)).min(1, 'give at least one prompt').max(8, 'at most 8 prompts per volume'),
+    axis: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(2).describe('Voxel axis to slice along (2 = k, axial for RAS volumes).'),
+    slice_range: z.tuple([z.number().int().min(0), z.number().int().min(0)]).optional().describe('[first, last] slice index, inclusive; all slices when omitted.'),
+    model: z.string().optional(),
+    threshold: z.number().gt(0).lt(1).default(0.5),
+    window: z.object({ center: z.number(), width: z.number().positive() }).optional().describe('Display window in voxel units for every slice; robust percentiles of each slice by default.'),
+  }),
+  output: z.object({
+    volume_id: z.string(),
+    model: z.string(),
+    dims: z.tuple([z.number(), z.number(), z.number()]),
+    spacing_mm: z.tuple([z.number(), z.number(), z.number()]),
+    axis: z.number().int(),
+    slices: z.tuple([z.number().int(), z.number().int()]),
+    results: z.array(z.object({
+      index: z.number().int(),
+      prompt: z.string(),
+      structure: z.string().nullable(),
+      voxels: z.number().int(),
+      volume_mm3: z.number(),
+      slices_present: z.array(z.number().int()).describe('Slice indices whose mask is not empty.'),
+      max_presence: z.number(),
+      verdicts: z.object({ accept: z.number().int(), review: z.number().int(), reject: z.number().int() }).describe('How many slices got each verdict.'),
+      mask_url: z.string(),
+      mask_uri: z.string(),
+    })),
+    timings_ms: z.object({ total: z.number() }),
+    disclaimer: z.string(),
+  }),
+  async run(ctx, input, extras) {
+    const given = (['base64', 'path'] as const).filter((k) => input.image[k] !== undefined);
+    if (given.length !== 1) fail('invalid_argument', 'give exactly one of image.base64 or image.path', 'image');
+    if (input.model !== undefined) ctx.pipeline.registry.entry(input.model);
+    const bytes = input.image.base64 !== undefined ? Buffer.from(input.image.base64, 'base64') : await readAllowedFile(ctx, input.image.path!);
+    if (bytes.length > ctx.config.PROMPTSEG_MAX_BODY_BYTES) fail('too_large', `the volume file is over ${ctx.config.PROMPTSEG_MAX_BODY_BYTES} bytes`, 'image');
+    const t0 = performance.now();
+    const vol = parseNifti(bytes, { maxVoxels: ctx.config.PROMPTSEG_MAX_PIXELS * 8 });
+    const axis = input.axis as SliceAxis;
+    const n = vol.dims[axis];
+    const [first, last] = input.slice_range ?? [0, n - 1];
+    if (first > last || last >= n) fail('invalid_argument', `slice_range [${first}, ${last}] is outside 0..${n - 1} along axis ${axis}`, 'slice_range');
+    if (last - first + 1 > MAX_SLICES) fail('invalid_argument', `${last - first + 1} slices asked; at most ${MAX_SLICES} per request (use slice_range)`, 'slice_range');
+    const masks = input.prompts.map(() => new Uint8Array(vol.values.length));
+    const per = input.prompts.map(() => ({ slices: [] as number[], maxPresence: 0, verdicts: { accept: 0, review: 0, reject: 0 }, structure: null as string | null }));
+    let modelId = '';
+    for (let k = first; k <= last; k++) {
+      const { sliceValues: _v, ...img } = sliceImage(vol, axis, k, input.window ? [input.window.center, input.window.width] : undefined);
+      const res = await ctx.queue.run(() => segment(ctx.pipeline, { image: img, prompts: input.prompts, modelId: input.model, threshold: input.threshold }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
+      modelId = res.modelId;
+      res.results.forEach((r, i) => {
+        placeSliceMask(vol, masks[i], axis, k, r.mask);
+        if (r.stats.areaPx > 0) per[i].slices.push(k);
+        per[i].maxPresence = Math.max(per[i].maxPresence, r.presence);
+        per[i].verdicts[r.verdict]++;
+        per[i].structure = r.structure?.slug ?? null;
+      });
+      extras?.progress?.(k - first + 1, last - first + 1, `slice ${k}`);
+    }
+    const id = randomUUID();
+    const files = masks.map((m, i) => writeNiftiMask(vol, m, `promptseg mask: ${input.prompts[i]}`));
+    ctx.volumes.set(id, { id, createdAt: Date.now(), files });
+    const voxelMm3 = vol.spacing[0] * vol.spacing[1] * vol.spacing[2];
+    return ok({
+      volume_id: id,
+      model: modelId,
+      dims: vol.dims,
+      spacing_mm: vol.spacing,
+      axis,
+      slices: [first, last] as [number, number],
+      results: masks.map((m, i) => {
+        const voxels = m.reduce((s, v) => s + v, 0);
+        return {
+          index: i,
+          prompt: input.prompts[i],
+          structure: per[i].structure,
+          voxels,
+          volume_mm3: Math.round(voxels * voxelMm3 * 1000) / 1000,
+          slices_present: per[i].slices,
+          max_presence: Math.round(per[i].maxPresence * 1e4) / 1e4,
+          verdicts: per[i].verdicts,
+          mask_url: `/v1/volumes/${id}/masks/${i}.nii.gz`,
+          mask_uri: `promptseg://volumes/${id}/masks/${i}.nii.gz`,
+        };
+      }),
+      timings_ms: { total: Math.round(performance.now() - t0) },
+      disclaimer: DISCLAIMER,
+    });
+  },
+});
