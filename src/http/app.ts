@@ -13,7 +13,7 @@ import { count } from '../service/context.js';
 import { OPERATIONS } from '../service/operation-table.js';
 import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
-import { getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
+import { getDicomSeg, getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
 import { multipartToSegmentInput } from './multipart-input.js';
 import { problem, problemType } from './problem.js';
 import { renderMetrics } from './metrics.js';
@@ -82,6 +82,11 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
     return c.json({ ready, default_model: id, models_loaded: ctx.pipeline.registry.loadedIds() }, ready ? 200 : 503);
   });
   app.get('/metrics', (c) => c.text(renderMetrics(ctx), 200, { 'content-type': 'text/plain; version=0.0.4' }));
+  app.get('/v1/results/:id/dicom-seg', (c) => {
+    const r = getDicomSeg(ctx, c.req.param('id'), c.req.query('anonymize') === 'true');
+    if (!r.ok) return problem(c, r.error);
+    return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': 'attachment; filename="seg.dcm"' } });
+  });
   app.get('/v1/results/:id/:kind/:file', async (c) => {
     const m = /^(\d+)\.png$/.exec(c.req.param('file'));
     if (!m) return problem(c, { kind: 'invalid_argument', message: 'expected <index>.png', field: 'file' });

@@ -9,7 +9,7 @@ import type { ServiceContext } from '../service/context.js';
 import { OPERATIONS } from '../service/operation-table.js';
 import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
-import { getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
+import { getDicomSeg, getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
 import type { SegmentOutput } from '../service/schemas.js';
 import { renderOverlay } from '../core/image/overlay.js';
 
@@ -48,6 +48,16 @@ export function createMcpServer(ctx: ServiceContext): McpServer {
       const m = /^(\d+)\.png$/.exec(String(vars.file));
       const r = m ? await getResultArtifact(ctx, String(vars.id), String(vars.kind), Number(m[1])) : undefined;
       if (!r || !r.ok) throw new Error(r ? r.error.message : 'expected <index>.png');
+      return { contents: [{ uri: uri.href, mimeType: r.value.mimeType, blob: r.value.bytes.toString('base64') }] };
+    },
+  );
+  server.registerResource(
+    'dicom-seg',
+    new ResourceTemplate('promptseg://results/{id}/dicom-seg', { list: undefined }),
+    { title: 'DICOM Segmentation', description: 'A DICOM SEG of every mask of a result made from a DICOM image, referencing the source image.', mimeType: 'application/dicom' },
+    async (uri, vars) => {
+      const r = getDicomSeg(ctx, String(vars.id), false);
+      if (!r.ok) throw new Error(r.error.message);
       return { contents: [{ uri: uri.href, mimeType: r.value.mimeType, blob: r.value.bytes.toString('base64') }] };
     },
   );

@@ -6,6 +6,7 @@ import { ModelRegistry } from '../core/models/registry.js';
 import { createPipelineContext, type PipelineContext, type SegmentResult } from '../core/pipeline/segment.js';
 import { Lru } from '../core/pipeline/lru.js';
 import type { RasterImage } from '../core/image/raster.js';
+import type { DicomSource } from '../core/image/dicom.js';
 import { Vocabulary } from '../core/vocabulary.js';
 import { InferenceQueue } from './inference-queue.js';
 
@@ -13,6 +14,9 @@ export interface StoredResult {
   id: string;
   createdAt: number;
   result: SegmentResult;
+  /** The source DICOM's identity and geometry, when the image came from DICOM (for DICOM SEG). */
+  dicom?: DicomSource;
+  spacing?: { row: number; col: number };
 }
 
 /** Everything the operations share: config, models, caches, the inference queue, stored results. */

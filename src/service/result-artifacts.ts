@@ -1,6 +1,7 @@
 import { err, ok, type Result } from '../core/errors.js';
 import { mapToPng, maskToPng } from '../core/image/mask-encode.js';
 import { entropyBits } from '../core/trust/scores.js';
+import { buildDicomSeg } from '../core/image/dicom-seg.js';
 import type { ServiceContext } from './context.js';
 
 export const ARTIFACT_KINDS = ['masks', 'probability', 'uncertainty'] as const;
@@ -30,4 +31,17 @@ export function getVolumeMask(ctx: ServiceContext, id: string, index: number): R
   const f = v.files[index];
   if (!f) return err('invalid_argument', `volume result ${id} has ${v.files.length} prompt(s); index ${index} is out of range`, 'index');
   return ok({ bytes: f, mimeType: 'application/gzip' });
+}
+
+/** A DICOM SEG with one segment per prompt that produced a mask, referencing the source DICOM. */
+export function getDicomSeg(ctx: ServiceContext, id: string, anonymize: boolean): Result<{ bytes: Buffer; mimeType: string }> {
+  const stored = ctx.results.get(id);
+  if (!stored) return err('invalid_argument', `result ${id} is unknown or has expired`, 'result_id');
+  if (!stored.dicom) return err('invalid_argument', `result ${id} was not made from a DICOM image, so there is no series to reference`, 'result_id');
+  const segments = stored.result.results
+    .filter((r) => r.maskProduced)
+    .map((r) => ({ label: r.structure?.name ?? r.prompt, slug: r.structure?.slug, mask: r.mask }));
+  if (!segments.length) return err('invalid_argument', `result ${id} produced no masks; a DICOM SEG needs at least one segment`, 'result_id');
+  const bytes = buildDicomSeg({ ...stored.dicom, rows: stored.result.height, columns: stored.result.width, spacing: stored.spacing }, segments, { anonymize });
+  return ok({ bytes, mimeType: 'application/dicom' });
 }

@@ -31,6 +31,7 @@ export const PromptResultSchema = z.object({
   reasons: z.array(ReasonSchema),
   mask_url: z.string().describe('Where the full-resolution mask PNG can be fetched over HTTP.'),
   mask_uri: z.string().describe('The MCP resource URI of the mask PNG.'),
+  dicom_seg_url: z.string().optional().describe('For DICOM input: a DICOM Segmentation of all produced masks referencing the source image (?anonymize=true strips patient identifiers).'),
   mask_png_base64: z.string().optional(),
   rle: z.object({ size: z.tuple([z.number(), z.number()]), counts: z.array(z.number()) }).optional().describe('COCO uncompressed RLE (column-major), size [height, width].'),
   polygons: z.array(z.array(z.array(z.tuple([z.number(), z.number()])))).optional().describe('MultiPolygon-like outer rings in pixel-corner coordinates.'),

@@ -220,3 +220,25 @@ describe('overload and shutdown', () => {
     expect(await fetch(`${s.url}/healthz`).then((r) => r.status, () => 'refused')).toBe('refused');
   });
 });
+
+describe('DICOM SEG download', () => {
+  it('serves a DICOM SEG for a result made from DICOM, and refuses one for a PNG result', async () => {
+    const { ctSliceHu } = await import('../helpers/dicom-fixtures.js');
+    const dicomParser = (await import('dicom-parser')).default;
+    const ct = ctSliceHu(128, 0.7);
+    const res = await post(JSON.stringify({ image: { base64: ct.bytes.toString('base64') }, prompts: ['lungs', 'heart', 'liver', 'lung infection'], threshold: 0.2 }), { 'content-type': 'application/json' });
+    const body = (await res.json()) as { result_id: string; results: { mask_produced: boolean; dicom_seg_url: string }[] };
+    const produced = body.results.filter((r) => r.mask_produced).length;
+    const seg = await fetch(srv.url + body.results[0].dicom_seg_url);
+    if (produced === 0) {
+      await expectProblem(seg, 422, 'invalid_argument');
+    } else {
+      expect(seg.status).toBe(200);
+      const ds = dicomParser.parseDicom(new Uint8Array(await seg.arrayBuffer()));
+      expect(ds.intString('x00280008')).toBe(produced);
+      expect(ds.elements.x00081115.items![0].dataSet!.string('x0020000e')).toBe(ct.seriesUid);
+    }
+    const pngRes = (await (await post(form(png, ['heart']))).json()) as { result_id: string };
+    await expectProblem(await fetch(`${srv.url}/v1/results/${pngRes.result_id}/dicom-seg`), 422, 'invalid_argument');
+  });
+});

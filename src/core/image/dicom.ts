@@ -41,6 +41,8 @@ export interface DicomSource {
   sopInstanceUid?: string;
   sopClassUid?: string;
   frameOfReferenceUid?: string;
+  /** Copied only so a DICOM SEG can reference its source; never logged. */
+  patient?: { name?: string; id?: string; birthDate?: string; sex?: string };
 }
 
 export type DicomRaster = RasterImage & { dicom: DicomSource };
@@ -99,6 +101,7 @@ export async function decodeDicom(bytes: Uint8Array, limits: { maxPixels: number
     sopInstanceUid: ds.string('x00080018'),
     sopClassUid: ds.string('x00080016'),
     frameOfReferenceUid: ds.string('x00200052'),
+    patient: { name: ds.string('x00100010'), id: ds.string('x00100020'), birthDate: ds.string('x00100030'), sex: ds.string('x00100040') },
   };
   const spacingStr = ds.string('x00280030') ?? ds.string('x00181164');
   let spacing: RasterImage['spacing'];

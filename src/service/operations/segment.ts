@@ -51,7 +51,7 @@ export const segmentOperation = defineOperation({
     );
     extras?.progress?.(2, 3, 'masks decoded');
     const resultId = randomUUID();
-    ctx.results.set(resultId, { id: resultId, createdAt: Date.now(), result: res });
+    ctx.results.set(resultId, { id: resultId, createdAt: Date.now(), result: res, dicom: image.dicom, spacing: image.spacing });
     count(ctx, 'segment_prompts_total', input.prompts.length);
     const want = new Set(input.outputs);
     const results = await Promise.all(
@@ -79,6 +79,7 @@ export const segmentOperation = defineOperation({
         verdict: r.verdict,
         reasons: r.reasons,
         mask_url: `/v1/results/${resultId}/masks/${index}.png`,
+        ...(image.dicom ? { dicom_seg_url: `/v1/results/${resultId}/dicom-seg` } : {}),
         mask_uri: `promptseg://results/${resultId}/masks/${index}.png`,
         ...(want.has('png') ? { mask_png_base64: (await maskToPng(r.mask, res.width, res.height)).toString('base64') } : {}),
         ...(want.has('rle') ? { rle: maskToCocoRle(r.mask, res.width, res.height) } : {}),

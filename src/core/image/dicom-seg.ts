@@ -1,0 +1,115 @@
+import dcmjs from 'dcmjs';
+import type { DicomSource } from './dicom.js';
+
+type Naturalized = Record<string, unknown>;
+const data = (dcmjs as unknown as {
+  data: {
+    DicomDict: new (meta: unknown) => { dict: unknown; write(): ArrayBuffer };
+    DicomMetaDictionary: { denaturalizeDataset(d: object): unknown; uid(): string; date(): string; time(): string };
+  };
+}).data;
+
+export interface SegSegment {
+  label: string;
+  /** Vocabulary slug, used as the code when no standard code is known. */
+  slug?: string;
+  mask: Uint8Array;
+}
+
+/** SNOMED CT codes for the structures we are sure of; other structures use the private scheme 99PROMPTSEG. */
+const SCT: Record<string, [string, string]> = {
+  heart: ['80891009', 'Heart'],
+  liver: ['10200004', 'Liver'],
+  lungs: ['39607008', 'Lung'],
+};
+
+/** Packs a 0/1 mask into DICOM's 1-bit frames (first pixel in the least significant bit). */
+export function packBits(frames: Uint8Array[]): Uint8Array {
+  const n = frames.reduce((s, f) => s + f.length, 0);
+  const out = new Uint8Array(Math.ceil(n / 8));
+  let bit = 0;
+  for (const f of frames) for (let i = 0; i < f.length; i++, bit++) if (f[i]) out[bit >> 3] |= 1 << (bit & 7);
+  return out;
+}
+
+/**
+ * A DICOM Segmentation (binary) referencing the source image: one frame per segment, labelled with
+ * the prompt's structure. Patient and study identifiers are copied only because the SEG must sit in
+ * the source's study; `anonymize` replaces them (the references to the source UIDs stay).
+ */
+export function buildDicomSeg(source: DicomSource & { rows: number; columns: number; spacing?: { row: number; col: number }; patient?: { name?: string; id?: string; birthDate?: string; sex?: string } }, segments: SegSegment[], opts: { anonymize?: boolean } = {}): Buffer {
+  const sopInstanceUid = data.DicomMetaDictionary.uid();
+  const seriesUid = data.DicomMetaDictionary.uid();
+  const segSop = '1.2.840.10008.5.1.4.1.1.66.4';
+  const meta = {
+    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
+    MediaStorageSOPClassUID: segSop,
+    MediaStorageSOPInstanceUID: sopInstanceUid,
+    TransferSyntaxUID: '1.2.840.10008.1.2.1',
+    ImplementationClassUID: '2.25.270195116355386520873012093637116823412',
+    ImplementationVersionName: 'PROMPTSEG',
+  };
+  const patient = opts.anonymize ? { PatientName: 'Anonymous', PatientID: 'ANON' } : { PatientName: source.patient?.name ?? '', PatientID: source.patient?.id ?? '', PatientBirthDate: source.patient?.birthDate ?? '', PatientSex: source.patient?.sex ?? '' };
+  const refInstance = { ReferencedSOPClassUID: source.sopClassUid, ReferencedSOPInstanceUID: source.sopInstanceUid };
+  const dataset: Naturalized = {
+    SOPClassUID: segSop,
+    SOPInstanceUID: sopInstanceUid,
+    StudyInstanceUID: source.studyInstanceUid,
+    SeriesInstanceUID: seriesUid,
+    FrameOfReferenceUID: source.frameOfReferenceUid ?? data.DicomMetaDictionary.uid(),
+    Modality: 'SEG',
+    SeriesNumber: 9901,
+    InstanceNumber: 1,
+    SeriesDescription: 'promptseg text-prompted segmentation (research use only)',
+    Manufacturer: 'promptseg',
+    ManufacturerModelName: 'promptseg-builtin',
+    SoftwareVersions: '0.1.0',
+    ContentDate: data.DicomMetaDictionary.date(),
+    ContentTime: data.DicomMetaDictionary.time(),
+    ContentLabel: 'PROMPTSEG',
+    ContentDescription: 'Masks from text prompts; not for clinical use',
+    ContentCreatorName: 'promptseg',
+    ...patient,
+    StudyID: opts.anonymize ? '' : '',
+    ImageType: ['DERIVED', 'PRIMARY'],
+    SegmentationType: 'BINARY',
+    SamplesPerPixel: 1,
+    PhotometricInterpretation: 'MONOCHROME2',
+    Rows: source.rows,
+    Columns: source.columns,
+    BitsAllocated: 1,
+    BitsStored: 1,
+    HighBit: 0,
+    PixelRepresentation: 0,
+    LossyImageCompression: '00',
+    NumberOfFrames: segments.length,
+    ReferencedSeriesSequence: [{ SeriesInstanceUID: source.seriesInstanceUid, ReferencedInstanceSequence: [refInstance] }],
+    DimensionOrganizationSequence: [{ DimensionOrganizationUID: data.DicomMetaDictionary.uid() }],
+    SegmentSequence: segments.map((s, i) => {
+      const code = s.slug && SCT[s.slug] ? { CodeValue: SCT[s.slug][0], CodingSchemeDesignator: 'SCT', CodeMeaning: SCT[s.slug][1] } : { CodeValue: (s.slug ?? 'free_text').slice(0, 16), CodingSchemeDesignator: '99PROMPTSEG', CodeMeaning: s.label.slice(0, 64) };
+      return {
+        SegmentNumber: i + 1,
+        SegmentLabel: s.label.slice(0, 64),
+        SegmentAlgorithmType: 'AUTOMATIC',
+        SegmentAlgorithmName: 'promptseg',
+        SegmentedPropertyCategoryCodeSequence: [{ CodeValue: '123037004', CodingSchemeDesignator: 'SCT', CodeMeaning: 'Anatomical Structure' }],
+        SegmentedPropertyTypeCodeSequence: [code],
+      };
+    }),
+    SharedFunctionalGroupsSequence: [
+      {
+        ...(source.spacing ? { PixelMeasuresSequence: [{ PixelSpacing: [source.spacing.row, source.spacing.col], SliceThickness: 1 }] } : {}),
+      },
+    ],
+    PerFrameFunctionalGroupsSequence: segments.map((_, i) => ({
+      SegmentIdentificationSequence: [{ ReferencedSegmentNumber: i + 1 }],
+      DerivationImageSequence: [{ SourceImageSequence: [{ ...refInstance, ReferencedFrameNumber: source.frame + 1, PurposeOfReferenceCodeSequence: [{ CodeValue: '121322', CodingSchemeDesignator: 'DCM', CodeMeaning: 'Source image for image processing operation' }] }], DerivationCodeSequence: [{ CodeValue: '113076', CodingSchemeDesignator: 'DCM', CodeMeaning: 'Segmentation' }] }],
+      FrameContentSequence: [{ DimensionIndexValues: [i + 1] }],
+    })),
+    PixelData: packBits(segments.map((s) => s.mask)).buffer,
+    _vrMap: { PixelData: 'OB' },
+  };
+  const dict = new data.DicomDict(data.DicomMetaDictionary.denaturalizeDataset(meta));
+  dict.dict = data.DicomMetaDictionary.denaturalizeDataset(dataset);
+  return Buffer.from(dict.write());
+}
