@@ -9,6 +9,9 @@ import { segmentOperation } from '../service/operations/segment.js';
 import { runOperation } from '../service/run-operation.js';
 import type { Operation } from '../service/operation.js';
 import type { SegmentOutput } from '../service/schemas.js';
+import { calibrationFor } from '../core/pipeline/segment.js';
+import { logit } from '../core/trust/calibration.js';
+import { sigmoid } from '../core/trust/scores.js';
 import { auroc, bootstrapCi, calibration, dice, iou, mean, percentile, seededRandom, surfaceMetrics } from './metrics.js';
 import type { Suite } from './suite.js';
 
@@ -32,6 +35,10 @@ export interface CaseRecord {
   predicted_quality: number;
   verdict: string;
   latency_ms: number;
+  /** Recall of the conformal mask at each fitted level (canonical prompts on present structures). */
+  conformal_recall?: Record<string, number>;
+  ood_flagged: boolean;
+  ood_score: number | null;
 }
 
 interface DatasetMeta {
@@ -56,7 +63,15 @@ async function readMask(file: string, w: number, h: number): Promise<Uint8Array>
 }
 
 /** Runs every model of the suite over every case of the chosen split through the service API. */
-export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: string, opts: { split?: string; limit?: number; progress?: EvalProgress } = {}): Promise<{ records: CaseRecord[]; calibrationPixels: Record<string, { p: number[]; y: number[] }> }> {
+export interface PixelSamples {
+  /** Calibrated pixel probabilities (what the service returns) and labels. */
+  p: number[];
+  y: number[];
+  /** The same pixels before temperature scaling, when the model has a calibration. */
+  raw: number[];
+}
+
+export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: string, opts: { split?: string; limit?: number; progress?: EvalProgress } = {}): Promise<{ records: CaseRecord[]; calibrationPixels: Record<string, PixelSamples> }> {
   const split = opts.split ?? suite.split;
   const vocab = ctx.pipeline.vocabulary;
   const index = readJson<{ id: string }[]>(path.join(dataRoot, 'index.json'));
@@ -73,12 +88,13 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
   }
   const total = plan.reduce((s, p) => s + p.cases.length, 0) * suite.models.length;
   const records: CaseRecord[] = [];
-  const calib: Record<string, { p: number[]; y: number[] }> = {};
+  const calib: Record<string, PixelSamples> = {};
   const op = segmentOperation as unknown as Operation;
   let done = 0;
   for (const model of suite.models) {
     ctx.pipeline.registry.entry(model);
-    calib[model] = { p: [], y: [] };
+    calib[model] = { p: [], y: [], raw: [] };
+    const cal = calibrationFor(ctx.pipeline, ctx.pipeline.registry.entry(model));
     const rnd = seededRandom(suite.seed);
     for (const { ds, cases } of plan) {
       const region = vocab.data.datasets.find((d) => d.id === ds.id)?.region;
@@ -130,10 +146,27 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
                 const j = Math.floor(rnd() * w * h);
                 calib[model].p.push(res.probability[j]);
                 calib[model].y.push(gt[j]);
+                if (cal) calib[model].raw.push(sigmoid(logit(res.probability[j]) * cal.pixel_temperature));
               }
             }
           }
+          let conformalRecall: Record<string, number> | undefined;
+          if (gt && gtPresent && p.set === 'canonical' && cal?.conformal[p.structure!]) {
+            conformalRecall = {};
+            for (const [level, th] of Object.entries(cal.conformal[p.structure!])) {
+              let hit = 0, total = 0;
+              for (let j = 0; j < gt.length; j++) {
+                if (!gt[j]) continue;
+                total++;
+                if (res.probability[j] >= th) hit++;
+              }
+              conformalRecall[level] = hit / total;
+            }
+          }
           records.push({
+            conformal_recall: conformalRecall,
+            ood_flagged: stored.image.outOfDistribution,
+            ood_score: stored.image.oodScore,
             model, dataset: ds.id, modality: ds.modality, case: c, structure: p.structure, set: p.set, prompt: p.prompt,
             gt_present: gtPresent, presence: res.presence, mask_empty: res.stats.areaPx === 0,
             dice: d, iou: io, hd95: hd, nsd, predicted_quality: res.predictedQuality, verdict: res.verdict, latency_ms: Math.round(latency),
@@ -164,14 +197,16 @@ export interface Summary {
   structures: StructureSummary[];
   presence: Record<string, { auroc: number; auroc_ci: [number, number] | null; accuracy: number; absent_empty_rate: number; nonsense_empty_rate: number; in_dataset_empty_rate: number | null; present_mask_rate: number; n_pos: number; n_neg: number }>;
   robustness: Record<string, { canonical_dice: number; eval_only_dice: number; delta: number; mean_spread: number }>;
-  calibration: Record<string, { ece: number; table: ReturnType<typeof calibration>['table'] }>;
+  calibration: Record<string, { ece: number; ece_uncalibrated: number | null; table: ReturnType<typeof calibration>['table'] }>;
+  conformal: Record<string, Record<string, { nominal: number; mean_recall: number; n: number }>>;
+  ood: Record<string, { images: number; flagged: number; false_flag_rate: number }>;
   trust: Record<string, { failure_auroc: number; failures: number; n: number; risk_coverage: { coverage: number; risk: number }[]; verdicts: { present_accept_or_review: number; negatives_rejected: number } }>;
   paired: { a: string; b: string; structure: string; n: number; mean_difference: number; ci: [number, number] }[];
   latency_ms: Record<string, { p50: number; p95: number }>;
 }
 
 /** Aggregates per structure, presence, robustness, calibration and trust, with bootstrap CIs. */
-export function summarise(records: CaseRecord[], calib: Record<string, { p: number[]; y: number[] }>, suite: Suite): Summary {
+export function summarise(records: CaseRecord[], calib: Record<string, PixelSamples>, suite: Suite): Summary {
   const models = [...new Set(records.map((r) => r.model))];
   const structures: StructureSummary[] = [];
   const presence: Summary['presence'] = {};
@@ -179,6 +214,8 @@ export function summarise(records: CaseRecord[], calib: Record<string, { p: numb
   const calibrationOut: Summary['calibration'] = {};
   const trust: Summary['trust'] = {};
   const latency: Summary['latency_ms'] = {};
+  const conformal: Summary['conformal'] = {};
+  const ood: Summary['ood'] = {};
   for (const m of models) {
     const rs = records.filter((r) => r.model === m);
     const keys = [...new Set(rs.filter((r) => r.set === 'canonical').map((r) => `${r.dataset}/${r.structure}`))];
@@ -219,7 +256,17 @@ export function summarise(records: CaseRecord[], calib: Record<string, { p: numb
       n_neg: neg.length,
     };
     const c = calib[m];
-    if (c && c.p.length) calibrationOut[m] = calibration(c.p, c.y, 10);
+    if (c && c.p.length) calibrationOut[m] = { ...calibration(c.p, c.y, 10), ece_uncalibrated: c.raw.length ? calibration(c.raw, c.y, 10).ece : null };
+    const conf = rs.filter((r) => r.conformal_recall);
+    conformal[m] = {};
+    for (const level of [...new Set(conf.flatMap((r) => Object.keys(r.conformal_recall!)))].sort()) {
+      const v = conf.map((r) => r.conformal_recall![level]).filter((x) => x !== undefined);
+      conformal[m][level] = { nominal: Number(level), mean_recall: mean(v), n: v.length };
+    }
+    const images = new Map<string, boolean>();
+    for (const r of rs) images.set(`${r.dataset}/${r.case}`, r.ood_flagged);
+    const flagged = [...images.values()].filter(Boolean).length;
+    ood[m] = { images: images.size, flagged, false_flag_rate: images.size ? flagged / images.size : NaN };
     const present = rs.filter((r) => r.set === 'canonical' && r.gt_present);
     const fail = present.filter((r) => r.dice! < suite.failure_dice);
     const okk = present.filter((r) => r.dice! >= suite.failure_dice);
@@ -256,7 +303,7 @@ export function summarise(records: CaseRecord[], calib: Record<string, { p: numb
       paired.push({ a, b, structure: `${s.dataset}/${s.structure}`, n: diffs.length, mean_difference: mean(diffs), ci: bootstrapCi(diffs, suite.bootstrap, suite.seed) });
     }
   }
-  return { structures, presence, robustness, calibration: calibrationOut, trust, paired, latency_ms: latency };
+  return { structures, presence, robustness, calibration: calibrationOut, conformal, ood, trust, paired, latency_ms: latency };
 }
 
 /** Identifies exactly what was evaluated: model files, suite and data, for the results cache and the report. */

@@ -20,7 +20,8 @@ export async function getResultArtifact(ctx: ServiceContext, id: string, kind: s
   let bytes: Buffer;
   if (kind === 'masks') bytes = await maskToPng(r.mask, width, height);
   else if (kind === 'probability') bytes = await mapToPng(r.probability, width, height);
-  else bytes = await mapToPng(r.probability.map((p) => entropyBits(p)), width, height);
+  // uncertainty: the spread across paraphrases when TTA ran (scaled so 0.5 std is white), else the binary entropy
+  else bytes = await mapToPng(r.ttaStd ? r.ttaStd.map((v) => Math.min(1, v * 2)) : r.probability.map((p) => entropyBits(p)), width, height);
   return ok({ bytes, mimeType: 'image/png', width, height });
 }
 

@@ -26,6 +26,7 @@ export const PromptResultSchema = z.object({
     boundary_entropy_bits: z.number(),
     uncertain_fraction: z.number(),
     mean_confidence: z.number(),
+    tta_disagreement: z.number().optional().describe('With tta > 0: mean per-pixel standard deviation of the probability across paraphrases, inside the mask.'),
   }),
   verdict: z.enum(['accept', 'review', 'reject']),
   reasons: z.array(ReasonSchema),

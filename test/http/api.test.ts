@@ -61,6 +61,16 @@ describe('POST /v1/segment', () => {
     const again = await post(JSON.stringify({ image: { image_id: a.image_id }, prompts: ['heart'] }), { 'content-type': 'application/json' });
     expect(again.status).toBe(200);
     expect(((await again.json()) as { cache: { image_features: string } }).cache.image_features).toBe('hit');
+    // text-side TTA reuses the cached image features and reports the paraphrases' disagreement
+    const tta = await post(JSON.stringify({ image: { image_id: a.image_id }, prompts: ['heart', 'lungs'], tta: 4 }), { 'content-type': 'application/json' });
+    expect(tta.status).toBe(200);
+    const tb = (await tta.json()) as { cache: { image_features: string }; result_id: string; results: { uncertainty: { tta_disagreement: number } }[] };
+    expect(tb.cache.image_features).toBe('hit');
+    for (const r of tb.results) expect(r.uncertainty.tta_disagreement).toBeGreaterThanOrEqual(0);
+    const map = await fetch(`${srv.url}/v1/results/${tb.result_id}/uncertainty/0.png`);
+    expect(map.status).toBe(200);
+    const bad = await post(JSON.stringify({ image: { image_id: a.image_id }, prompts: ['heart'], tta: 99 }), { 'content-type': 'application/json' });
+    expect(bad.status).toBe(422);
   });
 
   it('answers 400 for an empty body', async () => {

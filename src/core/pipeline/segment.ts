@@ -45,6 +45,8 @@ export interface SegmentRequest {
   threshold?: number;
   /** Use the fitted calibration (default true); false gives the model's raw scores, for fitting. */
   calibrated?: boolean;
+  /** Text-side test-time augmentation: paraphrases per prompt, averaged (0 = off). */
+  tta?: number;
   /** Nominal recall of a conformal mask ("0.9"): the threshold fitted per structure on val replaces `threshold`. */
   conformalRecall?: string;
 }
@@ -80,6 +82,8 @@ export interface PromptResult {
   mask: Uint8Array;
   /** Pixel probabilities at original size */
   probability: Float32Array;
+  /** With TTA: per-pixel standard deviation of the probability across paraphrases. */
+  ttaStd?: Float32Array;
 }
 
 export type StageName = 'preprocess' | 'encode_image' | 'encode_text' | 'decode_mask' | 'postprocess';
@@ -110,23 +114,36 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   const { image } = req;
   const imageSha256 = createHash('sha256').update(image.data).update(`${image.width}x${image.height}`).digest('hex');
 
+  // test-time augmentation on the text side: paraphrases of each prompt reuse the cached image features
+  const tta = req.tta ?? 0;
+  if (!(Number.isInteger(tta) && tta >= 0 && tta <= TTA_TEMPLATES.length)) fail('invalid_argument', `tta must be a whole number from 0 to ${TTA_TEMPLATES.length}`, 'tta');
+  const baseStructures = req.prompts.map((p) => ctx.vocabulary.match(p));
+  const all = [...req.prompts];
+  const owner = req.prompts.map((_, i) => i);
+  req.prompts.forEach((p, i) => {
+    for (const v of paraphrases(p, baseStructures[i], tta)) {
+      all.push(v);
+      owner.push(i);
+    }
+  });
+
   // text embeddings (cached per model and prompt)
   let t = now();
-  const embeds = await encodeTexts(ctx, model, req.prompts);
+  const embeds = await encodeTexts(ctx, model, all);
   timings.encode_text += now() - t;
 
-  const structures = req.prompts.map((p) => ctx.vocabulary.match(p));
+  const structures = owner.map((i) => baseStructures[i]);
   const modes = structures.map((s) => (s?.scale === 'tiled' ? 'tiled' : 'whole') as 'whole' | 'tiled');
-  const logits: FloatGrid[] = new Array(req.prompts.length);
-  const presenceLogit = new Array<number>(req.prompts.length);
-  const iouLogit = new Array<number>(req.prompts.length);
-  const similarity = new Array<number>(req.prompts.length);
+  const logits: FloatGrid[] = new Array(all.length);
+  const presenceLogit = new Array<number>(all.length);
+  const iouLogit = new Array<number>(all.length);
+  const similarity = new Array<number>(all.length);
   let hits = 0, misses = 0;
 
   // CT from DICOM: each structure is seen through its own window (lung, mediastinum, ...) unless the caller set one
   const views = new Map<string, { image: RasterImage; sha: string; idx: number[] }>();
   views.set('default', { image, sha: imageSha256, idx: [] });
-  req.prompts.forEach((_, i) => {
+  all.forEach((_, i) => {
     const w = windowFor(ctx, image, structures[i]);
     if (!w) {
       views.get('default')!.idx.push(i);
@@ -171,6 +188,32 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     embedding: embedding ?? new Float32Array(0),
   };
   if (req.conformalRecall !== undefined && !cal) fail('invalid_argument', `model ${entry.id} has no fitted conformal thresholds`, 'conformal_recall');
+  const variance = req.prompts.map(() => undefined as Float32Array | undefined);
+  if (tta > 0) {
+    const temperature = cal ? cal.pixel_temperature : 1;
+    req.prompts.forEach((_, i) => {
+      const members = owner.map((o, j) => (o === i ? j : -1)).filter((j) => j >= 0);
+      const n = members.length;
+      const g = logits[i];
+      const mean = new Float32Array(g.data.length), vr = new Float32Array(g.data.length);
+      for (let q = 0; q < g.data.length; q++) {
+        let s1 = 0, s2 = 0, z = 0;
+        for (const j of members) {
+          const p = sigmoid(logits[j].data[q] / temperature);
+          s1 += p;
+          s2 += p * p;
+          z += logits[j].data[q];
+        }
+        mean[q] = z / n;
+        vr[q] = Math.max(0, s2 / n - (s1 / n) ** 2);
+      }
+      logits[i] = { width: g.width, height: g.height, data: mean };
+      variance[i] = vr;
+      presenceLogit[i] = members.reduce((a, j) => a + presenceLogit[j], 0) / n;
+      iouLogit[i] = members.reduce((a, j) => a + iouLogit[j], 0) / n;
+      similarity[i] = members.reduce((a, j) => a + similarity[j], 0) / n;
+    });
+  }
   const results = req.prompts.map((prompt, i) => {
     let maskThreshold = threshold;
     if (req.conformalRecall !== undefined) {
@@ -179,7 +222,14 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       if (th === undefined) fail('invalid_argument', `no conformal threshold at recall ${req.conformalRecall} for prompt "${prompt}" (conformal masks need a vocabulary structure; fitted levels: ${Object.keys(Object.values(cal!.conformal)[0] ?? {}).join(', ')})`, 'conformal_recall');
       maskThreshold = th!;
     }
-    return postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment);
+    const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment);
+    if (variance[i]) {
+      r.ttaStd = variance[i]!.map(Math.sqrt);
+      let sum = 0, cnt = 0;
+      for (let q = 0; q < r.mask.length; q++) if (r.mask[q]) { sum += r.ttaStd[q]; cnt++; }
+      r.uncertainty.ttaDisagreement = cnt ? sum / cnt : 0;
+    }
+    return r;
   });
   timings.postprocess += now() - t;
   for (const k of Object.keys(timings) as StageName[]) timings[k] = Math.round(timings[k] * 100) / 100;
@@ -248,6 +298,15 @@ async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: M
   const logits = out.maskLogits.map((g) => mapGrid(g, size, image.width, image.height, place));
   timings.postprocess += now() - t;
   return { pooled: f.pooled, logits, presence: out.presenceLogit, iou: out.iouLogit, similarity: out.similarity };
+}
+
+/** Paraphrase templates for test-time augmentation (training templates: the model knows them). */
+const TTA_TEMPLATES = ['the {s}', 'segment the {s}', '{s} segmentation', 'outline the {s}', 'where is the {s}', 'mask of the {s}', 'highlight the {s}', 'locate the {s}'];
+
+function paraphrases(prompt: string, structure: Structure | undefined, n: number): string[] {
+  if (n === 0) return [];
+  const names = structure ? [structure.name, ...structure.synonyms] : [prompt];
+  return TTA_TEMPLATES.slice(0, n).map((t, k) => t.replace('{s}', names[k % names.length]));
 }
 
 /** The display window a prompt's structure calls for on a CT image whose window the caller did not set. */

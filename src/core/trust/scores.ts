@@ -15,6 +15,8 @@ export interface UncertaintySummary {
   uncertainFraction: number;
   /** Mean of max(p, 1-p) over the mask and its boundary band: how sure the pixel calls are. */
   meanConfidence: number;
+  /** With test-time augmentation: mean per-pixel standard deviation across paraphrases inside the mask. */
+  ttaDisagreement?: number;
 }
 
 /**

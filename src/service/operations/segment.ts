@@ -19,6 +19,7 @@ export const SegmentInputSchema = z.object({
   threshold: z.number().gt(0).lt(1).default(0.5).describe('Pixel probability at or above which a pixel is in the mask.'),
   outputs: z.array(z.enum(['png', 'rle', 'polygons'])).default([]).describe('Mask encodings to include inline; the mask is always downloadable by mask_url / mask_uri.'),
   overlay: z.boolean().default(false).describe('Include a preview PNG of the masks over the image (longer side at most 512 px).'),
+  tta: z.number().int().min(0).max(8).default(0).describe('Test-time augmentation: average this many paraphrases of each prompt (they reuse the cached image features, about one decoder pass each) and report their disagreement. 0 = off.'),
   conformal_recall: z.enum(['0.8', '0.9', '0.95']).optional().describe('Return conformal masks whose expected recall of the true structure is at least this (thresholds fitted per structure on val; vocabulary structures only).'),
   frame: z.number().int().min(0).optional().describe('DICOM: which frame of a multi-frame file (default 0).'),
   window: z.object({ center: z.number(), width: z.number().positive() }).optional().describe('DICOM grey images: display window in modality units (HU for CT) for every prompt. By default CT uses each structure\'s window (lung, mediastinum, abdomen, bone, brain), other images the file\'s window or robust percentiles.'),
@@ -46,7 +47,7 @@ export const segmentOperation = defineOperation({
     const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, { frame: input.frame, window: win });
     extras?.progress?.(1, 3, 'image decoded');
     const res = await ctx.queue.run(
-      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall }),
+      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta }),
       ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS,
     );
     extras?.progress?.(2, 3, 'masks decoded');
@@ -75,6 +76,7 @@ export const segmentOperation = defineOperation({
           boundary_entropy_bits: round(r.uncertainty.boundaryEntropy),
           uncertain_fraction: round(r.uncertainty.uncertainFraction),
           mean_confidence: round(r.uncertainty.meanConfidence),
+          ...(r.uncertainty.ttaDisagreement !== undefined ? { tta_disagreement: round(r.uncertainty.ttaDisagreement) } : {}),
         },
         verdict: r.verdict,
         reasons: r.reasons,
