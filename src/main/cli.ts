@@ -13,6 +13,9 @@ import { runMcpStdio } from '../mcp/stdio.js';
 import { evaluateSuite } from '../eval/eval-command.js';
 import { fitCalibration, writeCalibration } from '../eval/calibrate.js';
 import { PROJECT_ROOT } from '../config/env.js';
+import { ModelRegistry } from '../core/models/registry.js';
+import { DEFAULT_HUB_ENDPOINT, pullBundle } from '../core/models/hub-pull.js';
+import { AppFailure } from '../core/errors.js';
 
 const USAGE = `promptseg: text-prompted medical image segmentation
 
@@ -27,7 +30,9 @@ usage:
   promptseg calibrate [--model ID] [--data DIR] [--limit N]
                                            fit calibration, OOD statistics, verdict and conformal
                                            thresholds on the val split; writes models/<id>/calibration.json
-  promptseg models list                    list models
+  promptseg models list                    list models (installed, size, licence)
+  promptseg models pull <id>               download a model bundle from the hub (HF_ENDPOINT for a mirror),
+                                           resumable, sha256-verified against the manifest
   promptseg structures list [--modality M] list structures the models know
 `;
 
@@ -61,7 +66,8 @@ async function main(argv: string[]): Promise<number> {
     case 'calibrate':
       return calibrateCommand(config, rest);
     case 'models':
-      if (rest[0] !== 'list') throw new UsageError('usage: promptseg models list');
+      if (rest[0] === 'pull') return pullCommand(config, rest.slice(1));
+      if (rest[0] !== 'list') throw new UsageError('usage: promptseg models list | promptseg models pull <id>');
       return printOp(config, 'list_models', {});
     case 'structures': {
       if (rest[0] !== 'list') throw new UsageError('usage: promptseg structures list [--modality M]');
@@ -83,6 +89,33 @@ async function printOp(config: ReturnType<typeof loadConfig>, name: string, inpu
   }
   process.stdout.write(JSON.stringify(r.value, null, 2) + '\n');
   return 0;
+}
+
+async function pullCommand(config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {
+  if (args.length !== 1) throw new UsageError('usage: promptseg models pull <id>');
+  const reg = new ModelRegistry(config.PROMPTSEG_MODELS_DIR, 1);
+  const entry = reg.manifest.models.find((m) => m.id === args[0]);
+  if (!entry) throw new UsageError(`no model "${args[0]}"; known: ${reg.manifest.models.map((m) => m.id).join(', ')}`);
+  if (!entry.hub) {
+    process.stderr.write(`promptseg: ${entry.id} ships with promptseg; there is nothing to pull\n`);
+    return 0;
+  }
+  const endpoint = process.env.HF_ENDPOINT || DEFAULT_HUB_ENDPOINT;
+  const t0 = Date.now();
+  try {
+    const r = await pullBundle(
+      { repo: entry.hub.repo, revision: entry.hub.revision, dest: path.join(config.PROMPTSEG_MODELS_DIR, entry.dir), files: Object.entries(entry.files).map(([p, f]) => ({ path: p, sha256: f.sha256, bytes: f.bytes })) },
+      { endpoint, progress: (file, done, total) => progressBar(done, total ?? done, t0, file) },
+    );
+    process.stderr.write(`\npromptseg: ${entry.id}: ${r.downloaded.length} file(s) downloaded and verified, ${r.kept.length} already present\n`);
+    return 0;
+  } catch (e) {
+    if (e instanceof AppFailure) {
+      process.stderr.write(`\npromptseg: ${e.error.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
 }
 
 async function calibrateCommand(config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {

@@ -25,6 +25,8 @@ export const ModelEntrySchema = z.object({
   vocabulary_version: z.string(),
   license: z.object({ code: z.string(), weights: z.string(), training_data: z.string() }),
   card: z.string(),
+  /** Where `promptseg models pull` fetches the files (a Hugging Face-style hub repository). */
+  hub: z.object({ repo: z.string().regex(/^[\w.-]+\/[\w.-]+$/), revision: z.string().default('main') }).optional(),
   /** File in the model folder written by `promptseg calibrate` (fitted on the val split). */
   calibration: z.string().optional(),
   training: z.record(z.string(), z.unknown()).optional(),

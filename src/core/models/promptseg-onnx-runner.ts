@@ -42,7 +42,9 @@ export class PromptsegOnnxRunner implements SegmentationModel {
   private async doLoad(): Promise<void> {
     const dir = this.dir();
     for (const f of Object.keys(this.entry.files)) {
-      if (!existsSync(path.join(dir, f))) fail('model_unavailable', `model ${this.entry.id} is missing ${f} in ${dir}`);
+      if (!existsSync(path.join(dir, f))) {
+        fail('model_unavailable', `model ${this.entry.id} is not installed (missing ${f} in ${dir})${this.entry.hub ? `; run: promptseg models pull ${this.entry.id}` : ''}`);
+      }
     }
     const so: ort.InferenceSession.SessionOptions = {
       intraOpNumThreads: this.opts.threads,
