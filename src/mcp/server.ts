@@ -12,6 +12,7 @@ import { runOperation } from '../service/run-operation.js';
 import { getDicomSeg, getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
 import type { SegmentOutput } from '../service/schemas.js';
 import { renderOverlay } from '../core/image/overlay.js';
+import { err, type Result } from '../core/errors.js';
 
 export const SERVER_INSTRUCTIONS = `promptseg segments structures in 2D medical images from text prompts and says how far to trust each mask.
 - Use structure names from list_structures (or their synonyms); other prompts are flagged and nonsense is rejected.
@@ -40,38 +41,21 @@ export function createMcpServer(ctx: ServiceContext): McpServer {
   const server = new McpServer({ name: 'promptseg', version: ctx.version }, { instructions: SERVER_INSTRUCTIONS, capabilities: { logging: {} } });
   for (const op of OPERATIONS) registerTool(server, ctx, op);
 
-  server.registerResource(
-    'result-image',
-    new ResourceTemplate('promptseg://results/{id}/{kind}/{file}', { list: undefined }),
-    { title: 'Segmentation result images', description: 'Full-resolution mask, probability map or uncertainty map of one prompt of a result, as PNG.', mimeType: 'image/png' },
-    async (uri, vars) => {
-      const m = /^(\d+)\.png$/.exec(String(vars.file));
-      const r = m ? await getResultArtifact(ctx, String(vars.id), String(vars.kind), Number(m[1])) : undefined;
-      if (!r || !r.ok) throw new Error(r ? r.error.message : 'expected <index>.png');
-      return { contents: [{ uri: uri.href, mimeType: r.value.mimeType, blob: r.value.bytes.toString('base64') }] };
-    },
-  );
-  server.registerResource(
-    'dicom-seg',
-    new ResourceTemplate('promptseg://results/{id}/dicom-seg', { list: undefined }),
-    { title: 'DICOM Segmentation', description: 'A DICOM SEG of every mask of a result made from a DICOM image, referencing the source image.', mimeType: 'application/dicom' },
-    async (uri, vars) => {
-      const r = getDicomSeg(ctx, String(vars.id), false);
+  const blobResource = (name: string, template: string, title: string, description: string, mimeType: string, read: (vars: Record<string, unknown>) => Result<{ bytes: Buffer; mimeType: string }> | Promise<Result<{ bytes: Buffer; mimeType: string }>>) =>
+    server.registerResource(name, new ResourceTemplate(template, { list: undefined }), { title, description, mimeType }, async (uri, vars) => {
+      const r = await read(vars);
       if (!r.ok) throw new Error(r.error.message);
       return { contents: [{ uri: uri.href, mimeType: r.value.mimeType, blob: r.value.bytes.toString('base64') }] };
-    },
-  );
-  server.registerResource(
-    'volume-mask',
-    new ResourceTemplate('promptseg://volumes/{id}/masks/{file}', { list: undefined }),
-    { title: 'Volume masks', description: 'A NIfTI-1 mask (.nii.gz) of one prompt of a segment_volume result, with the input volume\'s affine.', mimeType: 'application/gzip' },
-    async (uri, vars) => {
-      const m = /^(\d+)\.nii\.gz$/.exec(String(vars.file));
-      const r = m ? getVolumeMask(ctx, String(vars.id), Number(m[1])) : undefined;
-      if (!r || !r.ok) throw new Error(r ? r.error.message : 'expected <index>.nii.gz');
-      return { contents: [{ uri: uri.href, mimeType: r.value.mimeType, blob: r.value.bytes.toString('base64') }] };
-    },
-  );
+    });
+  blobResource('result-image', 'promptseg://results/{id}/{kind}/{file}', 'Segmentation result images', 'Full-resolution mask, probability map or uncertainty map of one prompt of a result, as PNG.', 'image/png', (v) => {
+    const m = /^(\d+)\.png$/.exec(String(v.file));
+    return m ? getResultArtifact(ctx, String(v.id), String(v.kind), Number(m[1])) : err('invalid_argument', 'expected <index>.png');
+  });
+  blobResource('dicom-seg', 'promptseg://results/{id}/dicom-seg', 'DICOM Segmentation', 'A DICOM SEG of every mask of a result made from a DICOM image, referencing the source image.', 'application/dicom', (v) => getDicomSeg(ctx, String(v.id), false));
+  blobResource('volume-mask', 'promptseg://volumes/{id}/masks/{file}', 'Volume masks', "A NIfTI-1 mask (.nii.gz) of one prompt of a segment_volume result, with the input volume's affine.", 'application/gzip', (v) => {
+    const m = /^(\d+)\.nii\.gz$/.exec(String(v.file));
+    return m ? getVolumeMask(ctx, String(v.id), Number(m[1])) : err('invalid_argument', 'expected <index>.nii.gz');
+  });
   server.registerResource(
     'structure-vocabulary',
     'promptseg://vocabulary',

@@ -95,43 +95,37 @@ export type SliceAxis = 0 | 1 | 2;
 /** In-plane axes of a slice: columns run along the first, rows along the second. */
 const PLANE: Record<SliceAxis, [number, number]> = { 0: [1, 2], 1: [0, 2], 2: [0, 1] };
 
-const index = (v: NiftiVolume, ijk: number[]) => ijk[0] + v.dims[0] * (ijk[1] + v.dims[1] * ijk[2]);
-
 /**
- * One slice as a displayable image. Columns follow the first in-plane voxel axis, rows the second
- * flipped (so the axis' positive direction points up, as viewers show RAS volumes); sliceMask
- * applies the exact inverse.
+ * Visits every pixel of slice k along `axis`: columns follow the first in-plane voxel axis, rows the
+ * second flipped (so its positive direction points up, as viewers show RAS volumes).
  */
-export function sliceImage(v: NiftiVolume, axis: SliceAxis, k: number, window?: [number, number]): RasterImage & { sliceValues: Float32Array } {
+function forEachSlicePixel(v: NiftiVolume, axis: SliceAxis, k: number, visit: (pixel: number, voxel: number) => void): { width: number; height: number } {
   const [a, b] = PLANE[axis];
   const width = v.dims[a], height = v.dims[b];
-  const vals = new Float32Array(width * height);
   const ijk = [0, 0, 0];
   ijk[axis] = k;
   for (let r = 0; r < height; r++) {
     for (let c = 0; c < width; c++) {
       ijk[a] = c;
       ijk[b] = height - 1 - r;
-      vals[r * width + c] = v.values[index(v, ijk)];
+      visit(r * width + c, ijk[0] + v.dims[0] * (ijk[1] + v.dims[1] * ijk[2]));
     }
   }
+  return { width, height };
+}
+
+/** One slice as a displayable image; placeSliceMask applies the exact inverse mapping. */
+export function sliceImage(v: NiftiVolume, axis: SliceAxis, k: number, window?: [number, number]): RasterImage & { sliceValues: Float32Array } {
+  const [a, b] = PLANE[axis];
+  const vals = new Float32Array(v.dims[a] * v.dims[b]);
+  const { width, height } = forEachSlicePixel(v, axis, k, (p, q) => (vals[p] = v.values[q]));
   const data = renderWindow(vals, window ?? percentileWindow(vals));
   return { width, height, data, format: 'nifti', spacing: { row: v.spacing[b], col: v.spacing[a] }, sliceValues: vals };
 }
 
 /** Writes a slice's mask (rows x cols as from sliceImage) into a volume mask. */
 export function placeSliceMask(v: NiftiVolume, out: Uint8Array, axis: SliceAxis, k: number, mask: Uint8Array): void {
-  const [a, b] = PLANE[axis];
-  const width = v.dims[a], height = v.dims[b];
-  const ijk = [0, 0, 0];
-  ijk[axis] = k;
-  for (let r = 0; r < height; r++) {
-    for (let c = 0; c < width; c++) {
-      ijk[a] = c;
-      ijk[b] = height - 1 - r;
-      out[index(v, ijk)] = mask[r * width + c] ? 1 : 0;
-    }
-  }
+  forEachSlicePixel(v, axis, k, (p, q) => (out[q] = mask[p] ? 1 : 0));
 }
 
 /** A uint8 NIfTI-1 (.nii.gz) with the input's header (dims, pixdim, qform, sform) and the mask as data. */
