@@ -33,8 +33,8 @@ export const WEB_PAGE_HTML = `<!doctype html>
 <header><b>promptseg</b><span>text-prompted medical image segmentation with trust figures</span></header>
 <main>
   <form id="form">
-    <label for="image">Image (PNG, JPEG, WebP, TIFF)</label>
-    <input id="image" name="image" type="file" accept="image/*">
+    <label for="image">Image (PNG, JPEG, WebP, TIFF, DICOM, 2D NIfTI)</label>
+    <input id="image" name="image" type="file" accept="image/*,.dcm,.nii,.gz,application/dicom">
     <label for="prompts">Prompts, one per line</label>
     <textarea id="prompts" name="prompts" rows="4">left lung
 right lung
@@ -72,6 +72,7 @@ $('form').addEventListener('submit', async (ev) => {
   fd.append('image', file);
   for (const p of prompts) fd.append('prompt', p);
   fd.append('threshold', $('threshold').value);
+  fd.append('overlay', 'true'); // the server's rendering stands in for files the browser cannot show (DICOM, NIfTI)
   $('run').disabled = true; status('Segmenting…');
   try {
     const r = await fetch('/v1/segment', { method: 'POST', body: fd, headers: authHeaders() });
@@ -83,7 +84,9 @@ $('form').addEventListener('submit', async (ev) => {
   finally { $('run').disabled = false; }
 });
 async function draw(file, body) {
-  const img = await loadImage(URL.createObjectURL(file));
+  let img;
+  try { img = await loadImage(URL.createObjectURL(file)); }
+  catch { img = await loadImage('data:image/png;base64,' + body.overlay_png_base64); }
   const c = $('canvas'); c.width = body.width; c.height = body.height;
   const g = c.getContext('2d');
   g.drawImage(img, 0, 0, body.width, body.height);
