@@ -1,0 +1,103 @@
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import { afterAll, describe, expect, it } from 'vitest';
+import { evaluateSuite } from '../../src/eval/eval-command.js';
+import { createServiceContext, disposeServiceContext } from '../../src/service/context.js';
+import { MODELS_DIR, ROOT, sharedMissing } from '../helpers/project.js';
+import { testConfig } from '../helpers/service.js';
+
+/** A two-dataset collection in the medseg2d layout, drawn by code: discs on a grey background. */
+async function tinyCollection(dir: string): Promise<void> {
+  const sets = [
+    { id: 'synthetic_derm', modality: 'dermoscopy', slug: 'skin_lesion', name: 'skin lesion' },
+    { id: 'synthetic_us', modality: 'ultrasound', slug: 'fetal_head', name: 'fetal head' },
+  ];
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'index.json'), JSON.stringify(sets.map((s) => ({ id: s.id }))));
+  for (const s of sets) {
+    const d = path.join(dir, s.id);
+    mkdirSync(path.join(d, 'images'), { recursive: true });
+    mkdirSync(path.join(d, 'masks', s.slug), { recursive: true });
+    const cases = ['c1', 'c2', 'c3'];
+    for (const [k, c] of cases.entries()) {
+      const size = 96, cx = 40 + k * 8, cy = 48, r = 18 + k * 3;
+      const img = Buffer.alloc(size * size * 3), mask = Buffer.alloc(size * size);
+      for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) {
+        const inside = (x - cx) ** 2 + (y - cy) ** 2 < r * r;
+        const i = y * size + x;
+        mask[i] = inside ? 255 : 0;
+        img.fill(inside ? 70 : 180, i * 3, i * 3 + 3);
+      }
+      await sharp(img, { raw: { width: size, height: size, channels: 3 } }).png().toFile(path.join(d, 'images', c + '.png'));
+      await sharp(mask, { raw: { width: size, height: size, channels: 1 } }).png().toFile(path.join(d, 'masks', s.slug, c + '.png'));
+    }
+    writeFileSync(path.join(d, 'dataset.json'), JSON.stringify({ id: s.id, modality: s.modality, structures: [{ slug: s.slug, name: s.name, synonyms: [] }], image_ext: ['.png'] }));
+    writeFileSync(path.join(d, 'splits.json'), JSON.stringify({ train: [], val: [], test: cases }));
+  }
+}
+
+describe('promptseg eval', () => {
+  const contexts: ReturnType<typeof createServiceContext>[] = [];
+  afterAll(async () => {
+    for (const c of contexts) await disposeServiceContext(c);
+  });
+
+  it('runs two models side by side on a collection made by code and writes results.json, report.md and report.html', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'eval-'));
+    await tinyCollection(path.join(dir, 'data'));
+    // a second registry entry with the same files, so the paired table has two models to compare
+    const models = path.join(dir, 'models');
+    mkdirSync(models);
+    cpSync(path.join(MODELS_DIR, 'promptseg-builtin'), path.join(models, 'promptseg-builtin'), { recursive: true, filter: (p) => !p.includes('train-state') });
+    const manifest = JSON.parse(readFileSync(path.join(MODELS_DIR, 'manifest.json'), 'utf8'));
+    manifest.models.push({ ...manifest.models[0], id: 'builtin-copy' });
+    writeFileSync(path.join(models, 'manifest.json'), JSON.stringify(manifest));
+    const suiteFile = path.join(dir, 'suite.json');
+    writeFileSync(suiteFile, JSON.stringify({ name: 'tiny', data_root: 'data', models: ['promptseg-builtin', 'builtin-copy'], bootstrap: 200, negatives: { absent_per_case: 1, nonsense_per_case: 1 } }));
+    const ctx = createServiceContext(testConfig({ PROMPTSEG_MODELS_DIR: models }));
+    contexts.push(ctx);
+    const out = path.join(dir, 'out');
+    const r = await evaluateSuite(ctx, { suiteFile, outDir: out });
+    expect(r.reused).toBe(false);
+    for (const f of ['results.json', 'report.md', 'report.html']) expect(existsSync(path.join(out, f))).toBe(true);
+    const res = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8'));
+    expect(res.meta.models.map((m: { id: string }) => m.id)).toEqual(['promptseg-builtin', 'builtin-copy']);
+    // 2 models x 2 datasets x 3 cases x (canonical + eval-only + absent + nonsense)
+    expect(res.records).toHaveLength(2 * 2 * 3 * 4);
+    for (const s of r.summary.structures) {
+      expect(s.n).toBe(3);
+      expect(s.dice).toBeGreaterThanOrEqual(0);
+      expect(s.dice).toBeLessThanOrEqual(1);
+      expect(s.dice_ci[0]).toBeLessThanOrEqual(s.dice + 1e-9);
+    }
+    // identical models: every paired difference is exactly zero, and results are deterministic
+    expect(r.summary.paired.length).toBe(2);
+    for (const p of r.summary.paired) expect(p.mean_difference).toBe(0);
+    const html = readFileSync(path.join(out, 'report.html'), 'utf8');
+    expect(html).toContain('<svg');
+    expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org)/); // self-contained
+    const again = await evaluateSuite(ctx, { suiteFile, outDir: out });
+    expect(again.reused).toBe(true);
+  });
+
+  it('refuses an invalid suite with a message naming the field', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'eval-'));
+    const suiteFile = path.join(dir, 'bad.json');
+    writeFileSync(suiteFile, JSON.stringify({ name: 'x', data_root: '.', split: 'holdout' }));
+    const ctx = createServiceContext(testConfig());
+    contexts.push(ctx);
+    await expect(evaluateSuite(ctx, { suiteFile, outDir: path.join(dir, 'o') })).rejects.toThrow(/split/);
+  });
+
+  it.skipIf(!!sharedMissing)(`the quick suite over every shared dataset${sharedMissing ? ` (skipped: ${sharedMissing})` : ''}`, { timeout: 180_000 }, async () => {
+    const ctx = createServiceContext(testConfig());
+    contexts.push(ctx);
+    const out = mkdtempSync(path.join(tmpdir(), 'eval-quick-'));
+    const r = await evaluateSuite(ctx, { suiteFile: path.join(ROOT, 'eval', 'suites', 'shared-quick.json'), outDir: out });
+    expect(new Set(r.summary.structures.map((s) => s.dataset)).size).toBe(14);
+    expect(r.summary.presence['promptseg-builtin'].n_neg).toBeGreaterThan(0);
+    expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toContain('## Presence');
+  });
+});
