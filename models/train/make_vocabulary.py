@@ -53,13 +53,19 @@ MODALITY_WORDS = {
 }
 
 # Datasets in one region may show each other's structures unlabelled, so they never serve as
-# each other's negatives.
+# each other's negatives; EXTRA_NEGATIVES lists same-region structures that a dataset's images
+# still never show as such (a chest X-ray has no liver, chamber or CT-finding masks to give).
 REGION = {
     "jsrt_scr_cxr": "thorax", "covid19_ct_infection_medseg": "thorax", "ct_pulmonary_embolism_fumpe": "thorax",
     "acdc_cardiac_mri": "thorax", "la2018_left_atrium_lge_mri": "thorax", "chaos_ct_liver_mini": "thorax",
     "dc1000_dental_caries_xray": "teeth", "lgg_flair_mri": "brain", "hc18_fetal_head_us": "fetus",
     "endotect2020_polyp_endoscopy": "colon", "ph2_dermoscopy": "skin", "drive_fundus": "retina",
     "monuseg_nuclei_histology": "tissue", "isbi2012_em": "neural_tissue",
+}
+
+EXTRA_NEGATIVES = {
+    "jsrt_scr_cxr": ["liver", "left_ventricle", "right_ventricle", "myocardium", "left_atrium", "pulmonary_embolism",
+                     "lung_infection", "ground_glass_opacity", "consolidation"],
 }
 
 TEMPLATES_TRAIN = [
@@ -87,7 +93,7 @@ def main():
             continue
         j = json.load(open(p))
         datasets.append(dict(id=d, modality=j["modality"], region=REGION[d], modality_words=MODALITY_WORDS[d],
-                             structures=[s["slug"] for s in j["structures"]]))
+                             structures=[s["slug"] for s in j["structures"]], extra_negatives=EXTRA_NEGATIVES.get(d, [])))
         for s in j["structures"]:
             e = EXTRA[s["slug"]]
             syn = [x for x in s["synonyms"] if x not in e["eval"]]

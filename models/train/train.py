@@ -59,7 +59,8 @@ class Batcher:
     def negative(self, d):
         if self.rng.random() < 0.25:
             return self.prompts.nonsense_prompt(), None
-        slug = self.rng.choice([s for s, r in self.all_slugs if r != d.region])
+        extra = next(x.get("extra_negatives", []) for x in self.vocab["datasets"] if x["id"] == d.id)
+        slug = self.rng.choice([s for s, r in self.all_slugs if r != d.region] + extra * 2)
         words = next(x["modality_words"] for x in self.vocab["datasets"] if x["id"] == self.vocab_ds_of(slug))
         return self.prompts.phrase(slug, words), slug
 

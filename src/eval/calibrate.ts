@@ -15,6 +15,8 @@ export interface CalibrateOptions {
   dataRoot: string;
   split?: 'val' | 'train';
   limitPerDataset?: number;
+  /** Train-split images per dataset for the out-of-distribution statistics. */
+  trainLimit?: number;
   pixelsPerCase?: number;
   progress?: (done: number, total: number, label: string) => void;
 }
@@ -93,22 +95,42 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const T = fitTemperature(pz, py);
   const presence = fitPlatt(presZ, presY);
   const quality = fitPlatt(present.map((p) => p.qualityLogit), present.map((p) => p.dice));
-  // out-of-distribution statistics
+  // out-of-distribution statistics: per training dataset, from train-split images (the model's own
+  // training distribution); the threshold comes from val images, which the statistics never saw
+  const trainEmbeds = await embedSplit(ctx, entry.id, o.dataRoot, plan.map((p) => p.id), 'train', o.trainLimit ?? 60, o.progress);
   const dim = embeds.values().next().value![0].length;
   const mean: Record<string, number[]> = {};
-  const resid = new Float64Array(dim);
+  const invStd: Record<string, number[]> = {};
+  const globalVar = new Float64Array(dim);
   let n = 0;
-  for (const [id, list] of embeds) {
+  for (const [id, list] of trainEmbeds) {
     const mu = new Array<number>(dim).fill(0);
     for (const e of list) for (let i = 0; i < dim; i++) mu[i] += e[i] / list.length;
     mean[id] = mu;
-    for (const e of list) for (let i = 0; i < dim; i++) resid[i] += (e[i] - mu[i]) ** 2;
+    for (const e of list) for (let i = 0; i < dim; i++) globalVar[i] += (e[i] - mu[i]) ** 2;
     n += list.length;
   }
-  const invStd = Array.from(resid, (v) => 1 / Math.sqrt(v / Math.max(1, n - embeds.size) + 1e-6));
-  const oodTmp = { mean, inv_std: invStd, threshold: 0 };
+  for (let i = 0; i < dim; i++) globalVar[i] /= Math.max(1, n - trainEmbeds.size);
+  for (const [id, list] of trainEmbeds) {
+    // each dataset's own spread, shrunk toward the pooled spread so small datasets stay stable
+    const k = 10;
+    invStd[id] = Array.from({ length: dim }, (_, i) => {
+      let v = 0;
+      for (const e of list) v += (e[i] - mean[id][i]) ** 2;
+      const shrunk = (v + k * globalVar[i]) / (list.length + k);
+      return 1 / Math.sqrt(shrunk + 1e-6);
+    });
+  }
+  // each dataset's radius: 1.5 x the 95th percentile of its own training images' distances
+  const radius: Record<string, number> = {};
+  for (const [id, list] of trainEmbeds) {
+    const self = list.map((e) => oodScore(e, { mean: { [id]: mean[id] }, inv_std: { [id]: invStd[id] }, radius: { [id]: 1 }, threshold: 0 }).score);
+    radius[id] = 1.5 * percentile(self, 95);
+  }
+  const oodTmp = { mean, inv_std: invStd, radius, threshold: 1 };
+  // val images (unseen by the statistics) must stay inside: the threshold never falls below their 99.5th percentile
   const scores = [...embeds.values()].flat().map((e) => oodScore(e, oodTmp).score);
-  const oodThreshold = percentile(scores, 99.5) * 1.25;
+  const oodThreshold = Math.max(1, percentile(scores, 99.5));
   // verdict thresholds: the quality and uncertainty cut-offs that best separate failures (Dice < 0.7) on val
   const fail: number[] = present.map((p) => (p.dice < 0.7 ? 1 : 0));
   const calQ = present.map((p) => sigmoid(quality.a * p.qualityLogit + quality.b));
@@ -158,7 +180,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     pixel_temperature: T,
     presence,
     quality,
-    ood: { mean, inv_std: invStd, threshold: oodThreshold },
+    ood: { mean, inv_std: invStd, radius, threshold: oodThreshold },
     thresholds: { presence: 0.5, quality: qualityThreshold, uncertain_fraction: uncertainThreshold },
     conformal,
   };
@@ -170,4 +192,25 @@ export function writeCalibration(ctx: ServiceContext, modelId: string | undefine
   const round = (_: string, v: unknown) => (typeof v === 'number' ? Math.round(v * 1e6) / 1e6 : v);
   writeFileSync(file, JSON.stringify(cal, round, 1));
   return file;
+}
+
+/** Pooled image embeddings of the first `limit` cases of a split, per dataset (whole-image pass, no prompts decoded). */
+async function embedSplit(ctx: ServiceContext, modelId: string, dataRoot: string, ids: string[], split: string, limit: number, progress?: CalibrateOptions['progress']): Promise<Map<string, Float32Array[]>> {
+  const out = new Map<string, Float32Array[]>();
+  let done = 0;
+  const total = ids.length * limit;
+  for (const id of ids) {
+    const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { image_ext?: string[] };
+    const splits = JSON.parse(readFileSync(path.join(dataRoot, id, 'splits.json'), 'utf8')) as Record<string, string[]>;
+    const list: Float32Array[] = [];
+    for (const c of (splits[split] ?? []).slice(0, limit)) {
+      const ext = (meta.image_ext ?? ['.png', '.jpg']).find((e) => existsSync(path.join(dataRoot, id, 'images', c + e))) ?? '.png';
+      const image = await decodeImage(await readFile(path.join(dataRoot, id, 'images', c + ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
+      const r = await segment(ctx.pipeline, { image, prompts: [], modelId, calibrated: false });
+      list.push(r.image.embedding);
+      progress?.(++done, total, `${id} (${split} embeddings)`);
+    }
+    out.set(id, list);
+  }
+  return out;
 }

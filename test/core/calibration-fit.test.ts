@@ -29,7 +29,7 @@ describe('calibration fitting', () => {
   });
 
   it('scores an embedding far from every modality mean as stranger than one near a mean', () => {
-    const ood = { mean: { xray: [0, 0, 0], mri: [5, 5, 5] }, inv_std: [1, 1, 1], threshold: 2 };
+    const ood = { mean: { xray: [0, 0, 0], mri: [5, 5, 5] }, inv_std: { xray: [1, 1, 1], mri: [0.5, 0.5, 0.5] }, radius: { xray: 2, mri: 2 }, threshold: 1 };
     const near = oodScore([0.1, -0.1, 0.2], ood), far = oodScore([20, -20, 9], ood);
     expect(near.nearest).toBe('xray');
     expect(near.score).toBeLessThan(ood.threshold);

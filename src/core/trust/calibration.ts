@@ -13,8 +13,12 @@ export const CalibrationSchema = z.object({
   presence: z.object({ a: z.number(), b: z.number() }),
   quality: z.object({ a: z.number(), b: z.number() }),
   ood: z.object({
+    /** Per training dataset: mean and inverse standard deviation of the pooled image embedding. */
     mean: z.record(z.string(), z.array(z.number())),
-    inv_std: z.array(z.number()),
+    inv_std: z.record(z.string(), z.array(z.number())),
+    /** Per dataset: the distance beyond which an image is not like that dataset. */
+    radius: z.record(z.string(), z.number()),
+    /** Flag when the smallest distance / radius ratio exceeds this (1 = outside every dataset's radius). */
     threshold: z.number(),
   }),
   thresholds: z.object({
@@ -41,18 +45,20 @@ export const logit = (p: number): number => {
 export const platt = (z: number, c: { a: number; b: number }): number => sigmoid(c.a * z + c.b);
 
 /**
- * Out-of-distribution score of an image embedding: the smallest per-dimension standardised
- * distance (RMS over dimensions) to any training modality's mean. Higher is stranger.
+ * Out-of-distribution score of an image embedding: over training datasets, the smallest ratio of
+ * the standardised distance to the dataset's mean (RMS over dimensions, each dataset with its own
+ * spread) to that dataset's radius. Above 1 means outside every dataset; higher is stranger.
  */
 export function oodScore(embedding: ArrayLike<number>, ood: Calibration['ood']): { score: number; nearest: string } {
   let best = Infinity, nearest = '';
   for (const [name, mu] of Object.entries(ood.mean)) {
+    const inv = ood.inv_std[name];
     let s = 0;
     for (let i = 0; i < mu.length; i++) {
-      const d = (embedding[i] - mu[i]) * ood.inv_std[i];
+      const d = (embedding[i] - mu[i]) * inv[i];
       s += d * d;
     }
-    const v = Math.sqrt(s / mu.length);
+    const v = Math.sqrt(s / mu.length) / (ood.radius?.[name] ?? 1);
     if (v < best) {
       best = v;
       nearest = name;
