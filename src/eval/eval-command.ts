@@ -4,7 +4,12 @@ import path from 'node:path';
 import { PROJECT_ROOT } from '../config/env.js';
 import type { ServiceContext } from '../service/context.js';
 import { renderHtml, renderMarkdown, type ReportMeta } from './report.js';
-import { evalKey, machineDescription, runEval, summarise, type Summary } from './run-eval.js';
+import { evalKey, machineDescription, runEval, summarise, type CaseRecord, type Summary } from './run-eval.js';
+import { readdirSync } from 'node:fs';
+import sharp from 'sharp';
+import { decodeImage } from '../core/image/decode.js';
+import { renderOverlay } from '../core/image/overlay.js';
+import { segment } from '../core/pipeline/segment.js';
 import { loadSuite } from './suite.js';
 
 export interface EvalOptions {
@@ -54,8 +59,30 @@ export async function evaluateSuite(ctx: ServiceContext, o: EvalOptions): Promis
     limit: o.limit ?? suite.limit_per_dataset,
   };
   const md = renderMarkdown(summary, meta);
+  const gallery = await worstCaseGallery(ctx, dataRoot, records, suite.threshold);
   writeFileSync(resultsFile, JSON.stringify({ key, meta, suite, summary, records }, (_, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)));
   writeFileSync(files[1], md);
-  writeFileSync(files[2], renderHtml(summary, records, meta, md));
+  writeFileSync(files[2], renderHtml(summary, records, meta, md, gallery));
   return { summary, reused: false, files };
+}
+
+/**
+ * Thumbnails of the 12 worst canonical results: the image with the ground truth (red) and the
+ * prediction (blue) drawn over it. Results are deterministic, so the cases are segmented again.
+ */
+async function worstCaseGallery(ctx: ServiceContext, dataRoot: string, records: CaseRecord[], threshold: number): Promise<Map<CaseRecord, string>> {
+  const out = new Map<CaseRecord, string>();
+  const worst = records.filter((r) => r.set === 'canonical' && r.dice !== null).sort((a, b) => a.dice! - b.dice!).slice(0, 12);
+  for (const r of worst) {
+    const dir = path.join(dataRoot, r.dataset);
+    const file = readdirSync(path.join(dir, 'images')).find((f) => f.startsWith(r.case + '.'));
+    if (!file) continue;
+    const image = await decodeImage(readFileSync(path.join(dir, 'images', file)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
+    const res = await segment(ctx.pipeline, { image, prompts: [r.prompt], modelId: r.model, threshold });
+    const { data } = await sharp(path.join(dir, 'masks', r.structure!, r.case + '.png')).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+    const gt = Uint8Array.from(data, (v) => (v > 127 ? 1 : 0));
+    const png = await renderOverlay(image, [gt, res.results[0].mask], 200);
+    out.set(r, `data:image/png;base64,${png.toString('base64')}`);
+  }
+  return out;
 }

@@ -19,8 +19,11 @@ export function renderMarkdown(s: Summary, meta: ReportMeta): string {
   const out: string[] = [];
   out.push(`# promptseg evaluation: ${meta.suite} (${meta.split} split)`, '');
   out.push(`Models: ${meta.models.map((m) => m.id).join(', ')}. Commit ${meta.commit}. Machine: ${meta.machine}. ${meta.limit ? `Limited to ${meta.limit} cases per dataset. ` : ''}Run took ${meta.seconds.toFixed(0)} s.`, '');
-  out.push('## Dice on cases where the structure is present', '', '| model | dataset | structure | n | Dice | 95% CI | IoU | HD95 median (px) | NSD | eval-only Dice | delta |', '|---|---|---|---|---|---|---|---|---|---|---|');
+  out.push('## Dice on cases where the structure is present', '', 'HD95 and NSD are in mm where the images carry their spacing (DICOM, NIfTI), else in pixels.', '', '| model | dataset | structure | n | Dice | 95% CI | IoU | HD95 median | NSD | eval-only Dice | delta |', '|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of s.structures) out.push(`| ${r.model} | ${r.dataset} | ${r.structure} | ${r.n} | ${f(r.dice)} | ${f(r.dice_ci[0])}–${f(r.dice_ci[1])} | ${f(r.iou)} | ${f(r.hd95_median_px, 1)} | ${f(r.nsd)} | ${f(r.eval_only_dice)} | ${f(r.eval_only_delta)} |`);
+  out.push('', '## Mean Dice per dataset and per modality (present cases, canonical prompts)', '', '| model | group | n | Dice | 95% CI |', '|---|---|---|---|---|');
+  for (const r of s.by_dataset) out.push(`| ${r.model} | ${r.dataset} | ${r.n} | ${f(r.dice)} | ${f(r.dice_ci[0])}–${f(r.dice_ci[1])} |`);
+  for (const r of s.by_modality) out.push(`| ${r.model} | modality: ${r.modality} | ${r.n} | ${f(r.dice)} | ${f(r.dice_ci[0])}–${f(r.dice_ci[1])} |`);
   out.push('', '## Presence (present vs absent structures, empty in-dataset masks and nonsense prompts)', '', '| model | AUROC | accuracy | absent -> empty mask | nonsense -> empty mask | empty in-dataset -> empty mask | present -> mask | n pos | n neg |', '|---|---|---|---|---|---|---|---|---|');
   for (const [m, p] of Object.entries(s.presence)) out.push(`| ${m} | ${f(p.auroc, 4)} | ${f(p.accuracy)} | ${f(p.absent_empty_rate)} | ${f(p.nonsense_empty_rate)} | ${f(p.in_dataset_empty_rate)} | ${f(p.present_mask_rate)} | ${p.n_pos} | ${p.n_neg} |`);
   out.push('', '## Prompt robustness (canonical names vs evaluation-only phrasings)', '', '| model | canonical Dice | eval-only Dice | delta | mean per-case spread |', '|---|---|---|---|---|');
@@ -70,7 +73,7 @@ function linePlot(points: { x: number; y: number }[], xLabel: string, yLabel: st
 }
 
 /** A self-contained HTML report: the tables plus SVG plots, no network needed to view it. */
-export function renderHtml(s: Summary, records: CaseRecord[], meta: ReportMeta, markdown: string): string {
+export function renderHtml(s: Summary, records: CaseRecord[], meta: ReportMeta, markdown: string, gallery: Map<CaseRecord, string> = new Map()): string {
   const html: string[] = [];
   let inTable = false;
   for (const l of markdown.split('\n')) {
@@ -98,6 +101,6 @@ export function renderHtml(s: Summary, records: CaseRecord[], meta: ReportMeta, 
     plots.push(`<h3>${esc(m)}: risk-coverage (results kept in order of predicted quality)</h3>${linePlot(t.risk_coverage.map((p) => ({ x: p.coverage, y: p.risk })), 'coverage', 'risk (share with Dice < 0.7)', false)}`);
   }
   const worst = records.filter((r) => r.set === 'canonical' && r.dice !== null).sort((a, b) => a.dice! - b.dice!).slice(0, 12);
-  const gallery = `<h2>Worst cases</h2><table><tr><td>model</td><td>dataset</td><td>case</td><td>structure</td><td>Dice</td><td>presence</td><td>verdict</td></tr>${worst.map((r) => `<tr><td>${esc(r.model)}</td><td>${esc(r.dataset)}</td><td>${esc(r.case)}</td><td>${esc(r.structure ?? '')}</td><td>${r.dice!.toFixed(3)}</td><td>${r.presence.toFixed(3)}</td><td>${r.verdict}</td></tr>`).join('')}</table>`;
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>promptseg evaluation ${esc(meta.suite)}</title><style>body{font:14px system-ui,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem}table{border-collapse:collapse;margin:.5rem 0 1rem}td{border:1px solid #ddd;padding:.2rem .45rem}tr:first-child td{background:#f3f3f3;font-weight:600}</style></head><body>${tables}${plots.join('\n')}${gallery}</body></html>`;
+  const galleryHtml = `<h2>Worst cases (red: ground truth, blue: prediction)</h2><table><tr><td>overlay</td><td>model</td><td>dataset</td><td>case</td><td>structure</td><td>Dice</td><td>presence</td><td>verdict</td></tr>${worst.map((r) => `<tr><td>${gallery.has(r) ? `<img src="${gallery.get(r)}" alt="${esc(r.case)}">` : ''}</td><td>${esc(r.model)}</td><td>${esc(r.dataset)}</td><td>${esc(r.case)}</td><td>${esc(r.structure ?? '')}</td><td>${r.dice!.toFixed(3)}</td><td>${r.presence.toFixed(3)}</td><td>${r.verdict}</td></tr>`).join('')}</table>`;
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>promptseg evaluation ${esc(meta.suite)}</title><style>body{font:14px system-ui,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem}table{border-collapse:collapse;margin:.5rem 0 1rem}td{border:1px solid #ddd;padding:.2rem .45rem}tr:first-child td{background:#f3f3f3;font-weight:600}</style></head><body>${tables}${plots.join('\n')}${galleryHtml}</body></html>`;
 }

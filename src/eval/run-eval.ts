@@ -39,6 +39,8 @@ export interface CaseRecord {
   conformal_recall?: Record<string, number>;
   ood_flagged: boolean;
   ood_score: number | null;
+  /** Units of hd95 and nsd's tolerance: mm when the image carried its spacing. */
+  surface_units: 'px' | 'mm';
 }
 
 interface DatasetMeta {
@@ -135,10 +137,14 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
           const gt = p.set === 'canonical' || p.set === 'eval_only' ? gts.get(p.structure!)! : undefined;
           const gtPresent = !!gt && gt.some((x) => x === 1);
           let d: number | null = null, io: number | null = null, hd: number | null = null, nsd: number | null = null;
+          let units: 'px' | 'mm' = 'px';
           if (gt && gtPresent) {
             d = dice(res.mask, gt);
             io = iou(res.mask, gt);
-            const sm = surfaceMetrics(res.mask, gt, w, h, suite.nsd_tolerance_px);
+            // with known spacing the surface metrics are in mm, else in pixels
+            const sp = ctx.results.get(out.result_id)?.spacing;
+            const sm = sp ? surfaceMetrics(res.mask, gt, w, h, suite.nsd_tolerance_mm, sp) : surfaceMetrics(res.mask, gt, w, h, suite.nsd_tolerance_px);
+            units = sp ? 'mm' : 'px';
             hd = Number.isFinite(sm.hd95) ? sm.hd95 : null;
             nsd = sm.nsd;
             if (p.set === 'canonical' && suite.calibration_pixels_per_case > 0) {
@@ -165,6 +171,7 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
           }
           records.push({
             conformal_recall: conformalRecall,
+            surface_units: units,
             ood_flagged: stored.image.outOfDistribution,
             ood_score: stored.image.oodScore,
             model, dataset: ds.id, modality: ds.modality, case: c, structure: p.structure, set: p.set, prompt: p.prompt,
@@ -202,6 +209,8 @@ export interface Summary {
   ood: Record<string, { images: number; flagged: number; false_flag_rate: number }>;
   trust: Record<string, { failure_auroc: number; failures: number; n: number; risk_coverage: { coverage: number; risk: number }[]; verdicts: { present_accept_or_review: number; negatives_rejected: number } }>;
   paired: { a: string; b: string; structure: string; n: number; mean_difference: number; ci: [number, number] }[];
+  by_dataset: { model: string; dataset: string; n: number; dice: number; dice_ci: [number, number] }[];
+  by_modality: { model: string; modality: string; n: number; dice: number; dice_ci: [number, number] }[];
   latency_ms: Record<string, { p50: number; p95: number }>;
 }
 
@@ -290,6 +299,19 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
     const lat = [...new Set(rs.map((r) => `${r.dataset}/${r.case}`))].map((k) => rs.find((r) => `${r.dataset}/${r.case}` === k)!.latency_ms);
     latency[m] = { p50: percentile(lat, 50), p95: percentile(lat, 95) };
   }
+  const group = (key: 'dataset' | 'modality') => {
+    const out: { model: string; n: number; dice: number; dice_ci: [number, number]; key: string }[] = [];
+    for (const m of models) {
+      const rs = records.filter((r) => r.model === m && r.set === 'canonical' && r.gt_present);
+      for (const k of [...new Set(rs.map((r) => r[key]))].sort()) {
+        const v = rs.filter((r) => r[key] === k).map((r) => r.dice!);
+        out.push({ model: m, key: k, n: v.length, dice: mean(v), dice_ci: bootstrapCi(v, suite.bootstrap, suite.seed) });
+      }
+    }
+    return out;
+  };
+  const byDataset = group('dataset').map(({ key, ...r }) => ({ ...r, dataset: key }));
+  const byModality = group('modality').map(({ key, ...r }) => ({ ...r, modality: key }));
   const paired: Summary['paired'] = [];
   if (models.length > 1) {
     const [a, b] = models;
@@ -303,7 +325,7 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
       paired.push({ a, b, structure: `${s.dataset}/${s.structure}`, n: diffs.length, mean_difference: mean(diffs), ci: bootstrapCi(diffs, suite.bootstrap, suite.seed) });
     }
   }
-  return { structures, presence, robustness, calibration: calibrationOut, conformal, ood, trust, paired, latency_ms: latency };
+  return { structures, presence, robustness, calibration: calibrationOut, conformal, ood, trust, paired, by_dataset: byDataset, by_modality: byModality, latency_ms: latency };
 }
 
 /** Identifies exactly what was evaluated: model files, suite and data, for the results cache and the report. */

@@ -14,6 +14,7 @@ export const SuiteSchema = z.object({
   limit_per_dataset: z.number().int().positive().nullable().default(null),
   threshold: z.number().gt(0).lt(1).default(0.5),
   nsd_tolerance_px: z.number().nonnegative().default(2),
+  nsd_tolerance_mm: z.number().nonnegative().default(2).describe('Used instead of the pixel tolerance when the image carries its spacing (DICOM, NIfTI).'),
   failure_dice: z.number().min(0).max(1).default(0.7),
   calibration_pixels_per_case: z.number().int().min(0).default(2000),
   bootstrap: z.number().int().min(100).default(1000),

@@ -77,6 +77,9 @@ describe('promptseg eval', () => {
     for (const p of r.summary.paired) expect(p.mean_difference).toBe(0);
     const html = readFileSync(path.join(out, 'report.html'), 'utf8');
     expect(html).toContain('<svg');
+    expect(html).toMatch(/<img src="data:image\/png;base64,/); // worst-case overlays
+    expect(r.summary.by_modality.map((m) => m.modality).sort()).toEqual(['dermoscopy', 'dermoscopy', 'ultrasound', 'ultrasound']);
+    expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toContain('modality: ultrasound');
     expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org)/); // self-contained
     const again = await evaluateSuite(ctx, { suiteFile, outDir: out });
     expect(again.reused).toBe(true);
