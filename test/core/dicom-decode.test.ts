@@ -52,6 +52,18 @@ describe('DICOM input', () => {
     expect(Array.from(img.data.subarray(3 * 10, 3 * 10 + 3))).toEqual([200, 20, 30]);
   });
 
+  it('reads the asked frame of a multi-frame file and refuses a frame that does not exist', async () => {
+    const px = new Uint8Array(2 * 16 * 16);
+    px.fill(10, 0, 256);
+    px.fill(240, 256);
+    const f = writeDicom({ Modality: 'OT', Rows: 16, Columns: 16, NumberOfFrames: 2, SamplesPerPixel: 1, PhotometricInterpretation: 'MONOCHROME2', BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, WindowCenter: 128, WindowWidth: 256, PixelData: px.buffer, _vrMap: { PixelData: 'OB' } });
+    const a = await decodeImage(f.bytes, limits);
+    const b = await decodeImage(f.bytes, { ...limits, frame: 1 });
+    expect(a.data[0]).toBeLessThan(b.data[0]);
+    expect(b.dicom?.frames).toBe(2);
+    expect((await failure(decodeImage(f.bytes, { ...limits, frame: 2 }))).kind).toBe('invalid_argument');
+  });
+
   it('refuses compressed transfer syntaxes by name', async () => {
     const f = writeDicom({ Modality: 'OT', Rows: 16, Columns: 16, SamplesPerPixel: 1, PhotometricInterpretation: 'MONOCHROME2', BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, PixelData: new Uint8Array(256).buffer, _vrMap: { PixelData: 'OB' } }, '1.2.840.10008.1.2.4.90');
     const e = await failure(decodeImage(f.bytes, limits));

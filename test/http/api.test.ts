@@ -187,6 +187,19 @@ describe('DICOM through the HTTP API', () => {
     for (const r of body.results) expect(r.area_mm2).toBeCloseTo(r.area_px * 0.49, 2);
   });
 
+  it('segments a MONOCHROME1 X-ray and an RGB secondary capture; the X-ray area uses the imager pixel spacing', async () => {
+    const { xrayMonochrome1, rgbSecondaryCapture } = await import('../helpers/dicom-fixtures.js');
+    for (const [bytes, spacing] of [[xrayMonochrome1(96).bytes, 0.04], [rgbSecondaryCapture(80, 64).bytes, null]] as const) {
+      const res = await post(JSON.stringify({ image: { base64: bytes.toString('base64') }, prompts: ['lungs', 'skin lesion'] }), { 'content-type': 'application/json' });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { results: { area_px: number; area_mm2: number | null }[] };
+      for (const r of body.results) {
+        if (spacing === null) expect(r.area_mm2).toBeNull();
+        else expect(r.area_mm2).toBeCloseTo(r.area_px * spacing, 3);
+      }
+    }
+  });
+
   it('answers 415 naming the transfer syntax for a JPEG 2000 DICOM', async () => {
     const { writeDicom } = await import('../helpers/dicom-fixtures.js');
     const f = writeDicom({ Modality: 'OT', Rows: 16, Columns: 16, SamplesPerPixel: 1, PhotometricInterpretation: 'MONOCHROME2', BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, PixelData: new Uint8Array(256).buffer, _vrMap: { PixelData: 'OB' } }, '1.2.840.10008.1.2.4.91');

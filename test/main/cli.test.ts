@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { chestLikePng } from '../helpers/fixtures.js';
-import { ctSliceHu } from '../helpers/dicom-fixtures.js';
+import { ctSliceHu, rgbSecondaryCapture, xrayMonochrome1 } from '../helpers/dicom-fixtures.js';
 import { niftiVolume } from '../helpers/nifti-fixtures.js';
 import { ROOT } from '../helpers/project.js';
 
@@ -31,13 +31,15 @@ describe('promptseg CLI', () => {
     writeFileSync(path.join(inDir, 'a.png'), await chestLikePng(128));
     writeFileSync(path.join(inDir, 'b.png'), await chestLikePng(96));
     writeFileSync(path.join(inDir, 'ct.dcm'), ctSliceHu(128, 0.5).bytes);
+    writeFileSync(path.join(inDir, 'xr.dcm'), xrayMonochrome1(96).bytes);
+    writeFileSync(path.join(inDir, 'sc.dcm'), rgbSecondaryCapture(80, 64).bytes);
     writeFileSync(path.join(inDir, 'vol.nii.gz'), niftiVolume([48, 40, 3], [0.9, 0.9, 2.5], { gzip: true }).bytes);
     const r = await cli(['segment', inDir, '--prompt', 'lungs', '--prompt', 'heart', '--out', out]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/\[#+\] 4\/4/);
+    expect(r.stderr).toMatch(/\[#+\] 6\/6/);
     const files = readdirSync(out).sort();
     expect(files).toContain('summary.json');
-    expect(files.filter((f) => f.endsWith('.png'))).toHaveLength(6);
+    expect(files.filter((f) => f.endsWith('.png'))).toHaveLength(10);
     expect(files.filter((f) => f.endsWith('.nii.gz')).sort()).toEqual(['vol__heart.nii.gz', 'vol__lungs.nii.gz']);
     const meta = await sharp(path.join(out, 'b__lungs.png')).metadata();
     expect([meta.width, meta.height]).toEqual([96, 96]);

@@ -12,7 +12,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { OPERATIONS } from '../../src/service/operation-table.js';
 import { chestLikePng } from '../helpers/fixtures.js';
-import { ctSliceHu } from '../helpers/dicom-fixtures.js';
+import { ctSliceHu, rgbSecondaryCapture, xrayMonochrome1 } from '../helpers/dicom-fixtures.js';
 import { niftiVolume } from '../helpers/nifti-fixtures.js';
 import { testConfig } from '../helpers/service.js';
 import { ROOT } from '../helpers/project.js';
@@ -21,6 +21,8 @@ const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-mcp-'));
 const imagePath = path.join(dir, 'chest.png');
 const dicomPath = path.join(dir, 'ct.dcm');
 const volumePath = path.join(dir, 'vol.nii.gz');
+const xrayPath = path.join(dir, 'xr.dcm');
+const rgbPath = path.join(dir, 'sc.dcm');
 const CLI = path.join(ROOT, 'dist', 'main', 'cli.js');
 
 /** A POST with exactly the given Host and Origin headers (fetch would rewrite them). */
@@ -74,6 +76,10 @@ function sharedBehaviour(getClient: () => Client) {
     expect(r.isError).toBeFalsy();
     const res = (r.structuredContent as { results: { area_px: number; area_mm2: number }[] }).results[0];
     expect(res.area_mm2).toBeCloseTo(res.area_px * 0.49, 2);
+    for (const p of [xrayPath, rgbPath]) {
+      const x = (await getClient().callTool({ name: 'segment_image', arguments: { image: { path: p }, prompts: ['heart'] } })) as ToolResult;
+      expect(x.isError).toBeFalsy();
+    }
   });
 
   it('segment_volume reads a NIfTI volume by path; its mask resource is a NIfTI with the same dims', async () => {
@@ -138,6 +144,8 @@ function sharedBehaviour(getClient: () => Client) {
 beforeAll(async () => {
   writeFileSync(imagePath, await chestLikePng(256));
   writeFileSync(dicomPath, ctSliceHu(128, 0.7).bytes);
+  writeFileSync(xrayPath, xrayMonochrome1(96).bytes);
+  writeFileSync(rgbPath, rgbSecondaryCapture(80, 64).bytes);
   writeFileSync(volumePath, niftiVolume([48, 40, 3], [0.9, 0.9, 2.5], { gzip: true }).bytes);
 });
 
