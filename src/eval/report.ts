@@ -58,7 +58,10 @@ function stripPlot(s: Summary, records: CaseRecord[]): string {
     const y = 20 + i * rowH;
     parts.push(`<text x="${left - 6}" y="${y + 4}" text-anchor="end">${esc(`${r.model === rows[0].model ? '' : r.model + ' '}${r.dataset}/${r.structure}`)}</text>`);
     const ds = records.filter((c) => c.model === r.model && c.dataset === r.dataset && c.structure === r.structure && c.set === 'canonical' && c.dice !== null);
-    for (const c of ds) parts.push(`<circle cx="${x(c.dice!).toFixed(1)}" cy="${y + (Math.sin(c.case.length * 7.3 + c.dice! * 50) * 4).toFixed(1)}" r="2" fill="#2b6cb0" fill-opacity="0.35"/>`);
+    for (const c of ds) {
+      const jitter = Math.sin(c.case.length * 7.3 + c.dice! * 50) * 4;
+      parts.push(`<circle cx="${x(c.dice!).toFixed(1)}" cy="${(y + jitter).toFixed(1)}" r="2" fill="#2b6cb0" fill-opacity="0.35"/>`);
+    }
     parts.push(`<line x1="${x(r.dice_ci[0])}" y1="${y}" x2="${x(r.dice_ci[1])}" y2="${y}" stroke="#c00" stroke-width="2"/><circle cx="${x(r.dice)}" cy="${y}" r="3.5" fill="#c00"/>`);
   });
   parts.push('</svg>');

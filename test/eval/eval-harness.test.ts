@@ -78,6 +78,9 @@ describe('promptseg eval', () => {
     const html = readFileSync(path.join(out, 'report.html'), 'utf8');
     expect(html).toContain('<svg');
     expect(html).toMatch(/<img src="data:image\/png;base64,/); // worst-case overlays
+    const coords = html.match(/c[xy]="[^"]*"/g) ?? [];
+    expect(coords.length).toBeGreaterThan(0);
+    for (const c of coords) expect(c).toMatch(/^c[xy]="-?\d+(\.\d+)?"$/); // plot coordinates are numbers
     expect(r.summary.by_modality.map((m) => m.modality).sort()).toEqual(['dermoscopy', 'dermoscopy', 'ultrasound', 'ultrasound']);
     expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toContain('modality: ultrasound');
     expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org)/); // self-contained
