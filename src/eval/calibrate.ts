@@ -5,7 +5,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { decodeImage } from '../core/image/decode.js';
 import { segment } from '../core/pipeline/segment.js';
-import { fitPlatt, fitTemperature, logit, oodScore, type Calibration } from '../core/trust/calibration.js';
+import { fitPlatt, fitTemperature, kthNearest, logit, oodScore, standardise, type Calibration } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
@@ -98,39 +98,26 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   // out-of-distribution statistics: per training dataset, from train-split images (the model's own
   // training distribution); the threshold comes from val images, which the statistics never saw
   const trainEmbeds = await embedSplit(ctx, entry.id, o.dataRoot, plan.map((p) => p.id), 'train', o.trainLimit ?? 60, o.progress);
+  // k-NN in the standardised embedding space: each dataset's radius is the 95th percentile of its
+  // own training images' leave-one-out distance to their k-th neighbour
   const dim = embeds.values().next().value![0].length;
-  const mean: Record<string, number[]> = {};
-  const invStd: Record<string, number[]> = {};
-  const globalVar = new Float64Array(dim);
-  let n = 0;
-  for (const [id, list] of trainEmbeds) {
-    const mu = new Array<number>(dim).fill(0);
-    for (const e of list) for (let i = 0; i < dim; i++) mu[i] += e[i] / list.length;
-    mean[id] = mu;
-    for (const e of list) for (let i = 0; i < dim; i++) globalVar[i] += (e[i] - mu[i]) ** 2;
-    n += list.length;
-  }
-  for (let i = 0; i < dim; i++) globalVar[i] /= Math.max(1, n - trainEmbeds.size);
-  for (const [id, list] of trainEmbeds) {
-    // each dataset's own spread, shrunk toward the pooled spread so small datasets stay stable
-    const k = 10;
-    invStd[id] = Array.from({ length: dim }, (_, i) => {
-      let v = 0;
-      for (const e of list) v += (e[i] - mean[id][i]) ** 2;
-      const shrunk = (v + k * globalVar[i]) / (list.length + k);
-      return 1 / Math.sqrt(shrunk + 1e-6);
-    });
-  }
-  // each dataset's radius: 1.5 x the 95th percentile of its own training images' distances
+  const all = [...trainEmbeds.values()].flat();
+  const mean = Array.from({ length: dim }, (_, i) => all.reduce((s, e) => s + e[i], 0) / all.length);
+  const std = Array.from({ length: dim }, (_, i) => Math.sqrt(all.reduce((s, e) => s + (e[i] - mean[i]) ** 2, 0) / all.length + 1e-6));
+  const k = 3;
+  const bank: Record<string, string> = {};
   const radius: Record<string, number> = {};
   for (const [id, list] of trainEmbeds) {
-    const self = list.map((e) => oodScore(e, { mean: { [id]: mean[id] }, inv_std: { [id]: invStd[id] }, radius: { [id]: 1 }, threshold: 0 }).score);
-    radius[id] = 1.5 * percentile(self, 95);
+    const z = list.map((e) => standardise(e, mean, std));
+    radius[id] = percentile(z.map((q, i) => kthNearest(q, z, k, i)), 95);
+    const flat = new Float32Array(z.length * dim);
+    z.forEach((q, i) => flat.set(q, i * dim));
+    bank[id] = Buffer.from(flat.buffer).toString('base64');
   }
-  const oodTmp = { mean, inv_std: invStd, radius, threshold: 1 };
-  // val images (unseen by the statistics) must stay inside: the threshold never falls below their 99.5th percentile
+  const oodTmp = { mean, std, k, bank, radius, threshold: 1 };
+  // val images (never in the bank) fix the threshold: their 99th percentile (at least 1), plus 10%
   const scores = [...embeds.values()].flat().map((e) => oodScore(e, oodTmp).score);
-  const oodThreshold = Math.max(1, percentile(scores, 99.5));
+  const oodThreshold = Math.max(1, percentile(scores, 99)) * 1.1;
   // verdict thresholds: the quality and uncertainty cut-offs that best separate failures (Dice < 0.7) on val
   const fail: number[] = present.map((p) => (p.dice < 0.7 ? 1 : 0));
   const calQ = present.map((p) => sigmoid(quality.a * p.qualityLogit + quality.b));
@@ -180,7 +167,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     pixel_temperature: T,
     presence,
     quality,
-    ood: { mean, inv_std: invStd, radius, threshold: oodThreshold },
+    ood: { mean, std, k, bank, radius, threshold: oodThreshold },
     thresholds: { presence: 0.5, quality: qualityThreshold, uncertain_fraction: uncertainThreshold },
     conformal,
   };

@@ -28,11 +28,17 @@ describe('calibration fitting', () => {
     expect(b).toBeCloseTo(-1, 1);
   });
 
-  it('scores an embedding far from every modality mean as stranger than one near a mean', () => {
-    const ood = { mean: { xray: [0, 0, 0], mri: [5, 5, 5] }, inv_std: { xray: [1, 1, 1], mri: [0.5, 0.5, 0.5] }, radius: { xray: 2, mri: 2 }, threshold: 1 };
-    const near = oodScore([0.1, -0.1, 0.2], ood), far = oodScore([20, -20, 9], ood);
+  it('scores an embedding far from every training set as stranger than one among them (k-NN)', () => {
+    const enc = (vs: number[][]) => Buffer.from(Float32Array.from(vs.flat()).buffer).toString('base64');
+    const ood = {
+      mean: [0, 0, 0], std: [1, 1, 1], k: 2,
+      bank: { xray: enc([[0, 0, 0], [0.2, 0, 0], [0, 0.2, 0]]), mri: enc([[5, 5, 5], [5.2, 5, 5], [5, 5.2, 5]]) },
+      radius: { xray: 0.2, mri: 0.2 }, threshold: 1.5,
+    };
+    const near = oodScore([0.1, 0.05, 0], ood), far = oodScore([20, -20, 9], ood);
     expect(near.nearest).toBe('xray');
     expect(near.score).toBeLessThan(ood.threshold);
     expect(far.score).toBeGreaterThan(ood.threshold);
+    expect(oodScore([5.1, 5, 5], ood).nearest).toBe('mri');
   });
 });

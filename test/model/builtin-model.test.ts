@@ -73,8 +73,8 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
 
 describe('out-of-distribution images made by code', () => {
   const cal = () => ctx.pipeline.registry.entry('promptseg-builtin').calibration;
-  // Measured: 12 of these 20 flagged (60%) while 8 of 810 shared test images are (1%); the 95% target
-  // of the trust issue is not met yet, so this guards the level reached rather than the goal.
+  // Measured: 17 of these 20 flagged (85%) with the k-NN score and the threshold fitted on val; the
+  // 95% target of the trust issue is not met yet, so this guards the level reached, not the goal.
   it.skipIf(!cal())('flags most non-medical images made by code (noise, stripes, checkerboards, scenes with text) as out of distribution', async () => {
     const rnd = seededRandom(3);
     const makers: (() => Promise<Buffer>)[] = [];
@@ -97,6 +97,6 @@ describe('out-of-distribution images made by code', () => {
       const r = await segment(ctx.pipeline, { image, prompts: ['heart'] });
       if (r.image.outOfDistribution) flagged++;
     }
-    expect(flagged / makers.length).toBeGreaterThanOrEqual(0.55);
+    expect(flagged / makers.length).toBeGreaterThanOrEqual(0.8);
   });
 });

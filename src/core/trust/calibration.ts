@@ -13,12 +13,16 @@ export const CalibrationSchema = z.object({
   presence: z.object({ a: z.number(), b: z.number() }),
   quality: z.object({ a: z.number(), b: z.number() }),
   ood: z.object({
-    /** Per training dataset: mean and inverse standard deviation of the pooled image embedding. */
-    mean: z.record(z.string(), z.array(z.number())),
-    inv_std: z.record(z.string(), z.array(z.number())),
-    /** Per dataset: the distance beyond which an image is not like that dataset. */
+    /** Standardisation of the pooled image embedding (mean and standard deviation over training images). */
+    mean: z.array(z.number()),
+    std: z.array(z.number()),
+    /** Neighbours counted: the score uses the distance to the k-th nearest training image. */
+    k: z.number().int().positive(),
+    /** Per training dataset: standardised training embeddings, float32 little-endian, base64. */
+    bank: z.record(z.string(), z.string()),
+    /** Per dataset: the 95th percentile of its own images' leave-one-out k-NN distance. */
     radius: z.record(z.string(), z.number()),
-    /** Flag when the smallest distance / radius ratio exceeds this (1 = outside every dataset's radius). */
+    /** Flag when the smallest distance / radius ratio over datasets exceeds this. */
     threshold: z.number(),
   }),
   thresholds: z.object({
@@ -44,21 +48,54 @@ export const logit = (p: number): number => {
 
 export const platt = (z: number, c: { a: number; b: number }): number => sigmoid(c.a * z + c.b);
 
+const banks = new WeakMap<object, Map<string, Float32Array[]>>();
+
+function decodeBank(ood: Calibration['ood']): Map<string, Float32Array[]> {
+  let m = banks.get(ood);
+  if (!m) {
+    m = new Map();
+    const dim = ood.mean.length;
+    for (const [name, b64] of Object.entries(ood.bank)) {
+      const buf = Buffer.from(b64, 'base64');
+      const all = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+      const list: Float32Array[] = [];
+      for (let i = 0; i + dim <= all.length; i += dim) list.push(all.subarray(i, i + dim));
+      m.set(name, list);
+    }
+    banks.set(ood, m);
+  }
+  return m;
+}
+
+/** Standardises an embedding with the calibration's training mean and spread. */
+export function standardise(e: ArrayLike<number>, mean: number[], std: number[]): Float32Array {
+  return Float32Array.from(mean, (mu, i) => (e[i] - mu) / std[i]);
+}
+
+/** RMS distance (per dimension) from q to its k-th nearest vector in list, skipping index `skip`. */
+export function kthNearest(q: ArrayLike<number>, list: Float32Array[], k: number, skip = -1): number {
+  const d: number[] = [];
+  for (let j = 0; j < list.length; j++) {
+    if (j === skip) continue;
+    const e = list[j];
+    let s = 0;
+    for (let i = 0; i < e.length; i++) s += (q[i] - e[i]) ** 2;
+    d.push(Math.sqrt(s / e.length));
+  }
+  d.sort((a, b) => a - b);
+  return d.length ? d[Math.min(k, d.length) - 1] : Infinity;
+}
+
 /**
  * Out-of-distribution score of an image embedding: over training datasets, the smallest ratio of
- * the standardised distance to the dataset's mean (RMS over dimensions, each dataset with its own
- * spread) to that dataset's radius. Above 1 means outside every dataset; higher is stranger.
+ * the distance to the dataset's k-th nearest training image to that dataset's radius. Around 1 or
+ * below is like some training dataset; higher is stranger.
  */
 export function oodScore(embedding: ArrayLike<number>, ood: Calibration['ood']): { score: number; nearest: string } {
+  const q = standardise(embedding, ood.mean, ood.std);
   let best = Infinity, nearest = '';
-  for (const [name, mu] of Object.entries(ood.mean)) {
-    const inv = ood.inv_std[name];
-    let s = 0;
-    for (let i = 0; i < mu.length; i++) {
-      const d = (embedding[i] - mu[i]) * inv[i];
-      s += d * d;
-    }
-    const v = Math.sqrt(s / mu.length) / (ood.radius?.[name] ?? 1);
+  for (const [name, list] of decodeBank(ood)) {
+    const v = kthNearest(q, list, ood.k) / (ood.radius[name] ?? 1);
     if (v < best) {
       best = v;
       nearest = name;
