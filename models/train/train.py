@@ -178,6 +178,7 @@ def main():
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
+    ap.add_argument("--init", default=None, help="start from these weights (e.g. models/promptseg-builtin/weights.pt) when there is no checkpoint to resume")
     a = ap.parse_args()
     torch.set_num_threads(2)
     vocab = json.load(open(os.path.join(ROOT, "prompts", "vocabulary.json")))
@@ -199,6 +200,9 @@ def main():
         opt.load_state_dict(s["opt"])
         step, best = s["step"], s.get("best", -1.0)
         print(f"resumed at step {step}", flush=True)
+    elif a.init:
+        model.load_state_dict(torch.load(a.init)["model"])
+        print(f"initialised from {a.init}", flush=True)
     rng = random.Random(a.seed * 100003 + step)
     g = torch.Generator().manual_seed(a.seed + step)
     torch.manual_seed(a.seed + step)
