@@ -1,13 +1,8 @@
 import os from 'node:os';
 import sharp from 'sharp';
 
-export function percentileOf(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  const pos = (p / 100) * (s.length - 1);
-  const lo = Math.floor(pos), hi = Math.ceil(pos);
-  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
-}
+/** The eval metrics' percentile (linear interpolation), under the name the bench scripts use. */
+export { percentile as percentileOf } from '../eval/metrics.js';
 
 export const machine = () => `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, node ${process.version}`;
 

@@ -1,14 +1,14 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import sharp from 'sharp';
 import { decodeImage } from '../core/image/decode.js';
 import { segment } from '../core/pipeline/segment.js';
 import { fitPlatt, fitTemperature, kthNearest, logit, oodScore, standardise, type Calibration } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
+import { caseImagePath, readCaseMask } from './dataset-layout.js';
 
 export interface CalibrateOptions {
   modelId?: string;
@@ -53,8 +53,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     const region = vocab.data.datasets.find((d) => d.id === id)?.region;
     const others = vocab.data.structures.filter((s) => s.region !== region);
     for (const [ci, c] of list.entries()) {
-      const ext = (meta.image_ext ?? ['.png', '.jpg']).find((e) => existsSync(path.join(o.dataRoot, id, 'images', c + e))) ?? '.png';
-      const image = await decodeImage(await readFile(path.join(o.dataRoot, id, 'images', c + ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
+      const image = await decodeImage(await readFile(caseImagePath(o.dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const prompts = meta.structures.map((s) => vocab.bySlug.get(s.slug)?.name ?? s.slug);
       const neg = [others[Math.floor(rnd() * others.length)].name, others[Math.floor(rnd() * others.length)].name, vocab.data.nonsense.train[ci % vocab.data.nonsense.train.length]];
       const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId: entry.id, calibrated: false });
@@ -62,10 +61,8 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
       embeds.set(id, [...(embeds.get(id) ?? []), res.image.embedding]);
       const { width: w, height: h } = res;
       for (const [k, s] of meta.structures.entries()) {
-        const { data } = await sharp(path.join(o.dataRoot, id, 'masks', s.slug, c + '.png')).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
-        const gt = new Uint8Array(w * h);
-        let gsum = 0;
-        for (let i = 0; i < gt.length; i++) gsum += gt[i] = data[i] > 127 ? 1 : 0;
+        const gt = await readCaseMask(o.dataRoot, id, s.slug, c, { width: w, height: h });
+        const gsum = gt.reduce((a, v) => a + v, 0);
         const r = res.results[k];
         presZ.push(logit(r.presenceRaw));
         presY.push(gsum > 0 ? 1 : 0);
@@ -191,8 +188,7 @@ async function embedSplit(ctx: ServiceContext, modelId: string, dataRoot: string
     const splits = JSON.parse(readFileSync(path.join(dataRoot, id, 'splits.json'), 'utf8')) as Record<string, string[]>;
     const list: Float32Array[] = [];
     for (const c of (splits[split] ?? []).slice(0, limit)) {
-      const ext = (meta.image_ext ?? ['.png', '.jpg']).find((e) => existsSync(path.join(dataRoot, id, 'images', c + e))) ?? '.png';
-      const image = await decodeImage(await readFile(path.join(dataRoot, id, 'images', c + ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
+      const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const r = await segment(ctx.pipeline, { image, prompts: [], modelId, calibrated: false });
       list.push(r.image.embedding);
       progress?.(++done, total, `${id} (${split} embeddings)`);

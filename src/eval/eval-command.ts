@@ -5,8 +5,7 @@ import { PROJECT_ROOT } from '../config/env.js';
 import type { ServiceContext } from '../service/context.js';
 import { renderHtml, renderMarkdown, type ReportMeta } from './report.js';
 import { evalKey, machineDescription, runEval, summarise, type CaseRecord, type Summary } from './run-eval.js';
-import { readdirSync } from 'node:fs';
-import sharp from 'sharp';
+import { caseImagePath, readCaseMask } from './dataset-layout.js';
 import { decodeImage } from '../core/image/decode.js';
 import { renderOverlay } from '../core/image/overlay.js';
 import { segment } from '../core/pipeline/segment.js';
@@ -74,13 +73,9 @@ async function worstCaseGallery(ctx: ServiceContext, dataRoot: string, records: 
   const out = new Map<CaseRecord, string>();
   const worst = records.filter((r) => r.set === 'canonical' && r.dice !== null).sort((a, b) => a.dice! - b.dice!).slice(0, 12);
   for (const r of worst) {
-    const dir = path.join(dataRoot, r.dataset);
-    const file = readdirSync(path.join(dir, 'images')).find((f) => f.startsWith(r.case + '.'));
-    if (!file) continue;
-    const image = await decodeImage(readFileSync(path.join(dir, 'images', file)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
+    const image = await decodeImage(readFileSync(caseImagePath(dataRoot, r.dataset, r.case)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
     const res = await segment(ctx.pipeline, { image, prompts: [r.prompt], modelId: r.model, threshold });
-    const { data } = await sharp(path.join(dir, 'masks', r.structure!, r.case + '.png')).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
-    const gt = Uint8Array.from(data, (v) => (v > 127 ? 1 : 0));
+    const gt = await readCaseMask(dataRoot, r.dataset, r.structure!, r.case);
     const png = await renderOverlay(image, [gt, res.results[0].mask], 200);
     out.set(r, `data:image/png;base64,${png.toString('base64')}`);
   }

@@ -3,7 +3,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import sharp from 'sharp';
 import type { ServiceContext } from '../service/context.js';
 import { segmentOperation } from '../service/operations/segment.js';
 import { runOperation } from '../service/run-operation.js';
@@ -14,6 +13,7 @@ import { logit } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import { auroc, bootstrapCi, calibration, dice, iou, mean, percentile, seededRandom, surfaceMetrics } from './metrics.js';
 import type { Suite } from './suite.js';
+import { caseImagePath, readCaseMask } from './dataset-layout.js';
 
 export type PromptSet = 'canonical' | 'eval_only' | 'absent' | 'nonsense';
 
@@ -56,14 +56,6 @@ export interface EvalProgress {
 
 const readJson = <T>(f: string): T => JSON.parse(readFileSync(f, 'utf8')) as T;
 
-async function readMask(file: string, w: number, h: number): Promise<Uint8Array> {
-  const { data, info } = await sharp(file).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
-  if (info.width !== w || info.height !== h) throw new Error(`${file} is ${info.width}x${info.height}, the image is ${w}x${h}`);
-  const m = new Uint8Array(w * h);
-  for (let i = 0; i < m.length; i++) m[i] = data[i] > 127 ? 1 : 0;
-  return m;
-}
-
 /** Runs every model of the suite over every case of the chosen split through the service API. */
 export interface PixelSamples {
   /** Calibrated pixel probabilities (what the service returns) and labels. */
@@ -102,9 +94,7 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
       const region = vocab.data.datasets.find((d) => d.id === ds.id)?.region;
       const otherRegion = vocab.data.structures.filter((s) => s.region !== region);
       for (const [ci, c] of cases.entries()) {
-        const dir = path.join(dataRoot, ds.id);
-        const ext = (ds.image_ext ?? ['.png', '.jpg']).find((e) => existsSync(path.join(dir, 'images', c + e))) ?? '.png';
-        const bytes = await readFile(path.join(dir, 'images', c + ext));
+        const bytes = await readFile(caseImagePath(dataRoot, ds.id, c, ds.image_ext));
         const prompts: { prompt: string; structure: string | null; set: PromptSet }[] = [];
         for (const s of ds.structures) {
           const v = vocab.bySlug.get(s.slug);
@@ -131,7 +121,7 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
         const stored = ctx.results.get(out.result_id)!.result;
         const { width: w, height: h } = stored;
         const gts = new Map<string, Uint8Array>();
-        for (const s of ds.structures) gts.set(s.slug, await readMask(path.join(dir, 'masks', s.slug, c + '.png'), w, h));
+        for (const s of ds.structures) gts.set(s.slug, await readCaseMask(dataRoot, ds.id, s.slug, c, { width: w, height: h }));
         prompts.forEach((p, i) => {
           const res = stored.results[i];
           const gt = p.set === 'canonical' || p.set === 'eval_only' ? gts.get(p.structure!)! : undefined;

@@ -212,48 +212,24 @@ async function segmentCommand(config: ReturnType<typeof loadConfig>, args: strin
   const volumeOp = operationByName('segment_volume')!;
   for (const [i, f] of files.entries()) {
     const bytes = await readFile(f);
-    if (isNifti(f)) {
-      // volumes go slice by slice and come back as NIfTI masks with the input's affine
-      const input: Record<string, unknown> = { image: { base64: bytes.toString('base64') }, prompts: values.prompt };
-      if (values.model) input.model = values.model;
-      if (values.threshold) input.threshold = Number(values.threshold);
-      const r = await runOperation(ctx, volumeOp, input, { via: 'cli' });
-      const base = path.basename(f).replace(/\.nii(\.gz)?$/i, '');
-      if (!r.ok) {
-        failures++;
-        summary.push({ file: f, error: r.error });
-        process.stderr.write(`\npromptseg: ${f}: ${r.error.message}\n`);
-      } else {
-        const v = r.value as { volume_id: string; results: { index: number; prompt: string }[] };
-        const masks: string[] = [];
-        for (const res of v.results) {
-          const art = getVolumeMask(ctx, v.volume_id, res.index);
-          if (!art.ok) continue;
-          const name = `${base}__${slug(res.prompt)}.nii.gz`;
-          await writeFile(path.join(outDir, name), art.value.bytes);
-          masks.push(name);
-        }
-        summary.push({ file: f, ...stripUrls(v), mask_files: masks });
-      }
-      if (files.length > 1) progressBar(i + 1, files.length, t0);
-      continue;
-    }
+    // volumes go slice by slice and come back as NIfTI masks with the input's affine; 2D images as PNG masks
+    const volume = isNifti(f);
     const input: Record<string, unknown> = { image: { base64: bytes.toString('base64') }, prompts: values.prompt };
     if (values.model) input.model = values.model;
     if (values.threshold) input.threshold = Number(values.threshold);
-    const r = await runOperation(ctx, op, input, { via: 'cli' });
-    const base = path.basename(f, path.extname(f));
+    const r = await runOperation(ctx, volume ? volumeOp : op, input, { via: 'cli' });
+    const base = volume ? path.basename(f).replace(/\.nii(\.gz)?$/i, '') : path.basename(f, path.extname(f));
     if (!r.ok) {
       failures++;
       summary.push({ file: f, error: r.error });
       process.stderr.write(`\npromptseg: ${f}: ${r.error.message}\n`);
     } else {
-      const v = r.value as { result_id: string; results: { index: number; prompt: string; mask_url?: string }[] };
+      const v = r.value as { result_id?: string; volume_id?: string; results: { index: number; prompt: string }[] };
       const masks: string[] = [];
       for (const res of v.results) {
-        const art = await getResultArtifact(ctx, v.result_id, 'masks', res.index);
+        const art = volume ? getVolumeMask(ctx, v.volume_id!, res.index) : await getResultArtifact(ctx, v.result_id!, 'masks', res.index);
         if (!art.ok) continue;
-        const name = `${base}__${slug(res.prompt)}.png`;
+        const name = `${base}__${slug(res.prompt)}${volume ? '.nii.gz' : '.png'}`;
         await writeFile(path.join(outDir, name), art.value.bytes);
         masks.push(name);
       }

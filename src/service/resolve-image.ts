@@ -33,15 +33,7 @@ export async function resolveImage(ctx: ServiceContext, input: ImageInput, spaci
     if (!img) fail('invalid_argument', `image_id ${input.image_id} is not (or no longer) held by this server; send the image again`, 'image.image_id');
     return { id: input.image_id, image: withSpacing(img!, spacing) };
   }
-  if (input.base64 !== undefined) {
-    const b64 = input.base64.replace(/^data:[^;,]*;base64,/, '');
-    const max = ctx.config.PROMPTSEG_MAX_BODY_BYTES;
-    if ((b64.length * 3) / 4 > max) fail('too_large', `the base64 image decodes to over ${max} bytes`, 'image.base64');
-    if (!/^[A-Za-z0-9+/\s]*={0,2}\s*$/.test(b64)) fail('bad_input', 'image.base64 is not valid base64', 'image.base64');
-    bytes = Buffer.from(b64, 'base64');
-  } else {
-    bytes = await readAllowedFile(ctx, input.path!);
-  }
+  bytes = await readImageBytes(ctx, input);
   const image = await decodeImage(bytes, { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS, ...decode });
   const h = createHash('sha256').update(bytes);
   if (decode.frame !== undefined || decode.window) h.update(JSON.stringify(decode));
@@ -52,6 +44,18 @@ export async function resolveImage(ctx: ServiceContext, input: ImageInput, spaci
 
 function withSpacing(image: RasterImage, spacing?: [number, number]): RasterImage {
   return spacing ? { ...image, spacing: { row: spacing[0], col: spacing[1] } } : image;
+}
+
+/** The bytes of an image given as base64 (size and alphabet checked first) or as a path inside the allowed roots. */
+export async function readImageBytes(ctx: ServiceContext, input: { base64?: string; path?: string }): Promise<Uint8Array> {
+  const given = (['base64', 'path'] as const).filter((k) => input[k] !== undefined);
+  if (given.length !== 1) fail('invalid_argument', 'give exactly one of image.base64 or image.path', 'image');
+  if (input.base64 === undefined) return readAllowedFile(ctx, input.path!);
+  const b64 = input.base64.replace(/^data:[^;,]*;base64,/, '');
+  const max = ctx.config.PROMPTSEG_MAX_BODY_BYTES;
+  if ((b64.length * 3) / 4 > max) fail('too_large', `the base64 image decodes to over ${max} bytes`, 'image.base64');
+  if (!/^[A-Za-z0-9+/\s]*={0,2}\s*$/.test(b64)) fail('bad_input', 'image.base64 is not valid base64', 'image.base64');
+  return Buffer.from(b64, 'base64');
 }
 
 /** Reads a file the caller named by path, only inside the configured allowed roots. */

@@ -4,7 +4,7 @@ import { fail, ok } from '../../core/errors.js';
 import { parseNifti, placeSliceMask, sliceImage, writeNiftiMask, type SliceAxis } from '../../core/image/nifti.js';
 import { segment } from '../../core/pipeline/segment.js';
 import { defineOperation } from '../operation.js';
-import { readAllowedFile } from '../resolve-image.js';
+import { readImageBytes } from '../resolve-image.js';
 import { DISCLAIMER } from '../schemas.js';
 
 const MAX_SLICES = 512;
@@ -50,11 +50,8 @@ export const segmentVolumeOperation = defineOperation({
     disclaimer: z.string(),
   }),
   async run(ctx, input, extras) {
-    const given = (['base64', 'path'] as const).filter((k) => input.image[k] !== undefined);
-    if (given.length !== 1) fail('invalid_argument', 'give exactly one of image.base64 or image.path', 'image');
     if (input.model !== undefined) ctx.pipeline.registry.entry(input.model);
-    const bytes = input.image.base64 !== undefined ? Buffer.from(input.image.base64, 'base64') : await readAllowedFile(ctx, input.image.path!);
-    if (bytes.length > ctx.config.PROMPTSEG_MAX_BODY_BYTES) fail('too_large', `the volume file is over ${ctx.config.PROMPTSEG_MAX_BODY_BYTES} bytes`, 'image');
+    const bytes = await readImageBytes(ctx, input.image);
     const t0 = performance.now();
     const vol = parseNifti(bytes, { maxVoxels: ctx.config.PROMPTSEG_MAX_PIXELS * 8 });
     const axis = input.axis as SliceAxis;
