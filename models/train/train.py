@@ -6,6 +6,7 @@ Progress (loss, images/s, ETA) goes to stdout; checkpoints to models/promptseg-b
 import argparse, json, math, os, random, sys, time
 
 import numpy as np
+from PIL import Image
 import torch
 import torch.nn.functional as F
 
@@ -37,16 +38,27 @@ def to_tensor(imgs):
 
 
 class Batcher:
-    def __init__(self, datasets, vocab, tok, rng, batch, k):
+    def __init__(self, datasets, vocab, tok, rng, batch, k, p_zoom=0.0, upscale=1, boost=None):
+        boost = boost or {}
         self.ds, self.vocab, self.tok, self.rng, self.batch, self.k = datasets, vocab, tok, rng, batch, k
         self.prompts = PromptSampler(vocab, rng)
         self.train_idx = [d.split_idx("train") for d in datasets]
-        w = np.array([max(math.sqrt(len(t)), 6.0) for t in self.train_idx])
+        w = np.array([max(math.sqrt(len(t)), 6.0) * boost.get(d.id, 1.0) for t, d in zip(self.train_idx, datasets)])
+        self.p_zoom, self.upscale = p_zoom, upscale
+        for d in datasets:  # laterality needs the whole field of view; tiled data is cropped natively
+            d.zoomable = not d.tiled and d.id not in NO_ZOOM
         self.weights = w / w.sum()
         self.all_slugs = [(s["slug"], s["region"]) for s in vocab["structures"]]
 
     def crop_native(self, d, i):
         img, masks = d.native[i]
+        if self.upscale > 1 and self.rng.random() < 0.6:
+            # thin structures are served at `upscale` x native resolution: crop SIZE/upscale native
+            # pixels and enlarge them, so the half-resolution mask head sees them at native scale
+            c = SIZE // self.upscale
+            h, w = img.shape[:2]
+            y, x = self.rng.randint(0, max(h - c, 0)), self.rng.randint(0, max(w - c, 0))
+            return resize_pair(img[y:y + c, x:x + c], masks[:, y:y + c, x:x + c])
         h, w = img.shape[:2]
         ph, pw = max(SIZE - h, 0), max(SIZE - w, 0)
         if ph or pw:
@@ -55,6 +67,22 @@ class Batcher:
         h, w = img.shape[:2]
         y, x = self.rng.randint(0, h - SIZE), self.rng.randint(0, w - SIZE)
         return img[y:y + SIZE, x:x + SIZE], masks[:, y:y + SIZE, x:x + SIZE]
+
+    def zoom(self, img, masks, j):
+        """Crop around structure j's box with a random margin and enlarge to SIZE: the model learns
+        the second, zoomed-in look that inference takes at small structures (refine pass)."""
+        ys, xs = np.nonzero(masks[j])
+        if len(ys) == 0:
+            return img, masks
+        bh, bw = ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()
+        side = int(min(SIZE, max(bh, bw) * (1 + 2 * self.rng.uniform(0.15, 0.6)) + 8))
+        if side > 0.75 * SIZE:
+            return img, masks
+        cy = (ys.min() + ys.max() + 1) / 2 + self.rng.uniform(-0.1, 0.1) * side
+        cx = (xs.min() + xs.max() + 1) / 2 + self.rng.uniform(-0.1, 0.1) * side
+        top = int(round(min(max(cy - side / 2, 0), SIZE - side)))
+        left = int(round(min(max(cx - side / 2, 0), SIZE - side)))
+        return resize_pair(img[top:top + side, left:left + side], masks[:, top:top + side, left:left + side])
 
     def negative(self, d):
         if self.rng.random() < 0.25:
@@ -77,6 +105,9 @@ class Batcher:
                 img, masks = self.crop_native(d, i)
             else:
                 img, masks = d.images[i], d.masks[i]
+                pres0 = np.flatnonzero(d.present[i])
+                if d.zoomable and len(pres0) and self.rng.random() < self.p_zoom:
+                    img, masks = self.zoom(img, masks, int(self.rng.choice(list(pres0))))
             imgs.append(img)
             flip_ok.append(d.region != "thorax")
             pres = masks.reshape(len(d.slugs), -1).any(-1)
@@ -105,6 +136,16 @@ class Batcher:
         x = to_tensor(np.stack(imgs))
         y = torch.from_numpy(np.stack(targets)).float().view(self.batch, self.k, SIZE, SIZE)
         return x, y, id_t, m_t, slugs, torch.tensor(present, dtype=torch.float32), torch.tensor(flip_ok)
+
+
+NO_ZOOM = {"jsrt_scr_cxr"}
+
+
+def resize_pair(img, masks):
+    """Image crop (bilinear) and its masks (bilinear, thresholded) to SIZE x SIZE."""
+    im = np.asarray(Image.fromarray(img).resize((SIZE, SIZE), Image.BILINEAR))
+    ms = np.stack([np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((SIZE, SIZE), Image.BILINEAR)) > 127 for m in masks])
+    return im, ms
 
 
 def augment(x, y, flip_ok, g):
@@ -178,6 +219,9 @@ def main():
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
+    ap.add_argument("--zoom", type=float, default=0.0, help="probability of a zoomed crop around a present structure (non-tiled datasets except chest X-ray)")
+    ap.add_argument("--upscale", type=int, default=1, help="tiled datasets: also train on SIZE/upscale native crops enlarged upscale x")
+    ap.add_argument("--boost", default="", help="dataset sampling multipliers, e.g. acdc_cardiac_mri=1.6,lgg_flair_mri=1.5")
     ap.add_argument("--init", default=None, help="start from these weights (e.g. models/promptseg-builtin/weights.pt) when there is no checkpoint to resume")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -206,7 +250,8 @@ def main():
     rng = random.Random(a.seed * 100003 + step)
     g = torch.Generator().manual_seed(a.seed + step)
     torch.manual_seed(a.seed + step)
-    batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k)
+    boost = {kv.split("=")[0]: float(kv.split("=")[1]) for kv in a.boost.split(",") if kv}
+    batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k, a.zoom, a.upscale, boost)
     warm = 200
 
     def lr_at(s):

@@ -13,7 +13,7 @@ async function main(): Promise<void> {
   const model = reg.get();
   await model.load();
   const s = model.entry.input.size;
-  const px = new Float32Array(3 * s * s).map((_, i) => Math.sin(i * 0.001));
+  const px = new Uint8Array(3 * s * s).map((_, i) => 128 + Math.round(100 * Math.sin(i * 0.001)));
   const runs = Number(process.env.BENCH_RUNS ?? 30);
   const enc: number[] = [], txt: number[] = [], dec: number[] = [];
   let feats = await model.encodeImage(px);

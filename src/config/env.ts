@@ -16,6 +16,8 @@ export const ConfigSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   PORT: int(8787, 0).pipe(z.number().max(65535)),
   PROMPTSEG_MODELS_DIR: z.string().default(path.join(PROJECT_ROOT, 'models')),
+  /** More manifests (comma-separated paths), e.g. models/tiny/manifest.json; each entry's dir is relative to its manifest. */
+  PROMPTSEG_EXTRA_MANIFESTS: list,
   PROMPTSEG_DEFAULT_MODEL: z.string().default('promptseg-builtin'),
   PROMPTSEG_THREADS: int(2, 1),
   PROMPTSEG_MAX_BODY_BYTES: int(25 * 1024 * 1024, 1024),

@@ -94,10 +94,10 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const quality = fitPlatt(present.map((p) => p.qualityLogit), present.map((p) => p.dice));
   // out-of-distribution statistics: per training dataset, from train-split images (the model's own
   // training distribution); the threshold comes from val images, which the statistics never saw
-  const trainEmbeds = await embedSplit(ctx, entry.id, o.dataRoot, plan.map((p) => p.id), 'train', o.trainLimit ?? 60, o.progress);
+  const dim = embeds.values().next().value?.[0]?.length ?? 0;
+  const trainEmbeds = dim ? await embedSplit(ctx, entry.id, o.dataRoot, plan.map((p) => p.id), 'train', o.trainLimit ?? 60, o.progress) : new Map<string, Float32Array[]>();
   // k-NN in the standardised embedding space: each dataset's radius is the 95th percentile of its
   // own training images' leave-one-out distance to their k-th neighbour
-  const dim = embeds.values().next().value![0].length;
   const all = [...trainEmbeds.values()].flat();
   const mean = Array.from({ length: dim }, (_, i) => all.reduce((s, e) => s + e[i], 0) / all.length);
   const std = Array.from({ length: dim }, (_, i) => Math.sqrt(all.reduce((s, e) => s + (e[i] - mean[i]) ** 2, 0) / all.length + 1e-6));
@@ -113,8 +113,8 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   }
   const oodTmp = { mean, std, k, bank, radius, threshold: 1 };
   // val images (never in the bank) fix the threshold: their 99th percentile (at least 1), plus 10%
-  const scores = [...embeds.values()].flat().map((e) => oodScore(e, oodTmp).score);
-  const oodThreshold = Math.max(1, percentile(scores, 99)) * 1.1;
+  const scores = dim ? [...embeds.values()].flat().map((e) => oodScore(e, oodTmp).score) : [];
+  const oodThreshold = dim ? Math.max(1, percentile(scores, 99)) * 1.1 : 0;
   // verdict thresholds: the quality and uncertainty cut-offs that best separate failures (Dice < 0.7) on val
   const fail: number[] = present.map((p) => (p.dice < 0.7 ? 1 : 0));
   const calQ = present.map((p) => sigmoid(quality.a * p.qualityLogit + quality.b));
@@ -164,7 +164,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     pixel_temperature: T,
     presence,
     quality,
-    ood: { mean, std, k, bank, radius, threshold: oodThreshold },
+    ...(dim ? { ood: { mean, std, k, bank, radius, threshold: oodThreshold } } : {}),
     thresholds: { presence: 0.5, quality: qualityThreshold, uncertain_fraction: uncertainThreshold },
     conformal,
   };
@@ -172,7 +172,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
 
 export function writeCalibration(ctx: ServiceContext, modelId: string | undefined, cal: Calibration): string {
   const entry = ctx.pipeline.registry.entry(modelId ?? ctx.pipeline.registry.defaultId);
-  const file = path.join(ctx.config.PROMPTSEG_MODELS_DIR, entry.dir, entry.calibration ?? 'calibration.json');
+  const file = path.join(ctx.pipeline.registry.dirOf(entry), entry.calibration ?? 'calibration.json');
   const round = (_: string, v: unknown) => (typeof v === 'number' ? Math.round(v * 1e6) / 1e6 : v);
   writeFileSync(file, JSON.stringify(cal, round, 1));
   return file;

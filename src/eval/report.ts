@@ -6,7 +6,7 @@ const esc = (s: string) => s.replace(/[&<>"]/g, (ch) => ({ '&': '&amp;', '<': '&
 export interface ReportMeta {
   suite: string;
   split: string;
-  models: { id: string; files: Record<string, { sha256: string }> }[];
+  models: { id: string; files: Record<string, { sha256?: string }> }[];
   commit: string;
   machine: string;
   started: string;

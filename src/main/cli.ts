@@ -31,7 +31,7 @@ usage:
                                            fit calibration, OOD statistics, verdict and conformal
                                            thresholds on the val split; writes models/<id>/calibration.json
   promptseg models list                    list models (installed, size, licence)
-  promptseg models pull <id>               download a model bundle from the hub (HF_ENDPOINT for a mirror),
+  promptseg models pull <id> [<id> ...]   download model bundles from the hub (HF_ENDPOINT for a mirror),
                                            resumable, sha256-verified against the manifest
   promptseg structures list [--modality M] list structures the models know
 `;
@@ -67,7 +67,7 @@ async function main(argv: string[]): Promise<number> {
       return calibrateCommand(config, rest);
     case 'models':
       if (rest[0] === 'pull') return pullCommand(config, rest.slice(1));
-      if (rest[0] !== 'list') throw new UsageError('usage: promptseg models list | promptseg models pull <id>');
+      if (rest[0] !== 'list') throw new UsageError('usage: promptseg models list | promptseg models pull <id> [<id> ...]');
       return printOp(config, 'list_models', {});
     case 'structures': {
       if (rest[0] !== 'list') throw new UsageError('usage: promptseg structures list [--modality M]');
@@ -92,30 +92,39 @@ async function printOp(config: ReturnType<typeof loadConfig>, name: string, inpu
 }
 
 async function pullCommand(config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {
-  if (args.length !== 1) throw new UsageError('usage: promptseg models pull <id>');
-  const reg = new ModelRegistry(config.PROMPTSEG_MODELS_DIR, 1);
-  const entry = reg.manifest.models.find((m) => m.id === args[0]);
-  if (!entry) throw new UsageError(`no model "${args[0]}"; known: ${reg.manifest.models.map((m) => m.id).join(', ')}`);
-  if (!entry.hub) {
-    process.stderr.write(`promptseg: ${entry.id} ships with promptseg; there is nothing to pull\n`);
-    return 0;
-  }
+  if (args.length < 1) throw new UsageError('usage: promptseg models pull <id> [<id> ...]');
+  const reg = new ModelRegistry(config.PROMPTSEG_MODELS_DIR, 1, config.PROMPTSEG_EXTRA_MANIFESTS);
+  const entries = args.map((id) => {
+    const e = reg.manifest.models.find((m) => m.id === id);
+    if (!e) throw new UsageError(`no model "${id}"; known: ${reg.manifest.models.map((m) => m.id).join(', ')}`);
+    return e;
+  });
   const endpoint = process.env.HF_ENDPOINT || DEFAULT_HUB_ENDPOINT;
-  const t0 = Date.now();
-  try {
-    const r = await pullBundle(
-      { repo: entry.hub.repo, revision: entry.hub.revision, dest: path.join(config.PROMPTSEG_MODELS_DIR, entry.dir), files: Object.entries(entry.files).map(([p, f]) => ({ path: p, sha256: f.sha256, bytes: f.bytes })) },
-      { endpoint, progress: (file, done, total) => progressBar(done, total ?? done, t0, file) },
-    );
-    process.stderr.write(`\npromptseg: ${entry.id}: ${r.downloaded.length} file(s) downloaded and verified, ${r.kept.length} already present\n`);
-    return 0;
-  } catch (e) {
-    if (e instanceof AppFailure) {
-      process.stderr.write(`\npromptseg: ${e.error.message}\n`);
-      return 1;
+  let code = 0;
+  for (const entry of entries) {
+    if (entry.convert) {
+      process.stderr.write(`promptseg: ${entry.id} is not on the hub as ONNX; make it with: ${entry.convert.command}\n`);
+      code = 1;
+      continue;
     }
-    throw e;
+    if (!entry.hub) {
+      process.stderr.write(`promptseg: ${entry.id} ships with promptseg; there is nothing to pull\n`);
+      continue;
+    }
+    const t0 = Date.now();
+    try {
+      const r = await pullBundle(
+        { repo: entry.hub.repo, revision: entry.hub.revision, dest: reg.dirOf(entry), files: Object.entries(entry.files).map(([p, f]) => ({ path: p, sha256: f.sha256, bytes: f.bytes })) },
+        { endpoint, progress: (file, done, total) => progressBar(done, total ?? done, t0, file) },
+      );
+      process.stderr.write(`\npromptseg: ${entry.id}: ${r.downloaded.length} file(s) downloaded and verified, ${r.kept.length} already present\n`);
+    } catch (e) {
+      if (!(e instanceof AppFailure)) throw e;
+      process.stderr.write(`\npromptseg: ${entry.id}: ${e.error.message}\n`);
+      code = 1;
+    }
   }
+  return code;
 }
 
 async function calibrateCommand(config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {
@@ -136,7 +145,7 @@ async function calibrateCommand(config: ReturnType<typeof loadConfig>, args: str
   process.stderr.write('\n');
   const file = writeCalibration(ctx, v.model, cal);
   await disposeServiceContext(ctx);
-  process.stdout.write(JSON.stringify({ file, pixel_temperature: cal.pixel_temperature, presence: cal.presence, quality: cal.quality, thresholds: cal.thresholds, ood_threshold: cal.ood.threshold, cases: cal.fitted_on.cases }, null, 1) + '\n');
+  process.stdout.write(JSON.stringify({ file, pixel_temperature: cal.pixel_temperature, presence: cal.presence, quality: cal.quality, thresholds: cal.thresholds, ood_threshold: cal.ood?.threshold ?? null, cases: cal.fitted_on.cases }, null, 1) + '\n');
   return 0;
 }
 

@@ -37,7 +37,7 @@ export interface ServiceContext {
 }
 
 export function createServiceContext(config: Config): ServiceContext {
-  const registry = new ModelRegistry(config.PROMPTSEG_MODELS_DIR, config.PROMPTSEG_THREADS);
+  const registry = new ModelRegistry(config.PROMPTSEG_MODELS_DIR, config.PROMPTSEG_THREADS, config.PROMPTSEG_EXTRA_MANIFESTS);
   const vocabulary = Vocabulary.fromProject(PROJECT_ROOT);
   const pkg = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string };
   return {

@@ -7,11 +7,13 @@ import { listModelsOperation } from './operations/list-models.js';
 import { listStructuresOperation } from './operations/list-structures.js';
 import { segmentOperation } from './operations/segment.js';
 import { segmentVolumeOperation } from './operations/segment-volume.js';
+import { segmentRegionOperation } from './operations/segment-region.js';
 
 /** Every operation of the service; HTTP routes and MCP tools are generated from this list. */
 export const OPERATIONS: Operation[] = [
   segmentOperation,
   segmentVolumeOperation,
+  segmentRegionOperation,
   assessSegmentationOperation,
   comparePromptsOperation,
   listModelsOperation,

@@ -30,6 +30,10 @@ export const PromptResultSchema = z.object({
   }),
   verdict: z.enum(['accept', 'review', 'reject']),
   reasons: z.array(ReasonSchema),
+  refined_by: z
+    .object({ model: z.string(), box: z.tuple([z.number(), z.number(), z.number(), z.number()]), predicted_iou: z.number() })
+    .optional()
+    .describe('Set when a box/point model redrew the mask from the box [x1, y1, x2, y2] of the text model\'s mask; predicted_quality is then its predicted IoU.'),
   mask_url: z.string().describe('Where the full-resolution mask PNG can be fetched over HTTP.'),
   mask_uri: z.string().describe('The MCP resource URI of the mask PNG.'),
   dicom_seg_url: z.string().optional().describe('For DICOM input: a DICOM Segmentation of all produced masks referencing the source image (?anonymize=true strips patient identifiers).'),

@@ -32,6 +32,13 @@ beforeAll(async () => {
       res.writeHead(404).end('not found');
       return;
     }
+    if (req.method === 'HEAD') {
+      // like the hub: LFS files state their sha256 and size in X-Linked-Etag / X-Linked-Size; corrupt.bin's is of other bytes
+      const lfs = /\.(onnx|bin)$/.test(m![1]);
+      const claimed = m![1] === 'corrupt.bin' ? sha(Buffer.from('what the hub says it serves')) : sha(body);
+      res.writeHead(302, { location: req.url ?? '/', ...(lfs ? { 'x-linked-etag': `"${claimed}"`, 'x-linked-size': String(body.length) } : { etag: '"0123456789abcdef0123456789abcdef01234567"' }) }).end();
+      return;
+    }
     let start = 0;
     const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     if (range) start = Number(range[1]);
@@ -88,6 +95,19 @@ describe('models pull against a local hub', () => {
     expect(msg).toMatch(/corrupt\.bin failed verification/);
     expect(existsSync(path.join(dest, 'corrupt.bin'))).toBe(false);
     expect(existsSync(path.join(dest, 'corrupt.bin.part'))).toBe(false);
+  });
+
+  it('verifies files the manifest gives no sha256 against the hub\'s X-Linked-Etag, and refuses a mismatch', async () => {
+    const dest = mkdtempSync(path.join(tmpdir(), 'pull-'));
+    const r = await pullBundle({ repo: 'org/tiny', revision: 'main', dest, files: [{ path: 'config.json' }, { path: 'onnx/model.onnx' }] }, { endpoint });
+    expect(r.downloaded).toEqual(['config.json', 'onnx/model.onnx']);
+    expect(readFileSync(path.join(dest, 'onnx/model.onnx')).equals(FILES['onnx/model.onnx'])).toBe(true);
+    // a second pull keeps the LFS file (its hash matches the hub's) without downloading it again
+    const again = await pullBundle({ repo: 'org/tiny', revision: 'main', dest, files: [{ path: 'onnx/model.onnx' }] }, { endpoint });
+    expect(again).toEqual({ downloaded: [], kept: ['onnx/model.onnx'] });
+    const msg = await kind(pullBundle({ repo: 'org/tiny', revision: 'main', dest, files: [{ path: 'corrupt.bin' }] }, { endpoint }));
+    expect(msg).toMatch(/corrupt\.bin failed verification/);
+    expect(existsSync(path.join(dest, 'corrupt.bin'))).toBe(false);
   });
 
   it('reports a missing file and an unreachable hub clearly', async () => {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ModelRegistry } from '../../src/core/models/registry.js';
+import type { PromptsegOnnxRunner } from '../../src/core/models/promptseg-onnx-runner.js';
 import { MODELS_DIR, readJson } from '../helpers/project.js';
 
 interface Parity {
@@ -39,7 +40,7 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
 
 describe('built-in model under onnxruntime-node', () => {
   const registry = new ModelRegistry(MODELS_DIR, 2);
-  const model = registry.get('promptseg-builtin');
+  const model = registry.get('promptseg-builtin') as PromptsegOnnxRunner;
   const parity = readJson<Parity>(path.join(MODELS_DIR, 'promptseg-builtin', 'parity.json'));
   afterAll(() => registry.dispose());
 
@@ -53,7 +54,7 @@ describe('built-in model under onnxruntime-node', () => {
     const emb = await model.encodeText(parity.prompts);
     const flat = emb.flatMap((e) => Array.from(e));
     expect(maxAbsDiff(flat, parity.text_embeds)).toBeLessThan(1e-4);
-    const feats = await model.encodeImage(parityImage(model.entry.input.size));
+    const feats = await model.encodePixels(parityImage(model.entry.input.size));
     expect(maxAbsDiff(feats.pooled, parity.pooled)).toBeLessThan(1e-3);
     const out = await model.decode(feats, emb);
     const logits = out.maskLogits.flatMap((g) => Array.from(g.data));

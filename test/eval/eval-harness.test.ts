@@ -4,12 +4,14 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { evaluateSuite } from '../../src/eval/eval-command.js';
+import { fitCalibration } from '../../src/eval/calibrate.js';
+import { CalibrationSchema } from '../../src/core/trust/calibration.js';
 import { createServiceContext, disposeServiceContext } from '../../src/service/context.js';
-import { MODELS_DIR, ROOT, sharedMissing } from '../helpers/project.js';
+import { MODELS_DIR, ROOT, sharedMissing, TINY_MANIFEST } from '../helpers/project.js';
 import { testConfig } from '../helpers/service.js';
 
 /** A two-dataset collection in the medseg2d layout, drawn by code: discs on a grey background. */
-async function tinyCollection(dir: string): Promise<void> {
+async function tinyCollection(dir: string, split: 'test' | 'val' = 'test'): Promise<void> {
   const sets = [
     { id: 'synthetic_derm', modality: 'dermoscopy', slug: 'skin_lesion', name: 'skin lesion' },
     { id: 'synthetic_us', modality: 'ultrasound', slug: 'fetal_head', name: 'fetal head' },
@@ -34,7 +36,7 @@ async function tinyCollection(dir: string): Promise<void> {
       await sharp(mask, { raw: { width: size, height: size, channels: 1 } }).png().toFile(path.join(d, 'masks', s.slug, c + '.png'));
     }
     writeFileSync(path.join(d, 'dataset.json'), JSON.stringify({ id: s.id, modality: s.modality, structures: [{ slug: s.slug, name: s.name, synonyms: [] }], image_ext: ['.png'] }));
-    writeFileSync(path.join(d, 'splits.json'), JSON.stringify({ train: [], val: [], test: cases }));
+    writeFileSync(path.join(d, 'splits.json'), JSON.stringify({ train: [], val: split === 'val' ? cases : [], test: split === 'test' ? cases : [] }));
   }
 }
 
@@ -86,6 +88,37 @@ describe('promptseg eval', () => {
     expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org)/); // self-contained
     const again = await evaluateSuite(ctx, { suiteFile, outDir: out });
     expect(again.reused).toBe(true);
+  });
+
+  it('runs the pretrained bundle runners side by side with the built-in model (tiny test bundles)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'eval-'));
+    await tinyCollection(path.join(dir, 'data'));
+    const suiteFile = path.join(dir, 'suite.json');
+    const ids = ['promptseg-builtin', 'clipseg-tiny', 'biomedclip-tiny'];
+    writeFileSync(suiteFile, JSON.stringify({ name: 'bundles', data_root: 'data', models: ids, bootstrap: 100, negatives: { absent_per_case: 1, nonsense_per_case: 1 } }));
+    const ctx = createServiceContext(testConfig({ PROMPTSEG_EXTRA_MANIFESTS: TINY_MANIFEST }));
+    contexts.push(ctx);
+    const out = path.join(dir, 'out');
+    const r = await evaluateSuite(ctx, { suiteFile, outDir: out });
+    const res = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8'));
+    expect(res.meta.models.map((m: { id: string }) => m.id)).toEqual(ids);
+    expect(res.records).toHaveLength(3 * 2 * 3 * 4);
+    for (const id of ids) expect(r.summary.structures.filter((s) => s.model === id).length).toBe(2);
+    expect(r.summary.paired.length).toBeGreaterThanOrEqual(2);
+    expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toContain('biomedclip-tiny');
+  });
+
+  it('calibrates a pretrained bundle the way it calibrates the built-in model (CLIPSeg: derived presence, no OOD embedding)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'eval-'));
+    await tinyCollection(path.join(dir, 'data'), 'val');
+    const ctx = createServiceContext(testConfig({ PROMPTSEG_EXTRA_MANIFESTS: TINY_MANIFEST }));
+    contexts.push(ctx);
+    const cal = await fitCalibration(ctx, { modelId: 'clipseg-tiny', dataRoot: path.join(dir, 'data') });
+    expect(CalibrationSchema.safeParse(cal).success).toBe(true);
+    expect(cal.ood).toBeUndefined();
+    expect(cal.pixel_temperature).toBeGreaterThan(0);
+    expect(Number.isFinite(cal.presence.a) && Number.isFinite(cal.presence.b)).toBe(true);
+    expect(cal.fitted_on.cases).toBe(6);
   });
 
   it('refuses an invalid suite with a message naming the field', async () => {

@@ -14,3 +14,6 @@ export const sharedMissing: string | undefined = existsSync(path.join(SHARED_DAT
 export function readJson<T>(file: string): T {
   return JSON.parse(readFileSync(file, 'utf8')) as T;
 }
+
+/** The tiny test bundles' manifest (models/tiny), added with PROMPTSEG_EXTRA_MANIFESTS. */
+export const TINY_MANIFEST = path.join(MODELS_DIR, 'tiny', 'manifest.json');

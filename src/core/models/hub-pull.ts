@@ -46,15 +46,34 @@ export async function pullBundle(plan: PullPlan, o: PullOptions): Promise<{ down
     if (f.path.includes('..') || path.isAbsolute(f.path)) fail('bad_input', `refusing file path ${f.path} outside the model folder`, 'files');
     const target = path.join(plan.dest, f.path);
     mkdirSync(path.dirname(target), { recursive: true });
-    if (existsSync(target) && f.sha256 && (await sha256File(target)) === f.sha256) {
+    const url = `${o.endpoint.replace(/\/$/, '')}/${plan.repo}/resolve/${encodeURIComponent(plan.revision)}/${f.path.split('/').map(encodeURIComponent).join('/')}`;
+    // a manifest without the file's sha256 takes the hub's: LFS files carry it in X-Linked-Etag
+    const expected = f.sha256 ? f : { ...f, ...(await hubFileInfo(url)) };
+    if (existsSync(target) && expected.sha256 && (await sha256File(target)) === expected.sha256) {
       kept.push(f.path);
       continue;
     }
-    const url = `${o.endpoint.replace(/\/$/, '')}/${plan.repo}/resolve/${encodeURIComponent(plan.revision)}/${f.path.split('/').map(encodeURIComponent).join('/')}`;
-    await downloadResumable(url, target, f, o);
+    await downloadResumable(url, target, expected, o);
     downloaded.push(f.path);
   }
   return { downloaded, kept };
+}
+
+/**
+ * The sha256 and size the hub states for a file, from a HEAD request that does not follow the
+ * redirect to the CDN: X-Linked-Etag is an LFS file's sha256 and X-Linked-Size its size (plain git
+ * files have neither; they are then checked by size only when the server states one).
+ */
+export async function hubFileInfo(url: string): Promise<{ sha256?: string; bytes?: number }> {
+  let res: Response;
+  try {
+    res = await fetch(url, { method: 'HEAD', redirect: 'manual' });
+  } catch {
+    return {}; // the GET that follows reports the network error with its reason
+  }
+  const tag = (res.headers.get('x-linked-etag') ?? '').replace(/^W\//, '').replace(/"/g, '');
+  const size = Number(res.headers.get('x-linked-size'));
+  return { ...(/^[0-9a-f]{64}$/.test(tag) ? { sha256: tag } : {}), ...(Number.isFinite(size) && size > 0 ? { bytes: size } : {}) };
 }
 
 async function downloadResumable(url: string, target: string, f: PullFile, o: PullOptions): Promise<void> {
@@ -110,7 +129,7 @@ async function downloadResumable(url: string, target: string, f: PullFile, o: Pu
       const got = await sha256File(part);
       if (got !== f.sha256) {
         unlinkSync(part);
-        fail('model_unavailable', `${f.path} failed verification: sha256 ${got} differs from the manifest's ${f.sha256}; the partial file was removed`);
+        fail('model_unavailable', `${f.path} failed verification: sha256 ${got} differs from the expected ${f.sha256}; the partial file was removed`);
       }
     }
     renameSync(part, target);

@@ -2,13 +2,24 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 
-export const FileEntrySchema = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().nonnegative() });
+/** sha256 and size of a file; hub bundles may leave them out, and the pull then checks the hub's own LFS sha256. */
+export const FileEntrySchema = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(), bytes: z.number().int().nonnegative().optional() });
+
+/** Which code runs a model; text runners segment from prompts, region runners from boxes and points. */
+export const RUNNERS = {
+  'promptseg-onnx': 'text',
+  'clipseg-transformers': 'text',
+  'biomedclip-onnx': 'text',
+  'sam-transformers': 'region',
+} as const;
+export type RunnerName = keyof typeof RUNNERS;
 
 export const InputSpecSchema = z.object({
   size: z.number().int().positive(),
   channels: z.literal('RGB'),
-  mean: z.number(),
-  std: z.number(),
+  /** The built-in model's normalisation ((v/255 - mean) / std); transformers.js bundles normalise by their preprocessor_config.json. */
+  mean: z.number().optional(),
+  std: z.number().optional(),
   letterbox: z.string(),
   mask_stride: z.number().int().positive(),
   tile: z.object({ size: z.number().int(), stride: z.number().int(), native_max_side: z.number().int() }),
@@ -17,7 +28,13 @@ export const InputSpecSchema = z.object({
 export const ModelEntrySchema = z.object({
   id: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/),
   title: z.string(),
-  runner: z.enum(['promptseg-onnx']),
+  runner: z.enum(Object.keys(RUNNERS) as [RunnerName, ...RunnerName[]]),
+  /** transformers.js bundles: which ONNX weights to load (fp32 = onnx/*.onnx, q8 = onnx/*_quantized.onnx). */
+  dtype: z.enum(['fp32', 'q8']).optional(),
+  /** A region model (SAM family) that refines this text model's masks by default (the MedCLIP-SAM pattern). */
+  refine_with: z.string().optional(),
+  /** Whether the weights were run here (false: only the tiny test bundle with the same layout was). */
+  verified_with_real_weights: z.boolean().optional(),
   description: z.string(),
   dir: z.string(),
   files: z.record(z.string(), FileEntrySchema),
@@ -27,21 +44,33 @@ export const ModelEntrySchema = z.object({
   card: z.string(),
   /** Where `promptseg models pull` fetches the files (a Hugging Face-style hub repository). */
   hub: z.object({ repo: z.string().regex(/^[\w.-]+\/[\w.-]+$/), revision: z.string().default('main') }).optional(),
+  /** Bundles made locally by a conversion script rather than pulled (BiomedCLIP has no official ONNX export). */
+  convert: z.object({ command: z.string() }).optional(),
   /** File in the model folder written by `promptseg calibrate` (fitted on the val split). */
   calibration: z.string().optional(),
   training: z.record(z.string(), z.unknown()).optional(),
 });
 export type ModelEntry = z.infer<typeof ModelEntrySchema>;
+export const modelKind = (e: ModelEntry): 'text' | 'region' => RUNNERS[e.runner];
 
-export const ManifestSchema = z.object({
-  default: z.string(),
-  models: z.array(ModelEntrySchema),
-});
-export type Manifest = z.infer<typeof ManifestSchema>;
+export const ManifestSchema = z
+  .object({
+    /** The default text model (required in the main manifest; extra manifests may leave it out). */
+    default: z.string().optional(),
+    models: z.array(ModelEntrySchema),
+  })
+  .superRefine((m, ctx) => {
+    const ids = new Set(m.models.map((e) => e.id));
+    if (m.default !== undefined && !ids.has(m.default)) ctx.addIssue({ code: 'custom', path: ['default'], message: `default model "${m.default}" is not in models` });
+    m.models.forEach((e, i) => {
+      if (!e.hub && !e.convert && Object.values(e.files).some((f) => !f.sha256)) ctx.addIssue({ code: 'custom', path: ['models', i, 'files'], message: 'files of a bundle that is neither pulled nor converted need sha256' });
+    });
+  });
+export type Manifest = Omit<z.infer<typeof ManifestSchema>, 'default'> & { default: string };
 
 /** Reads and validates models/manifest.json; a malformed manifest is a start-up error. */
-export function loadManifest(modelsDir: string): Manifest {
-  const file = path.join(modelsDir, 'manifest.json');
+export function loadManifest(modelsDir: string, name = 'manifest.json'): z.infer<typeof ManifestSchema> {
+  const file = path.join(modelsDir, name);
   const parsed = ManifestSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
   if (!parsed.success) {
     throw new Error(`invalid model manifest ${file}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);

@@ -23,11 +23,38 @@ export interface SegmentationModel {
   readonly entry: ModelEntry;
   load(): Promise<void>;
   readonly loaded: boolean;
-  /** pixels: float32 NCHW [1,3,S,S] already normalised */
-  encodeImage(pixels: Float32Array): Promise<ImageFeatures>;
+  /** rgb: the letterboxed S x S input square, 8-bit RGB interleaved; the runner normalises it as its model expects. */
+  encodeImage(rgb: Uint8Array): Promise<ImageFeatures>;
+  /** One vector per prompt: an embedding for two-stage models, the token ids for single-graph models (opaque to the pipeline). */
   encodeText(prompts: string[]): Promise<Float32Array[]>;
   decode(features: ImageFeatures, textEmbeds: Float32Array[]): Promise<DecodeOutput>;
   /** The token ids the text encoder sees, for tests and debugging. */
   tokenize(prompts: string[]): Promise<{ ids: number[][] }>;
+  dispose(): Promise<void>;
+}
+
+/** A point or box prompt in original image pixels (x right, y down). */
+export interface RegionPrompt {
+  /** [x1, y1, x2, y2] */
+  box?: [number, number, number, number];
+  /** [x, y, label]: label 1 = on the structure, 0 = background */
+  points?: [number, number, number][];
+}
+
+export interface RegionMask {
+  /** Mask logits at the original image size. */
+  logits: FloatGrid;
+  /** The model's predicted IoU of this mask (the best of its candidate masks). */
+  iou: number;
+  /** Which of the model's candidate masks was chosen. */
+  candidate: number;
+}
+
+/** Box/point-prompted mask models (the SAM family). */
+export interface RegionMaskModel {
+  readonly entry: ModelEntry;
+  load(): Promise<void>;
+  readonly loaded: boolean;
+  segmentRegions(image: { width: number; height: number; data: Uint8Array }, imageKey: string, prompts: RegionPrompt[]): Promise<RegionMask[]>;
   dispose(): Promise<void>;
 }

@@ -1,51 +1,25 @@
 import path from 'node:path';
-import { existsSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { AutoTokenizer, env as hfEnv, type PreTrainedTokenizer } from '@huggingface/transformers';
-import { fail } from '../errors.js';
-import type { ModelEntry } from './manifest.js';
+import { toTensorData } from '../image/resize.js';
+import { bundleDir, LazyRunner } from './local-bundle.js';
 import type { DecodeOutput, ImageFeatures, SegmentationModel } from './model.js';
 
 const FEATURE_NAMES = ['f1', 'f2', 'f3', 'f4', 'f5', 'embed_map'] as const;
 
-export interface RunnerOptions {
-  modelsDir: string;
-  threads: number;
-}
-
 /** Runs promptseg's own three-graph model (text encoder, image encoder, mask decoder). */
-export class PromptsegOnnxRunner implements SegmentationModel {
+export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel {
   private text?: ort.InferenceSession;
   private image?: ort.InferenceSession;
   private decoder?: ort.InferenceSession;
   private tokenizer?: PreTrainedTokenizer;
-  private loading?: Promise<void>;
-
-  constructor(readonly entry: ModelEntry, private readonly opts: RunnerOptions) {}
 
   get loaded(): boolean {
     return !!this.decoder;
   }
 
-  private dir(): string {
-    return path.join(this.opts.modelsDir, this.entry.dir);
-  }
-
-  load(): Promise<void> {
-    this.loading ??= this.doLoad().catch((e) => {
-      this.loading = undefined;
-      throw e;
-    });
-    return this.loading;
-  }
-
-  private async doLoad(): Promise<void> {
-    const dir = this.dir();
-    for (const f of Object.keys(this.entry.files)) {
-      if (!existsSync(path.join(dir, f))) {
-        fail('model_unavailable', `model ${this.entry.id} is not installed (missing ${f} in ${dir})${this.entry.hub ? `; run: promptseg models pull ${this.entry.id}` : ''}`);
-      }
-    }
+  protected async doLoad(): Promise<void> {
+    const dir = bundleDir(this.opts.modelsDir, this.entry);
     const so: ort.InferenceSession.SessionOptions = {
       intraOpNumThreads: this.opts.threads,
       interOpNumThreads: 1,
@@ -98,7 +72,13 @@ export class PromptsegOnnxRunner implements SegmentationModel {
     return prompts.map((_, i) => data.slice(i * d, (i + 1) * d));
   }
 
-  async encodeImage(pixels: Float32Array): Promise<ImageFeatures> {
+  async encodeImage(rgb: Uint8Array): Promise<ImageFeatures> {
+    const { size, mean = 0.5, std = 0.25 } = this.entry.input;
+    return this.encodePixels(toTensorData(rgb, size, size, mean, std));
+  }
+
+  /** pixels: float32 NCHW [1,3,S,S], already normalised ((v/255 - mean) / std). */
+  async encodePixels(pixels: Float32Array): Promise<ImageFeatures> {
     await this.ensure();
     const s = this.entry.input.size;
     const out = await this.image!.run({ pixel_values: new ort.Tensor('float32', pixels, [1, 3, s, s]) });
@@ -133,6 +113,6 @@ export class PromptsegOnnxRunner implements SegmentationModel {
   async dispose(): Promise<void> {
     await Promise.all([this.text?.release(), this.image?.release(), this.decoder?.release()]);
     this.text = this.image = this.decoder = undefined;
-    this.loading = undefined;
+    this.unload();
   }
 }

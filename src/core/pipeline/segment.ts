@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { fail } from '../errors.js';
 import type { FloatGrid, RasterImage } from '../image/raster.js';
-import { letterbox, mapGrid, resizeRgb, roundHalfEven, toTensorData } from '../image/resize.js';
+import { letterbox, mapGrid, resizeRgb, roundHalfEven } from '../image/resize.js';
 import { renderWindow } from '../image/dicom.js';
 import { maskStats, type MaskStats } from '../image/mask-stats.js';
 import type { ModelRegistry } from '../models/registry.js';
@@ -31,7 +31,7 @@ export function createPipelineContext(registry: ModelRegistry, vocabulary: Vocab
 /** The model's fitted calibration, read once from the file its manifest entry names. */
 export function calibrationFor(ctx: PipelineContext, entry: ModelEntry): Calibration | undefined {
   if (!ctx.calibrations.has(entry.id)) {
-    const file = entry.calibration ? path.join(ctx.registry.modelsDir, entry.dir, entry.calibration) : undefined;
+    const file = entry.calibration ? path.join(ctx.registry.dirOf(entry), entry.calibration) : undefined;
     ctx.calibrations.set(entry.id, file ? loadCalibration(file) : undefined);
   }
   return ctx.calibrations.get(entry.id);
@@ -49,6 +49,17 @@ export interface SegmentRequest {
   tta?: number;
   /** Nominal recall of a conformal mask ("0.9"): the threshold fitted per structure on val replaces `threshold`. */
   conformalRecall?: string;
+  /** A box/point model (SAM family) that redraws each produced mask from its box; 'none' turns off the model's default (`refine_with`). */
+  refine?: string;
+}
+
+/** How a mask was redrawn by a box-prompted model. */
+export interface Refinement {
+  model: string;
+  /** [x1, y1, x2, y2] in image pixels, the text model's mask box with a small margin. */
+  box: [number, number, number, number];
+  /** The region model's predicted IoU for the mask it drew. */
+  iou: number;
 }
 
 export interface ImageAssessment {
@@ -84,9 +95,11 @@ export interface PromptResult {
   probability: Float32Array;
   /** With TTA: per-pixel standard deviation of the probability across paraphrases. */
   ttaStd?: Float32Array;
+  /** Set when a box-prompted model redrew the mask (refine). */
+  refinedBy?: Refinement;
 }
 
-export type StageName = 'preprocess' | 'encode_image' | 'encode_text' | 'decode_mask' | 'postprocess';
+export type StageName = 'preprocess' | 'encode_image' | 'encode_text' | 'decode_mask' | 'refine' | 'postprocess';
 
 export interface SegmentResult {
   modelId: string;
@@ -110,7 +123,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   await model.load();
   const threshold = req.threshold ?? 0.5;
   if (!(threshold > 0 && threshold < 1)) fail('bad_input', 'threshold must be between 0 and 1 (exclusive)', 'threshold');
-  const timings: Record<StageName, number> = { preprocess: 0, encode_image: 0, encode_text: 0, decode_mask: 0, postprocess: 0 };
+  const timings: Record<StageName, number> = { preprocess: 0, encode_image: 0, encode_text: 0, decode_mask: 0, refine: 0, postprocess: 0 };
   const { image } = req;
   const imageSha256 = createHash('sha256').update(image.data).update(`${image.width}x${image.height}`).digest('hex');
 
@@ -179,12 +192,12 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
 
   t = now();
   const cal = req.calibrated === false ? undefined : calibrationFor(ctx, entry);
-  const ood = cal && embedding ? oodScore(embedding, cal.ood) : undefined;
+  const ood = cal?.ood && embedding?.length ? oodScore(embedding, cal.ood) : undefined;
   const assessment: ImageAssessment = {
     oodScore: ood ? ood.score : null,
-    oodThreshold: cal ? cal.ood.threshold : null,
+    oodThreshold: cal?.ood ? cal.ood.threshold : null,
     nearestTrainingSet: ood ? ood.nearest : null,
-    outOfDistribution: !!ood && ood.score > cal!.ood.threshold,
+    outOfDistribution: !!ood && ood.score > cal!.ood!.threshold,
     embedding: embedding ?? new Float32Array(0),
   };
   if (req.conformalRecall !== undefined && !cal) fail('invalid_argument', `model ${entry.id} has no fitted conformal thresholds`, 'conformal_recall');
@@ -214,6 +227,28 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       similarity[i] = members.reduce((a, j) => a + similarity[j], 0) / n;
     });
   }
+  // refine: a box-prompted model redraws each mask the text model produced, from the mask's box
+  const refineId = req.refine === 'none' ? undefined : (req.refine ?? entry.refine_with);
+  const refined: (Refinement | undefined)[] = req.prompts.map(() => undefined);
+  if (refineId) {
+    const region = ctx.registry.getRegion(refineId);
+    t = now();
+    await region.load();
+    const th = cal ? cal.thresholds.presence : DEFAULT_THRESHOLDS.presence;
+    const zCut = logit(threshold) * (cal ? cal.pixel_temperature : 1);
+    for (let i = 0; i < req.prompts.length; i++) {
+      const presence = cal ? platt(presenceLogit[i], cal.presence) : sigmoid(presenceLogit[i]);
+      const box = presence >= th ? boxOf(logits[i], zCut, image.width, image.height) : undefined;
+      if (!box) continue;
+      const [m] = await region.segmentRegions(image, imageSha256, [{ box }]);
+      // the region model's logits are its own: undo the text model's temperature in postprocess
+      const temp = cal ? cal.pixel_temperature : 1;
+      logits[i] = { width: m.logits.width, height: m.logits.height, data: m.logits.data.map((z) => z * temp) };
+      refined[i] = { model: refineId, box, iou: m.iou };
+    }
+    timings.refine += now() - t;
+    t = now();
+  }
   const results = req.prompts.map((prompt, i) => {
     let maskThreshold = threshold;
     if (req.conformalRecall !== undefined) {
@@ -222,7 +257,8 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       if (th === undefined) fail('invalid_argument', `no conformal threshold at recall ${req.conformalRecall} for prompt "${prompt}" (conformal masks need a vocabulary structure; fitted levels: ${Object.keys(Object.values(cal!.conformal)[0] ?? {}).join(', ')})`, 'conformal_recall');
       maskThreshold = th!;
     }
-    const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment);
+    const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment, refined[i]?.iou);
+    if (refined[i]) r.refinedBy = refined[i];
     if (variance[i]) {
       r.ttaStd = variance[i]!.map(Math.sqrt);
       let sum = 0, cnt = 0;
@@ -265,7 +301,7 @@ interface DecodedSet {
   similarity: number[];
 }
 
-async function features(ctx: PipelineContext, model: SegmentationModel, key: string, pixels: () => Float32Array, timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<ImageFeatures> {
+async function features(ctx: PipelineContext, model: SegmentationModel, key: string, pixels: () => Uint8Array, timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<ImageFeatures> {
   const cached = ctx.featureCache.get(key);
   if (cached) {
     hit(true);
@@ -283,11 +319,11 @@ async function features(ctx: PipelineContext, model: SegmentationModel, key: str
 }
 
 async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedSet> {
-  const { size, mean, std } = entry.input;
+  const { size } = entry.input;
   let t = now();
   const lb = letterbox(image, size);
   timings.preprocess += now() - t;
-  const f = await features(ctx, model, `${entry.id}:whole:${sha}`, () => toTensorData(lb.pixels, size, size, mean, std), timings, hit);
+  const f = await features(ctx, model, `${entry.id}:whole:${sha}`, () => lb.pixels, timings, hit);
   if (!e.length) return { pooled: f.pooled, logits: [], presence: [], iou: [], similarity: [] };
   t = now();
   const out = await model.decode(f, e);
@@ -326,7 +362,7 @@ export function tileOrigins(n: number, size: number, stride: number): number[] {
 }
 
 async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedSet> {
-  const { size, mean, std, tile } = entry.input;
+  const { size, tile } = entry.input;
   let t = now();
   // native scale, at most native_max_side on the longer side, as in training
   let native = image;
@@ -353,7 +389,7 @@ async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: M
           const w = Math.max(0, Math.min(size, native.width - tx));
           px.set(native.data.subarray((sy * native.width + tx) * 3, (sy * native.width + tx + w) * 3), y * size * 3);
         }
-        return toTensorData(px, size, size, mean, std);
+        return px;
       };
       const f = await features(ctx, model, `${entry.id}:tile:${ty}:${tx}:${sha}`, makePixels, timings, hit);
       t = now();
@@ -388,7 +424,24 @@ async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: M
   return { logits, presence: pres.map((v) => v / tiles), iou: iou.map((v) => v / tiles), similarity: sim.map((v) => v / tiles) };
 }
 
-function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment): PromptResult {
+/** [x1, y1, x2, y2] of the pixels whose logit is at least zCut, widened by 3% of the image (at least 2 px); undefined when none. */
+export function boxOf(g: FloatGrid, zCut: number, width: number, height: number): [number, number, number, number] | undefined {
+  let x1 = Infinity, y1 = Infinity, x2 = -1, y2 = -1;
+  for (let y = 0; y < g.height; y++) {
+    for (let x = 0; x < g.width; x++) {
+      if (g.data[y * g.width + x] < zCut) continue;
+      if (x < x1) x1 = x;
+      if (x > x2) x2 = x;
+      if (y < y1) y1 = y;
+      if (y > y2) y2 = y;
+    }
+  }
+  if (x2 < 0) return undefined;
+  const m = Math.max(2, Math.round(0.03 * Math.max(width, height)));
+  return [Math.max(0, x1 - m), Math.max(0, y1 - m), Math.min(width - 1, x2 + 1 + m), Math.min(height - 1, y2 + 1 + m)];
+}
+
+function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, qualityOverride?: number): PromptResult {
   const { width, height } = image;
   const presenceRaw = sigmoid(presenceLogit);
   const presence = cal ? platt(presenceLogit, cal.presence) : presenceRaw;
@@ -404,7 +457,7 @@ function postprocess(prompt: string, structure: Structure | undefined, mode: 'wh
   }
   const stats = maskStats(mask, width, height);
   const uncertainty = summariseUncertainty(probability, mask, width, height);
-  const quality = cal ? platt(iouLogit, cal.quality) : sigmoid(iouLogit);
+  const quality = qualityOverride ?? (cal ? platt(iouLogit, cal.quality) : sigmoid(iouLogit));
   const { verdict, reasons } = decideVerdict(
     {
       structureName: structure?.name,

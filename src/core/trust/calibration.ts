@@ -24,7 +24,9 @@ export const CalibrationSchema = z.object({
     radius: z.record(z.string(), z.number()),
     /** Flag when the smallest distance / radius ratio over datasets exceeds this. */
     threshold: z.number(),
-  }),
+  })
+    .optional()
+    .describe('absent for models without a pooled image embedding (e.g. CLIPSeg)'),
   thresholds: z.object({
     presence: z.number(),
     quality: z.number(),
@@ -33,6 +35,7 @@ export const CalibrationSchema = z.object({
   conformal: z.record(z.string(), z.record(z.string(), z.number())).describe('structure slug -> nominal recall ("0.9") -> probability threshold'),
 });
 export type Calibration = z.infer<typeof CalibrationSchema>;
+export type OodStats = NonNullable<Calibration['ood']>;
 
 export function loadCalibration(file: string): Calibration | undefined {
   if (!existsSync(file)) return undefined;
@@ -50,7 +53,7 @@ export const platt = (z: number, c: { a: number; b: number }): number => sigmoid
 
 const banks = new WeakMap<object, Map<string, Float32Array[]>>();
 
-function decodeBank(ood: Calibration['ood']): Map<string, Float32Array[]> {
+function decodeBank(ood: OodStats): Map<string, Float32Array[]> {
   let m = banks.get(ood);
   if (!m) {
     m = new Map();
@@ -91,7 +94,7 @@ export function kthNearest(q: ArrayLike<number>, list: Float32Array[], k: number
  * the distance to the dataset's k-th nearest training image to that dataset's radius. Around 1 or
  * below is like some training dataset; higher is stranger.
  */
-export function oodScore(embedding: ArrayLike<number>, ood: Calibration['ood']): { score: number; nearest: string } {
+export function oodScore(embedding: ArrayLike<number>, ood: OodStats): { score: number; nearest: string } {
   const q = standardise(embedding, ood.mean, ood.std);
   let best = Infinity, nearest = '';
   for (const [name, list] of decodeBank(ood)) {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ok } from '../../core/errors.js';
 import { defineOperation } from '../operation.js';
+import { modelKind } from '../../core/models/manifest.js';
 
 export const describeModelOperation = defineOperation({
   name: 'describe_model',
@@ -16,7 +17,10 @@ export const describeModelOperation = defineOperation({
     runner: z.string(),
     description: z.string(),
     input: z.record(z.string(), z.unknown()),
-    files: z.record(z.string(), z.object({ sha256: z.string(), bytes: z.number() })),
+    files: z.record(z.string(), z.object({ sha256: z.string().optional(), bytes: z.number().optional() })).describe('sha256 and size per file; hub bundles without them are checked against the hub\'s LFS sha256 when pulled.'),
+    kind: z.enum(['text', 'region']).describe('text: segments from text prompts; region: from boxes and points (segment_region).'),
+    refine_with: z.string().optional(),
+    verified_with_real_weights: z.boolean().optional(),
     license: z.object({ code: z.string(), weights: z.string(), training_data: z.string() }),
     vocabulary_version: z.string(),
     training: z.record(z.string(), z.unknown()).optional(),
@@ -24,11 +28,14 @@ export const describeModelOperation = defineOperation({
   }),
   async run(ctx, input) {
     const e = ctx.pipeline.registry.entry(input.id);
-    const cardPath = path.join(ctx.config.PROMPTSEG_MODELS_DIR, e.dir, e.card);
+    const cardPath = path.join(ctx.pipeline.registry.dirOf(e), e.card);
     return ok({
       id: e.id,
       title: e.title,
       runner: e.runner,
+      kind: modelKind(e),
+      ...(e.refine_with ? { refine_with: e.refine_with } : {}),
+      ...(e.verified_with_real_weights !== undefined ? { verified_with_real_weights: e.verified_with_real_weights } : {}),
       description: e.description,
       input: e.input,
       files: e.files,

@@ -1,17 +1,17 @@
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { z } from 'zod';
 import { ok } from '../../core/errors.js';
 import { defineOperation } from '../operation.js';
+import { modelKind } from '../../core/models/manifest.js';
 
 export const ModelSummarySchema = z.object({
   id: z.string(),
   title: z.string(),
   runner: z.string(),
+  kind: z.enum(['text', 'region']).describe('text: prompted by words (segment_image); region: by boxes and points (segment_region).'),
   default: z.boolean(),
   installed: z.boolean().describe('All of its files are present on this server.'),
   loaded: z.boolean().describe('Its sessions are in memory.'),
-  size_bytes: z.number().int(),
+  size_bytes: z.number().int().describe('Sum of the file sizes the manifest states (0 when the hub bundle states none).'),
   input_size: z.number().int(),
   license: z.string(),
 });
@@ -32,10 +32,11 @@ export const listModelsOperation = defineOperation({
         id: e.id,
         title: e.title,
         runner: e.runner,
+        kind: modelKind(e),
         default: e.id === reg.defaultId,
-        installed: Object.keys(e.files).length > 0 && Object.keys(e.files).every((f) => existsSync(path.join(ctx.config.PROMPTSEG_MODELS_DIR, e.dir, f))),
+        installed: reg.installed(e),
         loaded: loaded.has(e.id),
-        size_bytes: Object.values(e.files).reduce((s, f) => s + f.bytes, 0),
+        size_bytes: Object.values(e.files).reduce((s, f) => s + (f.bytes ?? 0), 0),
         input_size: e.input.size,
         license: e.license.weights,
       })),

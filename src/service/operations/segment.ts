@@ -4,7 +4,9 @@ import { fail, ok } from '../../core/errors.js';
 import { maskToCocoRle, maskToPng, maskToPolygons } from '../../core/image/mask-encode.js';
 import { renderOverlay } from '../../core/image/overlay.js';
 import { segment } from '../../core/pipeline/segment.js';
-import { count } from '../context.js';
+import { count, type ServiceContext } from '../context.js';
+import type { SegmentResult } from '../../core/pipeline/segment.js';
+import type { RasterImage } from '../../core/image/raster.js';
 import { defineOperation } from '../operation.js';
 import { ImageInputSchema, resolveImage } from '../resolve-image.js';
 import { DISCLAIMER, SegmentOutputSchema, type SegmentOutput } from '../schemas.js';
@@ -21,6 +23,7 @@ export const SegmentInputSchema = z.object({
   overlay: z.boolean().default(false).describe('Include a preview PNG of the masks over the image (longer side at most 512 px).'),
   tta: z.number().int().min(0).max(8).default(0).describe('Test-time augmentation: average this many paraphrases of each prompt (they reuse the cached image features, about one decoder pass each) and report their disagreement. 0 = off.'),
   conformal_recall: z.enum(['0.8', '0.9', '0.95']).optional().describe('Return conformal masks whose expected recall of the true structure is at least this (thresholds fitted per structure on val; vocabulary structures only).'),
+  refine: z.string().optional().describe("A box/point model id from list_models (SAM family): each mask is redrawn by that model from the text model's mask box (MedCLIP-SAM style). 'none' turns off a model's default refinement."),
   frame: z.number().int().min(0).optional().describe('DICOM: which frame of a multi-frame file (default 0).'),
   window: z.object({ center: z.number(), width: z.number().positive() }).optional().describe('DICOM grey images: display window in modality units (HU for CT) for every prompt. By default CT uses each structure\'s window (lung, mediastinum, abdomen, bone, brain), other images the file\'s window or robust percentiles.'),
   window_preset: z.enum(['lung', 'mediastinum', 'abdomen', 'bone', 'brain']).optional().describe('DICOM grey images: a named CT window for every prompt.'),
@@ -41,75 +44,83 @@ export const segmentOperation = defineOperation({
     if (input.prompts.length > max) fail('invalid_argument', `${input.prompts.length} prompts given; at most ${max} per request`, 'prompts');
     const tooLong = input.prompts.find((p) => p.length > ctx.config.PROMPTSEG_MAX_PROMPT_CHARS);
     if (tooLong) fail('invalid_argument', `a prompt is over ${ctx.config.PROMPTSEG_MAX_PROMPT_CHARS} characters`, 'prompts');
-    if (input.model !== undefined) ctx.pipeline.registry.entry(input.model);
+    if (input.model !== undefined) ctx.pipeline.registry.get(input.model);
+    if (input.refine !== undefined && input.refine !== 'none') ctx.pipeline.registry.getRegion(input.refine);
     if (input.window && input.window_preset) fail('invalid_argument', 'give window or window_preset, not both', 'window');
     const win = input.window ? ([input.window.center, input.window.width] as [number, number]) : input.window_preset ? ctx.pipeline.vocabulary.data.windows[input.window_preset] : undefined;
     const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, { frame: input.frame, window: win });
     extras?.progress?.(1, 3, 'image decoded');
     const res = await ctx.queue.run(
-      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta }),
+      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta, refine: input.refine }),
       ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS,
     );
     extras?.progress?.(2, 3, 'masks decoded');
-    const resultId = randomUUID();
-    ctx.results.set(resultId, { id: resultId, createdAt: Date.now(), result: res, dicom: image.dicom, spacing: image.spacing });
-    count(ctx, 'segment_prompts_total', input.prompts.length);
-    const want = new Set(input.outputs);
-    const results = await Promise.all(
-      res.results.map(async (r, index) => ({
-        index,
-        prompt: r.prompt,
-        structure: r.structure,
-        mode: r.mode,
-        presence: round(r.presence),
-        presence_raw: round(r.presenceRaw),
-        mask_threshold: round(r.maskThreshold),
-        mask_produced: r.maskProduced,
-        predicted_quality: round(r.predictedQuality),
-        similarity: round(r.similarity),
-        area_px: r.stats.areaPx,
-        area_mm2: r.areaMm2 === null ? null : round(r.areaMm2, 3),
-        bbox: r.stats.bbox,
-        centroid: r.stats.centroid ? ([round(r.stats.centroid[0], 2), round(r.stats.centroid[1], 2)] as [number, number]) : null,
-        components: r.stats.components,
-        uncertainty: {
-          boundary_entropy_bits: round(r.uncertainty.boundaryEntropy),
-          uncertain_fraction: round(r.uncertainty.uncertainFraction),
-          mean_confidence: round(r.uncertainty.meanConfidence),
-          ...(r.uncertainty.ttaDisagreement !== undefined ? { tta_disagreement: round(r.uncertainty.ttaDisagreement) } : {}),
-        },
-        verdict: r.verdict,
-        reasons: r.reasons,
-        mask_url: `/v1/results/${resultId}/masks/${index}.png`,
-        ...(image.dicom ? { dicom_seg_url: `/v1/results/${resultId}/dicom-seg` } : {}),
-        mask_uri: `promptseg://results/${resultId}/masks/${index}.png`,
-        ...(want.has('png') ? { mask_png_base64: (await maskToPng(r.mask, res.width, res.height)).toString('base64') } : {}),
-        ...(want.has('rle') ? { rle: maskToCocoRle(r.mask, res.width, res.height) } : {}),
-        ...(want.has('polygons') ? { polygons: maskToPolygons(r.mask, res.width, res.height) as [number, number][][][] } : {}),
-      })),
-    );
-    const out: SegmentOutput = {
-      result_id: resultId,
-      image_id: imageId,
-      model: res.modelId,
-      width: res.width,
-      height: res.height,
-      results,
-      image_assessment: {
-        ood_score: res.image.oodScore === null ? null : round(res.image.oodScore),
-        ood_threshold: res.image.oodThreshold === null ? null : round(res.image.oodThreshold),
-        nearest_training_set: res.image.nearestTrainingSet,
-        out_of_distribution: res.image.outOfDistribution,
-      },
-      calibration: res.calibration,
-      timings_ms: res.timingsMs,
-      cache: { image_features: res.cache.imageFeatures },
-      disclaimer: DISCLAIMER,
-    };
+    const out = await segmentOutput(ctx, res, imageId, image, input.outputs);
     if (input.overlay) out.overlay_png_base64 = (await renderOverlay(image, res.results.map((r) => r.mask))).toString('base64');
     extras?.progress?.(3, 3, 'done');
     return ok(out);
   },
 });
+
+/** The wire form of a segmentation result (shared by segment_image and segment_region); stores it for mask downloads. */
+export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, imageId: string, image: RasterImage, outputs: ('png' | 'rle' | 'polygons')[]): Promise<SegmentOutput> {
+  const resultId = randomUUID();
+  ctx.results.set(resultId, { id: resultId, createdAt: Date.now(), result: res, dicom: image.dicom, spacing: image.spacing });
+  count(ctx, 'segment_prompts_total', res.results.length);
+  const want = new Set(outputs);
+  const results = await Promise.all(
+    res.results.map(async (r, index) => ({
+      index,
+      prompt: r.prompt,
+      structure: r.structure,
+      mode: r.mode,
+      presence: round(r.presence),
+      presence_raw: round(r.presenceRaw),
+      mask_threshold: round(r.maskThreshold),
+      mask_produced: r.maskProduced,
+      predicted_quality: round(r.predictedQuality),
+      similarity: round(r.similarity),
+      area_px: r.stats.areaPx,
+      area_mm2: r.areaMm2 === null ? null : round(r.areaMm2, 3),
+      bbox: r.stats.bbox,
+      centroid: r.stats.centroid ? ([round(r.stats.centroid[0], 2), round(r.stats.centroid[1], 2)] as [number, number]) : null,
+      components: r.stats.components,
+      uncertainty: {
+        boundary_entropy_bits: round(r.uncertainty.boundaryEntropy),
+        uncertain_fraction: round(r.uncertainty.uncertainFraction),
+        mean_confidence: round(r.uncertainty.meanConfidence),
+        ...(r.uncertainty.ttaDisagreement !== undefined ? { tta_disagreement: round(r.uncertainty.ttaDisagreement) } : {}),
+      },
+      verdict: r.verdict,
+      reasons: r.reasons,
+      ...(r.refinedBy ? { refined_by: { model: r.refinedBy.model, box: r.refinedBy.box, predicted_iou: round(r.refinedBy.iou) } } : {}),
+      mask_url: `/v1/results/${resultId}/masks/${index}.png`,
+      ...(image.dicom ? { dicom_seg_url: `/v1/results/${resultId}/dicom-seg` } : {}),
+      mask_uri: `promptseg://results/${resultId}/masks/${index}.png`,
+      ...(want.has('png') ? { mask_png_base64: (await maskToPng(r.mask, res.width, res.height)).toString('base64') } : {}),
+      ...(want.has('rle') ? { rle: maskToCocoRle(r.mask, res.width, res.height) } : {}),
+      ...(want.has('polygons') ? { polygons: maskToPolygons(r.mask, res.width, res.height) as [number, number][][][] } : {}),
+    })),
+  );
+  const out: SegmentOutput = {
+    result_id: resultId,
+    image_id: imageId,
+    model: res.modelId,
+    width: res.width,
+    height: res.height,
+    results,
+    image_assessment: {
+      ood_score: res.image.oodScore === null ? null : round(res.image.oodScore),
+      ood_threshold: res.image.oodThreshold === null ? null : round(res.image.oodThreshold),
+      nearest_training_set: res.image.nearestTrainingSet,
+      out_of_distribution: res.image.outOfDistribution,
+    },
+    calibration: res.calibration,
+    timings_ms: res.timingsMs,
+    cache: { image_features: res.cache.imageFeatures },
+    disclaimer: DISCLAIMER,
+  };
+  return out;
+}
 
 const round = (v: number, d = 4) => Math.round(v * 10 ** d) / 10 ** d;

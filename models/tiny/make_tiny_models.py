@@ -1,0 +1,349 @@
+"""Writes the tiny test bundles under models/tiny/: the same file layout, ONNX input and output
+names, configs and tokenizer formats as the real pretrained bundles, with a few kilobytes of
+deterministic weights, so that `npm test` runs the real loading, tokenisation, pre- and
+post-processing code of every runner without the hub.
+
+    /usr/bin/python3 models/tiny/make_tiny_models.py     # needs python3-torch and python3-onnx
+
+Bundles (real counterpart in parentheses):
+  clipseg-tiny/       (Xenova/clipseg-rd64-refined)  onnx/model.onnx + onnx/model_quantized.onnx,
+                      CLIP byte-level BPE tokenizer, ViT image processor
+  slimsam-tiny/       (Xenova/slimsam-77-uniform)    onnx/vision_encoder.onnx +
+                      onnx/prompt_encoder_mask_decoder.onnx, SamProcessor config
+  biomedclip-tiny/    (the output of models/convert/biomedclip_to_onnx.py)  text_encoder.onnx,
+                      image_encoder.onnx, BERT WordPiece tokenizer, CLIP image processor
+The tiny graphs compute simple, deterministic functions (documented per class below); they are
+not trained and say nothing about accuracy. model_quantized.onnx of clipseg-tiny is the same
+graph as model.onnx (it exercises the runner's file choice, not quantisation).
+"""
+import json, os, shutil
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+torch.manual_seed(0)
+WORDS = ["lung", "left", "right", "heart", "polyp", "lesion", "skin", "liver", "the", "a", "of", "in",
+         "segment", "cell", "nuclei", "vessel", "brain", "tumour", "tumor", "optic", "cup", "disc", "x", "ray"]
+
+
+def export(model, args, path, inputs, outputs, dynamic):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model.eval()
+    with torch.no_grad():
+        torch.onnx.export(model, args, path, input_names=inputs, output_names=outputs,
+                          dynamic_axes=dynamic, opset_version=14, do_constant_folding=True)
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+
+
+# ---------------------------------------------------------------- CLIP byte-level BPE tokenizer
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def clip_tokenizer():
+    chars = bytes_to_unicode()
+    vocab = {}
+    for c in chars:
+        vocab[c] = len(vocab)
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    merges = []
+    for w in WORDS:  # merge each word left to right, the last merge carrying </w>
+        cur = w[0]
+        for i, ch in enumerate(w[1:], 1):
+            piece = ch + ("</w>" if i == len(w) - 1 else "")
+            m = f"{cur} {piece}"
+            if m not in merges:
+                merges.append(m)
+            cur = cur + piece
+            if cur not in vocab:
+                vocab[cur] = len(vocab)
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
+    special = lambda i, c: {"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False, "normalized": True, "special": True}
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [special(bos, "<|startoftext|>"), special(eos, "<|endoftext|>")],
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "}, {"type": "Lowercase"}]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+"}, "behavior": "Removed", "invert": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+        "post_processor": {"type": "RobertaProcessing", "sep": ["<|endoftext|>", eos], "cls": ["<|startoftext|>", bos], "trim_offsets": False, "add_prefix_space": False},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<|endoftext|>", "continuing_subword_prefix": "", "end_of_word_suffix": "</w>",
+                  "fuse_unk": False, "byte_fallback": False, "vocab": vocab, "merges": merges},
+    }
+    cfg = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, "bos_token": "<|startoftext|>",
+           "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+    return tok, cfg, len(vocab)
+
+
+class TinyCLIPSeg(nn.Module):
+    """input_ids [N,L], attention_mask [N,L], pixel_values [1,3,S,S] -> logits [N,S,S] (one image,
+    N prompts, as the real export is called), conditional_embeddings [N,D], pooled_output [1,D].
+    Masked mean of token embeddings FiLM-modulates 8x8 patch features; a 1x1 head gives logits."""
+
+    def __init__(self, vocab, d=16, patch=8):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.patch = nn.Conv2d(3, d, patch, patch)
+        self.film = nn.Linear(d, 2 * d)
+        self.head = nn.Conv2d(d, 1, 1)
+
+    def forward(self, input_ids, attention_mask, pixel_values):
+        m = attention_mask.unsqueeze(-1).float()
+        t = (self.tok(input_ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
+        f = self.patch(pixel_values)
+        g, b = self.film(t).chunk(2, dim=-1)
+        x = torch.relu(f * (1 + g[:, :, None, None]) + b[:, :, None, None])
+        logits = F.interpolate(self.head(x), size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        return logits, t, f.mean(dim=(2, 3))
+
+
+def make_clipseg():
+    out = os.path.join(HERE, "clipseg-tiny")
+    shutil.rmtree(out, ignore_errors=True)
+    tok, tcfg, V = clip_tokenizer()
+    S = 64
+    write_json(os.path.join(out, "tokenizer.json"), tok)
+    write_json(os.path.join(out, "tokenizer_config.json"), tcfg)
+    write_json(os.path.join(out, "special_tokens_map.json"), {k: tcfg[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")})
+    write_json(os.path.join(out, "config.json"), {"model_type": "clipseg", "architectures": ["CLIPSegForImageSegmentation"],
+               "projection_dim": 16, "reduce_dim": 16, "text_config": {"vocab_size": V, "max_position_embeddings": 77},
+               "vision_config": {"image_size": S, "patch_size": 8}, "tiny_test_model": True})
+    write_json(os.path.join(out, "preprocessor_config.json"), {"image_processor_type": "ViTImageProcessor", "processor_class": "CLIPSegProcessor",
+               "do_resize": True, "size": {"height": S, "width": S}, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255,
+               "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]})
+    m = TinyCLIPSeg(V)
+    args = (torch.randint(0, V, (2, 5)), torch.ones(2, 5, dtype=torch.long), torch.randn(1, 3, S, S))
+    path = os.path.join(out, "onnx", "model.onnx")
+    export(m, args, path, ["input_ids", "attention_mask", "pixel_values"], ["logits", "conditional_embeddings", "pooled_output"],
+           {"input_ids": {0: "n", 1: "len"}, "attention_mask": {0: "n", 1: "len"}, "logits": {0: "n"}, "conditional_embeddings": {0: "n"}})
+    shutil.copyfile(path, os.path.join(out, "onnx", "model_quantized.onnx"))
+
+
+class TinySamVision(nn.Module):
+    """pixel_values [1,3,S,S] -> image_embeddings [1,C,S/4,S/4] (4x4 patch conv) and
+    image_positional_embeddings [1,C,S/4,S/4] (fixed sinusoids), as SAM's vision encoder."""
+
+    def __init__(self, S=64, C=8):
+        super().__init__()
+        self.patch = nn.Conv2d(3, C, 4, 4)
+        g = S // 4
+        ys, xs = torch.meshgrid(torch.arange(g).float(), torch.arange(g).float(), indexing="ij")
+        pe = torch.stack([torch.sin(xs * (k + 1) / g * 3.14159) if k % 2 == 0 else torch.cos(ys * (k + 1) / g * 3.14159) for k in range(C)])
+        self.register_buffer("pe", pe[None])
+
+    def forward(self, pixel_values):
+        e = self.patch(pixel_values)
+        return e, self.pe.expand(e.shape[0], -1, -1, -1)
+
+
+class TinySamDecoder(nn.Module):
+    """image_embeddings, image_positional_embeddings [1,C,G,G], input_points [1,P,N,2] (input
+    pixels), input_labels [1,P,N] -> iou_scores [1,P,3], pred_masks [1,P,3,G,G].
+    Geometry only, so post-processing can be checked exactly: labels 2 and 3 are a box's top-left
+    and bottom-right corners (mask logit = distance inside the box, in grid cells); label 1 points
+    paint a disc of radius 12 input pixels, label 0 points carve one of radius 6; -10 is padding.
+    The three masks differ by a logit offset of -1, 0, +1."""
+
+    def __init__(self, S=64):
+        super().__init__()
+        G = S // 4
+        c = (torch.arange(G).float() + 0.5) * 4
+        self.register_buffer("gx", c.view(1, 1, 1, 1, G))
+        self.register_buffer("gy", c.view(1, 1, 1, G, 1))
+        self.register_buffer("offs", torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 3, 1, 1))
+        self.register_buffer("ious", torch.tensor([0.6, 0.9, 0.75]).view(1, 1, 3))
+
+    def forward(self, image_embeddings, image_positional_embeddings, input_points, input_labels):
+        lab = input_labels.float()
+        px, py = input_points[..., 0:1].unsqueeze(-1), input_points[..., 1:2].unsqueeze(-1)  # [1,P,N,1,1]
+        d = torch.sqrt((self.gx - px) ** 2 + (self.gy - py) ** 2)  # [1,P,N,G,G]
+        pos = (lab == 1).float()[..., None, None]
+        neg = (lab == 0).float()[..., None, None]
+        disc = (pos * ((12 - d) / 3) + (1 - pos) * -100.0).amax(2)
+        carve = (neg * torch.relu(6 - d)).sum(2)
+        tl = (lab == 2).float()[..., None]
+        br = (lab == 3).float()[..., None]
+        has_box = (tl.sum(2) > 0).float()[..., None]  # [1,P,1,1]
+        x1y1 = (input_points * tl).sum(2)
+        x2y2 = (input_points * br).sum(2)
+        x1, y1 = x1y1[..., 0:1, None], x1y1[..., 1:2, None]
+        x2, y2 = x2y2[..., 0:1, None], x2y2[..., 1:2, None]
+        inside = torch.minimum(torch.minimum(self.gx[:, :, 0] - x1, x2 - self.gx[:, :, 0]), torch.minimum(self.gy[:, :, 0] - y1, y2 - self.gy[:, :, 0])) / 4
+        logit = has_box * inside + (1 - has_box) * disc - carve
+        masks = logit.unsqueeze(2) + self.offs
+        ious = self.ious.expand(masks.shape[0], masks.shape[1], 3) + 0 * image_embeddings.mean() + 0 * image_positional_embeddings.mean()
+        return ious, masks
+
+
+def make_sam():
+    out = os.path.join(HERE, "slimsam-tiny")
+    shutil.rmtree(out, ignore_errors=True)
+    S = 64
+    write_json(os.path.join(out, "config.json"), {"model_type": "sam", "architectures": ["SamModel"], "tiny_test_model": True,
+               "vision_config": {"image_size": S, "patch_size": 4, "output_channels": 8}, "prompt_encoder_config": {"image_size": S, "image_embedding_size": S // 4},
+               "mask_decoder_config": {"num_multimask_outputs": 3}})
+    write_json(os.path.join(out, "preprocessor_config.json"), {"processor_class": "SamProcessor", "image_processor_type": "SamImageProcessor",
+               "do_convert_rgb": True, "do_resize": True, "size": {"longest_edge": S}, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255,
+               "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+               "do_pad": True, "pad_size": {"height": S, "width": S}, "mask_size": {"longest_edge": S // 4}})
+    v = TinySamVision(S)
+    export(v, (torch.randn(1, 3, S, S),), os.path.join(out, "onnx", "vision_encoder.onnx"), ["pixel_values"],
+           ["image_embeddings", "image_positional_embeddings"], {})
+    dec = TinySamDecoder(S)
+    G = S // 4
+    args = (torch.randn(1, 8, G, G), torch.randn(1, 8, G, G), torch.rand(1, 1, 2, 2) * S, torch.tensor([[[2, 3]]]))
+    export(dec, args, os.path.join(out, "onnx", "prompt_encoder_mask_decoder.onnx"),
+           ["image_embeddings", "image_positional_embeddings", "input_points", "input_labels"], ["iou_scores", "pred_masks"],
+           {"input_points": {1: "p", 2: "n"}, "input_labels": {1: "p", 2: "n"}, "iou_scores": {1: "p"}, "pred_masks": {1: "p"}})
+
+
+# ---------------------------------------------------------------- BiomedCLIP (converted layout)
+def bert_tokenizer():
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz0123456789") + \
+            ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"] + WORDS
+    seen, v = set(), []
+    for t in vocab:
+        if t not in seen:
+            seen.add(t)
+            v.append(t)
+    ids = {t: i for i, t in enumerate(v)}
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": ids[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+                         for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]],
+        "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True, "strip_accents": None, "lowercase": True},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+                           "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+                                    {"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+                           "special_tokens": {t: {"id": t, "ids": [ids[t]], "tokens": [t]} for t in ["[CLS]", "[SEP]"]}},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": ids},
+    }
+    cfg = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 256, "pad_token": "[PAD]", "unk_token": "[UNK]",
+           "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
+    return tok, cfg, len(v)
+
+
+class TinyTextTower(nn.Module):
+    """input_ids, attention_mask [N,L] -> text_embeds [N,D], unit norm (masked mean + linear)."""
+
+    def __init__(self, vocab, d=16):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, input_ids, attention_mask):
+        m = attention_mask.unsqueeze(-1).float()
+        t = (self.tok(input_ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return F.normalize(self.proj(t), dim=-1)
+
+
+class TinyImageTower(nn.Module):
+    """pixel_values [1,3,S,S] -> image_embeds [1,D] (unit norm) and patch_embeds [1,G*G,D]
+    (projected patch tokens, the dense features MedCLIP-SAM style similarity maps are made of)."""
+
+    def __init__(self, d=16, patch=8):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, patch, patch)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, pixel_values):
+        f = self.patch(pixel_values).flatten(2).transpose(1, 2)
+        p = self.proj(f)
+        return F.normalize(p.mean(1), dim=-1), p
+
+
+def make_biomedclip():
+    out = os.path.join(HERE, "biomedclip-tiny")
+    shutil.rmtree(out, ignore_errors=True)
+    tok, tcfg, V = bert_tokenizer()
+    S, P = 32, 8
+    write_json(os.path.join(out, "tokenizer.json"), tok)
+    write_json(os.path.join(out, "tokenizer_config.json"), tcfg)
+    write_json(os.path.join(out, "config.json"), {"model_type": "biomedclip-onnx", "image_size": S, "patch_size": P, "grid": S // P,
+               "embed_dim": 16, "logit_scale": 10.0, "context_length": 32, "tiny_test_model": True,
+               "source": "tiny test bundle made by models/tiny/make_tiny_models.py"})
+    write_json(os.path.join(out, "preprocessor_config.json"), {"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"height": S, "width": S},
+               "resample": 3, "do_center_crop": False, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+               "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711], "do_convert_rgb": True})
+    export(TinyTextTower(V), (torch.randint(0, V, (2, 5)), torch.ones(2, 5, dtype=torch.long)), os.path.join(out, "text_encoder.onnx"),
+           ["input_ids", "attention_mask"], ["text_embeds"], {"input_ids": {0: "n", 1: "len"}, "attention_mask": {0: "n", 1: "len"}, "text_embeds": {0: "n"}})
+    export(TinyImageTower(16, P), (torch.randn(1, 3, S, S),), os.path.join(out, "image_encoder.onnx"), ["pixel_values"], ["image_embeds", "patch_embeds"], {})
+
+
+if __name__ == "__main__":
+    make_clipseg()
+    make_sam()
+    make_biomedclip()
+    for root, _, files in sorted(os.walk(HERE)):
+        for f in sorted(files):
+            if f != os.path.basename(__file__) and not f.endswith(".md") and f != "manifest.json":
+                p = os.path.join(root, f)
+                print(f"{os.path.relpath(p, HERE)}: {os.path.getsize(p)} bytes")
+
+
+def sha256(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read())
+    return h.hexdigest()
+
+
+def files_of(bundle, names):
+    return {n: {"sha256": sha256(os.path.join(HERE, bundle, n)), "bytes": os.path.getsize(os.path.join(HERE, bundle, n))} for n in names}
+
+
+def write_manifest():
+    """models/tiny/manifest.json: an extra manifest (PROMPTSEG_EXTRA_MANIFESTS) for tests."""
+    lic = {"code": "Apache-2.0", "weights": "generated test weights, no licence restrictions", "training_data": "none (untrained tiny test model)"}
+    tile = lambda s: {"size": s, "stride": s * 3 // 4, "native_max_side": s}
+    clip_files = ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    entries = [
+        {"id": "clipseg-tiny", "title": "CLIPSeg layout, tiny test weights (fp32)", "runner": "clipseg-transformers", "dtype": "fp32",
+         "description": "Test bundle with the file layout, ONNX inputs/outputs and tokenizer format of Xenova/clipseg-rd64-refined; untrained.",
+         "dir": "clipseg-tiny", "files": files_of("clipseg-tiny", clip_files + ["onnx/model.onnx"]),
+         "input": {"size": 64, "channels": "RGB", "letterbox": "longer side resized to size, centred, zero padding; then the CLIPSeg image processor", "mask_stride": 1, "tile": tile(64)},
+         "vocabulary_version": "none", "license": lic, "card": "../README.md"},
+        {"id": "clipseg-tiny-q8", "title": "CLIPSeg layout, tiny test weights (q8 file)", "runner": "clipseg-transformers", "dtype": "q8",
+         "description": "The same tiny test bundle loaded through the quantized file name (onnx/model_quantized.onnx).",
+         "dir": "clipseg-tiny", "files": files_of("clipseg-tiny", clip_files + ["onnx/model_quantized.onnx"]),
+         "input": {"size": 64, "channels": "RGB", "letterbox": "as clipseg-tiny", "mask_stride": 1, "tile": tile(64)},
+         "vocabulary_version": "none", "license": lic, "card": "../README.md"},
+        {"id": "slimsam-tiny", "title": "SlimSAM layout, tiny geometric test decoder", "runner": "sam-transformers", "dtype": "fp32",
+         "description": "Test bundle with the layout and ONNX inputs/outputs of Xenova/slimsam-77-uniform; the decoder paints boxes and point discs exactly.",
+         "dir": "slimsam-tiny", "files": files_of("slimsam-tiny", ["config.json", "preprocessor_config.json", "onnx/vision_encoder.onnx", "onnx/prompt_encoder_mask_decoder.onnx"]),
+         "input": {"size": 64, "channels": "RGB", "letterbox": "SAM processor: longest side resized to size, padded bottom/right", "mask_stride": 4, "tile": tile(64)},
+         "vocabulary_version": "none", "license": lic, "card": "../README.md"},
+        {"id": "biomedclip-tiny", "title": "BiomedCLIP (converted layout) + SlimSAM, tiny test weights", "runner": "biomedclip-onnx", "refine_with": "slimsam-tiny",
+         "description": "Test bundle with the layout models/convert/biomedclip_to_onnx.py writes; refined by slimsam-tiny.",
+         "dir": "biomedclip-tiny", "files": files_of("biomedclip-tiny", ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "text_encoder.onnx", "image_encoder.onnx"]),
+         "input": {"size": 32, "channels": "RGB", "letterbox": "longer side resized to size, centred, zero padding; then the CLIP image processor", "mask_stride": 8, "tile": tile(32)},
+         "vocabulary_version": "none", "license": lic, "card": "../README.md"},
+    ]
+    write_json(os.path.join(HERE, "manifest.json"), {"models": entries})
+
+
+if __name__ == "__main__":
+    write_manifest()
