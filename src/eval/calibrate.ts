@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeImage } from '../core/image/decode.js';
 import { segment } from '../core/pipeline/segment.js';
-import { fitPlatt, fitTemperature, kthNearest, logit, oodScore, standardise, type Calibration } from '../core/trust/calibration.js';
+import { fitPlatt, fitTemperature, kthNearest, logit, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
@@ -40,13 +40,16 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const rnd = seededRandom(11);
   const pz: number[] = [], py: number[] = [];
   const presZ: number[] = [], presY: number[] = [];
-  const present: { slug: string; qualityLogit: number; dice: number; uncertain: number; recallAt: number[]; probs?: undefined }[] = [];
+  const present: { slug: string; presenceLogit: number; qualityLogit: number; dice: number; uncertain: number; recallAt: number[] }[] = [];
   const embeds = new Map<string, Float32Array[]>();
+  const looks = new Map<string, Float32Array[]>();
   const plan = index.map((d) => {
     const splits = JSON.parse(readFileSync(path.join(o.dataRoot, d.id, 'splits.json'), 'utf8')) as Record<string, string[]>;
     return { id: d.id, cases: (splits[split] ?? []).slice(0, limit) };
   });
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
+  // first: for which structures does the second, closer look raise val Dice?
+  const zoom = await chooseZoomStructures(ctx, entry.id, o.dataRoot, plan, o.progress);
   let done = 0, cases = 0;
   for (const { id, cases: list } of plan) {
     const meta = JSON.parse(readFileSync(path.join(o.dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
@@ -56,9 +59,10 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
       const image = await decodeImage(await readFile(caseImagePath(o.dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const prompts = meta.structures.map((s) => vocab.bySlug.get(s.slug)?.name ?? s.slug);
       const neg = [others[Math.floor(rnd() * others.length)].name, others[Math.floor(rnd() * others.length)].name, vocab.data.nonsense.train[ci % vocab.data.nonsense.train.length]];
-      const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId: entry.id, calibrated: false });
+      const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId: entry.id, calibrated: false, zoom });
       cases++;
       embeds.set(id, [...(embeds.get(id) ?? []), res.image.embedding]);
+      looks.set(id, [...(looks.get(id) ?? []), res.image.appearance]);
       const { width: w, height: h } = res;
       for (const [k, s] of meta.structures.entries()) {
         const gt = await readCaseMask(o.dataRoot, id, s.slug, c, { width: w, height: h });
@@ -78,7 +82,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
           const p = r.probability[i];
           for (let g = 0; g < GRID.length && GRID[g] <= p; g++) recallAt[g]++;
         }
-        present.push({ slug: s.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
+        present.push({ slug: s.slug, presenceLogit: logit(r.presenceRaw), qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
       }
       for (let k = prompts.length; k < res.results.length; k++) {
         presZ.push(logit(res.results[k].presenceRaw));
@@ -91,30 +95,20 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   // the calibrated probability is sigmoid(z / T), so a calibrated threshold t maps to sigmoid(T * logit(t)).
   const T = fitTemperature(pz, py);
   const presence = fitPlatt(presZ, presY);
+  // presence threshold: the lowest that still keeps at least 99% of val negatives (other regions'
+  // structures, nonsense, structures a case lacks) below it, never above 0.5: every present
+  // structure that clears it gets a mask and an accept/review verdict instead of a rejection
+  const negP = presZ.filter((_, i) => presY[i] === 0).map((z) => platt(z, presence)).sort((a, b) => a - b);
+  const presenceThreshold = Math.min(0.5, Math.max(0.02, (negP[Math.min(negP.length - 1, Math.ceil(0.99 * negP.length))] ?? 0.5) + 1e-4));
   const quality = fitPlatt(present.map((p) => p.qualityLogit), present.map((p) => p.dice));
   // out-of-distribution statistics: per training dataset, from train-split images (the model's own
-  // training distribution); the threshold comes from val images, which the statistics never saw
+  // training distribution) for the pooled embedding and the model-free appearance descriptor; each
+  // threshold comes from val images, which the statistics never saw
   const dim = embeds.values().next().value?.[0]?.length ?? 0;
-  const trainEmbeds = dim ? await embedSplit(ctx, entry.id, o.dataRoot, plan.map((p) => p.id), 'train', o.trainLimit ?? 60, o.progress) : new Map<string, Float32Array[]>();
-  // k-NN in the standardised embedding space: each dataset's radius is the 95th percentile of its
-  // own training images' leave-one-out distance to their k-th neighbour
-  const all = [...trainEmbeds.values()].flat();
-  const mean = Array.from({ length: dim }, (_, i) => all.reduce((s, e) => s + e[i], 0) / all.length);
-  const std = Array.from({ length: dim }, (_, i) => Math.sqrt(all.reduce((s, e) => s + (e[i] - mean[i]) ** 2, 0) / all.length + 1e-6));
-  const k = 3;
-  const bank: Record<string, string> = {};
-  const radius: Record<string, number> = {};
-  for (const [id, list] of trainEmbeds) {
-    const z = list.map((e) => standardise(e, mean, std));
-    radius[id] = percentile(z.map((q, i) => kthNearest(q, z, k, i)), 95);
-    const flat = new Float32Array(z.length * dim);
-    z.forEach((q, i) => flat.set(q, i * dim));
-    bank[id] = Buffer.from(flat.buffer).toString('base64');
-  }
-  const oodTmp = { mean, std, k, bank, radius, threshold: 1 };
-  // val images (never in the bank) fix the threshold: their 99th percentile (at least 1), plus 10%
-  const scores = dim ? [...embeds.values()].flat().map((e) => oodScore(e, oodTmp).score) : [];
-  const oodThreshold = dim ? Math.max(1, percentile(scores, 99)) * 1.1 : 0;
+  const train = await embedSplit(ctx, entry.id, o.dataRoot, plan.map((p) => p.id), 'train', o.trainLimit ?? 60, o.progress);
+  const enough = [...train.appearances.values()].some((l) => l.length > 3);
+  const ood = dim && enough ? fitKnnStats(train.embeddings, [...embeds.values()].flat()) : undefined;
+  const appearance = enough ? fitKnnStats(train.appearances, [...looks.values()].flat()) : undefined;
   // verdict thresholds: the quality and uncertainty cut-offs that best separate failures (Dice < 0.7) on val
   const fail: number[] = present.map((p) => (p.dice < 0.7 ? 1 : 0));
   const calQ = present.map((p) => sigmoid(quality.a * p.qualityLogit + quality.b));
@@ -141,7 +135,9 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   // conformal risk control: largest threshold whose adjusted mean miss rate stays within 1 - level
   const conformal: Record<string, Record<string, number>> = {};
   for (const slug of [...new Set(present.map((p) => p.slug))]) {
-    const rows = present.filter((p) => p.slug === slug);
+    // a present case whose presence falls under the threshold gets an empty mask at every level:
+    // it counts as recall 0 here, so the thresholds make up for it as far as they can
+    const rows = present.filter((p) => p.slug === slug).map((p) => (platt(p.presenceLogit, presence) < presenceThreshold ? { ...p, recallAt: p.recallAt.map(() => 0) } : p));
     const m = rows.length;
     conformal[slug] = {};
     for (const level of LEVELS) {
@@ -164,8 +160,10 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     pixel_temperature: T,
     presence,
     quality,
-    ...(dim ? { ood: { mean, std, k, bank, radius, threshold: oodThreshold } } : {}),
-    thresholds: { presence: 0.5, quality: qualityThreshold, uncertain_fraction: uncertainThreshold },
+    ...(ood ? { ood } : {}),
+    ...(appearance ? { appearance } : {}),
+    zoom,
+    thresholds: { presence: Math.round(presenceThreshold * 1e4) / 1e4, quality: qualityThreshold, uncertain_fraction: uncertainThreshold },
     conformal,
   };
 }
@@ -178,22 +176,83 @@ export function writeCalibration(ctx: ServiceContext, modelId: string | undefine
   return file;
 }
 
-/** Pooled image embeddings of the first `limit` cases of a split, per dataset (whole-image pass, no prompts decoded). */
-async function embedSplit(ctx: ServiceContext, modelId: string, dataRoot: string, ids: string[], split: string, limit: number, progress?: CalibrateOptions['progress']): Promise<Map<string, Float32Array[]>> {
-  const out = new Map<string, Float32Array[]>();
+/**
+ * Structures whose mean val Dice rises by at least half a point with the second, closer look
+ * (segment's `zoom`), among those the zoom applies to (whole-image structures); each case is run
+ * with and without it.
+ */
+async function chooseZoomStructures(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], progress?: CalibrateOptions['progress']): Promise<string[]> {
+  const vocab = ctx.pipeline.vocabulary;
+  const gain = new Map<string, number[]>();
+  const total = plan.reduce((s, p) => s + p.cases.length, 0);
+  let done = 0;
+  for (const { id, cases } of plan) {
+    const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
+    const slugs = meta.structures.map((s) => s.slug).filter((slug) => vocab.bySlug.get(slug)?.scale !== 'tiled');
+    if (!slugs.length) {
+      done += cases.length;
+      continue;
+    }
+    const prompts = slugs.map((slug) => vocab.bySlug.get(slug)?.name ?? slug);
+    for (const c of cases) {
+      const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
+      const plain = await segment(ctx.pipeline, { image, prompts, modelId, calibrated: false, zoom: false });
+      const closer = await segment(ctx.pipeline, { image, prompts, modelId, calibrated: false, zoom: true });
+      for (const [k, slug] of slugs.entries()) {
+        const gt = await readCaseMask(dataRoot, id, slug, c, { width: plain.width, height: plain.height });
+        if (!gt.some((v) => v === 1)) continue;
+        gain.set(slug, [...(gain.get(slug) ?? []), dice(closer.results[k].mask, gt) - dice(plain.results[k].mask, gt)]);
+      }
+      progress?.(++done, total, `${id} (second look)`);
+    }
+  }
+  return [...gain.entries()].filter(([, g]) => g.reduce((a, b) => a + b, 0) / g.length >= 0.005).map(([slug]) => slug).sort();
+}
+
+/** Pooled image embeddings and appearance descriptors of the first `limit` cases of a split, per dataset (whole-image pass, no prompts decoded). */
+async function embedSplit(ctx: ServiceContext, modelId: string, dataRoot: string, ids: string[], split: string, limit: number, progress?: CalibrateOptions['progress']): Promise<{ embeddings: Map<string, Float32Array[]>; appearances: Map<string, Float32Array[]> }> {
+  const embeddings = new Map<string, Float32Array[]>(), appearances = new Map<string, Float32Array[]>();
   let done = 0;
   const total = ids.length * limit;
   for (const id of ids) {
     const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { image_ext?: string[] };
     const splits = JSON.parse(readFileSync(path.join(dataRoot, id, 'splits.json'), 'utf8')) as Record<string, string[]>;
-    const list: Float32Array[] = [];
+    const e: Float32Array[] = [], a: Float32Array[] = [];
     for (const c of (splits[split] ?? []).slice(0, limit)) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const r = await segment(ctx.pipeline, { image, prompts: [], modelId, calibrated: false });
-      list.push(r.image.embedding);
+      e.push(r.image.embedding);
+      a.push(r.image.appearance);
       progress?.(++done, total, `${id} (${split} embeddings)`);
     }
-    out.set(id, list);
+    embeddings.set(id, e);
+    appearances.set(id, a);
   }
-  return out;
+  return { embeddings, appearances };
+}
+
+/**
+ * k-NN out-of-distribution statistics: features standardised over all training images; per
+ * dataset, the training bank and a radius (the 95th percentile of its images' leave-one-out
+ * distance to their k-th neighbour); the threshold is the 99th percentile (at least 1) of held-out
+ * val images' scores, plus 10%.
+ */
+export function fitKnnStats(train: Map<string, Float32Array[]>, heldOut: Float32Array[], k = 3): OodStats {
+  const all = [...train.values()].flat();
+  const dim = all[0]?.length ?? 0;
+  const mean = Array.from({ length: dim }, (_, i) => all.reduce((s, e) => s + e[i], 0) / all.length);
+  const std = Array.from({ length: dim }, (_, i) => Math.sqrt(all.reduce((s, e) => s + (e[i] - mean[i]) ** 2, 0) / all.length + 1e-6));
+  const bank: Record<string, string> = {};
+  const radius: Record<string, number> = {};
+  for (const [id, list] of train) {
+    if (list.length <= k) continue;
+    const z = list.map((e) => standardise(e, mean, std));
+    radius[id] = Math.max(1e-6, percentile(z.map((q, i) => kthNearest(q, z, k, i)), 95));
+    const flat = new Float32Array(z.length * dim);
+    z.forEach((q, i) => flat.set(q, i * dim));
+    bank[id] = Buffer.from(flat.buffer).toString('base64');
+  }
+  const stats = { mean, std, k, bank, radius, threshold: 1 };
+  const scores = heldOut.map((e) => oodScore(e, stats).score);
+  return { ...stats, threshold: Math.max(1, percentile(scores, 99)) * 1.1 };
 }

@@ -17,6 +17,9 @@ export interface EvalOptions {
   split?: string;
   limit?: number;
   models?: string[];
+  /** Override the suite's test-time augmentation. */
+  tta?: number;
+  ttaImage?: number;
   progress?: (done: number, total: number, label: string) => void;
   reuse?: boolean;
 }
@@ -33,6 +36,8 @@ function gitCommit(): string {
 export async function evaluateSuite(ctx: ServiceContext, o: EvalOptions): Promise<{ summary: Summary; reused: boolean; files: string[] }> {
   const { suite, dataRoot } = loadSuite(o.suiteFile);
   if (o.models?.length) suite.models = o.models;
+  if (o.tta !== undefined) suite.tta = o.tta;
+  if (o.ttaImage !== undefined) suite.tta_image = o.ttaImage;
   if (!existsSync(path.join(dataRoot, 'index.json'))) throw new Error(`the suite's data_root ${dataRoot} has no index.json`);
   const split = o.split ?? suite.split;
   const key = evalKey(ctx, suite, split, o.limit);
@@ -45,8 +50,8 @@ export async function evaluateSuite(ctx: ServiceContext, o: EvalOptions): Promis
   }
   const started = new Date();
   const t0 = performance.now();
-  const { records, calibrationPixels } = await runEval(ctx, suite, dataRoot, { split, limit: o.limit, progress: o.progress });
-  const summary = summarise(records, calibrationPixels, suite);
+  const { records, calibrationPixels, probes } = await runEval(ctx, suite, dataRoot, { split, limit: o.limit, progress: o.progress });
+  const summary = summarise(records, calibrationPixels, suite, probes);
   const meta: ReportMeta = {
     suite: suite.name,
     split,

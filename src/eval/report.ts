@@ -28,11 +28,11 @@ export function renderMarkdown(s: Summary, meta: ReportMeta): string {
   for (const [m, p] of Object.entries(s.presence)) out.push(`| ${m} | ${f(p.auroc, 4)} | ${f(p.accuracy)} | ${f(p.absent_empty_rate)} | ${f(p.nonsense_empty_rate)} | ${f(p.in_dataset_empty_rate)} | ${f(p.present_mask_rate)} | ${p.n_pos} | ${p.n_neg} |`);
   out.push('', '## Prompt robustness (canonical names vs evaluation-only phrasings)', '', '| model | canonical Dice | eval-only Dice | delta | mean per-case spread |', '|---|---|---|---|---|');
   for (const [m, r] of Object.entries(s.robustness)) out.push(`| ${m} | ${f(r.canonical_dice)} | ${f(r.eval_only_dice)} | ${f(r.delta)} | ${f(r.mean_spread)} |`);
-  out.push('', '## Calibration and trust', '', '| model | pixel ECE before calibration | pixel ECE as served | failure AUROC (Dice < 0.7, by predicted quality) | failures / n | present -> accept or review | negatives -> reject | test images flagged out-of-distribution |', '|---|---|---|---|---|---|---|---|');
+  out.push('', '## Calibration and trust', '', '| model | pixel ECE before calibration | pixel ECE as served | failure AUROC (Dice < 0.7, by predicted quality) | failures / n | present -> accept or review | negatives -> reject | test images flagged out-of-distribution | non-medical images made by code flagged |', '|---|---|---|---|---|---|---|---|---|');
   for (const m of Object.keys(s.trust)) {
     const t = s.trust[m];
     const o = s.ood[m];
-    out.push(`| ${m} | ${f(s.calibration[m]?.ece_uncalibrated, 4)} | ${f(s.calibration[m]?.ece, 4)} | ${f(t.failure_auroc)} | ${t.failures} / ${t.n} | ${f(t.verdicts.present_accept_or_review)} | ${f(t.verdicts.negatives_rejected)} | ${o ? `${o.flagged} / ${o.images}` : '–'} |`);
+    out.push(`| ${m} | ${f(s.calibration[m]?.ece_uncalibrated, 4)} | ${f(s.calibration[m]?.ece, 4)} | ${f(t.failure_auroc)} | ${t.failures} / ${t.n} | ${f(t.verdicts.present_accept_or_review)} | ${f(t.verdicts.negatives_rejected)} | ${o ? `${o.flagged} / ${o.images}` : '–'} | ${o?.probe ? `${o.probe.flagged} / ${o.probe.images} (${Object.entries(o.probe.by_kind).map(([k, v]) => `${k} ${v.flagged}/${v.images}`).join(', ')})` : '–'} |`);
   }
   const conf = Object.entries(s.conformal).filter(([, v]) => Object.keys(v).length);
   if (conf.length) {

@@ -8,6 +8,7 @@ import { segmentOperation } from '../service/operations/segment.js';
 import { runOperation } from '../service/run-operation.js';
 import type { Operation } from '../service/operation.js';
 import type { SegmentOutput } from '../service/schemas.js';
+import { nonMedicalImages } from './ood-probe.js';
 import { calibrationFor } from '../core/pipeline/segment.js';
 import { logit } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
@@ -65,7 +66,9 @@ export interface PixelSamples {
   raw: number[];
 }
 
-export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: string, opts: { split?: string; limit?: number; progress?: EvalProgress } = {}): Promise<{ records: CaseRecord[]; calibrationPixels: Record<string, PixelSamples> }> {
+export type ProbeResults = Record<string, { images: number; flagged: number; by_kind: Record<string, { images: number; flagged: number }> }>;
+
+export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: string, opts: { split?: string; limit?: number; progress?: EvalProgress } = {}): Promise<{ records: CaseRecord[]; calibrationPixels: Record<string, PixelSamples>; probes: ProbeResults }> {
   const split = opts.split ?? suite.split;
   const vocab = ctx.pipeline.vocabulary;
   const index = readJson<{ id: string }[]>(path.join(dataRoot, 'index.json'));
@@ -114,7 +117,7 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
           prompts.push({ prompt: n[(ci + k) % n.length], structure: null, set: 'nonsense' });
         }
         const t0 = performance.now();
-        const r = await runOperation(ctx, op, { image: { base64: bytes.toString('base64') }, prompts: prompts.map((p) => p.prompt), model, threshold: suite.threshold }, { via: 'eval' });
+        const r = await runOperation(ctx, op, { image: { base64: bytes.toString('base64') }, prompts: prompts.map((p) => p.prompt), model, threshold: suite.threshold, tta: suite.tta, tta_image: suite.tta_image }, { via: 'eval' });
         const latency = performance.now() - t0;
         if (!r.ok) throw new Error(`${ds.id}/${c}: ${r.error.message}`);
         const out = r.value as SegmentOutput;
@@ -149,7 +152,13 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
           let conformalRecall: Record<string, number> | undefined;
           if (gt && gtPresent && p.set === 'canonical' && cal?.conformal[p.structure!]) {
             conformalRecall = {};
+            // as served: a structure judged absent gets an empty mask at every level
+            const gated = res.reasons.some((x) => x.code === 'structure_absent');
             for (const [level, th] of Object.entries(cal.conformal[p.structure!])) {
+              if (gated) {
+                conformalRecall[level] = 0;
+                continue;
+              }
               let hit = 0, total = 0;
               for (let j = 0; j < gt.length; j++) {
                 if (!gt[j]) continue;
@@ -173,7 +182,25 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
       }
     }
   }
-  return { records, calibrationPixels: calib };
+  // the out-of-distribution probe: non-medical images made by code should be flagged
+  const probes: ProbeResults = {};
+  const probeImages = suite.ood_probe_per_kind > 0 ? await nonMedicalImages(suite.ood_probe_per_kind, suite.seed) : [];
+  for (const model of probeImages.length ? suite.models : []) {
+    const p = (probes[model] = { images: 0, flagged: 0, by_kind: {} as Record<string, { images: number; flagged: number }> });
+    for (const img of probeImages) {
+      const r = await runOperation(ctx, op, { image: { base64: img.png.toString('base64') }, prompts: ['heart'], model }, { via: 'eval' });
+      if (!r.ok) throw new Error(`ood probe (${img.kind}): ${r.error.message}`);
+      const flagged = (r.value as SegmentOutput).image_assessment.out_of_distribution;
+      const k = (p.by_kind[img.kind] ??= { images: 0, flagged: 0 });
+      k.images++;
+      p.images++;
+      if (flagged) {
+        k.flagged++;
+        p.flagged++;
+      }
+    }
+  }
+  return { records, calibrationPixels: calib, probes };
 }
 
 export interface StructureSummary {
@@ -196,7 +223,7 @@ export interface Summary {
   robustness: Record<string, { canonical_dice: number; eval_only_dice: number; delta: number; mean_spread: number }>;
   calibration: Record<string, { ece: number; ece_uncalibrated: number | null; table: ReturnType<typeof calibration>['table'] }>;
   conformal: Record<string, Record<string, { nominal: number; mean_recall: number; n: number }>>;
-  ood: Record<string, { images: number; flagged: number; false_flag_rate: number }>;
+  ood: Record<string, { images: number; flagged: number; false_flag_rate: number; probe: ProbeResults[string] | null }>;
   trust: Record<string, { failure_auroc: number; failures: number; n: number; risk_coverage: { coverage: number; risk: number }[]; verdicts: { present_accept_or_review: number; negatives_rejected: number } }>;
   paired: { a: string; b: string; structure: string; n: number; mean_difference: number; ci: [number, number] }[];
   by_dataset: { model: string; dataset: string; n: number; dice: number; dice_ci: [number, number] }[];
@@ -205,7 +232,7 @@ export interface Summary {
 }
 
 /** Aggregates per structure, presence, robustness, calibration and trust, with bootstrap CIs. */
-export function summarise(records: CaseRecord[], calib: Record<string, PixelSamples>, suite: Suite): Summary {
+export function summarise(records: CaseRecord[], calib: Record<string, PixelSamples>, suite: Suite, probes: ProbeResults = {}): Summary {
   const models = [...new Set(records.map((r) => r.model))];
   const structures: StructureSummary[] = [];
   const presence: Summary['presence'] = {};
@@ -265,7 +292,7 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
     const images = new Map<string, boolean>();
     for (const r of rs) images.set(`${r.dataset}/${r.case}`, r.ood_flagged);
     const flagged = [...images.values()].filter(Boolean).length;
-    ood[m] = { images: images.size, flagged, false_flag_rate: images.size ? flagged / images.size : NaN };
+    ood[m] = { images: images.size, flagged, false_flag_rate: images.size ? flagged / images.size : NaN, probe: probes[m] ?? null };
     const present = rs.filter((r) => r.set === 'canonical' && r.gt_present);
     const fail = present.filter((r) => r.dice! < suite.failure_dice);
     const okk = present.filter((r) => r.dice! >= suite.failure_dice);
@@ -321,7 +348,13 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
 /** Identifies exactly what was evaluated: model files, suite and data, for the results cache and the report. */
 export function evalKey(ctx: ServiceContext, suite: Suite, split: string, limit: number | undefined): string {
   const h = createHash('sha256');
-  for (const m of suite.models) h.update(JSON.stringify(ctx.pipeline.registry.entry(m).files));
+  for (const m of suite.models) {
+    const e = ctx.pipeline.registry.entry(m);
+    h.update(JSON.stringify(e.files));
+    // a new calibration changes verdicts and calibrated scores: it must not reuse an old run
+    const cal = e.calibration ? path.join(ctx.pipeline.registry.dirOf(e), e.calibration) : undefined;
+    if (cal && existsSync(cal)) h.update(readFileSync(cal));
+  }
   h.update(JSON.stringify(suite)).update(split).update(String(limit ?? ''));
   h.update(ctx.pipeline.vocabulary.data.version);
   return h.digest('hex');

@@ -25,7 +25,7 @@ usage:
   promptseg segment <image|folder>... --prompt <text> [--prompt <text>...] [--out DIR]
                     [--model ID] [--threshold P]
                                            write mask PNGs and summary.json per image
-  promptseg eval <suite.json> [--split test] [--limit N] [--out DIR] [--model ID...]
+  promptseg eval <suite.json> [--split test] [--limit N] [--out DIR] [--model ID...] [--tta N] [--tta-image N]
                                            evaluate models on labelled data (eval/README.md)
   promptseg calibrate [--model ID] [--data DIR] [--limit N]
                                            fit calibration, OOD statistics, verdict and conformal
@@ -152,7 +152,7 @@ async function calibrateCommand(config: ReturnType<typeof loadConfig>, args: str
 async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args, allowPositionals: true, options: { split: { type: 'string' }, limit: { type: 'string' }, out: { type: 'string' }, model: { type: 'string', multiple: true }, fresh: { type: 'boolean' } } });
+    parsed = parseArgs({ args, allowPositionals: true, options: { split: { type: 'string' }, limit: { type: 'string' }, out: { type: 'string' }, model: { type: 'string', multiple: true }, fresh: { type: 'boolean' }, tta: { type: 'string' }, 'tta-image': { type: 'string' } } });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -161,12 +161,19 @@ async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]
   if (values.split && !['train', 'val', 'test'].includes(values.split)) throw new UsageError('--split is one of train, val, test');
   const limit = values.limit === undefined ? undefined : Number(values.limit);
   if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new UsageError('--limit is a positive whole number');
+  const count = (v: string | undefined, name: string, max: number) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!(Number.isInteger(n) && n >= 0 && n <= max)) throw new UsageError(`--${name} is a whole number from 0 to ${max}`);
+    return n;
+  };
+  const tta = count(values.tta, 'tta', 8), ttaImage = count(values['tta-image'], 'tta-image', 6);
   const suiteFile = positionals[0];
   if (!existsSync(suiteFile)) throw new UsageError(`no suite file ${suiteFile}`);
-  const outDir = values.out ?? path.join('runs', path.basename(suiteFile, '.json') + `-${values.split ?? 'suite'}${limit ? `-limit${limit}` : ''}`);
+  const outDir = values.out ?? path.join('runs', path.basename(suiteFile, '.json') + `-${values.split ?? 'suite'}${limit ? `-limit${limit}` : ''}${tta ? `-tta${tta}` : ''}${ttaImage ? `-ttaimg${ttaImage}` : ''}`);
   const ctx = createServiceContext(config);
   const t0 = Date.now();
-  const { summary, reused, files } = await evaluateSuite(ctx, { suiteFile, outDir, split: values.split, limit, models: values.model, reuse: !values.fresh, progress: (d, t, label) => progressBar(d, t, t0, label) });
+  const { summary, reused, files } = await evaluateSuite(ctx, { suiteFile, outDir, split: values.split, limit, models: values.model, tta, ttaImage, reuse: !values.fresh, progress: (d, t, label) => progressBar(d, t, t0, label) });
   process.stderr.write('\n');
   await disposeServiceContext(ctx);
   if (reused) process.stderr.write(`promptseg: same models, suite and data as the run in ${outDir}; reused it (--fresh to rerun)\n`);

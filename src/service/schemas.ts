@@ -30,6 +30,7 @@ export const PromptResultSchema = z.object({
   }),
   verdict: z.enum(['accept', 'review', 'reject']),
   reasons: z.array(ReasonSchema),
+  zoomed: z.boolean().optional().describe('Set when the mask comes from the second, closer look at a crop around the first mask.'),
   refined_by: z
     .object({ model: z.string(), box: z.tuple([z.number(), z.number(), z.number(), z.number()]), predicted_iou: z.number() })
     .optional()
@@ -50,11 +51,13 @@ export const SegmentOutputSchema = z.object({
   height: z.number().int(),
   results: z.array(PromptResultSchema),
   image_assessment: z.object({
-    ood_score: z.number().nullable().describe('Standardised distance of the image embedding to the nearest training dataset (higher = stranger); null when the model has no calibration.'),
+    ood_score: z.number().nullable().describe('How unlike the training images this image is, as a ratio to the flag threshold (above ood_threshold = flagged): the larger of the model-embedding and appearance-statistics k-NN distances; null when the model has no calibration.'),
     ood_threshold: z.number().nullable(),
+    ood_parts: z.object({ embedding: z.number().nullable(), appearance: z.number().nullable() }).optional().describe('The two ratios behind ood_score.'),
     nearest_training_set: z.string().nullable(),
     out_of_distribution: z.boolean(),
   }),
+  tta: z.object({ paraphrases: z.number().int(), image_transforms: z.array(z.string()) }).optional().describe('The test-time augmentation that ran (when asked for).'),
   calibration: z.enum(['fitted', 'none']).describe('Whether fitted calibration (temperature, presence, quality, thresholds) was applied.'),
   overlay_png_base64: z.string().optional(),
   timings_ms: z.record(z.string(), z.number()),

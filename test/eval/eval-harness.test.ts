@@ -57,7 +57,7 @@ describe('promptseg eval', () => {
     manifest.models.push({ ...manifest.models[0], id: 'builtin-copy' });
     writeFileSync(path.join(models, 'manifest.json'), JSON.stringify(manifest));
     const suiteFile = path.join(dir, 'suite.json');
-    writeFileSync(suiteFile, JSON.stringify({ name: 'tiny', data_root: 'data', models: ['promptseg-builtin', 'builtin-copy'], bootstrap: 200, negatives: { absent_per_case: 1, nonsense_per_case: 1 } }));
+    writeFileSync(suiteFile, JSON.stringify({ name: 'tiny', data_root: 'data', models: ['promptseg-builtin', 'builtin-copy'], bootstrap: 200, negatives: { absent_per_case: 1, nonsense_per_case: 1 }, ood_probe_per_kind: 1 }));
     const ctx = createServiceContext(testConfig({ PROMPTSEG_MODELS_DIR: models }));
     contexts.push(ctx);
     const out = path.join(dir, 'out');
@@ -88,6 +88,10 @@ describe('promptseg eval', () => {
     expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org)/); // self-contained
     const again = await evaluateSuite(ctx, { suiteFile, outDir: out });
     expect(again.reused).toBe(true);
+    // the out-of-distribution probe ran one made-up image of each kind through each model
+    expect(r.summary.ood['promptseg-builtin'].probe!.images).toBe(5);
+    expect(Object.keys(r.summary.ood['promptseg-builtin'].probe!.by_kind).sort()).toEqual(['gradient', 'noise', 'pattern', 'scene', 'text']);
+    expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toMatch(/non-medical images made by code flagged/);
   });
 
   it('runs the pretrained bundle runners side by side with the built-in model (tiny test bundles)', async () => {
@@ -95,7 +99,7 @@ describe('promptseg eval', () => {
     await tinyCollection(path.join(dir, 'data'));
     const suiteFile = path.join(dir, 'suite.json');
     const ids = ['promptseg-builtin', 'clipseg-tiny', 'biomedclip-tiny'];
-    writeFileSync(suiteFile, JSON.stringify({ name: 'bundles', data_root: 'data', models: ids, bootstrap: 100, negatives: { absent_per_case: 1, nonsense_per_case: 1 } }));
+    writeFileSync(suiteFile, JSON.stringify({ name: 'bundles', data_root: 'data', models: ids, bootstrap: 100, negatives: { absent_per_case: 1, nonsense_per_case: 1 }, ood_probe_per_kind: 0 }));
     const ctx = createServiceContext(testConfig({ PROMPTSEG_EXTRA_MANIFESTS: TINY_MANIFEST }));
     contexts.push(ctx);
     const out = path.join(dir, 'out');

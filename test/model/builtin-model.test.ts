@@ -6,13 +6,14 @@ import { decodeImage } from '../../src/core/image/decode.js';
 import { segment } from '../../src/core/pipeline/segment.js';
 import { dice } from '../../src/eval/metrics.js';
 import { disposeServiceContext } from '../../src/service/context.js';
-import { seededRandom } from '../../src/eval/metrics.js';
+import { nonMedicalImages } from '../../src/eval/ood-probe.js';
 import { SHARED_DATA, sharedMissing } from '../helpers/project.js';
 import { testContext } from '../helpers/service.js';
-import { greyPng } from '../helpers/fixtures.js';
 
 const ctx = testContext();
 afterAll(() => disposeServiceContext(ctx));
+/** The share of made-up non-medical images that must be flagged (the issue's target is 0.95; see the model card for the measured rate). */
+const OOD_BAR = 0.95;
 const limits = { maxPixels: 40_000_000 };
 
 async function sharedCase(ds: string, c: string, ext = '.png') {
@@ -46,6 +47,21 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
     }
   });
 
+  it('takes a second, closer look at a small structure (cardiac MRI) and keeps it on the structure', async () => {
+    for (const c of testCases('acdc_cardiac_mri', 6)) {
+      const { image, mask } = await sharedCase('acdc_cardiac_mri', c);
+      const gt = await mask('left_ventricle');
+      if (!gt.some((v) => v)) continue;
+      const off = await segment(ctx.pipeline, { image, prompts: ['left ventricle'], zoom: false });
+      const on = await segment(ctx.pipeline, { image, prompts: ['left ventricle'], zoom: true });
+      expect(off.results[0].zoomed).toBeUndefined();
+      expect(on.results[0].zoomed).toBe(true);
+      expect(dice(on.results[0].mask, gt)).toBeGreaterThan(0.6);
+      return;
+    }
+    throw new Error('no ACDC test case with a left ventricle among the first six');
+  });
+
   it('rejects absent structures and nonsense with an empty mask', async () => {
     const absent = ['liver', 'fetal head', 'polyp', 'retinal blood vessels', 'banana', 'hello world', 'asdf'];
     for (const c of testCases('jsrt_scr_cxr', 2)) {
@@ -73,30 +89,17 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
 
 describe('out-of-distribution images made by code', () => {
   const cal = () => ctx.pipeline.registry.entry('promptseg-builtin').calibration;
-  // Measured: 17 of these 20 flagged (85%) with the k-NN score and the threshold fitted on val; the
-  // 95% target of the trust issue is not met yet, so this guards the level reached, not the goal.
-  it.skipIf(!cal())('flags most non-medical images made by code (noise, stripes, checkerboards, scenes with text) as out of distribution', async () => {
-    const rnd = seededRandom(3);
-    const makers: (() => Promise<Buffer>)[] = [];
-    for (let k = 0; k < 5; k++) makers.push(() => greyPng(256, 256, () => rnd() * 255)); // white noise
-    for (let k = 0; k < 5; k++) {
-      const a = rnd() * 6.28;
-      makers.push(() => greyPng(320, 240, (x, y) => 128 + 120 * Math.sin((x * Math.cos(a) + y * Math.sin(a)) / (8 + k * 6)))); // stripes
-    }
-    for (let k = 0; k < 5; k++) {
-      const n = 4 + k * 4;
-      makers.push(() => greyPng(256, 256, (x, y) => ((Math.floor(x / n) + Math.floor(y / n)) % 2 ? 230 : 20))); // checkerboards
-    }
-    for (let k = 0; k < 5; k++) {
-      const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="320" height="200"><rect width="100%" height="100%" fill="#87ceeb"/><rect y="${120 + k * 8}" width="100%" height="200" fill="#2e8b57"/><circle cx="${60 + k * 40}" cy="50" r="25" fill="#ffd700"/><rect x="${150 + k * 10}" y="${80 + k * 5}" width="60" height="50" fill="#b22222"/><text x="10" y="190" font-size="28" fill="white">hello ${k}</text></svg>`;
-      makers.push(() => sharp(Buffer.from(svg)).png().toBuffer()); // outdoor-like scene with text
-    }
+  // the same probe the eval report runs (src/eval/ood-probe.ts): noise, gradients, patterns, text pages, scenes
+  it.skipIf(!cal())('flags non-medical images made by code (noise, gradients, patterns, rendered text, scenes) as out of distribution', async () => {
+    const probe = await nonMedicalImages(4, 11);
     let flagged = 0;
-    for (const make of makers) {
-      const image = await decodeImage(await make(), limits);
+    const missed: string[] = [];
+    for (const p of probe) {
+      const image = await decodeImage(p.png, limits);
       const r = await segment(ctx.pipeline, { image, prompts: ['heart'] });
       if (r.image.outOfDistribution) flagged++;
+      else missed.push(p.kind);
     }
-    expect(flagged / makers.length).toBeGreaterThanOrEqual(0.8);
+    expect(flagged / probe.length, `missed: ${missed.join(', ')}`).toBeGreaterThanOrEqual(OOD_BAR);
   });
 });

@@ -98,7 +98,7 @@ export async function segmentRegions(ctx: PipelineContext, req: RegionRequest): 
     height,
     imageSha256,
     results,
-    image: { oodScore: null, oodThreshold: null, nearestTrainingSet: null, outOfDistribution: false, embedding: new Float32Array(0) },
+    image: { oodScore: null, oodThreshold: null, oodParts: { embedding: null, appearance: null }, nearestTrainingSet: null, outOfDistribution: false, embedding: new Float32Array(0), appearance: new Float32Array(0) },
     calibration: 'none',
     timingsMs: timings,
     cache: { imageFeatures: 'miss' },

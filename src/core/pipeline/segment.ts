@@ -13,6 +13,9 @@ import { loadCalibration, logit, oodScore, platt, type Calibration } from '../tr
 import path from 'node:path';
 import type { Structure, Vocabulary } from '../vocabulary.js';
 import { Lru } from './lru.js';
+import { appearanceDescriptor } from '../trust/appearance.js';
+import { IMAGE_TRANSFORMS, THORAX_REGIONS } from './image-tta.js';
+import { cropSquare, pasteSquare, zoomSquare } from './zoom.js';
 
 /** What the pipeline needs; created once per process and shared by every front door. */
 export interface PipelineContext {
@@ -47,8 +50,16 @@ export interface SegmentRequest {
   calibrated?: boolean;
   /** Text-side test-time augmentation: paraphrases per prompt, averaged (0 = off). */
   tta?: number;
+  /** Image-side test-time augmentation: transformed copies of the image (flips only where laterality allows), averaged (0 = off). */
+  ttaImage?: number;
   /** Nominal recall of a conformal mask ("0.9"): the threshold fitted per structure on val replaces `threshold`. */
   conformalRecall?: string;
+  /**
+   * A second, closer look at small structures (a crop around the first mask, run again): 'auto'
+   * (default) for the structures whose calibration found it helps on val, true for every eligible
+   * structure, false never, or a list of structure slugs.
+   */
+  zoom?: boolean | 'auto' | string[];
   /** A box/point model (SAM family) that redraws each produced mask from its box; 'none' turns off the model's default (`refine_with`). */
   refine?: string;
 }
@@ -63,13 +74,37 @@ export interface Refinement {
 }
 
 export interface ImageAssessment {
-  /** Standardised distance of the image embedding to the nearest training dataset; null without calibration. */
+  /** How far the image lies from the training images, as a ratio to the flag threshold (> 1 = flagged): the larger of the embedding and appearance ratios; null without calibration. */
   oodScore: number | null;
+  /** 1 when a calibration gives OOD statistics (the score is a ratio to its threshold), else null. */
   oodThreshold: number | null;
+  /** The two ratios behind oodScore: pooled model embedding, and model-free appearance statistics. */
+  oodParts: { embedding: number | null; appearance: number | null };
   nearestTrainingSet: string | null;
   outOfDistribution: boolean;
   /** Global pooled image embedding (whole-image pass). */
   embedding: Float32Array;
+  /** Model-free appearance descriptor of the image (src/core/trust/appearance.ts). */
+  appearance: Float32Array;
+}
+
+/** Out-of-distribution assessment from the calibration's k-NN statistics (embedding and appearance). */
+export function assessImage(cal: Calibration | undefined, embedding: Float32Array, appearance: Float32Array): ImageAssessment {
+  const e = cal?.ood && embedding.length ? oodScore(embedding, cal.ood) : undefined;
+  const a = cal?.appearance ? oodScore(appearance, cal.appearance) : undefined;
+  const re = e ? e.score / cal!.ood!.threshold : null;
+  const ra = a ? a.score / cal!.appearance!.threshold : null;
+  const ratios = [re, ra].filter((v): v is number => v !== null);
+  const worst = ratios.length ? Math.max(...ratios) : null;
+  return {
+    oodScore: worst,
+    oodThreshold: worst === null ? null : 1,
+    oodParts: { embedding: re, appearance: ra },
+    nearestTrainingSet: e?.nearest ?? a?.nearest ?? null,
+    outOfDistribution: worst !== null && worst > 1,
+    embedding,
+    appearance,
+  };
 }
 
 export interface PromptResult {
@@ -97,6 +132,8 @@ export interface PromptResult {
   ttaStd?: Float32Array;
   /** Set when a box-prompted model redrew the mask (refine). */
   refinedBy?: Refinement;
+  /** True when the mask comes from the second, closer look at a crop. */
+  zoomed?: boolean;
 }
 
 export type StageName = 'preprocess' | 'encode_image' | 'encode_text' | 'decode_mask' | 'refine' | 'postprocess';
@@ -109,6 +146,8 @@ export interface SegmentResult {
   results: PromptResult[];
   image: ImageAssessment;
   calibration: 'fitted' | 'none';
+  /** Test-time augmentation that ran: paraphrases per prompt and image transforms. */
+  tta?: { paraphrases: number; imageTransforms: string[] };
   timingsMs: Record<StageName, number>;
   cache: { imageFeatures: 'hit' | 'miss' | 'partial' };
 }
@@ -147,62 +186,62 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
 
   const structures = owner.map((i) => baseStructures[i]);
   const modes = structures.map((s) => (s?.scale === 'tiled' ? 'tiled' : 'whole') as 'whole' | 'tiled');
-  const logits: FloatGrid[] = new Array(all.length);
-  const presenceLogit = new Array<number>(all.length);
-  const iouLogit = new Array<number>(all.length);
-  const similarity = new Array<number>(all.length);
   let hits = 0, misses = 0;
+  const hit = (h: boolean) => (h ? hits++ : misses++);
+  const base = await decodeViews(ctx, model, entry, image, imageSha256, all.map((_, i) => i), structures, modes, embeds, timings, hit);
+  const { logits, presenceLogit, iouLogit, similarity } = base;
+  const embedding = base.embedding;
 
-  // CT from DICOM: each structure is seen through its own window (lung, mediastinum, ...) unless the caller set one
-  const views = new Map<string, { image: RasterImage; sha: string; idx: number[] }>();
-  views.set('default', { image, sha: imageSha256, idx: [] });
-  all.forEach((_, i) => {
-    const w = windowFor(ctx, image, structures[i]);
-    if (!w) {
-      views.get('default')!.idx.push(i);
-      return;
-    }
-    const key = `window:${w[0]}:${w[1]}`;
-    if (!views.has(key)) {
-      const data = renderWindow(image.dicom!.values!, w, image.dicom!.monochrome1);
-      views.set(key, { image: { ...image, data }, sha: `${imageSha256}:${key}`, idx: [] });
-    }
-    views.get(key)!.idx.push(i);
-  });
+  // the second look: prompts of whole-image structures whose first mask is small are run again on a
+  // crop around it (the model was trained on such crops), and the crop's logits replace the first
+  // look's inside the crop
+  const calZoom = req.calibrated === false ? undefined : calibrationFor(ctx, entry)?.zoom;
+  const zoomFor = (i: number) => {
+    const st = baseStructures[i];
+    if (!st || modes[i] !== 'whole' || req.zoom === false || windowFor(ctx, image, st)) return false;
+    if (Array.isArray(req.zoom)) return req.zoom.includes(st.slug);
+    return req.zoom === true || (calZoom ?? []).includes(st.slug);
+  };
+  const zoomed: boolean[] = req.prompts.map(() => false);
+  for (let i = 0; i < req.prompts.length; i++) {
+    if (!zoomFor(i) || sigmoid(presenceLogit[i]) < 0.5) continue;
+    const box = boxOf(logits[i], 0, image.width, image.height, 0);
+    const sq = box && zoomSquare(box, image.width, image.height, entry.input.size);
+    if (!sq) continue;
+    const crop = cropSquare(image, sq);
+    const out = await runWhole(ctx, model, entry, crop, `${imageSha256}:zoom:${sq.left}:${sq.top}:${sq.side}`, [embeds[i]], timings, hit);
+    logits[i] = pasteSquare(logits[i], out.logits[0], sq);
+    zoomed[i] = true;
+  }
 
-  let embedding: Float32Array | undefined;
-  for (const [key, view] of views) {
-    for (const mode of ['whole', 'tiled'] as const) {
-      const idx = view.idx.filter((i) => modes[i] === mode);
-      // the default view always runs whole-image once: its pooled embedding feeds the OOD score
-      if (!idx.length && !(mode === 'whole' && key === 'default')) continue;
-      const e = idx.map((i) => embeds[i]);
-      const out = mode === 'whole'
-        ? await runWhole(ctx, model, entry, view.image, view.sha, e, timings, (h) => (h ? hits++ : misses++))
-        : await runTiled(ctx, model, entry, view.image, view.sha, e, timings, (h) => (h ? hits++ : misses++));
-      if (mode === 'whole' && key === 'default') embedding = out.pooled;
-      idx.forEach((i, k) => {
-        logits[i] = out.logits[k];
-        presenceLogit[i] = out.presence[k];
-        iouLogit[i] = out.iou[k];
-        similarity[i] = out.similarity[k];
-      });
-    }
+  // image-side test-time augmentation: each transform is a new image-encoder pass whose logits are
+  // mapped back to the original pixels and joined to the prompt's members (with the paraphrases)
+  const ttaImage = req.ttaImage ?? 0;
+  if (!(Number.isInteger(ttaImage) && ttaImage >= 0 && ttaImage <= IMAGE_TRANSFORMS.length)) fail('invalid_argument', `tta_image must be a whole number from 0 to ${IMAGE_TRANSFORMS.length}`, 'tta_image');
+  // per prompt: the first tta_image transforms that suit it (no mirroring of lateral or thoracic structures)
+  const flipSafe = (st: Structure | undefined) => !!st && !st.laterality && !THORAX_REGIONS.has(st.region);
+  const allowed = req.prompts.map((_, i) => IMAGE_TRANSFORMS.filter((tf) => !tf.flips || flipSafe(baseStructures[i])).slice(0, ttaImage));
+  const transforms = IMAGE_TRANSFORMS.filter((tf) => allowed.some((a) => a.includes(tf)));
+  for (const tf of transforms) {
+    const timg = tf.apply(image);
+    const idx = req.prompts.map((_, i) => i).filter((i) => allowed[i].includes(tf));
+    const out = await decodeViews(ctx, model, entry, timg, `${imageSha256}:tta:${tf.name}`, idx, structures, modes, embeds, timings, hit);
+    idx.forEach((i) => {
+      logits.push(tf.invert(out.logits[i]));
+      presenceLogit.push(out.presenceLogit[i]);
+      iouLogit.push(out.iouLogit[i]);
+      similarity.push(out.similarity[i]);
+      owner.push(i);
+    });
   }
 
   t = now();
   const cal = req.calibrated === false ? undefined : calibrationFor(ctx, entry);
-  const ood = cal?.ood && embedding?.length ? oodScore(embedding, cal.ood) : undefined;
-  const assessment: ImageAssessment = {
-    oodScore: ood ? ood.score : null,
-    oodThreshold: cal?.ood ? cal.ood.threshold : null,
-    nearestTrainingSet: ood ? ood.nearest : null,
-    outOfDistribution: !!ood && ood.score > cal!.ood!.threshold,
-    embedding: embedding ?? new Float32Array(0),
-  };
+  const appearance = appearanceDescriptor(image);
+  const assessment = assessImage(cal, embedding ?? new Float32Array(0), appearance);
   if (req.conformalRecall !== undefined && !cal) fail('invalid_argument', `model ${entry.id} has no fitted conformal thresholds`, 'conformal_recall');
   const variance = req.prompts.map(() => undefined as Float32Array | undefined);
-  if (tta > 0) {
+  if (tta > 0 || transforms.length > 0) {
     const temperature = cal ? cal.pixel_temperature : 1;
     req.prompts.forEach((_, i) => {
       const members = owner.map((o, j) => (o === i ? j : -1)).filter((j) => j >= 0);
@@ -259,6 +298,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     }
     const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment, refined[i]?.iou);
     if (refined[i]) r.refinedBy = refined[i];
+    if (zoomed[i]) r.zoomed = true;
     if (variance[i]) {
       r.ttaStd = variance[i]!.map(Math.sqrt);
       let sum = 0, cnt = 0;
@@ -277,9 +317,69 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     results,
     image: assessment,
     calibration: cal ? 'fitted' : 'none',
+    tta: { paraphrases: tta, imageTransforms: transforms.map((tf) => tf.name) },
     timingsMs: timings,
     cache: { imageFeatures: misses === 0 ? 'hit' : hits === 0 ? 'miss' : 'partial' },
   };
+}
+
+
+interface DecodedAll {
+  logits: FloatGrid[];
+  presenceLogit: number[];
+  iouLogit: number[];
+  similarity: number[];
+  embedding?: Float32Array;
+}
+
+/**
+ * Decodes the prompts `idx` (indices into structures/modes/embeds) on one image: CT from DICOM is
+ * seen through each structure's window, thin structures in native tiles, the rest whole.
+ */
+async function decodeViews(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, imageSha256: string, idxAll: number[], structures: (Structure | undefined)[], modes: ('whole' | 'tiled')[], embeds: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedAll> {
+  const n = Math.max(0, ...idxAll.map((i) => i + 1));
+  const logits: FloatGrid[] = new Array(n);
+  const presenceLogit = new Array<number>(n);
+  const iouLogit = new Array<number>(n);
+  const similarity = new Array<number>(n);
+  // CT from DICOM: each structure is seen through its own window (lung, mediastinum, ...) unless the caller set one
+  const views = new Map<string, { image: RasterImage; sha: string; idx: number[] }>();
+  views.set('default', { image, sha: imageSha256, idx: [] });
+  idxAll.forEach((i) => {
+    const w = windowFor(ctx, image, structures[i]);
+    if (!w) {
+      views.get('default')!.idx.push(i);
+      return;
+    }
+    const key = `window:${w[0]}:${w[1]}`;
+    if (!views.has(key)) {
+      const data = renderWindow(image.dicom!.values!, w, image.dicom!.monochrome1);
+      views.set(key, { image: { ...image, data }, sha: `${imageSha256}:${key}`, idx: [] });
+    }
+    views.get(key)!.idx.push(i);
+  });
+
+  let embedding: Float32Array | undefined;
+  for (const [key, view] of views) {
+    for (const mode of ['whole', 'tiled'] as const) {
+      const idx = view.idx.filter((i) => modes[i] === mode);
+      // the default view always runs whole-image once: its pooled embedding feeds the OOD score
+      if (!idx.length && !(mode === 'whole' && key === 'default')) continue;
+      const e = idx.map((i) => embeds[i]);
+      const out = mode === 'whole'
+        ? await runWhole(ctx, model, entry, view.image, view.sha, e, timings, hit)
+        : await runTiled(ctx, model, entry, view.image, view.sha, e, timings, hit);
+      if (mode === 'whole' && key === 'default') embedding = out.pooled;
+      idx.forEach((i, k) => {
+        logits[i] = out.logits[k];
+        presenceLogit[i] = out.presence[k];
+        iouLogit[i] = out.iou[k];
+        similarity[i] = out.similarity[k];
+      });
+    }
+  }
+
+  return { logits, presenceLogit, iouLogit, similarity, embedding };
 }
 
 async function encodeTexts(ctx: PipelineContext, model: SegmentationModel, prompts: string[]): Promise<Float32Array[]> {
@@ -424,8 +524,8 @@ async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: M
   return { logits, presence: pres.map((v) => v / tiles), iou: iou.map((v) => v / tiles), similarity: sim.map((v) => v / tiles) };
 }
 
-/** [x1, y1, x2, y2] of the pixels whose logit is at least zCut, widened by 3% of the image (at least 2 px); undefined when none. */
-export function boxOf(g: FloatGrid, zCut: number, width: number, height: number): [number, number, number, number] | undefined {
+/** [x1, y1, x2, y2] of the pixels whose logit is at least zCut, widened by `margin` of the image's longer side (at least 2 px when margin > 0); undefined when none. */
+export function boxOf(g: FloatGrid, zCut: number, width: number, height: number, margin = 0.03): [number, number, number, number] | undefined {
   let x1 = Infinity, y1 = Infinity, x2 = -1, y2 = -1;
   for (let y = 0; y < g.height; y++) {
     for (let x = 0; x < g.width; x++) {
@@ -437,7 +537,7 @@ export function boxOf(g: FloatGrid, zCut: number, width: number, height: number)
     }
   }
   if (x2 < 0) return undefined;
-  const m = Math.max(2, Math.round(0.03 * Math.max(width, height)));
+  const m = margin > 0 ? Math.max(2, Math.round(margin * Math.max(width, height))) : 0;
   return [Math.max(0, x1 - m), Math.max(0, y1 - m), Math.min(width - 1, x2 + 1 + m), Math.min(height - 1, y2 + 1 + m)];
 }
 

@@ -2,6 +2,21 @@ import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { sigmoid } from './scores.js';
 
+/** k nearest-neighbour statistics of image features over training images, per training dataset. */
+const OodStatsSchema = z.object({
+  /** Standardisation of the pooled image embedding (mean and standard deviation over training images). */
+  mean: z.array(z.number()),
+  std: z.array(z.number()),
+  /** Neighbours counted: the score uses the distance to the k-th nearest training image. */
+  k: z.number().int().positive(),
+  /** Per training dataset: standardised training embeddings, float32 little-endian, base64. */
+  bank: z.record(z.string(), z.string()),
+  /** Per dataset: the 95th percentile of its own images' leave-one-out k-NN distance. */
+  radius: z.record(z.string(), z.number()),
+  /** Flag when the smallest distance / radius ratio over datasets exceeds this. */
+  threshold: z.number(),
+});
+
 /**
  * What promptseg fitted on a model's validation split: pixel temperature, presence and quality
  * recalibration, out-of-distribution statistics, verdict thresholds and conformal thresholds.
@@ -12,30 +27,20 @@ export const CalibrationSchema = z.object({
   pixel_temperature: z.number().positive(),
   presence: z.object({ a: z.number(), b: z.number() }),
   quality: z.object({ a: z.number(), b: z.number() }),
-  ood: z.object({
-    /** Standardisation of the pooled image embedding (mean and standard deviation over training images). */
-    mean: z.array(z.number()),
-    std: z.array(z.number()),
-    /** Neighbours counted: the score uses the distance to the k-th nearest training image. */
-    k: z.number().int().positive(),
-    /** Per training dataset: standardised training embeddings, float32 little-endian, base64. */
-    bank: z.record(z.string(), z.string()),
-    /** Per dataset: the 95th percentile of its own images' leave-one-out k-NN distance. */
-    radius: z.record(z.string(), z.number()),
-    /** Flag when the smallest distance / radius ratio over datasets exceeds this. */
-    threshold: z.number(),
-  })
-    .optional()
-    .describe('absent for models without a pooled image embedding (e.g. CLIPSeg)'),
+  ood: OodStatsSchema.optional().describe('k-NN statistics of the pooled image embedding; absent for models without one (e.g. CLIPSeg)'),
+  /** The same k-NN statistics on the model-free appearance descriptor (src/core/trust/appearance.ts). */
+  appearance: OodStatsSchema.optional(),
   thresholds: z.object({
     presence: z.number(),
     quality: z.number(),
     uncertain_fraction: z.number(),
   }),
+  /** Structures whose val Dice improved with the second, closer look (zoom 'auto' uses it for them). */
+  zoom: z.array(z.string()).optional(),
   conformal: z.record(z.string(), z.record(z.string(), z.number())).describe('structure slug -> nominal recall ("0.9") -> probability threshold'),
 });
 export type Calibration = z.infer<typeof CalibrationSchema>;
-export type OodStats = NonNullable<Calibration['ood']>;
+export type OodStats = z.infer<typeof OodStatsSchema>;
 
 export function loadCalibration(file: string): Calibration | undefined {
   if (!existsSync(file)) return undefined;

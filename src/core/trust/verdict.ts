@@ -57,7 +57,7 @@ export function decideVerdict(t: TrustInput, th: TrustThresholds = DEFAULT_THRES
     reasons.push({ code: 'structure_absent', severity: 'reject', message: `The model finds no ${what} in this image (presence ${(t.presence * 100).toFixed(0)}%), so no mask is returned.` });
   }
   if (t.outOfDistribution) {
-    reasons.push({ code: 'out_of_distribution', severity: 'reject', message: `The image does not look like any kind of image the model was trained on (distance ${t.oodScore?.toFixed(2) ?? '?'}), so its output means little here.` });
+    reasons.push({ code: 'out_of_distribution', severity: 'reject', message: `The image does not look like any kind of image the model was trained on (${t.oodScore?.toFixed(1) ?? '?'} times the flagging distance), so its output means little here.` });
   }
   if (!t.inVocabulary) {
     reasons.push({ code: 'prompt_not_in_vocabulary', severity: 'review', message: 'The prompt names no structure the model was trained on; treat any mask as a guess.' });

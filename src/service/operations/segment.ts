@@ -22,7 +22,9 @@ export const SegmentInputSchema = z.object({
   outputs: z.array(z.enum(['png', 'rle', 'polygons'])).default([]).describe('Mask encodings to include inline; the mask is always downloadable by mask_url / mask_uri.'),
   overlay: z.boolean().default(false).describe('Include a preview PNG of the masks over the image (longer side at most 512 px).'),
   tta: z.number().int().min(0).max(8).default(0).describe('Test-time augmentation: average this many paraphrases of each prompt (they reuse the cached image features, about one decoder pass each) and report their disagreement. 0 = off.'),
+  tta_image: z.number().int().min(0).max(6).default(0).describe('Image-side test-time augmentation: average this many transformed copies of the image (horizontal/vertical flips only when no prompt is lateral or thoracic; gamma 0.8/1.25; shifts of 3%). Each costs one image-encoder pass. 0 = off.'),
   conformal_recall: z.enum(['0.8', '0.9', '0.95']).optional().describe('Return conformal masks whose expected recall of the true structure is at least this (thresholds fitted per structure on val; vocabulary structures only).'),
+  zoom: z.enum(['auto', 'on', 'off']).default('auto').describe("Second, closer look at small structures (a crop around the first mask, run again). auto: for the structures where it raised Dice on val (the model's calibration lists them)."),
   refine: z.string().optional().describe("A box/point model id from list_models (SAM family): each mask is redrawn by that model from the text model's mask box (MedCLIP-SAM style). 'none' turns off a model's default refinement."),
   frame: z.number().int().min(0).optional().describe('DICOM: which frame of a multi-frame file (default 0).'),
   window: z.object({ center: z.number(), width: z.number().positive() }).optional().describe('DICOM grey images: display window in modality units (HU for CT) for every prompt. By default CT uses each structure\'s window (lung, mediastinum, abdomen, bone, brain), other images the file\'s window or robust percentiles.'),
@@ -51,7 +53,7 @@ export const segmentOperation = defineOperation({
     const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, { frame: input.frame, window: win });
     extras?.progress?.(1, 3, 'image decoded');
     const res = await ctx.queue.run(
-      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta, refine: input.refine }),
+      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta, ttaImage: input.tta_image, refine: input.refine, zoom: input.zoom === 'auto' ? 'auto' : input.zoom === 'on' }),
       ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS,
     );
     extras?.progress?.(2, 3, 'masks decoded');
@@ -93,6 +95,7 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
       },
       verdict: r.verdict,
       reasons: r.reasons,
+      ...(r.zoomed ? { zoomed: true } : {}),
       ...(r.refinedBy ? { refined_by: { model: r.refinedBy.model, box: r.refinedBy.box, predicted_iou: round(r.refinedBy.iou) } } : {}),
       mask_url: `/v1/results/${resultId}/masks/${index}.png`,
       ...(image.dicom ? { dicom_seg_url: `/v1/results/${resultId}/dicom-seg` } : {}),
@@ -112,10 +115,12 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
     image_assessment: {
       ood_score: res.image.oodScore === null ? null : round(res.image.oodScore),
       ood_threshold: res.image.oodThreshold === null ? null : round(res.image.oodThreshold),
+      ood_parts: { embedding: res.image.oodParts.embedding === null ? null : round(res.image.oodParts.embedding), appearance: res.image.oodParts.appearance === null ? null : round(res.image.oodParts.appearance) },
       nearest_training_set: res.image.nearestTrainingSet,
       out_of_distribution: res.image.outOfDistribution,
     },
     calibration: res.calibration,
+    ...(res.tta && (res.tta.paraphrases || res.tta.imageTransforms.length) ? { tta: { paraphrases: res.tta.paraphrases, image_transforms: res.tta.imageTransforms } } : {}),
     timings_ms: res.timingsMs,
     cache: { image_features: res.cache.imageFeatures },
     disclaimer: DISCLAIMER,

@@ -1,0 +1,86 @@
+import type { FloatGrid, RasterImage } from '../image/raster.js';
+
+/**
+ * Image-side test-time augmentation: a transform of the input image and the inverse that maps the
+ * transformed image's logit grid (at original size) back onto the original pixels. Geometric
+ * transforms move DICOM modality values too, so per-structure CT windows see the same geometry;
+ * intensity transforms change the displayed pixels only.
+ */
+export interface ImageTransform {
+  name: string;
+  /** True when the transform mirrors the image (not used for lateral or thoracic structures). */
+  flips: boolean;
+  apply(image: RasterImage): RasterImage;
+  invert(g: FloatGrid): FloatGrid;
+}
+
+/** Moves every plane of the image by (dx, dy) pixels, filling with the nearest edge pixel. */
+function shiftPlane<T extends Uint8Array | Float32Array>(src: T, w: number, h: number, ch: number, dx: number, dy: number): T {
+  const out = new (src.constructor as new (n: number) => T)(src.length);
+  for (let y = 0; y < h; y++) {
+    const sy = Math.min(h - 1, Math.max(0, y - dy));
+    for (let x = 0; x < w; x++) {
+      const sx = Math.min(w - 1, Math.max(0, x - dx));
+      for (let c = 0; c < ch; c++) out[(y * w + x) * ch + c] = src[(sy * w + sx) * ch + c];
+    }
+  }
+  return out;
+}
+
+function flipPlane<T extends Uint8Array | Float32Array>(src: T, w: number, h: number, ch: number, horizontal: boolean): T {
+  const out = new (src.constructor as new (n: number) => T)(src.length);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const sx = horizontal ? w - 1 - x : x, sy = horizontal ? y : h - 1 - y;
+      for (let c = 0; c < ch; c++) out[(y * w + x) * ch + c] = src[(sy * w + sx) * ch + c];
+    }
+  }
+  return out;
+}
+
+function geometric(name: string, flips: boolean, move: <T extends Uint8Array | Float32Array>(p: T, w: number, h: number, ch: number, inverse: boolean) => T): ImageTransform {
+  return {
+    name,
+    flips,
+    apply(image) {
+      const { width: w, height: h } = image;
+      const data = move(image.data, w, h, 3, false);
+      const dicom = image.dicom?.values ? { ...image.dicom, values: move(image.dicom.values, w, h, 1, false) } : image.dicom;
+      return { ...image, data, dicom };
+    },
+    invert(g) {
+      return { width: g.width, height: g.height, data: move(g.data, g.width, g.height, 1, true) };
+    },
+  };
+}
+
+function intensity(name: string, gamma: number): ImageTransform {
+  const lut = Uint8Array.from({ length: 256 }, (_, v) => Math.round(255 * (v / 255) ** gamma));
+  return {
+    name,
+    flips: false,
+    apply: (image) => ({ ...image, data: image.data.map((v) => lut[v]) }),
+    invert: (g) => g,
+  };
+}
+
+const shiftBy = (image: { width: number; height: number }) => Math.max(1, Math.round(0.03 * Math.max(image.width, image.height)));
+
+/** In the order they are used: tta_image = n takes the first n that suit the prompts. */
+export const IMAGE_TRANSFORMS: ImageTransform[] = [
+  geometric('hflip', true, (p, w, h, ch) => flipPlane(p, w, h, ch, true)),
+  intensity('gamma_0.8', 0.8),
+  geometric('shift_+3%', false, (p, w, h, ch, inv) => {
+    const d = shiftBy({ width: w, height: h });
+    return shiftPlane(p, w, h, ch, inv ? -d : d, inv ? -d : d);
+  }),
+  intensity('gamma_1.25', 1.25),
+  geometric('shift_-3%', false, (p, w, h, ch, inv) => {
+    const d = shiftBy({ width: w, height: h });
+    return shiftPlane(p, w, h, ch, inv ? d : -d, inv ? d : -d);
+  }),
+  geometric('vflip', true, (p, w, h, ch) => flipPlane(p, w, h, ch, false)),
+];
+
+/** Body regions where a mirrored image would be anatomically wrong for the model (trained without flips there). */
+export const THORAX_REGIONS = new Set(['thorax']);

@@ -1,0 +1,58 @@
+import path from 'node:path';
+import sharp from 'sharp';
+import { afterAll, describe, expect, it } from 'vitest';
+import { IMAGE_TRANSFORMS } from '../../src/core/pipeline/image-tta.js';
+import { ModelRegistry } from '../../src/core/models/registry.js';
+import { createPipelineContext, segment } from '../../src/core/pipeline/segment.js';
+import { Vocabulary } from '../../src/core/vocabulary.js';
+import type { RasterImage } from '../../src/core/image/raster.js';
+import { chestLikePng } from '../helpers/fixtures.js';
+import { MODELS_DIR, ROOT } from '../helpers/project.js';
+
+describe('image-side test-time augmentation', () => {
+  it('every transform\'s inverse puts a per-pixel map back where the original pixels were', () => {
+    const w = 40, h = 30;
+    const data = new Uint8Array(w * h * 3);
+    for (let i = 0; i < w * h; i++) data.fill((i * 37) % 251, i * 3, i * 3 + 3);
+    const image: RasterImage = { width: w, height: h, data, format: 'png' };
+    for (const tf of IMAGE_TRANSFORMS) {
+      const t = tf.apply(image);
+      // a "model" whose logit at a pixel is that pixel's red value, read on the transformed image
+      const grid = { width: w, height: h, data: Float32Array.from({ length: w * h }, (_, i) => t.data[i * 3]) };
+      const back = tf.invert(grid);
+      const edge = Math.max(1, Math.round(0.03 * w)) + 1;
+      let checked = 0;
+      for (let y = edge; y < h - edge; y++) {
+        for (let x = edge; x < w - edge; x++) {
+          const orig = data[(y * w + x) * 3];
+          const expected = tf.name.startsWith('gamma') ? Math.round(255 * (orig / 255) ** Number(tf.name.split('_')[1])) : orig;
+          expect(back.data[y * w + x]).toBe(expected);
+          checked++;
+        }
+      }
+      expect(checked).toBeGreaterThan(500);
+    }
+  });
+
+  describe('on the built-in model', () => {
+    const registry = new ModelRegistry(MODELS_DIR, 2);
+    const ctx = createPipelineContext(registry, Vocabulary.load(path.join(ROOT, 'prompts', 'vocabulary.json')), 8);
+    afterAll(() => registry.dispose());
+
+    it('never mirrors for lateral or thoracic prompts, does for others, and reports disagreement', async () => {
+      const { data, info } = await sharp(await chestLikePng(160)).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+      const image: RasterImage = { width: info.width, height: info.height, data: new Uint8Array(data), format: 'png' };
+      const lateral = await segment(ctx, { image, prompts: ['left lung'], ttaImage: 2 });
+      expect(lateral.tta!.imageTransforms).toEqual(['gamma_0.8', 'shift_+3%']);
+      const r = lateral.results[0];
+      expect(r.ttaStd).toBeDefined();
+      expect(r.uncertainty.ttaDisagreement).toBeGreaterThan(0); // the members differ on this made-up image
+      // the averaged mask still lands on the patient's left (the image's right half)
+      let right = 0, left = 0;
+      r.mask.forEach((m, i) => (m ? ((i % image.width) >= image.width / 2 ? right++ : left++) : 0));
+      expect(right).toBeGreaterThan(4 * left);
+      const lesion = await segment(ctx, { image, prompts: ['skin lesion', 'left lung'], ttaImage: 1 });
+      expect(lesion.tta!.imageTransforms).toEqual(['hflip', 'gamma_0.8']); // hflip for the lesion only
+    });
+  });
+});
