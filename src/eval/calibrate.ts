@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeImage } from '../core/image/decode.js';
-import { segment } from '../core/pipeline/segment.js';
+import { assessImage, segment } from '../core/pipeline/segment.js';
 import { fitPlatt, fitTemperature, kthNearest, logit, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ServiceContext } from '../service/context.js';
@@ -22,7 +22,8 @@ export interface CalibrateOptions {
 }
 
 const LEVELS = ['0.8', '0.9', '0.95'];
-const GRID = Array.from({ length: 99 }, (_, i) => (i + 1) / 100);
+/** Raw-probability thresholds tried for conformal masks, ascending; down to 1e-4 so that a high recall level is reachable (the mask then grows toward the whole image, as it must). */
+const GRID = [1e-4, 3e-4, 1e-3, 3e-3, ...Array.from({ length: 99 }, (_, i) => (i + 1) / 100)];
 
 /**
  * Fits the model's calibration on the val split: pixel temperature, presence and quality Platt
@@ -40,16 +41,16 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const rnd = seededRandom(11);
   const pz: number[] = [], py: number[] = [];
   const presZ: number[] = [], presY: number[] = [];
-  const present: { slug: string; presenceLogit: number; qualityLogit: number; dice: number; uncertain: number; recallAt: number[] }[] = [];
+  const present: { slug: string; qualityLogit: number; dice: number; uncertain: number; recallAt: number[] }[] = [];
   const embeds = new Map<string, Float32Array[]>();
   const looks = new Map<string, Float32Array[]>();
   const plan = index.map((d) => {
     const splits = JSON.parse(readFileSync(path.join(o.dataRoot, d.id, 'splits.json'), 'utf8')) as Record<string, string[]>;
-    return { id: d.id, cases: (splits[split] ?? []).slice(0, limit) };
+    return { id: d.id, cases: spread(splits[split] ?? [], limit) };
   });
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
   // first: for which structures does the second, closer look raise val Dice?
-  const zoom = await chooseZoomStructures(ctx, entry.id, o.dataRoot, plan, o.progress);
+  const { chosen: zoom, gain: zoomGain } = await chooseZoomStructures(ctx, entry.id, o.dataRoot, plan, o.progress);
   let done = 0, cases = 0;
   for (const { id, cases: list } of plan) {
     const meta = JSON.parse(readFileSync(path.join(o.dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
@@ -82,7 +83,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
           const p = r.probability[i];
           for (let g = 0; g < GRID.length && GRID[g] <= p; g++) recallAt[g]++;
         }
-        present.push({ slug: s.slug, presenceLogit: logit(r.presenceRaw), qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
+        present.push({ slug: s.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
       }
       for (let k = prompts.length; k < res.results.length; k++) {
         presZ.push(logit(res.results[k].presenceRaw));
@@ -109,6 +110,9 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const enough = [...train.appearances.values()].some((l) => l.length > 3);
   const ood = dim && enough ? fitKnnStats(train.embeddings, [...embeds.values()].flat()) : undefined;
   const appearance = enough ? fitKnnStats(train.appearances, [...looks.values()].flat()) : undefined;
+  // val images are in distribution by construction: an OOD score up to their 99.5th percentile asks for review, beyond it rejects
+  const valRatios = [...embeds.keys()].flatMap((id) => embeds.get(id)!.map((e, i) => assessImage({ ood, appearance } as Calibration, e, looks.get(id)![i]).oodScore ?? 0));
+  const oodReject = Math.max(1, percentile(valRatios, 99.5));
   // verdict thresholds: the quality and uncertainty cut-offs that best separate failures (Dice < 0.7) on val
   const fail: number[] = present.map((p) => (p.dice < 0.7 ? 1 : 0));
   const calQ = present.map((p) => sigmoid(quality.a * p.qualityLogit + quality.b));
@@ -135,9 +139,8 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   // conformal risk control: largest threshold whose adjusted mean miss rate stays within 1 - level
   const conformal: Record<string, Record<string, number>> = {};
   for (const slug of [...new Set(present.map((p) => p.slug))]) {
-    // a present case whose presence falls under the threshold gets an empty mask at every level:
-    // it counts as recall 0 here, so the thresholds make up for it as far as they can
-    const rows = present.filter((p) => p.slug === slug).map((p) => (platt(p.presenceLogit, presence) < presenceThreshold ? { ...p, recallAt: p.recallAt.map(() => 0) } : p));
+    // conformal masks are drawn whatever the presence decision (segment's conformalRecall)
+    const rows = present.filter((p) => p.slug === slug);
     const m = rows.length;
     conformal[slug] = {};
     for (const level of LEVELS) {
@@ -163,7 +166,8 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     ...(ood ? { ood } : {}),
     ...(appearance ? { appearance } : {}),
     zoom,
-    thresholds: { presence: Math.round(presenceThreshold * 1e4) / 1e4, quality: qualityThreshold, uncertain_fraction: uncertainThreshold },
+    zoom_gain: zoomGain,
+    thresholds: { presence: Math.round(presenceThreshold * 1e4) / 1e4, quality: qualityThreshold, uncertain_fraction: uncertainThreshold, ood_reject: Math.round(oodReject * 1e4) / 1e4 },
     conformal,
   };
 }
@@ -181,7 +185,7 @@ export function writeCalibration(ctx: ServiceContext, modelId: string | undefine
  * (segment's `zoom`), among those the zoom applies to (whole-image structures); each case is run
  * with and without it.
  */
-async function chooseZoomStructures(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], progress?: CalibrateOptions['progress']): Promise<string[]> {
+async function chooseZoomStructures(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], progress?: CalibrateOptions['progress']): Promise<{ chosen: string[]; gain: Record<string, { mean: number; n: number }> }> {
   const vocab = ctx.pipeline.vocabulary;
   const gain = new Map<string, number[]>();
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
@@ -206,7 +210,20 @@ async function chooseZoomStructures(ctx: ServiceContext, modelId: string, dataRo
       progress?.(++done, total, `${id} (second look)`);
     }
   }
-  return [...gain.entries()].filter(([, g]) => g.reduce((a, b) => a + b, 0) / g.length >= 0.005).map(([slug]) => slug).sort();
+  const mean = (g: number[]) => g.reduce((a, b) => a + b, 0) / g.length;
+  return {
+    chosen: [...gain.entries()].filter(([, g]) => mean(g) >= 0.005).map(([slug]) => slug).sort(),
+    gain: Object.fromEntries([...gain.entries()].sort().map(([slug, g]) => [slug, { mean: Math.round(mean(g) * 1e4) / 1e4, n: g.length }])),
+  };
+}
+
+/**
+ * At most `limit` cases spread evenly over the split (cases are sorted by subject, so the first N
+ * would come from a few subjects only).
+ */
+export function spread<T>(cases: T[], limit: number): T[] {
+  if (cases.length <= limit) return [...cases];
+  return Array.from({ length: limit }, (_, i) => cases[Math.floor((i * cases.length) / limit)]);
 }
 
 /** Pooled image embeddings and appearance descriptors of the first `limit` cases of a split, per dataset (whole-image pass, no prompts decoded). */
@@ -218,7 +235,7 @@ async function embedSplit(ctx: ServiceContext, modelId: string, dataRoot: string
     const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { image_ext?: string[] };
     const splits = JSON.parse(readFileSync(path.join(dataRoot, id, 'splits.json'), 'utf8')) as Record<string, string[]>;
     const e: Float32Array[] = [], a: Float32Array[] = [];
-    for (const c of (splits[split] ?? []).slice(0, limit)) {
+    for (const c of spread(splits[split] ?? [], limit)) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const r = await segment(ctx.pipeline, { image, prompts: [], modelId, calibrated: false });
       e.push(r.image.embedding);

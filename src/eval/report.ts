@@ -32,7 +32,7 @@ export function renderMarkdown(s: Summary, meta: ReportMeta): string {
   for (const m of Object.keys(s.trust)) {
     const t = s.trust[m];
     const o = s.ood[m];
-    out.push(`| ${m} | ${f(s.calibration[m]?.ece_uncalibrated, 4)} | ${f(s.calibration[m]?.ece, 4)} | ${f(t.failure_auroc)} | ${t.failures} / ${t.n} | ${f(t.verdicts.present_accept_or_review)} | ${f(t.verdicts.negatives_rejected)} | ${o ? `${o.flagged} / ${o.images}` : '–'} | ${o?.probe ? `${o.probe.flagged} / ${o.probe.images} (${Object.entries(o.probe.by_kind).map(([k, v]) => `${k} ${v.flagged}/${v.images}`).join(', ')})` : '–'} |`);
+    out.push(`| ${m} | ${f(s.calibration[m]?.ece_uncalibrated, 4)} | ${f(s.calibration[m]?.ece, 4)} | ${f(t.failure_auroc)} | ${t.failures} / ${t.n} | ${f(t.verdicts.present_accept_or_review)} | ${f(t.verdicts.negatives_rejected)} | ${o ? `${o.flagged} / ${o.images}${o.worst_dataset ? ` (most in one dataset: ${o.worst_dataset.flagged} / ${o.worst_dataset.images}, ${o.worst_dataset.dataset})` : ''}` : '–'} | ${o?.probe ? `${o.probe.flagged} / ${o.probe.images} (${Object.entries(o.probe.by_kind).map(([k, v]) => `${k} ${v.flagged}/${v.images}`).join(', ')})` : '–'} |`);
   }
   const conf = Object.entries(s.conformal).filter(([, v]) => Object.keys(v).length);
   if (conf.length) {

@@ -152,13 +152,8 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
           let conformalRecall: Record<string, number> | undefined;
           if (gt && gtPresent && p.set === 'canonical' && cal?.conformal[p.structure!]) {
             conformalRecall = {};
-            // as served: a structure judged absent gets an empty mask at every level
-            const gated = res.reasons.some((x) => x.code === 'structure_absent');
+            // as served with conformal_recall: the mask is every pixel at or above the level's threshold
             for (const [level, th] of Object.entries(cal.conformal[p.structure!])) {
-              if (gated) {
-                conformalRecall[level] = 0;
-                continue;
-              }
               let hit = 0, total = 0;
               for (let j = 0; j < gt.length; j++) {
                 if (!gt[j]) continue;
@@ -223,7 +218,7 @@ export interface Summary {
   robustness: Record<string, { canonical_dice: number; eval_only_dice: number; delta: number; mean_spread: number }>;
   calibration: Record<string, { ece: number; ece_uncalibrated: number | null; table: ReturnType<typeof calibration>['table'] }>;
   conformal: Record<string, Record<string, { nominal: number; mean_recall: number; n: number }>>;
-  ood: Record<string, { images: number; flagged: number; false_flag_rate: number; probe: ProbeResults[string] | null }>;
+  ood: Record<string, { images: number; flagged: number; false_flag_rate: number; worst_dataset: { dataset: string; images: number; flagged: number } | null; probe: ProbeResults[string] | null }>;
   trust: Record<string, { failure_auroc: number; failures: number; n: number; risk_coverage: { coverage: number; risk: number }[]; verdicts: { present_accept_or_review: number; negatives_rejected: number } }>;
   paired: { a: string; b: string; structure: string; n: number; mean_difference: number; ci: [number, number] }[];
   by_dataset: { model: string; dataset: string; n: number; dice: number; dice_ci: [number, number] }[];
@@ -292,7 +287,16 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
     const images = new Map<string, boolean>();
     for (const r of rs) images.set(`${r.dataset}/${r.case}`, r.ood_flagged);
     const flagged = [...images.values()].filter(Boolean).length;
-    ood[m] = { images: images.size, flagged, false_flag_rate: images.size ? flagged / images.size : NaN, probe: probes[m] ?? null };
+    const perSet = new Map<string, { images: number; flagged: number }>();
+    for (const [key, f] of images) {
+      const d = key.slice(0, key.indexOf('/'));
+      const e = perSet.get(d) ?? { images: 0, flagged: 0 };
+      e.images++;
+      if (f) e.flagged++;
+      perSet.set(d, e);
+    }
+    const worst = [...perSet.entries()].sort((a, b) => b[1].flagged / b[1].images - a[1].flagged / a[1].images)[0];
+    ood[m] = { images: images.size, flagged, false_flag_rate: images.size ? flagged / images.size : NaN, worst_dataset: worst ? { dataset: worst[0], ...worst[1] } : null, probe: probes[m] ?? null };
     const present = rs.filter((r) => r.set === 'canonical' && r.gt_present);
     const fail = present.filter((r) => r.dice! < suite.failure_dice);
     const okk = present.filter((r) => r.dice! >= suite.failure_dice);
@@ -350,7 +354,7 @@ export function evalKey(ctx: ServiceContext, suite: Suite, split: string, limit:
   const h = createHash('sha256');
   for (const m of suite.models) {
     const e = ctx.pipeline.registry.entry(m);
-    h.update(JSON.stringify(e.files));
+    h.update(JSON.stringify(e.files)).update(JSON.stringify(e.input));
     // a new calibration changes verdicts and calibrated scores: it must not reuse an old run
     const cal = e.calibration ? path.join(ctx.pipeline.registry.dirOf(e), e.calibration) : undefined;
     if (cal && existsSync(cal)) h.update(readFileSync(cal));

@@ -30,6 +30,14 @@ describe('trust verdict', () => {
     expect(decideVerdict({ ...good, inVocabulary: false }).verdict).toBe('review');
   });
 
+  it('asks for review when an image is only a little past the OOD flag, and rejects it beyond the fitted cut-off', () => {
+    const th = { ...DEFAULT_THRESHOLDS, oodReject: 1.4 };
+    const near = decideVerdict({ ...good, outOfDistribution: true, oodScore: 1.2 }, th);
+    expect(near.verdict).toBe('review');
+    expect(near.reasons[0]).toMatchObject({ code: 'out_of_distribution', severity: 'review' });
+    expect(decideVerdict({ ...good, outOfDistribution: true, oodScore: 1.9 }, th).verdict).toBe('reject');
+  });
+
   it('does not call many-part structures (nuclei, vessels) fragmented', () => {
     expect(codes({ components: 200, manyParts: true })).not.toContain('fragmented_mask');
   });

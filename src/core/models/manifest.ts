@@ -22,7 +22,13 @@ export const InputSpecSchema = z.object({
   std: z.number().optional(),
   letterbox: z.string(),
   mask_stride: z.number().int().positive(),
-  tile: z.object({ size: z.number().int(), stride: z.number().int(), native_max_side: z.number().int() }),
+  tile: z.object({
+    size: z.number().int(),
+    stride: z.number().int(),
+    native_max_side: z.number().int(),
+    /** Thin structures: the native-scale image is enlarged this many times before tiling (1 = not). */
+    upscale: z.number().positive().max(4).optional(),
+  }),
 });
 
 export const ModelEntrySchema = z.object({

@@ -296,7 +296,9 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       if (th === undefined) fail('invalid_argument', `no conformal threshold at recall ${req.conformalRecall} for prompt "${prompt}" (conformal masks need a vocabulary structure; fitted levels: ${Object.keys(Object.values(cal!.conformal)[0] ?? {}).join(', ')})`, 'conformal_recall');
       maskThreshold = th!;
     }
-    const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment, refined[i]?.iou);
+    // a conformal mask is for not missing the structure: it is drawn even where the model judges the
+    // structure absent (the verdict still says so), which is what its recall guarantee is about
+    const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment, refined[i]?.iou, req.conformalRecall !== undefined);
     if (refined[i]) r.refinedBy = refined[i];
     if (zoomed[i]) r.zoomed = true;
     if (variance[i]) {
@@ -464,11 +466,13 @@ export function tileOrigins(n: number, size: number, stride: number): number[] {
 async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedSet> {
   const { size, tile } = entry.input;
   let t = now();
-  // native scale, at most native_max_side on the longer side, as in training
+  // native scale, at most native_max_side on the longer side, as in training;
   let native = image;
   const longest = Math.max(image.width, image.height);
-  if (longest > tile.native_max_side) {
-    const s = tile.native_max_side / longest;
+  // then enlarged `upscale` times, so the model's half-resolution mask head sees thin structures
+  // at native scale (it was trained on such enlarged crops)
+  const s = Math.min(1, tile.native_max_side / longest) * (tile.upscale ?? 1);
+  if (s !== 1) {
     const w = roundHalfEven(image.width * s), h = roundHalfEven(image.height * s);
     native = { width: w, height: h, data: resizeRgb(image, w, h), format: image.format };
   }
@@ -541,15 +545,15 @@ export function boxOf(g: FloatGrid, zCut: number, width: number, height: number,
   return [Math.max(0, x1 - m), Math.max(0, y1 - m), Math.min(width - 1, x2 + 1 + m), Math.min(height - 1, y2 + 1 + m)];
 }
 
-function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, qualityOverride?: number): PromptResult {
+function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, qualityOverride?: number, ignorePresence = false): PromptResult {
   const { width, height } = image;
   const presenceRaw = sigmoid(presenceLogit);
   const presence = cal ? platt(presenceLogit, cal.presence) : presenceRaw;
-  const th: TrustThresholds = cal ? { ...DEFAULT_THRESHOLDS, ...cal.thresholds, uncertainFraction: cal.thresholds.uncertain_fraction } : DEFAULT_THRESHOLDS;
+  const th: TrustThresholds = cal ? { ...DEFAULT_THRESHOLDS, ...cal.thresholds, uncertainFraction: cal.thresholds.uncertain_fraction, oodReject: cal.thresholds.ood_reject ?? 1 } : DEFAULT_THRESHOLDS;
   const temperature = cal ? cal.pixel_temperature : 1;
   const probability = new Float32Array(width * height);
   const mask = new Uint8Array(width * height);
-  const absent = presence < th.presence;
+  const absent = presence < th.presence && !ignorePresence;
   for (let i = 0; i < probability.length; i++) {
     const p = sigmoid(logits.data[i] / temperature);
     probability[i] = p;

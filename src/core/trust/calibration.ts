@@ -34,9 +34,13 @@ export const CalibrationSchema = z.object({
     presence: z.number(),
     quality: z.number(),
     uncertain_fraction: z.number(),
+    /** OOD score (ratio to the flag threshold) above which the verdict is reject rather than review: the 99.5th percentile of val images' scores, at least 1. */
+    ood_reject: z.number().optional(),
   }),
   /** Structures whose val Dice improved with the second, closer look (zoom 'auto' uses it for them). */
   zoom: z.array(z.string()).optional(),
+  /** What the choice was made from: per structure, the mean val Dice change with the second look and the cases. */
+  zoom_gain: z.record(z.string(), z.object({ mean: z.number(), n: z.number().int() })).optional(),
   conformal: z.record(z.string(), z.record(z.string(), z.number())).describe('structure slug -> nominal recall ("0.9") -> probability threshold'),
 });
 export type Calibration = z.infer<typeof CalibrationSchema>;

@@ -25,6 +25,8 @@ export interface TrustThresholds {
   uncertainFraction: number;
   minAreaFraction: number;
   maxComponents: number;
+  /** An out-of-distribution image whose score (a ratio to the flag threshold) is above this is rejected; between 1 and this it is flagged for review. */
+  oodReject: number;
 }
 
 export const DEFAULT_THRESHOLDS: TrustThresholds = {
@@ -33,6 +35,7 @@ export const DEFAULT_THRESHOLDS: TrustThresholds = {
   uncertainFraction: 0.35,
   minAreaFraction: 0.0005,
   maxComponents: 6,
+  oodReject: 1,
 };
 
 export interface TrustInput {
@@ -57,7 +60,12 @@ export function decideVerdict(t: TrustInput, th: TrustThresholds = DEFAULT_THRES
     reasons.push({ code: 'structure_absent', severity: 'reject', message: `The model finds no ${what} in this image (presence ${(t.presence * 100).toFixed(0)}%), so no mask is returned.` });
   }
   if (t.outOfDistribution) {
-    reasons.push({ code: 'out_of_distribution', severity: 'reject', message: `The image does not look like any kind of image the model was trained on (${t.oodScore?.toFixed(1) ?? '?'} times the flagging distance), so its output means little here.` });
+    const far = t.oodScore === null || t.oodScore === undefined || t.oodScore > th.oodReject;
+    reasons.push(
+      far
+        ? { code: 'out_of_distribution', severity: 'reject', message: `The image does not look like any kind of image the model was trained on (${t.oodScore?.toFixed(1) ?? '?'} times the flagging distance), so its output means little here.` }
+        : { code: 'out_of_distribution', severity: 'review', message: `The image is less typical than almost all images the model was validated on (${t.oodScore!.toFixed(2)} times the flagging distance); check the result.` },
+    );
   }
   if (!t.inVocabulary) {
     reasons.push({ code: 'prompt_not_in_vocabulary', severity: 'review', message: 'The prompt names no structure the model was trained on; treat any mask as a guess.' });
