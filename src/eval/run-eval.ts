@@ -214,7 +214,7 @@ export interface StructureSummary {
 
 export interface Summary {
   structures: StructureSummary[];
-  presence: Record<string, { auroc: number; auroc_ci: [number, number] | null; accuracy: number; absent_empty_rate: number; nonsense_empty_rate: number; in_dataset_empty_rate: number | null; present_mask_rate: number; n_pos: number; n_neg: number }>;
+  presence: Record<string, { auroc: number; auroc_ci: [number, number] | null; accuracy: number; absent_empty_rate: number; nonsense_empty_rate: number; in_dataset_empty_rate: number | null; all_negatives_empty_rate: number; present_mask_rate: number; n_pos: number; n_neg: number }>;
   robustness: Record<string, { canonical_dice: number; eval_only_dice: number; delta: number; mean_spread: number }>;
   calibration: Record<string, { ece: number; ece_uncalibrated: number | null; table: ReturnType<typeof calibration>['table'] }>;
   conformal: Record<string, Record<string, { nominal: number; mean_recall: number; n: number }>>;
@@ -272,6 +272,7 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
       absent_empty_rate: mean(rs.filter((r) => r.set === 'absent').map((r) => (r.mask_empty ? 1 : 0))),
       nonsense_empty_rate: mean(rs.filter((r) => r.set === 'nonsense').map((r) => (r.mask_empty ? 1 : 0))),
       in_dataset_empty_rate: inDs.length ? mean(inDs.map((r) => (r.mask_empty ? 1 : 0))) : null,
+      all_negatives_empty_rate: mean(neg.map((r) => (r.mask_empty ? 1 : 0))),
       present_mask_rate: mean(pos.map((r) => (r.mask_empty ? 0 : 1))),
       n_pos: pos.length,
       n_neg: neg.length,

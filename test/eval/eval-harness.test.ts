@@ -92,6 +92,11 @@ describe('promptseg eval', () => {
     expect(r.summary.ood['promptseg-builtin'].probe!.images).toBe(5);
     expect(Object.keys(r.summary.ood['promptseg-builtin'].probe!.by_kind).sort()).toEqual(['gradient', 'noise', 'pattern', 'scene', 'text']);
     expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toMatch(/non-medical images made by code flagged/);
+    // every absent, empty and nonsense prompt of the run is counted in the combined empty-mask rate
+    const p = r.summary.presence['promptseg-builtin'];
+    const negs = res.records.filter((x: { model: string; set: string; gt_present: boolean }) => x.model === 'promptseg-builtin' && (x.set === 'absent' || x.set === 'nonsense' || !x.gt_present));
+    expect(p.n_neg).toBe(negs.length);
+    expect(p.all_negatives_empty_rate).toBeCloseTo(negs.filter((x: { mask_empty: boolean }) => x.mask_empty).length / negs.length, 10);
   });
 
   it('runs the pretrained bundle runners side by side with the built-in model (tiny test bundles)', async () => {
