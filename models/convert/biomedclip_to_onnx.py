@@ -17,10 +17,13 @@ Writes into --out:
 and prints each file's sha256 and size. Not run on promptseg's own machines (no hub access); the
 layout is exercised in npm test by models/tiny/biomedclip-tiny.
 """
-import argparse, hashlib, json, os
+import argparse, json, os, sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train"))
+from export import sha256  # noqa: E402  (the same file hash the built-in model's export writes)
 
 MODEL = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 
@@ -48,14 +51,6 @@ class ImageTower(torch.nn.Module):
         patches = self.visual.head(tokens[:, prefix:])  # the image projection applied to every patch token
         pooled = self.visual.head(self.visual.trunk.forward_head(tokens, pre_logits=True))
         return F.normalize(pooled, dim=-1), patches
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main():

@@ -16,11 +16,14 @@ The tiny graphs compute simple, deterministic functions (documented per class be
 not trained and say nothing about accuracy. model_quantized.onnx of clipseg-tiny is the same
 graph as model.onnx (it exercises the runner's file choice, not quantisation).
 """
-import json, os, shutil
+import json, os, shutil, sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train"))
+from export import sha256  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 torch.manual_seed(0)
@@ -301,14 +304,6 @@ if __name__ == "__main__":
             if f != os.path.basename(__file__) and not f.endswith(".md") and f != "manifest.json":
                 p = os.path.join(root, f)
                 print(f"{os.path.relpath(p, HERE)}: {os.path.getsize(p)} bytes")
-
-
-def sha256(path):
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read())
-    return h.hexdigest()
 
 
 def files_of(bundle, names):
