@@ -169,6 +169,8 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   // test-time augmentation on the text side: paraphrases of each prompt reuse the cached image features
   const tta = req.tta ?? 0;
   if (!(Number.isInteger(tta) && tta >= 0 && tta <= TTA_TEMPLATES.length)) fail('invalid_argument', `tta must be a whole number from 0 to ${TTA_TEMPLATES.length}`, 'tta');
+  const ttaImage = req.ttaImage ?? 0;
+  if (!(Number.isInteger(ttaImage) && ttaImage >= 0 && ttaImage <= IMAGE_TRANSFORMS.length)) fail('invalid_argument', `tta_image must be a whole number from 0 to ${IMAGE_TRANSFORMS.length}`, 'tta_image');
   const baseStructures = req.prompts.map((p) => ctx.vocabulary.match(p));
   const all = [...req.prompts];
   const owner = req.prompts.map((_, i) => i);
@@ -216,8 +218,6 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
 
   // image-side test-time augmentation: each transform is a new image-encoder pass whose logits are
   // mapped back to the original pixels and joined to the prompt's members (with the paraphrases)
-  const ttaImage = req.ttaImage ?? 0;
-  if (!(Number.isInteger(ttaImage) && ttaImage >= 0 && ttaImage <= IMAGE_TRANSFORMS.length)) fail('invalid_argument', `tta_image must be a whole number from 0 to ${IMAGE_TRANSFORMS.length}`, 'tta_image');
   // per prompt: the first tta_image transforms that suit it (no mirroring of lateral or thoracic structures)
   const flipSafe = (st: Structure | undefined) => !!st && !st.laterality && !THORAX_REGIONS.has(st.region);
   const allowed = req.prompts.map((_, i) => IMAGE_TRANSFORMS.filter((tf) => !tf.flips || flipSafe(baseStructures[i])).slice(0, ttaImage));
