@@ -8,7 +8,7 @@ import { fitPlatt, fitTemperature, kthNearest, logit, oodScore, platt, standardi
 import { sigmoid } from '../core/trust/scores.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
-import { caseImagePath, readCaseMask } from './dataset-layout.js';
+import { caseImagePath, readCaseMask, spread } from './dataset-layout.js';
 
 export interface CalibrateOptions {
   modelId?: string;
@@ -215,15 +215,6 @@ async function chooseZoomStructures(ctx: ServiceContext, modelId: string, dataRo
     chosen: [...gain.entries()].filter(([, g]) => mean(g) >= 0.005).map(([slug]) => slug).sort(),
     gain: Object.fromEntries([...gain.entries()].sort().map(([slug, g]) => [slug, { mean: Math.round(mean(g) * 1e4) / 1e4, n: g.length }])),
   };
-}
-
-/**
- * At most `limit` cases spread evenly over the split (cases are sorted by subject, so the first N
- * would come from a few subjects only).
- */
-export function spread<T>(cases: T[], limit: number): T[] {
-  if (cases.length <= limit) return [...cases];
-  return Array.from({ length: limit }, (_, i) => cases[Math.floor((i * cases.length) / limit)]);
 }
 
 /** Pooled image embeddings and appearance descriptors of the first `limit` cases of a split, per dataset (whole-image pass, no prompts decoded). */

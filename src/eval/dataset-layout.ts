@@ -24,3 +24,12 @@ export async function readCaseMask(dataRoot: string, dataset: string, slug: stri
   if (size && (info.width !== size.width || info.height !== size.height)) throw new Error(`${file} is ${info.width}x${info.height}, the image is ${size.width}x${size.height}`);
   return Uint8Array.from(data, (v) => (v > 127 ? 1 : 0));
 }
+
+/**
+ * At most `limit` cases spread evenly over the split (cases are sorted by subject, so the first N
+ * would come from a few subjects only).
+ */
+export function spread<T>(cases: T[], limit: number): T[] {
+  if (cases.length <= limit) return [...cases];
+  return Array.from({ length: limit }, (_, i) => cases[Math.floor((i * cases.length) / limit)]);
+}

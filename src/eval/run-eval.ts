@@ -14,7 +14,7 @@ import { logit } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import { auroc, bootstrapCi, calibration, dice, iou, mean, percentile, seededRandom, surfaceMetrics } from './metrics.js';
 import type { Suite } from './suite.js';
-import { caseImagePath, readCaseMask } from './dataset-layout.js';
+import { caseImagePath, readCaseMask, spread } from './dataset-layout.js';
 
 export type PromptSet = 'canonical' | 'eval_only' | 'absent' | 'nonsense';
 
@@ -81,7 +81,7 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
     const ds = readJson<DatasetMeta>(path.join(dir, 'dataset.json'));
     const splits = readJson<Record<string, string[]>>(path.join(dir, 'splits.json'));
     if (!Array.isArray(splits[split])) throw new Error(`dataset ${id} has no split "${split}"`);
-    plan.push({ ds, cases: splits[split].slice(0, limit) });
+    plan.push({ ds, cases: spread(splits[split], limit) });
   }
   const total = plan.reduce((s, p) => s + p.cases.length, 0) * suite.models.length;
   const records: CaseRecord[] = [];

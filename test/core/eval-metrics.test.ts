@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { auroc, bootstrapCi, calibration, dice, distanceTransform, iou, percentile, surfaceMetrics } from '../../src/eval/metrics.js';
+import { spread } from '../../src/eval/dataset-layout.js';
 
 const W = 12, H = 10;
 function rect(x0: number, y0: number, w: number, h: number): Uint8Array {
@@ -70,5 +71,14 @@ describe('ranking, calibration and intervals', () => {
     expect(a).toEqual(b);
     expect(a[0]).toBeLessThan(0.825);
     expect(a[1]).toBeGreaterThan(0.825);
+  });
+});
+
+describe('case selection', () => {
+  it('spreads a limited selection over the whole split instead of taking the first cases', () => {
+    const cases = Array.from({ length: 10 }, (_, i) => `c${i}`);
+    expect(spread(cases, 3)).toEqual(['c0', 'c3', 'c6']);
+    expect(spread(cases, 20)).toEqual(cases);
+    expect(spread(cases, Infinity)).toEqual(cases);
   });
 });

@@ -1,5 +1,4 @@
 import path from 'node:path';
-import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { IMAGE_TRANSFORMS } from '../../src/core/pipeline/image-tta.js';
 import { ModelRegistry } from '../../src/core/models/registry.js';
@@ -7,6 +6,7 @@ import { createPipelineContext, segment } from '../../src/core/pipeline/segment.
 import { Vocabulary } from '../../src/core/vocabulary.js';
 import type { RasterImage } from '../../src/core/image/raster.js';
 import { chestLikePng } from '../helpers/fixtures.js';
+import { decodeImage } from '../../src/core/image/decode.js';
 import { MODELS_DIR, ROOT } from '../helpers/project.js';
 
 describe('image-side test-time augmentation', () => {
@@ -40,8 +40,7 @@ describe('image-side test-time augmentation', () => {
     afterAll(() => registry.dispose());
 
     it('never mirrors for lateral or thoracic prompts, does for others, and reports disagreement', async () => {
-      const { data, info } = await sharp(await chestLikePng(160)).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-      const image: RasterImage = { width: info.width, height: info.height, data: new Uint8Array(data), format: 'png' };
+      const image = await decodeImage(await chestLikePng(160), { maxPixels: 4e7 });
       const lateral = await segment(ctx, { image, prompts: ['left lung'], ttaImage: 2 });
       expect(lateral.tta!.imageTransforms).toEqual(['gamma_0.8', 'shift_+3%']);
       const r = lateral.results[0];

@@ -7,8 +7,8 @@ import { AppFailure } from '../../src/core/errors.js';
 import type { RasterImage } from '../../src/core/image/raster.js';
 import { MODELS_DIR, ROOT, TINY_MANIFEST } from '../helpers/project.js';
 import path from 'node:path';
-import sharp from 'sharp';
 import { chestLikePng } from '../helpers/fixtures.js';
+import { decodeImage } from '../../src/core/image/decode.js';
 
 /** A grey image with a bright rectangle [x1, y1, x2, y2). */
 function rectImage(width: number, height: number, r: [number, number, number, number]): RasterImage {
@@ -134,8 +134,7 @@ describe('pretrained bundle runners on the tiny test bundles (models/tiny)', () 
   });
 
   it('refine works for any text model: the built-in model\'s mask box goes to SAM', async () => {
-    const { data, info } = await sharp(await chestLikePng(192)).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-    const img: RasterImage = { width: info.width, height: info.height, data: new Uint8Array(data), format: 'png' };
+    const img = await decodeImage(await chestLikePng(192), { maxPixels: 4e7 });
     const plain = await segment(ctx, { image: img, prompts: ['left lung'] });
     const ref = await segment(ctx, { image: img, prompts: ['left lung'], refine: 'slimsam-tiny' });
     expect(plain.results[0].refinedBy).toBeUndefined();

@@ -1,8 +1,8 @@
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { AutoTokenizer, env as hfEnv, type PreTrainedTokenizer } from '@huggingface/transformers';
+import { AutoTokenizer, type PreTrainedTokenizer } from '@huggingface/transformers';
 import { toTensorData } from '../image/resize.js';
-import { bundleDir, LazyRunner } from './local-bundle.js';
+import { bundleDir, LazyRunner, localTransformersId, sessionOptions } from './local-bundle.js';
 import type { DecodeOutput, ImageFeatures, SegmentationModel } from './model.js';
 
 const FEATURE_NAMES = ['f1', 'f2', 'f3', 'f4', 'f5', 'embed_map'] as const;
@@ -20,22 +20,14 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
 
   protected async doLoad(): Promise<void> {
     const dir = bundleDir(this.opts.modelsDir, this.entry);
-    const so: ort.InferenceSession.SessionOptions = {
-      intraOpNumThreads: this.opts.threads,
-      interOpNumThreads: 1,
-      executionProviders: ['cpu'],
-      graphOptimizationLevel: 'all',
-    };
+    const so: ort.InferenceSession.SessionOptions = { ...sessionOptions(this.opts.threads), executionProviders: ['cpu'] };
     const [text, image, decoder] = await Promise.all([
       ort.InferenceSession.create(path.join(dir, 'text_encoder.onnx'), so),
       ort.InferenceSession.create(path.join(dir, 'image_encoder.onnx'), so),
       ort.InferenceSession.create(path.join(dir, 'mask_decoder.onnx'), so),
     ]);
     // tokenizer.json is read from the model folder; nothing is fetched
-    hfEnv.allowRemoteModels = false;
-    hfEnv.allowLocalModels = true;
-    hfEnv.localModelPath = this.opts.modelsDir + path.sep;
-    this.tokenizer = await AutoTokenizer.from_pretrained(this.entry.dir);
+    this.tokenizer = await AutoTokenizer.from_pretrained(localTransformersId(dir));
     this.text = text;
     this.image = image;
     this.decoder = decoder;

@@ -1,12 +1,10 @@
 import { createHash } from 'node:crypto';
 import { fail } from '../errors.js';
 import type { RasterImage } from '../image/raster.js';
-import { maskStats } from '../image/mask-stats.js';
 import type { RegionPrompt } from '../models/model.js';
 import { modelKind } from '../models/manifest.js';
-import { sigmoid, summariseUncertainty } from '../trust/scores.js';
-import { decideVerdict, DEFAULT_THRESHOLDS } from '../trust/verdict.js';
-import type { PipelineContext, PromptResult, SegmentResult, StageName } from './segment.js';
+import { DEFAULT_THRESHOLDS } from '../trust/verdict.js';
+import { maskResult, type PipelineContext, type PromptResult, type SegmentResult, type StageName } from './segment.js';
 
 export interface RegionRequest {
   image: RasterImage;
@@ -58,38 +56,22 @@ export async function segmentRegions(ctx: PipelineContext, req: RegionRequest): 
   timings.decode_mask = performance.now() - t;
   t = performance.now();
   const { width, height } = image;
-  const results: PromptResult[] = masks.map((m, i) => {
-    const probability = new Float32Array(width * height);
-    const mask = new Uint8Array(width * height);
-    for (let q = 0; q < probability.length; q++) {
-      probability[q] = sigmoid(m.logits.data[q]);
-      if (probability[q] >= threshold) mask[q] = 1;
-    }
-    const stats = maskStats(mask, width, height);
-    const uncertainty = summariseUncertainty(probability, mask, width, height);
-    const { verdict, reasons } = decideVerdict(
-      { structureName: 'the outlined structure', inVocabulary: true, manyParts: false, presence: 1, quality: m.iou, uncertainFraction: uncertainty.uncertainFraction, areaFraction: stats.areaPx / (width * height), components: stats.components, outOfDistribution: false, oodScore: null },
-      DEFAULT_THRESHOLDS,
-    );
-    return {
-      prompt: describeRegion(req.regions[i]),
-      structure: null,
-      mode: 'whole',
+  // the caller drew the region, so presence is taken as given; the region model's IoU is the quality
+  const results: PromptResult[] = masks.map((m, i) =>
+    maskResult(describeRegion(req.regions[i]), 'whole', m.logits, image, threshold, {
+      structure: undefined,
+      structureName: 'the outlined structure',
+      inVocabulary: true,
       presence: 1,
       presenceRaw: 1,
-      maskThreshold: threshold,
-      maskProduced: stats.areaPx > 0,
-      predictedQuality: m.iou,
+      quality: m.iou,
       similarity: 0,
-      stats,
-      areaMm2: image.spacing ? stats.areaPx * image.spacing.row * image.spacing.col : null,
-      uncertainty,
-      verdict,
-      reasons,
-      mask,
-      probability,
-    };
-  });
+      thresholds: DEFAULT_THRESHOLDS,
+      temperature: 1,
+      ignorePresence: true,
+      assessment: { outOfDistribution: false, oodScore: null },
+    }),
+  );
   timings.postprocess = performance.now() - t;
   for (const k of Object.keys(timings) as StageName[]) timings[k] = Math.round(timings[k] * 100) / 100;
   return {

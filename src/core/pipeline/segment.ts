@@ -280,9 +280,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       const box = presence >= th ? boxOf(logits[i], zCut, image.width, image.height) : undefined;
       if (!box) continue;
       const [m] = await region.segmentRegions(image, imageSha256, [{ box }]);
-      // the region model's logits are its own: undo the text model's temperature in postprocess
-      const temp = cal ? cal.pixel_temperature : 1;
-      logits[i] = { width: m.logits.width, height: m.logits.height, data: m.logits.data.map((z) => z * temp) };
+      logits[i] = m.logits; // the region model's own logits: postprocess leaves them unscaled
       refined[i] = { model: refineId, box, iou: m.iou };
     }
     timings.refine += now() - t;
@@ -298,7 +296,10 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     }
     // a conformal mask is for not missing the structure: it is drawn even where the model judges the
     // structure absent (the verdict still says so), which is what its recall guarantee is about
-    const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment, refined[i]?.iou, req.conformalRecall !== undefined);
+    const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment, {
+      refinedIou: refined[i]?.iou,
+      ignorePresence: req.conformalRecall !== undefined,
+    });
     if (refined[i]) r.refinedBy = refined[i];
     if (zoomed[i]) r.zoomed = true;
     if (variance[i]) {
@@ -545,57 +546,89 @@ export function boxOf(g: FloatGrid, zCut: number, width: number, height: number,
   return [Math.max(0, x1 - m), Math.max(0, y1 - m), Math.min(width - 1, x2 + 1 + m), Math.min(height - 1, y2 + 1 + m)];
 }
 
-function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, qualityOverride?: number, ignorePresence = false): PromptResult {
+/** Trust inputs of one mask beyond its pixels. */
+export interface MaskTrust {
+  structure: Structure | undefined;
+  /** Shown in reasons when there is no vocabulary structure. */
+  structureName?: string;
+  inVocabulary: boolean;
+  presence: number;
+  presenceRaw: number;
+  quality: number;
+  similarity: number;
+  thresholds: TrustThresholds;
+  /** Pixel temperature: probability = sigmoid(logit / temperature). */
+  temperature: number;
+  /** Draw the mask even when presence is under the threshold (conformal masks, region prompts). */
+  ignorePresence: boolean;
+  assessment: Pick<ImageAssessment, 'outOfDistribution' | 'oodScore'>;
+}
+
+/** Logits at the image size -> probability, mask, geometry, uncertainty and verdict of one prompt. */
+export function maskResult(prompt: string, mode: 'whole' | 'tiled', logits: FloatGrid, image: RasterImage, threshold: number, t: MaskTrust): PromptResult {
   const { width, height } = image;
-  const presenceRaw = sigmoid(presenceLogit);
-  const presence = cal ? platt(presenceLogit, cal.presence) : presenceRaw;
-  const th: TrustThresholds = cal ? { ...DEFAULT_THRESHOLDS, ...cal.thresholds, uncertainFraction: cal.thresholds.uncertain_fraction, oodReject: cal.thresholds.ood_reject ?? 1 } : DEFAULT_THRESHOLDS;
-  const temperature = cal ? cal.pixel_temperature : 1;
   const probability = new Float32Array(width * height);
   const mask = new Uint8Array(width * height);
-  const absent = presence < th.presence && !ignorePresence;
+  const absent = t.presence < t.thresholds.presence && !t.ignorePresence;
   for (let i = 0; i < probability.length; i++) {
-    const p = sigmoid(logits.data[i] / temperature);
+    const p = sigmoid(logits.data[i] / t.temperature);
     probability[i] = p;
     if (!absent && p >= threshold) mask[i] = 1;
   }
   const stats = maskStats(mask, width, height);
   const uncertainty = summariseUncertainty(probability, mask, width, height);
-  const quality = qualityOverride ?? (cal ? platt(iouLogit, cal.quality) : sigmoid(iouLogit));
   const { verdict, reasons } = decideVerdict(
     {
-      structureName: structure?.name,
-      inVocabulary: !!structure,
-      manyParts: structure?.scale === 'tiled',
-      presence,
-      quality,
+      structureName: t.structure?.name ?? t.structureName,
+      inVocabulary: t.inVocabulary,
+      manyParts: t.structure?.scale === 'tiled',
+      presence: t.presence,
+      quality: t.quality,
       uncertainFraction: uncertainty.uncertainFraction,
       areaFraction: stats.areaPx / (width * height),
       components: stats.components,
-      outOfDistribution: assessment.outOfDistribution,
-      oodScore: assessment.oodScore,
+      outOfDistribution: t.assessment.outOfDistribution,
+      oodScore: t.assessment.oodScore,
     },
-    th,
+    t.thresholds,
   );
-  const areaMm2 = image.spacing ? stats.areaPx * image.spacing.row * image.spacing.col : null;
+  const s = t.structure;
   return {
     prompt,
-    structure: structure ? { slug: structure.slug, name: structure.name, modality: structure.modality } : null,
+    structure: s ? { slug: s.slug, name: s.name, modality: s.modality } : null,
     mode,
-    presence,
-    presenceRaw,
+    presence: t.presence,
+    presenceRaw: t.presenceRaw,
     maskThreshold: threshold,
     maskProduced: stats.areaPx > 0,
-    predictedQuality: quality,
-    similarity,
+    predictedQuality: t.quality,
+    similarity: t.similarity,
     stats,
-    areaMm2,
+    areaMm2: image.spacing ? stats.areaPx * image.spacing.row * image.spacing.col : null,
     uncertainty,
     verdict,
     reasons,
     mask,
     probability,
   };
+}
+
+/** A text prompt's result: the model's scores through the fitted calibration, then maskResult. */
+function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, o: { refinedIou?: number; ignorePresence: boolean }): PromptResult {
+  const presenceRaw = sigmoid(presenceLogit);
+  return maskResult(prompt, mode, logits, image, threshold, {
+    structure,
+    inVocabulary: !!structure,
+    presence: cal ? platt(presenceLogit, cal.presence) : presenceRaw,
+    presenceRaw,
+    // a mask redrawn by a region model carries that model's predicted IoU and its own, unscaled logits
+    quality: o.refinedIou ?? (cal ? platt(iouLogit, cal.quality) : sigmoid(iouLogit)),
+    temperature: o.refinedIou !== undefined || !cal ? 1 : cal.pixel_temperature,
+    similarity,
+    thresholds: cal ? { ...DEFAULT_THRESHOLDS, ...cal.thresholds, uncertainFraction: cal.thresholds.uncertain_fraction, oodReject: cal.thresholds.ood_reject ?? 1 } : DEFAULT_THRESHOLDS,
+    ignorePresence: o.ignorePresence,
+    assessment,
+  });
 }
 
 export { logit };
