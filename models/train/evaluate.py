@@ -31,9 +31,10 @@ def encode_text(model, tok, texts):
 def run_decoder(model, feats, e):
     """Decoder on one image's features for N prompts; logits upsampled to the input size."""
     n = e.shape[0]
-    rep = [f.expand(n, -1, -1, -1) for f in feats[:6]]
+    rep = [f.expand(n, -1, -1, -1) for f in feats[:7]]
     lg, pr, q, sim = model.decoder(*rep, e)
-    lg = torch.nn.functional.interpolate(lg, scale_factor=2, mode="bilinear", align_corners=False)
+    if lg.shape[-1] != SIZE:  # checkpoints from before the full-resolution head
+        lg = torch.nn.functional.interpolate(lg, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     return lg, pr, q, sim
 
 

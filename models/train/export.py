@@ -16,7 +16,7 @@ from data import SIZE  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPSET = 14
-FEATS = ["f1", "f2", "f3", "f4", "f5", "embed_map"]
+FEATS = ["f0", "f1", "f2", "f3", "f4", "f5", "embed_map"]
 
 
 class TextExport(nn.Module):
@@ -55,9 +55,9 @@ class DecoderExport(nn.Module):
         super().__init__()
         self.d = dec
 
-    def forward(self, f1, f2, f3, f4, f5, embed_map, text_embeds):
+    def forward(self, f0, f1, f2, f3, f4, f5, embed_map, text_embeds):
         n = text_embeds.shape[0]
-        rep = [f.expand(n, -1, -1, -1) for f in (f1, f2, f3, f4, f5, embed_map)]
+        rep = [f.expand(n, -1, -1, -1) for f in (f0, f1, f2, f3, f4, f5, embed_map)]
         return self.d(*rep, text_embeds)
 
 
@@ -117,22 +117,22 @@ def main():
         emb = te(it, mt)
         assert torch.allclose(ref_text, emb, atol=1e-5), "text export wrapper differs from the trained module"
         feats = ie(img)
-        outs = de(*feats[:6], emb)
+        outs = de(*feats[:7], emb)
     torch.onnx.export(te, (it, mt), os.path.join(out, "text_encoder.onnx"), opset_version=OPSET,
                       input_names=["input_ids", "attention_mask"], output_names=["text_embeds"],
                       dynamic_axes={"input_ids": {0: "n", 1: "len"}, "attention_mask": {0: "n", 1: "len"}, "text_embeds": {0: "n"}})
     torch.onnx.export(ie, (img,), os.path.join(out, "image_encoder.onnx"), opset_version=OPSET,
                       input_names=["pixel_values"], output_names=FEATS + ["pooled"],
                       dynamic_axes={"pixel_values": {0: "b"}, **{k: {0: "b"} for k in FEATS + ["pooled"]}})
-    torch.onnx.export(de, tuple(feats[:6]) + (emb,), os.path.join(out, "mask_decoder.onnx"), opset_version=OPSET,
+    torch.onnx.export(de, tuple(feats[:7]) + (emb,), os.path.join(out, "mask_decoder.onnx"), opset_version=OPSET,
                       input_names=FEATS + ["text_embeds"], output_names=["mask_logits", "presence_logit", "iou_logit", "similarity"],
                       dynamic_axes={"text_embeds": {0: "n"}, "mask_logits": {0: "n"}, "presence_logit": {0: "n"}, "iou_logit": {0: "n"}, "similarity": {0: "n"}})
     step = 13
     parity = dict(
         prompts=prompts, input_ids=it.tolist(), attention_mask=mt.tolist(), sample_step=step,
         text_embeds=[round(v, 6) for v in emb.flatten().tolist()],
-        pooled=[round(v, 6) for v in feats[6].flatten().tolist()],
-        f5=[round(v, 6) for v in feats[4].flatten()[::step].tolist()],
+        pooled=[round(v, 6) for v in feats[7].flatten().tolist()],
+        f5=[round(v, 6) for v in feats[5].flatten()[::step].tolist()],
         mask_logits=[round(v, 5) for v in outs[0].flatten()[::step].tolist()],
         presence_logit=outs[1].tolist(), iou_logit=outs[2].tolist(), similarity=outs[3].tolist(),
     )

@@ -13,6 +13,7 @@ EMBED = 256
 DEC = 96
 MID = 48
 FINE = 16
+FULL = 8
 
 
 def bn_act(c):
@@ -48,7 +49,9 @@ class DSConv(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """image [B,3,S,S] -> f1 (FINE@S/2), f2..f5 (DEC@S/4..S/32), embed_map (EMBED@S/16), pooled (192)."""
+    """image [B,3,S,S] -> f0 (FULL@S), f1 (FINE@S/2), f2..f5 (DEC@S/4..S/32), embed_map (EMBED@S/16),
+    pooled (192). f0 is a small full-resolution branch (local edges and intensity) that lets the mask
+    head draw structures thinner than the S/2 grid (vessels, membranes, the myocardial ring)."""
 
     def __init__(self):
         super().__init__()
@@ -63,6 +66,11 @@ class ImageEncoder(nn.Module):
         self.lat4 = nn.Sequential(nn.Conv2d(128, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
         self.lat5 = nn.Sequential(nn.Conv2d(192, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
         self.embed = nn.Conv2d(128, EMBED, 1)
+        self.full = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 1, 1, bias=False), bn_act(16),
+            nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False), bn_act(16),
+            nn.Conv2d(16, FULL, 1, bias=False), nn.BatchNorm2d(FULL),
+        )
 
     def forward(self, x):
         c1 = self.stem(x)
@@ -71,7 +79,7 @@ class ImageEncoder(nn.Module):
         c4 = self.s16(c3)
         c5 = self.s32(c4)
         pooled = c5.mean(dim=(2, 3))
-        return (self.lat1(c1), self.lat2(c2), self.lat3(c3), self.lat4(c4), self.lat5(c5),
+        return (self.full(x), self.lat1(c1), self.lat2(c2), self.lat3(c3), self.lat4(c4), self.lat5(c5),
                 self.embed(c4), pooled)
 
 
@@ -117,11 +125,12 @@ def coords(x):
 
 class MaskDecoder(nn.Module):
     """features (batch N, already expanded) + text embedding [N,EMBED] ->
-    mask logits [N,1,S/2,S/2], presence logit [N], IoU logit [N], similarity [N].
+    mask logits [N,1,S,S], presence logit [N], IoU logit [N], similarity [N].
 
     The prompt-conditioned FPN runs at S/32..S/4; the S/2 mask is a per-pixel linear map of the
     text-independent fine features f1 whose coefficients the coarse path predicts (a dynamic
-    head), so full-resolution work per prompt stays small."""
+    head), and the S mask adds a second such map of the full-resolution features f0 to the
+    upsampled S/2 logits, so full-resolution work per prompt stays a few multiply-adds a pixel."""
 
     def __init__(self):
         super().__init__()
@@ -130,11 +139,14 @@ class MaskDecoder(nn.Module):
         self.conv = nn.ModuleList([DSConv(DEC) for _ in range(3)] + [DSConv(MID)])
         self.to_mid = nn.Conv2d(DEC, MID, 1)
         self.coef = nn.Conv2d(MID, FINE + 1, 1)
+        self.coef_full = nn.Conv2d(MID, FULL + 1, 1)
+        nn.init.zeros_(self.coef_full.weight)  # starts as the S/2 head, upsampled
+        nn.init.zeros_(self.coef_full.bias)
         self.presence = nn.Sequential(nn.Linear(2 * DEC + EMBED, 128), nn.ReLU(inplace=True), nn.Linear(128, 1))
         self.quality = nn.Sequential(nn.Linear(2 * MID + 2, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
 
-    def forward(self, f1, f2, f3, f4, f5, emap, e):
+    def forward(self, f0, f1, f2, f3, f4, f5, emap, e):
         p = self.in5(coords(f5))
         p = self.conv[0](self.film[0](p, e))
         pres_feat = torch.cat([p.mean(dim=(2, 3)), p.amax(dim=(2, 3)), e], 1)
@@ -145,19 +157,22 @@ class MaskDecoder(nn.Module):
         p = self.conv[3](self.film[3](p, e))
         q_feat = torch.cat([p.mean(dim=(2, 3)), p.amax(dim=(2, 3))], 1)
         c = F.interpolate(self.coef(p), size=f1.shape[-2:], mode="bilinear", align_corners=False)
-        logits = (c[:, :FINE] * f1).sum(1, keepdim=True) + c[:, FINE:]
+        half = (c[:, :FINE] * f1).sum(1, keepdim=True) + c[:, FINE:]
+        c0 = F.interpolate(self.coef_full(p), size=f0.shape[-2:], mode="bilinear", align_corners=False)
+        logits = (F.interpolate(half, size=f0.shape[-2:], mode="bilinear", align_corners=False)
+                  + (c0[:, :FULL] * f0).sum(1, keepdim=True) + c0[:, FULL:])
         presence = self.presence(pres_feat).squeeze(1)
         prob = torch.sigmoid(logits)
         area = prob.mean(dim=(1, 2, 3))
         quality = self.quality(torch.cat([q_feat, area[:, None], presence[:, None]], 1)).squeeze(1)
         # text-region similarity: mask-pooled embedding of the predicted region vs the text
-        w = F.avg_pool2d(prob, 8)  # S/2 -> S/16, same as adaptive pooling to emap size
+        w = F.avg_pool2d(prob, int(prob.shape[-1]) // int(emap.shape[-1]))  # S -> S/16, same as adaptive pooling to emap size
         region = (emap * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3)).clamp(min=1e-4)
         sim = (F.normalize(region, dim=-1) * e).sum(-1)
         return logits, presence, quality, sim
 
     def region_embedding(self, emap, mask):
-        w = F.avg_pool2d(mask, 8)
+        w = F.avg_pool2d(mask, int(mask.shape[-1]) // int(emap.shape[-1]))
         region = (emap * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3)).clamp(min=1e-4)
         return F.normalize(region, dim=-1)
 

@@ -176,11 +176,13 @@ def augment(x, y, flip_ok, g):
 
 def losses(model, x, y, ids, mask, slugs, present, k):
     feats = model.image(x.contiguous(memory_format=torch.channels_last))
-    rep = [f.repeat_interleave(k, 0) for f in feats[:6]]
+    rep = [f.repeat_interleave(k, 0) for f in feats[:7]]
     e = model.text(ids, mask)
     logits, pres, qual, _ = model.decoder(*rep, e)
-    # the mask head works at half the input size: soft targets from 2x2 averages
-    t = F.avg_pool2d(y.reshape(-1, 1, SIZE, SIZE), 2)
+    # the mask head works at the input size (older checkpoints: half of it, soft 2x2 targets)
+    t = y.reshape(-1, 1, SIZE, SIZE)
+    if logits.shape[-1] != SIZE:
+        t = F.avg_pool2d(t, SIZE // logits.shape[-1])
     bce = F.binary_cross_entropy_with_logits(logits, t)
     p = torch.sigmoid(logits).flatten(1)
     tf = t.flatten(1)
@@ -196,7 +198,7 @@ def losses(model, x, y, ids, mask, slugs, present, k):
     idx = [r for r in range(len(slugs)) if present[r] > 0 and slugs[r] is not None]
     clip_l = torch.zeros(())
     if len(idx) > 1:
-        region = model.decoder.region_embedding(rep[5][idx], t[idx])
+        region = model.decoder.region_embedding(rep[6][idx], t[idx])
         te = e[idx]
         sim = model.decoder.logit_scale.exp().clamp(max=100) * region @ te.t()
         same = torch.tensor([[slugs[a] == slugs[b] for b in idx] for a in idx], dtype=torch.float32)
@@ -245,8 +247,10 @@ def main():
         step, best = s["step"], s.get("best", -1.0)
         print(f"resumed at step {step}", flush=True)
     elif a.init:
-        model.load_state_dict(torch.load(a.init)["model"])
-        print(f"initialised from {a.init}", flush=True)
+        missing, unexpected = model.load_state_dict(torch.load(a.init)["model"], strict=False)
+        if unexpected:
+            raise SystemExit(f"--init {a.init} has weights this network lacks: {unexpected}")
+        print(f"initialised from {a.init}" + (f"; new, freshly initialised: {missing}" if missing else ""), flush=True)
     rng = random.Random(a.seed * 100003 + step)
     g = torch.Generator().manual_seed(a.seed + step)
     torch.manual_seed(a.seed + step)

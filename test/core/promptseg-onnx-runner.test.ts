@@ -57,6 +57,8 @@ describe('built-in model under onnxruntime-node', () => {
     const feats = await model.encodePixels(parityImage(model.entry.input.size));
     expect(maxAbsDiff(feats.pooled, parity.pooled)).toBeLessThan(1e-3);
     const out = await model.decode(feats, emb);
+    // the full-resolution mask head: one logit per input pixel
+    expect([out.maskLogits[0].width, out.maskLogits[0].height]).toEqual([model.entry.input.size, model.entry.input.size]);
     const logits = out.maskLogits.flatMap((g) => Array.from(g.data));
     const sampled = logits.filter((_, i) => i % parity.sample_step === 0);
     expect(sampled.length).toBe(parity.mask_logits.length);

@@ -5,8 +5,6 @@ import { toTensorData } from '../image/resize.js';
 import { bundleDir, LazyRunner, localTransformersId, sessionOptions } from './local-bundle.js';
 import type { DecodeOutput, ImageFeatures, SegmentationModel } from './model.js';
 
-const FEATURE_NAMES = ['f1', 'f2', 'f3', 'f4', 'f5', 'embed_map'] as const;
-
 /** Runs promptseg's own three-graph model (text encoder, image encoder, mask decoder). */
 export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel {
   private text?: ort.InferenceSession;
@@ -76,7 +74,10 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
     const out = await this.image!.run({ pixel_values: new ort.Tensor('float32', pixels, [1, 3, s, s]) });
     let bytes = 0;
     const tensors: Record<string, ort.Tensor> = {};
-    for (const k of FEATURE_NAMES) {
+    // the decoder's own inputs name the image features it needs (f0..f5 and embed_map for the
+    // current model; bundles exported before the full-resolution head have no f0)
+    for (const k of this.decoder!.inputNames.filter((n) => n !== 'text_embeds')) {
+      if (!out[k]) throw new Error(`model ${this.entry.id}: the image encoder has no output '${k}' that the mask decoder needs`);
       tensors[k] = out[k];
       bytes += (out[k].data as Float32Array).byteLength;
     }
