@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from data import SIZE
+from net import FEATURES
 
 MEAN, STD = 0.5, 0.25
 TILE_STRIDE = 192
@@ -29,13 +30,10 @@ def encode_text(model, tok, texts):
 
 
 def run_decoder(model, feats, e):
-    """Decoder on one image's features for N prompts; logits upsampled to the input size."""
+    """Decoder on one image's features for N prompts; logits at the input size."""
     n = e.shape[0]
-    rep = [f.expand(n, -1, -1, -1) for f in feats[:7]]
-    lg, pr, q, sim = model.decoder(*rep, e)
-    if lg.shape[-1] != SIZE:  # checkpoints from before the full-resolution head
-        lg = torch.nn.functional.interpolate(lg, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-    return lg, pr, q, sim
+    rep = [f.expand(n, -1, -1, -1) for f in feats[:len(FEATURES)]]
+    return model.decoder(*rep, e)
 
 
 def tile_origins(n):

@@ -10,13 +10,14 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from net import PromptSegNet  # noqa: E402
+from net import FEATURES, PromptSegNet  # noqa: E402
 from tokenizer import WordPiece  # noqa: E402
 from data import SIZE  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPSET = 14
-FEATS = ["f0", "f1", "f2", "f3", "f4", "f5", "embed_map"]
+FEATS = list(FEATURES)
+POOLED = len(FEATS)  # index of the pooled embedding in the encoder outputs
 
 
 class TextExport(nn.Module):
@@ -117,22 +118,22 @@ def main():
         emb = te(it, mt)
         assert torch.allclose(ref_text, emb, atol=1e-5), "text export wrapper differs from the trained module"
         feats = ie(img)
-        outs = de(*feats[:7], emb)
+        outs = de(*feats[:POOLED], emb)
     torch.onnx.export(te, (it, mt), os.path.join(out, "text_encoder.onnx"), opset_version=OPSET,
                       input_names=["input_ids", "attention_mask"], output_names=["text_embeds"],
                       dynamic_axes={"input_ids": {0: "n", 1: "len"}, "attention_mask": {0: "n", 1: "len"}, "text_embeds": {0: "n"}})
     torch.onnx.export(ie, (img,), os.path.join(out, "image_encoder.onnx"), opset_version=OPSET,
                       input_names=["pixel_values"], output_names=FEATS + ["pooled"],
                       dynamic_axes={"pixel_values": {0: "b"}, **{k: {0: "b"} for k in FEATS + ["pooled"]}})
-    torch.onnx.export(de, tuple(feats[:7]) + (emb,), os.path.join(out, "mask_decoder.onnx"), opset_version=OPSET,
+    torch.onnx.export(de, tuple(feats[:POOLED]) + (emb,), os.path.join(out, "mask_decoder.onnx"), opset_version=OPSET,
                       input_names=FEATS + ["text_embeds"], output_names=["mask_logits", "presence_logit", "iou_logit", "similarity"],
                       dynamic_axes={"text_embeds": {0: "n"}, "mask_logits": {0: "n"}, "presence_logit": {0: "n"}, "iou_logit": {0: "n"}, "similarity": {0: "n"}})
     step = 13
     parity = dict(
         prompts=prompts, input_ids=it.tolist(), attention_mask=mt.tolist(), sample_step=step,
         text_embeds=[round(v, 6) for v in emb.flatten().tolist()],
-        pooled=[round(v, 6) for v in feats[7].flatten().tolist()],
-        f5=[round(v, 6) for v in feats[5].flatten()[::step].tolist()],
+        pooled=[round(v, 6) for v in feats[POOLED].flatten().tolist()],
+        f5=[round(v, 6) for v in feats[FEATS.index("f5")].flatten()[::step].tolist()],
         mask_logits=[round(v, 5) for v in outs[0].flatten()[::step].tolist()],
         presence_logit=outs[1].tolist(), iou_logit=outs[2].tolist(), similarity=outs[3].tolist(),
     )

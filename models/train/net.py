@@ -14,6 +14,8 @@ DEC = 96
 MID = 48
 FINE = 16
 FULL = 8
+# what ImageEncoder returns, in order, before the pooled embedding (also the ONNX output names)
+FEATURES = ("f0", "f1", "f2", "f3", "f4", "f5", "embed_map")
 
 
 def bn_act(c):

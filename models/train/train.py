@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from data import SIZE, PromptSampler, load_all  # noqa: E402
-from net import PromptSegNet  # noqa: E402
+from net import FEATURES, PromptSegNet  # noqa: E402
 from tokenizer import WordPiece  # noqa: E402
 import evaluate as ev  # noqa: E402
 
@@ -176,13 +176,10 @@ def augment(x, y, flip_ok, g):
 
 def losses(model, x, y, ids, mask, slugs, present, k):
     feats = model.image(x.contiguous(memory_format=torch.channels_last))
-    rep = [f.repeat_interleave(k, 0) for f in feats[:7]]
+    rep = [f.repeat_interleave(k, 0) for f in feats[:len(FEATURES)]]
     e = model.text(ids, mask)
     logits, pres, qual, _ = model.decoder(*rep, e)
-    # the mask head works at the input size (older checkpoints: half of it, soft 2x2 targets)
-    t = y.reshape(-1, 1, SIZE, SIZE)
-    if logits.shape[-1] != SIZE:
-        t = F.avg_pool2d(t, SIZE // logits.shape[-1])
+    t = y.reshape(-1, 1, SIZE, SIZE)  # the mask head works at the input size
     bce = F.binary_cross_entropy_with_logits(logits, t)
     p = torch.sigmoid(logits).flatten(1)
     tf = t.flatten(1)
@@ -198,7 +195,7 @@ def losses(model, x, y, ids, mask, slugs, present, k):
     idx = [r for r in range(len(slugs)) if present[r] > 0 and slugs[r] is not None]
     clip_l = torch.zeros(())
     if len(idx) > 1:
-        region = model.decoder.region_embedding(rep[6][idx], t[idx])
+        region = model.decoder.region_embedding(rep[FEATURES.index("embed_map")][idx], t[idx])
         te = e[idx]
         sim = model.decoder.logit_scale.exp().clamp(max=100) * region @ te.t()
         same = torch.tensor([[slugs[a] == slugs[b] for b in idx] for a in idx], dtype=torch.float32)
