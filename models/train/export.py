@@ -147,6 +147,7 @@ def main():
     for m in man["models"]:
         if m["dir"] == os.path.basename(os.path.normpath(out)):
             m["files"] = files
+            m["input"]["mask_stride"] = SIZE // outs[0].shape[-1]  # the grid the decoder really draws
             m["training"] = dict(checkpoint=a.ckpt, step=ck["step"], val=ck.get("val"))
     json.dump(man, open(man_path, "w"), indent=1)
     json.dump(dict(checkpoint=a.ckpt, step=ck["step"], val=ck.get("val"), files=files), open(os.path.join(out, "export.json"), "w"), indent=1)

@@ -53,8 +53,8 @@ class Batcher:
     def crop_native(self, d, i):
         img, masks = d.native[i]
         if self.upscale > 1 and self.rng.random() < 0.6:
-            # thin structures are served at `upscale` x native resolution: crop SIZE/upscale native
-            # pixels and enlarge them, so the half-resolution mask head sees them at native scale
+            # thin structures served at `upscale` x native resolution (manifest tile.upscale): crop
+            # SIZE/upscale native pixels and enlarge them to SIZE
             c = SIZE // self.upscale
             h, w = img.shape[:2]
             y, x = self.rng.randint(0, max(h - c, 0)), self.rng.randint(0, max(w - c, 0))

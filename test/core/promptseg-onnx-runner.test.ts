@@ -57,8 +57,10 @@ describe('built-in model under onnxruntime-node', () => {
     const feats = await model.encodePixels(parityImage(model.entry.input.size));
     expect(maxAbsDiff(feats.pooled, parity.pooled)).toBeLessThan(1e-3);
     const out = await model.decode(feats, emb);
-    // the full-resolution mask head: one logit per input pixel
-    expect([out.maskLogits[0].width, out.maskLogits[0].height]).toEqual([model.entry.input.size, model.entry.input.size]);
+    // the grid the manifest states (the full-resolution head: stride 1, one logit per input pixel)
+    const side = model.entry.input.size / model.entry.input.mask_stride;
+    expect(model.entry.input.mask_stride).toBe(1);
+    expect([out.maskLogits[0].width, out.maskLogits[0].height]).toEqual([side, side]);
     const logits = out.maskLogits.flatMap((g) => Array.from(g.data));
     const sampled = logits.filter((_, i) => i % parity.sample_step === 0);
     expect(sampled.length).toBe(parity.mask_logits.length);

@@ -467,11 +467,10 @@ export function tileOrigins(n: number, size: number, stride: number): number[] {
 async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedSet> {
   const { size, tile } = entry.input;
   let t = now();
-  // native scale, at most native_max_side on the longer side, as in training;
+  // native scale, at most native_max_side on the longer side, as in training, then enlarged
+  // `tile.upscale` times where the manifest asks for it (a model trained on enlarged crops)
   let native = image;
   const longest = Math.max(image.width, image.height);
-  // then enlarged `upscale` times, so the model's half-resolution mask head sees thin structures
-  // at native scale (it was trained on such enlarged crops)
   const s = Math.min(1, tile.native_max_side / longest) * (tile.upscale ?? 1);
   if (s !== 1) {
     const w = roundHalfEven(image.width * s), h = roundHalfEven(image.height * s);
