@@ -260,8 +260,9 @@ def main():
             return a.lr * (s + 1) / warm
         return a.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, a.steps - warm)))))
 
-    def save(path):
-        torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, best=best, vocab_size=len(tok.vocab)), path + ".tmp")
+    def save(path, val=None):
+        # a save right after validation keeps its result, so `export.py --ckpt last` can record it
+        torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, best=best, vocab_size=len(tok.vocab), val=val), path + ".tmp")
         os.replace(path + ".tmp", path)
 
     model.train()
@@ -302,7 +303,7 @@ def main():
                 best = score
                 torch.save(dict(model=model.state_dict(), step=step, vocab_size=len(tok.vocab), val=res), os.path.join(state_dir, "best.pt"))
                 print(f"new best {best:.4f} at step {step}", flush=True)
-            save(ck)
+            save(ck, res)
     if a.bench:
         el = time.time() - t_start
         print(f"bench: {a.bench} steps in {el:.1f}s = {a.bench * a.batch / el:.1f} img/s", flush=True)
