@@ -210,6 +210,9 @@ export interface StructureSummary {
   nsd: number;
   eval_only_dice: number | null;
   eval_only_delta: number | null;
+  /** The suite's Dice bar for this dataset/structure, and whether the canonical Dice reaches it; null without one. */
+  dice_target: number | null;
+  target_met: boolean | null;
 }
 
 export interface Summary {
@@ -252,6 +255,8 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
         model: m, dataset, structure, n: can.length, dice: mean(dv), dice_ci: bootstrapCi(dv, suite.bootstrap, suite.seed),
         iou: mean(can.map((r) => r.iou!)), hd95_median_px: hds.length ? percentile(hds, 50) : null, nsd: mean(can.map((r) => r.nsd!)),
         eval_only_dice: evd, eval_only_delta: evd === null ? null : evd - mean(dv),
+        dice_target: suite.dice_targets[k] ?? null,
+        target_met: suite.dice_targets[k] === undefined ? null : mean(dv) >= suite.dice_targets[k],
       });
       if (evd !== null && can.length) {
         canon.push(mean(dv)); evalo.push(evd); deltas.push(evd - mean(dv));

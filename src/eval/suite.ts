@@ -19,6 +19,12 @@ export const SuiteSchema = z.object({
   nsd_tolerance_mm: z.number().nonnegative().default(2).describe('Used instead of the pixel tolerance when the image carries its spacing (DICOM, NIfTI).'),
   ood_probe_per_kind: z.number().int().min(0).max(50).default(8).describe('Non-medical images made by code per kind (noise, gradient, pattern, text, scene) run through each model to measure out-of-distribution flagging; 0 = off.'),
   failure_dice: z.number().min(0).max(1).default(0.7),
+  dice_targets: z
+    .record(z.string(), z.number().gt(0).lt(1))
+    .superRefine((r, ctx) => {
+      for (const k of Object.keys(r)) if (!/^[^/]+\/[^/]+$/.test(k)) ctx.addIssue({ code: 'custom', path: [k], message: `"${k}" must be "<dataset>/<structure slug>"` });
+    })
+    .default({}).describe('Dice bar per "<dataset>/<structure slug>" (present cases, canonical prompts); the report marks each met or not met.'),
   calibration_pixels_per_case: z.number().int().min(0).default(2000),
   bootstrap: z.number().int().min(100).default(1000),
   seed: z.number().int().default(7),

@@ -57,7 +57,7 @@ describe('promptseg eval', () => {
     manifest.models.push({ ...manifest.models[0], id: 'builtin-copy' });
     writeFileSync(path.join(models, 'manifest.json'), JSON.stringify(manifest));
     const suiteFile = path.join(dir, 'suite.json');
-    writeFileSync(suiteFile, JSON.stringify({ name: 'tiny', data_root: 'data', models: ['promptseg-builtin', 'builtin-copy'], bootstrap: 200, negatives: { absent_per_case: 1, nonsense_per_case: 1 }, ood_probe_per_kind: 1 }));
+    writeFileSync(suiteFile, JSON.stringify({ name: 'tiny', data_root: 'data', models: ['promptseg-builtin', 'builtin-copy'], bootstrap: 200, negatives: { absent_per_case: 1, nonsense_per_case: 1 }, ood_probe_per_kind: 1, dice_targets: { 'synthetic_derm/skin_lesion': 0.5 } }));
     const ctx = createServiceContext(testConfig({ PROMPTSEG_MODELS_DIR: models }));
     contexts.push(ctx);
     const out = path.join(dir, 'out');
@@ -74,6 +74,21 @@ describe('promptseg eval', () => {
       expect(s.dice).toBeLessThanOrEqual(1);
       expect(s.dice_ci[0]).toBeLessThanOrEqual(s.dice + 1e-9);
     }
+    // the suite's Dice target is judged against the measured Dice, and only where the suite sets one
+    const md = readFileSync(path.join(out, 'report.md'), 'utf8');
+    for (const s of r.summary.structures) {
+      if (s.dataset === 'synthetic_derm') {
+        expect(s.dice_target).toBe(0.5);
+        expect(s.target_met).toBe(s.dice >= 0.5);
+      } else {
+        expect(s.dice_target).toBeNull();
+        expect(s.target_met).toBeNull();
+      }
+    }
+    const derm = r.summary.structures.find((s) => s.model === 'promptseg-builtin' && s.dataset === 'synthetic_derm')!;
+    expect(md).toContain(`| ${derm.dice.toFixed(3)} |`);
+    expect(md).toContain(derm.target_met ? '| 0.50 met |' : '| 0.50 not met |');
+    expect(md).toContain(`promptseg-builtin: Dice targets met ${derm.target_met ? 1 : 0} of 1`);
     // identical models: every paired difference is exactly zero, and results are deterministic
     expect(r.summary.paired.length).toBe(2);
     for (const p of r.summary.paired) expect(p.mean_difference).toBe(0);
@@ -137,6 +152,8 @@ describe('promptseg eval', () => {
     const ctx = createServiceContext(testConfig());
     contexts.push(ctx);
     await expect(evaluateSuite(ctx, { suiteFile, outDir: path.join(dir, 'o') })).rejects.toThrow(/split/);
+    writeFileSync(suiteFile, JSON.stringify({ name: 'x', data_root: '.', dice_targets: { skin_lesion: 0.9 } }));
+    await expect(evaluateSuite(ctx, { suiteFile, outDir: path.join(dir, 'o') })).rejects.toThrow(/dice_targets.*<dataset>\/<structure slug>/);
   });
 
   it.skipIf(!!sharedMissing)(`the quick suite over every shared dataset${sharedMissing ? ` (skipped: ${sharedMissing})` : ''}`, { timeout: 180_000 }, async () => {
