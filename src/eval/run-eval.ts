@@ -227,6 +227,8 @@ export interface Summary {
   by_dataset: { model: string; dataset: string; n: number; dice: number; dice_ci: [number, number] }[];
   by_modality: { model: string; modality: string; n: number; dice: number; dice_ci: [number, number] }[];
   latency_ms: Record<string, { p50: number; p95: number }>;
+  /** The suite's Dice targets that name no structure of this run (a dataset left out, or a misspelt key). */
+  targets_not_evaluated: string[];
 }
 
 /** Aggregates per structure, presence, robustness, calibration and trust, with bootstrap CIs. */
@@ -251,12 +253,13 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
       const dv = can.map((r) => r.dice!);
       const evd = ev.length ? mean(ev.map((r) => r.dice!)) : null;
       const hds = can.map((r) => r.hd95).filter((x): x is number => x !== null);
+      const bar = suite.dice_targets[k];
       structures.push({
         model: m, dataset, structure, n: can.length, dice: mean(dv), dice_ci: bootstrapCi(dv, suite.bootstrap, suite.seed),
         iou: mean(can.map((r) => r.iou!)), hd95_median_px: hds.length ? percentile(hds, 50) : null, nsd: mean(can.map((r) => r.nsd!)),
         eval_only_dice: evd, eval_only_delta: evd === null ? null : evd - mean(dv),
-        dice_target: suite.dice_targets[k] ?? null,
-        target_met: suite.dice_targets[k] === undefined ? null : mean(dv) >= suite.dice_targets[k],
+        dice_target: bar ?? null,
+        target_met: bar === undefined ? null : mean(dv) >= bar,
       });
       if (evd !== null && can.length) {
         canon.push(mean(dv)); evalo.push(evd); deltas.push(evd - mean(dv));
@@ -352,7 +355,9 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
       paired.push({ a, b, structure: `${s.dataset}/${s.structure}`, n: diffs.length, mean_difference: mean(diffs), ci: bootstrapCi(diffs, suite.bootstrap, suite.seed) });
     }
   }
-  return { structures, presence, robustness, calibration: calibrationOut, conformal, ood, trust, paired, by_dataset: byDataset, by_modality: byModality, latency_ms: latency };
+  const evaluated = new Set(structures.map((r) => `${r.dataset}/${r.structure}`));
+  const targetsNotEvaluated = Object.keys(suite.dice_targets).filter((k) => !evaluated.has(k)).sort();
+  return { targets_not_evaluated: targetsNotEvaluated, structures, presence, robustness, calibration: calibrationOut, conformal, ood, trust, paired, by_dataset: byDataset, by_modality: byModality, latency_ms: latency };
 }
 
 /** Identifies exactly what was evaluated: model files, suite and data, for the results cache and the report. */

@@ -57,7 +57,7 @@ describe('promptseg eval', () => {
     manifest.models.push({ ...manifest.models[0], id: 'builtin-copy' });
     writeFileSync(path.join(models, 'manifest.json'), JSON.stringify(manifest));
     const suiteFile = path.join(dir, 'suite.json');
-    writeFileSync(suiteFile, JSON.stringify({ name: 'tiny', data_root: 'data', models: ['promptseg-builtin', 'builtin-copy'], bootstrap: 200, negatives: { absent_per_case: 1, nonsense_per_case: 1 }, ood_probe_per_kind: 1, dice_targets: { 'synthetic_derm/skin_lesion': 0.5 } }));
+    writeFileSync(suiteFile, JSON.stringify({ name: 'tiny', data_root: 'data', models: ['promptseg-builtin', 'builtin-copy'], bootstrap: 200, negatives: { absent_per_case: 1, nonsense_per_case: 1 }, ood_probe_per_kind: 1, dice_targets: { 'synthetic_derm/skin_lesion': 0.5, 'synthetic_xray/heart': 0.9 } }));
     const ctx = createServiceContext(testConfig({ PROMPTSEG_MODELS_DIR: models }));
     contexts.push(ctx);
     const out = path.join(dir, 'out');
@@ -89,6 +89,9 @@ describe('promptseg eval', () => {
     expect(md).toContain(`| ${derm.dice.toFixed(3)} |`);
     expect(md).toContain(derm.target_met ? '| 0.50 met |' : '| 0.50 not met |');
     expect(md).toContain(`promptseg-builtin: Dice targets met ${derm.target_met ? 1 : 0} of 1`);
+    // a target naming no structure of the run is reported, not silently dropped from the count
+    expect(r.summary.targets_not_evaluated).toEqual(['synthetic_xray/heart']);
+    expect(md).toContain('Dice targets not evaluated in this run (no such dataset/structure among its cases): synthetic_xray/heart.');
     // identical models: every paired difference is exactly zero, and results are deterministic
     expect(r.summary.paired.length).toBe(2);
     for (const p of r.summary.paired) expect(p.mean_difference).toBe(0);
