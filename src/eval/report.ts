@@ -28,7 +28,7 @@ export function renderMarkdown(s: Summary, meta: ReportMeta): string {
     const missed = withTarget.filter((r) => !r.target_met).map((r) => `${r.dataset}/${r.structure}`);
     out.push('', `${m}: Dice targets met ${withTarget.length - missed.length} of ${withTarget.length}${missed.length ? ` (not met: ${missed.join(', ')})` : ''}.`);
   }
-  if (s.targets_not_evaluated?.length) out.push('', `Dice targets not evaluated in this run (no such dataset/structure among its cases): ${s.targets_not_evaluated.join(', ')}.`);
+  if (s.targets_not_evaluated.length) out.push('', `Dice targets not evaluated in this run (no such dataset/structure among its cases): ${s.targets_not_evaluated.join(', ')}.`);
   out.push('', '## Mean Dice per dataset and per modality (present cases, canonical prompts)', '', '| model | group | n | Dice | 95% CI |', '|---|---|---|---|---|');
   for (const r of s.by_dataset) out.push(`| ${r.model} | ${r.dataset} | ${r.n} | ${f(r.dice)} | ${f(r.dice_ci[0])}–${f(r.dice_ci[1])} |`);
   for (const r of s.by_modality) out.push(`| ${r.model} | modality: ${r.modality} | ${r.n} | ${f(r.dice)} | ${f(r.dice_ci[0])}–${f(r.dice_ci[1])} |`);
