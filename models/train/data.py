@@ -48,6 +48,15 @@ def _load_case(args):
     return whole, np.stack(wm), native
 
 
+def _unpack_case(args):
+    """pack.py's coding back to arrays: image -> [H,W,3] uint8, bit-coded masks -> [k,H,W] bool."""
+    import io
+    img_b, mask_b, k = args
+    img = np.asarray(Image.open(io.BytesIO(img_b)).convert("RGB"))
+    bits = np.asarray(Image.open(io.BytesIO(mask_b)))
+    return img, np.stack([(bits >> j) & 1 for j in range(k)]).astype(bool)
+
+
 class Dataset:
     def __init__(self, root, ds_id, vocab, cache_dir):
         meta = json.load(open(os.path.join(root, ds_id, "dataset.json")))
@@ -58,6 +67,10 @@ class Dataset:
         self.tiled = any(vs[s]["scale"] == "tiled" for s in self.slugs)
         self.region = next(d["region"] for d in vocab["datasets"] if d["id"] == ds_id)
         self.modality_words = next(d["modality_words"] for d in vocab["datasets"] if d["id"] == ds_id)
+        packed = os.path.join(root, ds_id, "pack.npz")
+        if os.path.exists(packed):  # a bundle made by pack.py (train cases only, no image folder)
+            self._load_pack(packed)
+            return
         images = sorted(os.listdir(os.path.join(root, ds_id, "images")))
         self.ext = {os.path.splitext(f)[0]: os.path.splitext(f)[1] for f in images}
         self.cases = sorted(self.ext)
@@ -80,6 +93,27 @@ class Dataset:
                     nat[i] = r[2]
             np.savez(path, images=self.images, masks=self.masks, native=nat)
         self.present = self.masks.reshape(len(self.cases), len(self.slugs), -1).any(-1)
+
+    def _load_pack(self, path):
+        z = np.load(path, allow_pickle=True)
+        self.cases = [str(c) for c in z["cases"]]
+        self.index = {c: i for i, c in enumerate(self.cases)}
+        k = len(self.slugs)
+        if self.tiled:
+            jobs = [(b, m, k) for b, m in zip(z["native_images"], z["native_masks"])]
+        else:
+            jobs = [(b, m, k) for b, m in zip(z["images"], z["masks"])]
+        with Pool(min(16, os.cpu_count() or 2)) as pool:
+            res = pool.map(_unpack_case, jobs, chunksize=16)
+        if self.tiled:  # the whole-image view is letterboxed from the native one
+            self.native = res
+            self.images = np.stack([letterbox(Image.fromarray(img)) for img, _ in res])
+            self.masks = np.stack([np.stack([letterbox(Image.fromarray(m.astype(np.uint8) * 255)) > 127 for m in ms]) for _, ms in res])
+        else:
+            self.native = None
+            self.images = np.stack([r[0] for r in res])
+            self.masks = np.stack([r[1] for r in res])
+        self.present = self.masks.reshape(len(self.cases), k, -1).any(-1)
 
     def split_idx(self, split):
         return [self.index[c] for c in self.splits[split] if c in self.index]

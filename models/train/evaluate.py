@@ -26,7 +26,8 @@ def encode_text(model, tok, texts):
     for r, x in enumerate(ids):
         it[r, :len(x)] = torch.tensor(x)
         mt[r, :len(x)] = 1
-    return model.text(it, mt)
+    dev = next(model.parameters()).device
+    return model.text(it.to(dev), mt.to(dev))
 
 
 def run_decoder(model, feats, e):
@@ -54,11 +55,11 @@ def predict_tiled(model, img, e):
     pres = []
     for y in tile_origins(H):
         for x in tile_origins(W):
-            feats = model.image(norm(pad[y:y + SIZE, x:x + SIZE]))
+            feats = model.image(norm(pad[y:y + SIZE, x:x + SIZE]).to(e.device))
             lg, pr, _, _ = run_decoder(model, feats, e)
-            acc[:, y:y + SIZE, x:x + SIZE] += lg[:, 0]
+            acc[:, y:y + SIZE, x:x + SIZE] += lg[:, 0].cpu()
             cnt[:, y:y + SIZE, x:x + SIZE] += 1
-            pres.append(pr)
+            pres.append(pr.cpu())
     return (acc / cnt)[:, :h, :w], torch.stack(pres).mean(0)
 
 
@@ -95,9 +96,9 @@ def validate(model, datasets, vocab, tok, split="val", max_cases=40):
                 lg, pr = predict_tiled(model, img, e)
                 gts = masks
             else:
-                feats = model.image(norm(d.images[i]))
+                feats = model.image(norm(d.images[i]).to(e.device))
                 lg, pr, _, _ = run_decoder(model, feats, e)
-                lg = lg[:, 0]
+                lg, pr = lg[:, 0].cpu(), pr.cpu()
                 gts = d.masks[i]
             probs = torch.sigmoid(pr).numpy()
             for j, s in enumerate(d.slugs):

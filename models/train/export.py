@@ -2,7 +2,7 @@
 (PyTorch outputs on a deterministic input) that `npm test` compares with onnxruntime-node, and
 updates the model's entry in models/manifest.json (files, sha256, sizes).
 
-    python3 models/train/export.py [--ckpt best|last]
+    python3 models/train/export.py [--ckpt best|last|PATH.pt]
 """
 import argparse, hashlib, json, math, os, sys
 
@@ -98,7 +98,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(2)
     tok = WordPiece.load(a.model_dir)
-    ck = torch.load(os.path.join(a.model_dir, "train-state", a.ckpt + ".pt"))
+    # best | last (in train-state/) or the path of a checkpoint file, e.g. a GPU run's snapshot
+    ck = torch.load(a.ckpt if a.ckpt.endswith(".pt") else os.path.join(a.model_dir, "train-state", a.ckpt + ".pt"), map_location="cpu")
     model = PromptSegNet(ck["vocab_size"])
     model.load_state_dict(ck["model"])
     model.eval()

@@ -2,6 +2,8 @@
 
     python3 models/train/train.py --steps 6000          # resumes from the last checkpoint
 Progress (loss, images/s, ETA) goes to stdout; checkpoints to models/promptseg-builtin/train-state/.
+On a GPU (`--device cuda`), batches are made by `--workers` processes and the run can be bounded
+by wall time (`--minutes`), with weights-only snapshots at fractions of it (`--snapshots`).
 """
 import argparse, json, math, os, random, sys, time
 
@@ -149,8 +151,10 @@ def resize_pair(img, masks):
 
 
 def augment(x, y, flip_ok, g):
-    """Random affine (scale, rotation, shift), flips where anatomy allows, intensity jitter."""
+    """Random affine (scale, rotation, shift), flips where anatomy allows, intensity jitter.
+    The random draws come from the CPU generator g; the resampling runs where x is."""
     B = x.shape[0]
+    dev = x.device
     ang = (torch.rand(B, generator=g) - 0.5) * 2 * math.radians(12)
     sc = torch.exp((torch.rand(B, generator=g) - 0.5) * 2 * math.log(1.25))
     tx, ty = [(torch.rand(B, generator=g) - 0.5) * 0.2 for _ in range(2)]
@@ -160,16 +164,16 @@ def augment(x, y, flip_ok, g):
     theta = torch.zeros(B, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = cos * fx, -sin * fy, tx
     theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = sin * fx, cos * fy, ty
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
     pad = (0 - MEAN) / STD
     x = F.grid_sample(x - pad, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + pad
     y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).float()
     # intensity: contrast, brightness, gamma on [0,1]
     v = (x * STD + MEAN).clamp(0, 1)
-    gamma = torch.exp((torch.rand(B, 1, 1, 1, generator=g) - 0.5) * 2 * math.log(1.4))
+    gamma = torch.exp((torch.rand(B, 1, 1, 1, generator=g) - 0.5) * 2 * math.log(1.4)).to(dev)
     v = v ** gamma
-    c = 1 + (torch.rand(B, 1, 1, 1, generator=g) - 0.5) * 0.4
-    b = (torch.rand(B, 1, 1, 1, generator=g) - 0.5) * 0.2
+    c = 1 + (torch.rand(B, 1, 1, 1, generator=g).to(dev) - 0.5) * 0.4
+    b = (torch.rand(B, 1, 1, 1, generator=g).to(dev) - 0.5) * 0.2
     v = ((v - 0.5) * c + 0.5 + b).clamp(0, 1)
     return (v - MEAN) / STD, y
 
@@ -193,16 +197,30 @@ def losses(model, x, y, ids, mask, slugs, present, k):
     qual_l = (F.binary_cross_entropy_with_logits(qual, iou, reduction="none") * present).sum() / present.sum().clamp(min=1)
     # CLIP-style alignment of text embeddings with mask-pooled image regions of the named structure
     idx = [r for r in range(len(slugs)) if present[r] > 0 and slugs[r] is not None]
-    clip_l = torch.zeros(())
+    clip_l = torch.zeros((), device=x.device)
     if len(idx) > 1:
         region = model.decoder.region_embedding(rep[FEATURES.index("embed_map")][idx], t[idx])
         te = e[idx]
         sim = model.decoder.logit_scale.exp().clamp(max=100) * region @ te.t()
-        same = torch.tensor([[slugs[a] == slugs[b] for b in idx] for a in idx], dtype=torch.float32)
+        same = torch.tensor([[slugs[a] == slugs[b] for b in idx] for a in idx], dtype=torch.float32, device=x.device)
         tgt = same / same.sum(1, keepdim=True)
         clip_l = 0.5 * (-(tgt * F.log_softmax(sim, 1)).sum(1).mean() - (tgt * F.log_softmax(sim.t(), 1)).sum(1).mean())
     total = bce + dice_l + 0.5 * pres_l + 0.2 * qual_l + 0.1 * clip_l
     return total, dict(bce=bce.item(), dice=dice_l.item(), pres=pres_l.item(), qual=qual_l.item(), clip=clip_l.item())
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless batches for a DataLoader: each worker process runs its own Batcher and RNG."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        torch.set_num_threads(1)
+        b = self.make(info.id if info else 0)
+        while True:
+            yield b.next()
 
 
 def main():
@@ -222,56 +240,98 @@ def main():
     ap.add_argument("--upscale", type=int, default=1, help="tiled datasets: also train on SIZE/upscale native crops enlarged upscale x")
     ap.add_argument("--boost", default="", help="dataset sampling multipliers, e.g. acdc_cardiac_mri=1.6,lgg_flair_mri=1.5")
     ap.add_argument("--init", default=None, help="start from these weights (e.g. models/promptseg-builtin/weights.pt) when there is no checkpoint to resume")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--workers", type=int, default=0, help="processes making batches (0: in the training process)")
+    ap.add_argument("--minutes", type=float, default=0, help="bound the run by wall time: the learning-rate schedule follows elapsed/minutes and the run stops at the end (--steps is then only an upper bound; a resumed run starts its minutes again)")
+    ap.add_argument("--snapshots", default="", help="with --snapshot-dir: fractions of the run at which weights-only checkpoints are written, e.g. 0.5,0.75,1")
+    ap.add_argument("--snapshot-dir", default=None)
+    ap.add_argument("--state-dir", default=None, help="checkpoints and best.pt (default: <model-dir>/train-state)")
+    ap.add_argument("--log-every", type=int, default=20)
     a = ap.parse_args()
     torch.set_num_threads(2)
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     vocab = json.load(open(os.path.join(ROOT, "prompts", "vocabulary.json")))
     tok = WordPiece.build(training_texts(vocab))
     tok.save(a.model_dir)
-    state_dir = os.path.join(a.model_dir, "train-state")
+    state_dir = a.state_dir or os.path.join(a.model_dir, "train-state")
     os.makedirs(state_dir, exist_ok=True)
     t0 = time.time()
     datasets = load_all(a.data, vocab, a.cache)
     print(f"data ready in {time.time() - t0:.0f}s: " + ", ".join(f"{d.id}={len(d.split_idx('train'))}" for d in datasets), flush=True)
 
     model = PromptSegNet(len(tok.vocab)).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     step, best = 0, -1.0
     ck = os.path.join(state_dir, "last.pt")
-    if os.path.exists(ck) and not a.bench:
-        s = torch.load(ck)
-        model.load_state_dict(s["model"])
-        opt.load_state_dict(s["opt"])
-        step, best = s["step"], s.get("best", -1.0)
-        print(f"resumed at step {step}", flush=True)
+    resume = torch.load(ck, map_location="cpu") if os.path.exists(ck) and not a.bench else None
+    if resume:
+        model.load_state_dict(resume["model"])
     elif a.init:
-        missing, unexpected = model.load_state_dict(torch.load(a.init)["model"], strict=False)
+        missing, unexpected = model.load_state_dict(torch.load(a.init, map_location="cpu")["model"], strict=False)
         if unexpected:
             raise SystemExit(f"--init {a.init} has weights this network lacks: {unexpected}")
         print(f"initialised from {a.init}" + (f"; new, freshly initialised: {missing}" if missing else ""), flush=True)
+    model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    if resume:
+        opt.load_state_dict(resume["opt"])
+        step, best = resume["step"], resume.get("best", -1.0)
+        print(f"resumed at step {step}", flush=True)
     rng = random.Random(a.seed * 100003 + step)
     g = torch.Generator().manual_seed(a.seed + step)
     torch.manual_seed(a.seed + step)
     boost = {kv.split("=")[0]: float(kv.split("=")[1]) for kv in a.boost.split(",") if kv}
-    batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k, a.zoom, a.upscale, boost)
+    if a.workers:
+        seed0 = a.seed * 100003 + step
+        stream = BatchStream(lambda w: Batcher(datasets, vocab, tok, random.Random(seed0 + 7919 * (w + 1)), a.batch, a.k, a.zoom, a.upscale, boost))
+        batches = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=a.workers, pin_memory=dev.type == "cuda", prefetch_factor=4, persistent_workers=True))
+    else:
+        batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k, a.zoom, a.upscale, boost)
+        batches = iter(batcher.next, None)
     warm = 200
+    snap_at = sorted(float(f) for f in a.snapshots.split(",") if f) if a.snapshot_dir else []
+    if snap_at:
+        os.makedirs(a.snapshot_dir, exist_ok=True)
+
+    def progress(s):
+        """Fraction of the run done: by steps, or by wall time under --minutes."""
+        if a.minutes:
+            return min(1.0, (time.time() - t_start) / (a.minutes * 60))
+        return min(1.0, s / max(1, a.steps))
 
     def lr_at(s):
         if s < warm:
             return a.lr * (s + 1) / warm
-        return a.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, a.steps - warm)))))
+        if a.minutes:
+            f = progress(s)
+        else:
+            f = min(1.0, (s - warm) / max(1, a.steps - warm))
+        return a.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * f)))
 
     def save(path, val=None):
         # a save right after validation keeps its result, so `export.py --ckpt last` can record it
         torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, best=best, vocab_size=len(tok.vocab), val=val), path + ".tmp")
         os.replace(path + ".tmp", path)
 
+    def snapshots():
+        while snap_at and progress(step) >= snap_at[0]:
+            f = snap_at.pop(0)
+            torch.save(dict(model={kk: v.cpu() for kk, v in model.state_dict().items()}, step=step, vocab_size=len(tok.vocab), fraction=f),
+                       os.path.join(a.snapshot_dir, f"snapshot-{round(f * 100):03d}.pt"))
+            print(f"snapshot at {f:.2f} of the run, step {step}", flush=True)
+
     model.train()
     t_start, s_start = time.time(), step
     agg = {}
-    while step < (a.bench or a.steps):
+    while step < (a.bench or a.steps) and not (a.minutes and progress(step) >= 1.0):
         for gr in opt.param_groups:
             gr["lr"] = lr_at(step)
-        x, y, ids, m, slugs, present, flip_ok = batcher.next()
+        x, y, ids, m, slugs, present, flip_ok = next(batches)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        ids, m, present = ids.to(dev), m.to(dev), present.to(dev)
         x, y = augment(x, y, flip_ok, g)
         loss, parts = losses(model, x, y, ids, m, slugs, present, a.k)
         opt.zero_grad(set_to_none=True)
@@ -281,18 +341,19 @@ def main():
         step += 1
         for kk, v in parts.items():
             agg[kk] = agg.get(kk, 0.0) + v
-        if step % 20 == 0:
+        snapshots()
+        if step % a.log_every == 0:
             el = time.time() - t_start
             rate = (step - s_start) / el
-            eta = (a.steps - step) / max(rate, 1e-9)
-            print(f"step {step}/{a.steps} " + " ".join(f"{kk}={v / 20:.3f}" for kk, v in agg.items()) +
+            eta = a.minutes * 60 - el if a.minutes else (a.steps - step) / max(rate, 1e-9)
+            print(f"step {step}/{a.steps} " + " ".join(f"{kk}={v / a.log_every:.3f}" for kk, v in agg.items()) +
                   f" lr={lr_at(step):.2e} {rate * a.batch:.1f} img/s ETA {eta / 60:.1f} min", flush=True)
             agg = {}
         if a.bench:
             continue
         if step % a.ckpt_every == 0:
             save(ck)
-        if step % a.val_every == 0 or step == a.steps:
+        if a.val_every and (step % a.val_every == 0 or step == a.steps):
             model.eval()
             with torch.no_grad():
                 res = ev.validate(model, datasets, vocab, tok, split="val", max_cases=40)
@@ -304,6 +365,9 @@ def main():
                 torch.save(dict(model=model.state_dict(), step=step, vocab_size=len(tok.vocab), val=res), os.path.join(state_dir, "best.pt"))
                 print(f"new best {best:.4f} at step {step}", flush=True)
             save(ck, res)
+    if not a.bench:
+        snapshots()
+        save(ck)
     if a.bench:
         el = time.time() - t_start
         print(f"bench: {a.bench} steps in {el:.1f}s = {a.bench * a.batch / el:.1f} img/s", flush=True)

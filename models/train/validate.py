@@ -1,0 +1,52 @@
+"""Validates checkpoints on the val split, as train.py does during a run, and records the result
+in each file, so that `export.py --ckpt PATH` carries it into the manifest. For checkpoints made
+elsewhere (a GPU run's snapshots).
+
+    python3 models/train/validate.py runs/gpu/snapshot-*.pt
+Prints per checkpoint the validator's score and the mean Dice over the structures the model issue
+sets bars for.
+"""
+import argparse, json, os, sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from data import load_all  # noqa: E402
+from net import PromptSegNet  # noqa: E402
+from tokenizer import WordPiece  # noqa: E402
+from train import ROOT, training_texts  # noqa: E402
+import evaluate as ev  # noqa: E402
+
+# the structures the model issue sets Dice bars for, as the evaluation suite lists them
+BARS = list(json.load(open(os.path.join(ROOT, "eval", "suites", "shared-all.json")))["dice_targets"])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("ckpts", nargs="+")
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "medseg2d"))
+    ap.add_argument("--cache", default=os.path.join(ROOT, "models", ".cache"))
+    ap.add_argument("--max-cases", type=int, default=40)
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    vocab = json.load(open(os.path.join(ROOT, "prompts", "vocabulary.json")))
+    tok = WordPiece.build(training_texts(vocab))
+    datasets = load_all(a.data, vocab, a.cache)
+    for path in a.ckpts:
+        ck = torch.load(path, map_location="cpu")
+        model = PromptSegNet(len(tok.vocab))
+        model.load_state_dict(ck["model"])
+        model.eval()
+        with torch.no_grad():
+            res = ev.validate(model, datasets, vocab, tok, split="val", max_cases=a.max_cases)
+        ck["val"] = res
+        torch.save(ck, path)
+        bars = [res["dice"][k] for k in BARS if k in res["dice"]]
+        assert len(bars) == len(BARS), "a bar structure is missing from validation"
+        print(f"{path}: step {ck.get('step')} score {res['score']:.4f} bar-structure mean Dice {sum(bars) / len(bars):.4f} "
+              f"({len(bars)} structures) AUROC {res['presence_auroc']:.4f}", flush=True)
+        print("val " + json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()
