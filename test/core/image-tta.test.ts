@@ -41,15 +41,18 @@ describe('image-side test-time augmentation', () => {
 
     it('never mirrors for lateral or thoracic prompts, does for others, and reports disagreement', async () => {
       const image = await decodeImage(await chestLikePng(160), { maxPixels: 4e7 });
-      const lateral = await segment(ctx, { image, prompts: ['left lung'], ttaImage: 2 });
+      // the right lung: on this drawn picture the heart shadow covers part of the left lung field,
+      // and the built-in model calls the left lung absent there (presence about 0.15)
+      const lateral = await segment(ctx, { image, prompts: ['right lung'], ttaImage: 2 });
       expect(lateral.tta!.imageTransforms).toEqual(['gamma_0.8', 'shift_+3%']);
       const r = lateral.results[0];
+      expect(r.maskProduced).toBe(true);
       expect(r.ttaStd).toBeDefined();
       expect(r.uncertainty.ttaDisagreement).toBeGreaterThan(0); // the members differ on this made-up image
-      // the averaged mask still lands on the patient's left (the image's right half)
+      // the averaged mask still lands on the patient's right (the image's left half)
       let right = 0, left = 0;
       r.mask.forEach((m, i) => (m ? ((i % image.width) >= image.width / 2 ? right++ : left++) : 0));
-      expect(right).toBeGreaterThan(4 * left);
+      expect(left).toBeGreaterThan(4 * right);
       const lesion = await segment(ctx, { image, prompts: ['skin lesion', 'left lung'], ttaImage: 1 });
       expect(lesion.tta!.imageTransforms).toEqual(['hflip', 'gamma_0.8']); // hflip for the lesion only
     });
