@@ -34,9 +34,9 @@ def training_texts(vocab):
     return texts
 
 
-def to_tensor(imgs):
-    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0
-    return (x - MEAN) / STD
+def normalise(x):
+    """uint8 images [B,3,S,S] -> the network's float input, on whatever device x is."""
+    return (x.float() / 255.0 - MEAN) / STD
 
 
 class Batcher:
@@ -135,8 +135,10 @@ class Batcher:
         for r, x in enumerate(ids):
             id_t[r, :len(x)] = torch.tensor(x)
             m_t[r, :len(x)] = 1
-        x = to_tensor(np.stack(imgs))
-        y = torch.from_numpy(np.stack(targets)).float().view(self.batch, self.k, SIZE, SIZE)
+        # uint8 images and bool masks: a quarter of float32's bytes between processes; the
+        # conversion runs where training does (normalise)
+        x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+        y = torch.from_numpy(np.stack(targets)).view(self.batch, self.k, SIZE, SIZE)
         return x, y, id_t, m_t, slugs, torch.tensor(present, dtype=torch.float32), torch.tensor(flip_ok)
 
 
@@ -330,7 +332,7 @@ def main():
         for gr in opt.param_groups:
             gr["lr"] = lr_at(step)
         x, y, ids, m, slugs, present, flip_ok = next(batches)
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        x, y = normalise(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True).float()
         ids, m, present = ids.to(dev), m.to(dev), present.to(dev)
         x, y = augment(x, y, flip_ok, g)
         loss, parts = losses(model, x, y, ids, m, slugs, present, a.k)
