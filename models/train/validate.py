@@ -3,6 +3,7 @@ in each file, so that `export.py --ckpt PATH` carries it into the manifest. For 
 elsewhere (a GPU run's snapshots).
 
     python3 models/train/validate.py runs/gpu/snapshot-*.pt
+    python3 models/train/validate.py models/promptseg-builtin/weights.pt --split train   # recorded nowhere
 Prints per checkpoint the validator's score and the mean Dice over the structures the model issue
 sets bars for.
 """
@@ -27,6 +28,8 @@ def main():
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "medseg2d"))
     ap.add_argument("--cache", default=os.path.join(ROOT, "models", ".cache"))
     ap.add_argument("--max-cases", type=int, default=40)
+    ap.add_argument("--split", choices=["val", "train"], default="val",
+                    help="train: the same figures on training cases, to tell underfitting from a generalisation gap (not recorded in the file)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     vocab = json.load(open(os.path.join(ROOT, "prompts", "vocabulary.json")))
@@ -38,14 +41,15 @@ def main():
         model.load_state_dict(ck["model"])
         model.eval()
         with torch.no_grad():
-            res = ev.validate(model, datasets, vocab, tok, split="val", max_cases=a.max_cases)
-        ck["val"] = res
-        torch.save(ck, path)
+            res = ev.validate(model, datasets, vocab, tok, split=a.split, max_cases=a.max_cases)
+        if a.split == "val":
+            ck["val"] = res
+            torch.save(ck, path)
         bars = [res["dice"][k] for k in BARS if k in res["dice"]]
         assert len(bars) == len(BARS), "a bar structure is missing from validation"
         print(f"{path}: step {ck.get('step')} score {res['score']:.4f} bar-structure mean Dice {sum(bars) / len(bars):.4f} "
               f"({len(bars)} structures) AUROC {res['presence_auroc']:.4f}", flush=True)
-        print("val " + json.dumps(res), flush=True)
+        print(f"{a.split} " + json.dumps(res), flush=True)
 
 
 if __name__ == "__main__":
