@@ -100,7 +100,7 @@ def main():
     tok = WordPiece.load(a.model_dir)
     # best | last (in train-state/) or the path of a checkpoint file, e.g. a GPU run's snapshot
     ck = torch.load(a.ckpt if a.ckpt.endswith(".pt") else os.path.join(a.model_dir, "train-state", a.ckpt + ".pt"), map_location="cpu")
-    model = PromptSegNet(ck["vocab_size"])
+    model = PromptSegNet(ck["vocab_size"], **ck.get("arch", {}))
     model.load_state_dict(ck["model"])
     model.eval()
     out = a.model_dir
@@ -143,13 +143,13 @@ def main():
     for f in ["text_encoder.onnx", "image_encoder.onnx", "mask_decoder.onnx", "tokenizer.json", "tokenizer_config.json"]:
         p = os.path.join(out, f)
         files[f] = dict(sha256=sha256(p), bytes=os.path.getsize(p))
-    man_path = os.path.join(ROOT, "models", "manifest.json")
+    man_path = os.path.join(os.path.dirname(os.path.normpath(out)), "manifest.json")  # the manifest beside the model folder
     man = json.load(open(man_path))
     for m in man["models"]:
         if m["dir"] == os.path.basename(os.path.normpath(out)):
             m["files"] = files
             m["input"]["mask_stride"] = SIZE // outs[0].shape[-1]  # the grid the decoder really draws
-            m["training"] = dict(checkpoint=a.ckpt, step=ck["step"], val=ck.get("val"))
+            m["training"] = dict(checkpoint=a.ckpt, step=ck["step"], arch=ck.get("arch", {}), val=ck.get("val"))
     json.dump(man, open(man_path, "w"), indent=1)
     json.dump(dict(checkpoint=a.ckpt, step=ck["step"], val=ck.get("val"), files=files), open(os.path.join(out, "export.json"), "w"), indent=1)
     print(json.dumps(files, indent=1))

@@ -53,10 +53,17 @@ class DSConv(nn.Module):
 class ImageEncoder(nn.Module):
     """image [B,3,S,S] -> f0 (FULL@S), f1 (FINE@S/2), f2..f5 (DEC@S/4..S/32), embed_map (EMBED@S/16),
     pooled (192). f0 is a small full-resolution branch (local edges and intensity) that lets the mask
-    head draw structures thinner than the S/2 grid (vessels, membranes, the myocardial ring)."""
+    head draw structures thinner than the S/2 grid (vessels, membranes, the myocardial ring).
 
-    def __init__(self):
+    refine=True adds a text-independent top-down path (a U-Net decoder on the image side): S/4
+    context refines the S/2 features, and those the full-resolution ones, so f1 and f0 see more than
+    a few pixels around them. It runs once per image (cached like the rest of the encoder) and leaves
+    the per-prompt decoder as it is; its last layers start at zero, so a network initialised from
+    weights without it starts with the same outputs."""
+
+    def __init__(self, refine=False):
         super().__init__()
+        self.refine = refine
         self.stem = nn.Sequential(nn.Conv2d(3, 24, 3, 2, 1, bias=False), bn_act(24), MBConv(24, 24, 1, 2))
         self.s4 = nn.Sequential(MBConv(24, 40, 2), MBConv(40, 40))
         self.s8 = nn.Sequential(MBConv(40, 64, 2), MBConv(64, 64), MBConv(64, 64))
@@ -73,6 +80,17 @@ class ImageEncoder(nn.Module):
             nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False), bn_act(16),
             nn.Conv2d(16, FULL, 1, bias=False), nn.BatchNorm2d(FULL),
         )
+        if refine:
+            self.td2 = nn.Sequential(nn.Conv2d(40, 24, 1, bias=False), bn_act(24))
+            self.td1 = nn.Sequential(nn.Conv2d(48, 48, 3, 1, 1, groups=48, bias=False), bn_act(48),
+                                     nn.Conv2d(48, 24, 1, bias=False), bn_act(24))
+            self.td0 = nn.Sequential(nn.Conv2d(40, 40, 3, 1, 1, groups=40, bias=False), bn_act(40),
+                                     nn.Conv2d(40, 16, 1, bias=False), bn_act(16))
+            self.out1 = nn.Conv2d(24, FINE, 1)
+            self.out0 = nn.Conv2d(16, FULL, 1)
+            for m in (self.out1, self.out0):
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x):
         c1 = self.stem(x)
@@ -81,8 +99,14 @@ class ImageEncoder(nn.Module):
         c4 = self.s16(c3)
         c5 = self.s32(c4)
         pooled = c5.mean(dim=(2, 3))
-        return (self.full(x), self.lat1(c1), self.lat2(c2), self.lat3(c3), self.lat4(c4), self.lat5(c5),
-                self.embed(c4), pooled)
+        h0 = self.full[:4](x)  # the full-resolution branch's 16-channel hidden layer
+        f0, f1 = self.full[4:](h0), self.lat1(c1)
+        if self.refine:
+            up = lambda t, ref: F.interpolate(t, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+            r1 = self.td1(torch.cat([c1, up(self.td2(c2), c1)], 1))
+            r0 = self.td0(torch.cat([h0, up(r1, h0)], 1))
+            f1, f0 = f1 + self.out1(r1), f0 + self.out0(r0)
+        return (f0, f1, self.lat2(c2), self.lat3(c3), self.lat4(c4), self.lat5(c5), self.embed(c4), pooled)
 
 
 class TextEncoder(nn.Module):
@@ -180,8 +204,9 @@ class MaskDecoder(nn.Module):
 
 
 class PromptSegNet(nn.Module):
-    def __init__(self, vocab_size):
+    def __init__(self, vocab_size, refine=False):
         super().__init__()
-        self.image = ImageEncoder()
+        self.arch = dict(refine=refine)  # saved with checkpoints; export and validation rebuild from it
+        self.image = ImageEncoder(refine)
         self.text = TextEncoder(vocab_size)
         self.decoder = MaskDecoder()

@@ -249,8 +249,10 @@ def main():
     ap.add_argument("--snapshot-dir", default=None)
     ap.add_argument("--state-dir", default=None, help="checkpoints and best.pt (default: <model-dir>/train-state)")
     ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (2 on the 2-core machine)")
+    ap.add_argument("--refine", action="store_true", help="the image encoder's top-down refinement of the fine features (net.py); a resumed run keeps its checkpoint's choice")
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -265,10 +267,11 @@ def main():
     datasets = load_all(a.data, vocab, a.cache)
     print(f"data ready in {time.time() - t0:.0f}s: " + ", ".join(f"{d.id}={len(d.split_idx('train'))}" for d in datasets), flush=True)
 
-    model = PromptSegNet(len(tok.vocab)).to(memory_format=torch.channels_last)
     step, best = 0, -1.0
     ck = os.path.join(state_dir, "last.pt")
     resume = torch.load(ck, map_location="cpu") if os.path.exists(ck) and not a.bench else None
+    arch = resume.get("arch", {}) if resume else dict(refine=a.refine)
+    model = PromptSegNet(len(tok.vocab), **arch).to(memory_format=torch.channels_last)
     if resume:
         model.load_state_dict(resume["model"])
     elif a.init:
@@ -315,13 +318,13 @@ def main():
 
     def save(path, val=None):
         # a save right after validation keeps its result, so `export.py --ckpt last` can record it
-        torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, best=best, vocab_size=len(tok.vocab), val=val), path + ".tmp")
+        torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, best=best, vocab_size=len(tok.vocab), arch=model.arch, val=val), path + ".tmp")
         os.replace(path + ".tmp", path)
 
     def snapshots():
         while snap_at and progress(step) >= snap_at[0]:
             f = snap_at.pop(0)
-            torch.save(dict(model={kk: v.cpu() for kk, v in model.state_dict().items()}, step=step, vocab_size=len(tok.vocab), fraction=f),
+            torch.save(dict(model={kk: v.cpu() for kk, v in model.state_dict().items()}, step=step, vocab_size=len(tok.vocab), arch=model.arch, fraction=f),
                        os.path.join(a.snapshot_dir, f"snapshot-{round(f * 100):03d}.pt"))
             print(f"snapshot at {f:.2f} of the run, step {step}", flush=True)
 
@@ -364,7 +367,7 @@ def main():
             print("val " + json.dumps(res), flush=True)
             if score > best:
                 best = score
-                torch.save(dict(model=model.state_dict(), step=step, vocab_size=len(tok.vocab), val=res), os.path.join(state_dir, "best.pt"))
+                torch.save(dict(model=model.state_dict(), step=step, vocab_size=len(tok.vocab), arch=model.arch, val=res), os.path.join(state_dir, "best.pt"))
                 print(f"new best {best:.4f} at step {step}", flush=True)
             save(ck, res)
     if not a.bench:

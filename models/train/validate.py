@@ -37,7 +37,7 @@ def main():
     datasets = load_all(a.data, vocab, a.cache)
     for path in a.ckpts:
         ck = torch.load(path, map_location="cpu")
-        model = PromptSegNet(len(tok.vocab))
+        model = PromptSegNet(len(tok.vocab), **ck.get("arch", {}))
         model.load_state_dict(ck["model"])
         model.eval()
         with torch.no_grad():
