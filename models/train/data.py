@@ -1,7 +1,7 @@
 """Reads ../shared/data/medseg2d in place, letterboxes every case once into a cache of arrays,
 and samples training batches of (image, prompt, target) with absent-structure and nonsense
 negatives. Splits come from each dataset's splits.json, used as they are."""
-import json, os, random
+import io, json, os, random
 from multiprocessing import Pool
 
 import numpy as np
@@ -50,7 +50,6 @@ def _load_case(args):
 
 def _unpack_case(args):
     """pack.py's coding back to arrays: image -> [H,W,3] uint8, bit-coded masks -> [k,H,W] bool."""
-    import io
     img_b, mask_b, k = args
     img = np.asarray(Image.open(io.BytesIO(img_b)).convert("RGB"))
     bits = np.asarray(Image.open(io.BytesIO(mask_b)))
