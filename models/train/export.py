@@ -1,6 +1,7 @@
 """Exports a checkpoint to the three ONNX graphs the service runs, writes a parity fixture
 (PyTorch outputs on a deterministic input) that `npm test` compares with onnxruntime-node, and
-updates the model's entry in models/manifest.json (files, sha256, sizes).
+updates the model's entry in the manifest beside the model folder (files, sha256, sizes), and
+saves the checkpoint's weights alone as weights.pt in that folder.
 
     python3 models/train/export.py [--ckpt best|last|PATH.pt]
 """
@@ -10,7 +11,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from net import FEATURES, PromptSegNet  # noqa: E402
+from net import FEATURES, from_checkpoint  # noqa: E402
 from tokenizer import WordPiece  # noqa: E402
 from data import SIZE  # noqa: E402
 
@@ -100,9 +101,7 @@ def main():
     tok = WordPiece.load(a.model_dir)
     # best | last (in train-state/) or the path of a checkpoint file, e.g. a GPU run's snapshot
     ck = torch.load(a.ckpt if a.ckpt.endswith(".pt") else os.path.join(a.model_dir, "train-state", a.ckpt + ".pt"), map_location="cpu")
-    model = PromptSegNet(ck["vocab_size"], **ck.get("arch", {}))
-    model.load_state_dict(ck["model"])
-    model.eval()
+    model = from_checkpoint(ck)
     out = a.model_dir
     img = parity_image()
     prompts = ["left lung", "heart", "banana"]
@@ -152,6 +151,8 @@ def main():
             m["training"] = dict(checkpoint=a.ckpt, step=ck["step"], arch=ck.get("arch", {}), val=ck.get("val"))
     json.dump(man, open(man_path, "w"), indent=1)
     json.dump(dict(checkpoint=a.ckpt, step=ck["step"], val=ck.get("val"), files=files), open(os.path.join(out, "export.json"), "w"), indent=1)
+    # the exported weights alone, for a later fine-tune (train.py --init) or validate.py
+    torch.save(dict(model=ck["model"], step=ck["step"], vocab_size=ck["vocab_size"], arch=ck.get("arch", {})), os.path.join(out, "weights.pt"))
     print(json.dumps(files, indent=1))
     print("presence", [round(float(torch.sigmoid(x)), 3) for x in outs[1]])
 

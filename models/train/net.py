@@ -203,6 +203,14 @@ class MaskDecoder(nn.Module):
         return F.normalize(region, dim=-1)
 
 
+def from_checkpoint(ck):
+    """A checkpoint dict (train.py's last/best/snapshot, or weights.pt) -> the network it holds,
+    rebuilt with the architecture it was trained with, in eval mode."""
+    model = PromptSegNet(ck["vocab_size"], **ck.get("arch", {}))
+    model.load_state_dict(ck["model"])
+    return model.eval()
+
+
 class PromptSegNet(nn.Module):
     def __init__(self, vocab_size, refine=False):
         super().__init__()

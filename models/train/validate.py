@@ -13,7 +13,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from data import load_all  # noqa: E402
-from net import PromptSegNet  # noqa: E402
+from net import from_checkpoint  # noqa: E402
 from tokenizer import WordPiece  # noqa: E402
 from train import ROOT, training_texts  # noqa: E402
 import evaluate as ev  # noqa: E402
@@ -37,9 +37,7 @@ def main():
     datasets = load_all(a.data, vocab, a.cache)
     for path in a.ckpts:
         ck = torch.load(path, map_location="cpu")
-        model = PromptSegNet(len(tok.vocab), **ck.get("arch", {}))
-        model.load_state_dict(ck["model"])
-        model.eval()
+        model = from_checkpoint(ck)
         with torch.no_grad():
             res = ev.validate(model, datasets, vocab, tok, split=a.split, max_cases=a.max_cases)
         if a.split == "val":
