@@ -44,9 +44,10 @@ def main():
             ck["val"] = res
             torch.save(ck, path)
         bars = [res["dice"][k] for k in BARS if k in res["dice"]]
-        assert len(bars) == len(BARS), "a bar structure is missing from validation"
-        print(f"{path}: step {ck.get('step')} score {res['score']:.4f} bar-structure mean Dice {sum(bars) / len(bars):.4f} "
-              f"({len(bars)} structures) AUROC {res['presence_auroc']:.4f}", flush=True)
+        missing = [k for k in BARS if k not in res["dice"]]  # no present case among those validated
+        print(f"{path}: step {ck.get('step')} score {res['score']:.4f} bar-structure mean Dice {sum(bars) / max(len(bars), 1):.4f} "
+              f"({len(bars)} of {len(BARS)} structures{'; none present: ' + ', '.join(missing) if missing else ''}) "
+              f"AUROC {res['presence_auroc']:.4f}", flush=True)
         print(f"{a.split} " + json.dumps(res), flush=True)
 
 
