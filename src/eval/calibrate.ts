@@ -24,6 +24,9 @@ export interface CalibrateOptions {
 const LEVELS = ['0.8', '0.9', '0.95'];
 /** Raw-probability thresholds tried for conformal masks, ascending; down to 1e-4 so that a high recall level is reachable (the mask then grows toward the whole image, as it must). */
 const GRID = [1e-4, 3e-4, 1e-3, 3e-3, ...Array.from({ length: 99 }, (_, i) => (i + 1) / 100)];
+/** Raw-probability mask thresholds tried per structure for the Dice-optimal mask: 0.05, 0.075, ..., 0.95 (index 18 is 0.5). */
+const MASK_GRID = Array.from({ length: 37 }, (_, i) => 0.05 + 0.025 * i);
+const MASK_BASE = 18;
 
 /**
  * Fits the model's calibration on the val split: pixel temperature, presence and quality Platt
@@ -41,7 +44,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const rnd = seededRandom(11);
   const pz: number[] = [], py: number[] = [];
   const presZ: number[] = [], presY: number[] = [];
-  const present: { slug: string; qualityLogit: number; dice: number; uncertain: number; recallAt: number[] }[] = [];
+  const present: { slug: string; qualityLogit: number; dice: number; diceAt: number[]; uncertain: number; recallAt: number[] }[] = [];
   const embeds = new Map<string, Float32Array[]>();
   const looks = new Map<string, Float32Array[]>();
   const plan = index.map((d) => {
@@ -83,7 +86,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
           const p = r.probability[i];
           for (let g = 0; g < GRID.length && GRID[g] <= p; g++) recallAt[g]++;
         }
-        present.push({ slug: s.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
+        present.push({ slug: s.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), diceAt: diceByThreshold(r.probability, gt, gsum), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
       }
       for (let k = prompts.length; k < res.results.length; k++) {
         presZ.push(logit(res.results[k].presenceRaw));
@@ -96,6 +99,11 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   // the calibrated probability is sigmoid(z / T), so a calibrated threshold t maps to sigmoid(T * logit(t)).
   const T = fitTemperature(pz, py);
   const presence = fitPlatt(presZ, presY);
+  // per structure, the mask threshold with the highest mean val Dice, kept where it beats 0.5 by at
+  // least half a point (thin structures such as membranes score better with a lower one); the
+  // verdict and quality fits below then see the Dice of the masks that will be served
+  const { chosen: maskThreshold, gridIndex, gain: maskThresholdGain } = chooseMaskThresholds(present, T);
+  for (const p of present) if (gridIndex[p.slug] !== undefined) p.dice = p.diceAt[gridIndex[p.slug]];
   // presence threshold: the lowest that still keeps at least 99% of val negatives (other regions'
   // structures, nonsense, structures a case lacks) below it, never above 0.5: every present
   // structure that clears it gets a mask and an accept/review verdict instead of a rejection
@@ -167,6 +175,8 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     ...(appearance ? { appearance } : {}),
     zoom,
     zoom_gain: zoomGain,
+    mask_threshold: maskThreshold,
+    mask_threshold_gain: maskThresholdGain,
     thresholds: { presence: Math.round(presenceThreshold * 1e4) / 1e4, quality: qualityThreshold, uncertain_fraction: uncertainThreshold, ood_reject: Math.round(oodReject * 1e4) / 1e4 },
     conformal,
   };
@@ -178,6 +188,52 @@ export function writeCalibration(ctx: ServiceContext, modelId: string | undefine
   const round = (_: string, v: unknown) => (typeof v === 'number' ? Math.round(v * 1e6) / 1e6 : v);
   writeFileSync(file, JSON.stringify(cal, round, 1));
   return file;
+}
+
+/** Dice of the mask `probability >= t` for every t of MASK_GRID, in one pass over the pixels. */
+export function diceByThreshold(probability: ArrayLike<number>, gt: ArrayLike<number>, gtSum: number): number[] {
+  const G = MASK_GRID.length;
+  const hist = new Float64Array(G), hit = new Float64Array(G);
+  for (let i = 0; i < probability.length; i++) {
+    const p = probability[i];
+    if (!(p >= MASK_GRID[0])) continue;
+    const b = Math.min(G - 1, Math.floor((p - MASK_GRID[0]) / 0.025 + 1e-9));
+    hist[b]++;
+    if (gt[i]) hit[b]++;
+  }
+  const out = new Array<number>(G);
+  let pos = 0, tp = 0;
+  for (let g = G - 1; g >= 0; g--) {
+    pos += hist[g];
+    tp += hit[g];
+    out[g] = pos + gtSum > 0 ? (2 * tp) / (pos + gtSum) : 1;
+  }
+  return out;
+}
+
+/**
+ * Per structure, the grid threshold with the highest mean val Dice over its present cases; chosen
+ * (as a calibrated probability, sigmoid(logit(t) / T)) where it beats 0.5 by at least half a point.
+ */
+export function chooseMaskThresholds(present: { slug: string; diceAt: number[] }[], T: number): { chosen: Record<string, number>; gridIndex: Record<string, number>; gain: Record<string, { threshold: number; mean: number; n: number }> } {
+  const chosen: Record<string, number> = {}, gridIndex: Record<string, number> = {};
+  const gain: Record<string, { threshold: number; mean: number; n: number }> = {};
+  for (const slug of [...new Set(present.map((p) => p.slug))].sort()) {
+    const rows = present.filter((p) => p.slug === slug);
+    const meanAt = MASK_GRID.map((_, g) => rows.reduce((s, r) => s + r.diceAt[g], 0) / rows.length);
+    let best = MASK_BASE;
+    meanAt.forEach((m, g) => {
+      if (m > meanAt[best]) best = g;
+    });
+    const th = Math.round(sigmoid(logit(MASK_GRID[best]) / T) * 1e4) / 1e4;
+    const d = meanAt[best] - meanAt[MASK_BASE];
+    gain[slug] = { threshold: th, mean: Math.round(d * 1e4) / 1e4, n: rows.length };
+    if (d >= 0.005) {
+      chosen[slug] = th;
+      gridIndex[slug] = best;
+    }
+  }
+  return { chosen, gridIndex, gain };
 }
 
 /**

@@ -74,7 +74,7 @@ export async function evaluateSuite(ctx: ServiceContext, o: EvalOptions): Promis
  * Thumbnails of the 12 worst canonical results: the image with the ground truth (red) and the
  * prediction (blue) drawn over it. Results are deterministic, so the cases are segmented again.
  */
-async function worstCaseGallery(ctx: ServiceContext, dataRoot: string, records: CaseRecord[], threshold: number): Promise<Map<CaseRecord, string>> {
+async function worstCaseGallery(ctx: ServiceContext, dataRoot: string, records: CaseRecord[], threshold: number | undefined): Promise<Map<CaseRecord, string>> {
   const out = new Map<CaseRecord, string>();
   const worst = records.filter((r) => r.set === 'canonical' && r.dice !== null).sort((a, b) => a.dice! - b.dice!).slice(0, 12);
   for (const r of worst) {

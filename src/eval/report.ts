@@ -19,9 +19,9 @@ export function renderMarkdown(s: Summary, meta: ReportMeta): string {
   const out: string[] = [];
   out.push(`# promptseg evaluation: ${meta.suite} (${meta.split} split)`, '');
   out.push(`Models: ${meta.models.map((m) => m.id).join(', ')}. Commit ${meta.commit}. Machine: ${meta.machine}. ${meta.limit ? `Limited to ${meta.limit} cases per dataset. ` : ''}Run took ${meta.seconds.toFixed(0)} s.`, '');
-  out.push('## Dice on cases where the structure is present', '', 'HD95 and NSD are in mm where the images carry their spacing (DICOM, NIfTI), else in pixels. "Target" is the suite\'s Dice bar (`dice_targets`).', '', '| model | dataset | structure | n | Dice | 95% CI | IoU | HD95 median | NSD | eval-only Dice | delta | target |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
+  out.push('## Dice on cases where the structure is present', '', 'HD95 and NSD are in mm where the images carry their spacing (DICOM, NIfTI), else in pixels. "Mask threshold" is the pixel probability the masks were drawn at: the suite\'s `threshold`, or where it names none each structure\'s threshold fitted on val (0.5 without one). "Target" is the suite\'s Dice bar (`dice_targets`).', '', '| model | dataset | structure | n | Dice | 95% CI | IoU | HD95 median | NSD | eval-only Dice | delta | mask threshold | target |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const target = (r: Summary['structures'][number]) => (r.dice_target === null ? '–' : `${f(r.dice_target, 2)} ${r.target_met ? 'met' : 'not met'}`);
-  for (const r of s.structures) out.push(`| ${r.model} | ${r.dataset} | ${r.structure} | ${r.n} | ${f(r.dice)} | ${f(r.dice_ci[0])}–${f(r.dice_ci[1])} | ${f(r.iou)} | ${f(r.hd95_median_px, 1)} | ${f(r.nsd)} | ${f(r.eval_only_dice)} | ${f(r.eval_only_delta)} | ${target(r)} |`);
+  for (const r of s.structures) out.push(`| ${r.model} | ${r.dataset} | ${r.structure} | ${r.n} | ${f(r.dice)} | ${f(r.dice_ci[0])}–${f(r.dice_ci[1])} | ${f(r.iou)} | ${f(r.hd95_median_px, 1)} | ${f(r.nsd)} | ${f(r.eval_only_dice)} | ${f(r.eval_only_delta)} | ${f(r.mask_threshold, 2)} | ${target(r)} |`);
   for (const m of [...new Set(s.structures.map((r) => r.model))]) {
     const withTarget = s.structures.filter((r) => r.model === m && r.dice_target !== null);
     if (!withTarget.length) continue;

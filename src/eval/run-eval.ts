@@ -34,6 +34,8 @@ export interface CaseRecord {
   hd95: number | null;
   nsd: number | null;
   predicted_quality: number;
+  /** The pixel threshold the served mask used (the suite's, or the structure's fitted one). */
+  mask_threshold: number;
   verdict: string;
   latency_ms: number;
   /** Recall of the conformal mask at each fitted level (canonical prompts on present structures). */
@@ -170,7 +172,7 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
             ood_score: stored.image.oodScore,
             model, dataset: ds.id, modality: ds.modality, case: c, structure: p.structure, set: p.set, prompt: p.prompt,
             gt_present: gtPresent, presence: res.presence, mask_empty: res.stats.areaPx === 0,
-            dice: d, iou: io, hd95: hd, nsd, predicted_quality: res.predictedQuality, verdict: res.verdict, latency_ms: Math.round(latency),
+            dice: d, iou: io, hd95: hd, nsd, predicted_quality: res.predictedQuality, mask_threshold: res.maskThreshold, verdict: res.verdict, latency_ms: Math.round(latency),
           });
         });
         opts.progress?.(++done, total, `${model} ${ds.id}`);
@@ -210,6 +212,8 @@ export interface StructureSummary {
   nsd: number;
   eval_only_dice: number | null;
   eval_only_delta: number | null;
+  /** The mask threshold the canonical prompts were served with (the median, should prompts differ). */
+  mask_threshold: number | null;
   /** The suite's Dice bar for this dataset/structure, and whether the canonical Dice reaches it; null without one. */
   dice_target: number | null;
   target_met: boolean | null;
@@ -258,6 +262,7 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
         model: m, dataset, structure, n: can.length, dice: mean(dv), dice_ci: bootstrapCi(dv, suite.bootstrap, suite.seed),
         iou: mean(can.map((r) => r.iou!)), hd95_median_px: hds.length ? percentile(hds, 50) : null, nsd: mean(can.map((r) => r.nsd!)),
         eval_only_dice: evd, eval_only_delta: evd === null ? null : evd - mean(dv),
+        mask_threshold: can.length ? percentile(can.map((r) => r.mask_threshold), 50) : null,
         dice_target: bar ?? null,
         target_met: bar === undefined ? null : mean(dv) >= bar,
       });

@@ -12,7 +12,7 @@ export const SuiteSchema = z.object({
   prompt_sets: z.array(z.enum(['canonical', 'eval_only'])).min(1).default(['canonical', 'eval_only']),
   negatives: z.object({ absent_per_case: z.number().int().min(0).max(8).default(2), nonsense_per_case: z.number().int().min(0).max(4).default(1) }).default({ absent_per_case: 2, nonsense_per_case: 1 }),
   limit_per_dataset: z.number().int().positive().nullable().default(null),
-  threshold: z.number().gt(0).lt(1).default(0.5),
+  threshold: z.number().gt(0).lt(1).optional().describe('One mask threshold for every structure; left out, each structure gets what the segment operation serves by default (its threshold fitted on val where the calibration has one, else 0.5).'),
   tta: z.number().int().min(0).max(8).default(0).describe('Text-side test-time augmentation (paraphrases per prompt), as the segment operation takes it.'),
   tta_image: z.number().int().min(0).max(6).default(0).describe('Image-side test-time augmentation (transformed copies), as the segment operation takes it.'),
   nsd_tolerance_px: z.number().nonnegative().default(2),

@@ -39,8 +39,8 @@ export const WEB_PAGE_HTML = `<!doctype html>
     <textarea id="prompts" name="prompts" rows="4">left lung
 right lung
 heart</textarea>
-    <label for="threshold">Threshold</label>
-    <input id="threshold" type="number" min="0.05" max="0.95" step="0.05" value="0.5">
+    <label for="threshold">Threshold (empty: each structure's threshold fitted on val, else 0.5)</label>
+    <input id="threshold" type="number" min="0.05" max="0.95" step="0.05" placeholder="fitted">
     <label for="token">API token (only if the server needs one)</label>
     <input id="token" type="password" autocomplete="off">
     <button id="run" type="submit">Segment</button>
@@ -71,7 +71,7 @@ $('form').addEventListener('submit', async (ev) => {
   const fd = new FormData();
   fd.append('image', file);
   for (const p of prompts) fd.append('prompt', p);
-  fd.append('threshold', $('threshold').value);
+  if ($('threshold').value !== '') fd.append('threshold', $('threshold').value);
   fd.append('overlay', 'true'); // the server's rendering stands in for files the browser cannot show (DICOM, NIfTI)
   $('run').disabled = true; status('Segmenting…');
   try {

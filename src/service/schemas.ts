@@ -1,5 +1,13 @@
 import { z } from 'zod';
 
+/** The mask threshold a request may give (segment, compare_prompts, segment_volume): left out, each structure gets the one fitted for it on val. */
+export const MaskThresholdSchema = z
+  .number()
+  .gt(0)
+  .lt(1)
+  .optional()
+  .describe("Pixel probability at or above which a pixel is in the mask. Default: the threshold fitted for the structure on val where the model's calibration has one (mask_threshold in each result says which was used), else 0.5.");
+
 export const ReasonSchema = z.object({
   code: z.string().describe('Machine-readable reason code, e.g. structure_absent, low_predicted_quality.'),
   severity: z.enum(['reject', 'review']),

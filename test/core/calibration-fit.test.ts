@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { fitPlatt, fitTemperature, oodScore } from '../../src/core/trust/calibration.js';
 import { sigmoid } from '../../src/core/trust/scores.js';
-import { seededRandom } from '../../src/eval/metrics.js';
+import { dice, seededRandom } from '../../src/eval/metrics.js';
+import { chooseMaskThresholds, diceByThreshold } from '../../src/eval/calibrate.js';
 
 describe('calibration fitting', () => {
   it('recovers the temperature that generated the labels', () => {
@@ -40,5 +41,37 @@ describe('calibration fitting', () => {
     expect(near.score).toBeLessThan(ood.threshold);
     expect(far.score).toBeGreaterThan(ood.threshold);
     expect(oodScore([5.1, 5, 5], ood).nearest).toBe('mri');
+  });
+
+  it('computes Dice at every mask threshold in one pass, as thresholding each time would', () => {
+    const rnd = seededRandom(3);
+    const n = 5000;
+    const gt = Uint8Array.from({ length: n }, () => (rnd() < 0.2 ? 1 : 0));
+    const prob = Float32Array.from(gt, (g) => Math.min(0.999, Math.max(0, (g ? 0.55 : 0.25) + (rnd() - 0.5) * 0.6)));
+    const gsum = gt.reduce((a, v) => a + v, 0);
+    const got = diceByThreshold(prob, gt, gsum);
+    expect(got).toHaveLength(37);
+    for (const [g, t] of [[0, 0.05], [8, 0.25], [18, 0.5], [36, 0.95]] as const) {
+      const mask = Uint8Array.from(prob, (p) => (p >= t - 1e-9 ? 1 : 0));
+      expect(got[g]).toBeCloseTo(dice(mask, gt), 6);
+    }
+  });
+
+  it("keeps a structure's Dice-optimal threshold only where it beats 0.5 by half a point, as a calibrated probability", () => {
+    // structure "thin": Dice peaks at grid index 8 (raw 0.25), 3 points above index 18 (0.5);
+    // structure "flat": best is 0.2 points above 0.5, so it keeps the default
+    const curve = (peak: number, top: number, base: number) => Array.from({ length: 37 }, (_, g) => (g === peak ? top : g === 18 ? base : base - 0.05));
+    const present = [
+      ...Array.from({ length: 4 }, () => ({ slug: 'thin', diceAt: curve(8, 0.78, 0.75) })),
+      ...Array.from({ length: 4 }, () => ({ slug: 'flat', diceAt: curve(20, 0.902, 0.9) })),
+    ];
+    const T = 2;
+    const { chosen, gridIndex, gain } = chooseMaskThresholds(present, T);
+    expect(Object.keys(chosen)).toEqual(['thin']);
+    expect(gridIndex.thin).toBe(8);
+    expect(chosen.thin).toBeCloseTo(sigmoid(Math.log(0.25 / 0.75) / T), 4);
+    expect(gain.thin).toMatchObject({ n: 4 });
+    expect(gain.thin.mean).toBeCloseTo(0.03, 4);
+    expect(gain.flat.mean).toBeCloseTo(0.002, 4);
   });
 });

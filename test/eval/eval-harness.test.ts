@@ -85,6 +85,10 @@ describe('promptseg eval', () => {
         expect(s.target_met).toBeNull();
       }
     }
+    // the suite names no threshold: each structure is drawn at the one served by default
+    const fitted = JSON.parse(readFileSync(path.join(models, 'promptseg-builtin', 'calibration.json'), 'utf8')).mask_threshold ?? {};
+    for (const s of r.summary.structures) expect(s.mask_threshold).toBe(fitted[s.structure] ?? 0.5);
+    expect(md).toContain('| mask threshold | target |');
     const derm = r.summary.structures.find((s) => s.model === 'promptseg-builtin' && s.dataset === 'synthetic_derm')!;
     expect(md).toContain(`| ${derm.dice.toFixed(3)} |`);
     expect(md).toContain(derm.target_met ? '| 0.50 met |' : '| 0.50 not met |');

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { OPERATIONS } from '../../src/service/operation-table.js';
+import { calibrationFor } from '../../src/core/pipeline/segment.js';
 import { chestLikePng, greyPng, pngHeaderOnly } from '../helpers/fixtures.js';
 import { testConfig } from '../helpers/service.js';
 
@@ -97,6 +98,24 @@ describe('POST /v1/segment', () => {
   });
   it('answers 404 for an unknown model', async () => {
     await expectProblem(await post(form(png, ['heart'], { model: 'no-such-model' })), 404, 'unknown_model');
+  });
+  it("draws each structure's mask at the threshold fitted for it on val unless the request names one", async (t) => {
+    const entry = srv.ctx.pipeline.registry.entry(srv.ctx.pipeline.registry.defaultId);
+    const fitted = calibrationFor(srv.ctx.pipeline, entry)?.mask_threshold ?? {};
+    const slug = Object.keys(fitted)[0];
+    if (!slug) return t.skip('the shipped calibration fitted no per-structure mask threshold');
+    const name = srv.ctx.pipeline.vocabulary.bySlug.get(slug)!.name;
+    const other = ['heart', 'left lung', 'polyp'].find((p) => !(srv.ctx.pipeline.vocabulary.match(p)!.slug in fitted))!;
+    type R = { results: { mask_threshold: number; area_px: number; presence: number }[] };
+    const dflt = (await (await fetch(`${srv.url}/v1/segment`, { method: 'POST', ...json({ image: { base64: png.toString('base64') }, prompts: [name, other] }) })).json()) as R;
+    expect(dflt.results[0].mask_threshold).toBeCloseTo(fitted[slug], 4);
+    expect(dflt.results[1].mask_threshold).toBe(0.5);
+    const named = (await (await fetch(`${srv.url}/v1/segment`, { method: 'POST', ...json({ image: { base64: png.toString('base64') }, prompts: [name, other], threshold: 0.5 }) })).json()) as R;
+    expect(named.results.map((r) => r.mask_threshold)).toEqual([0.5, 0.5]);
+    // the same probabilities cut lower give at least as large a mask (fitted thresholds are below 0.5 or above it)
+    const [lo, hi] = fitted[slug] < 0.5 ? [dflt, named] : [named, dflt];
+    expect(lo.results[0].area_px).toBeGreaterThanOrEqual(hi.results[0].area_px);
+    expect(dflt.results[1].area_px).toBe(named.results[1].area_px);
   });
   it('answers 422 for an empty prompt and for too many prompts', async () => {
     await expectProblem(await post(form(png, ['   '])), 422, 'invalid_argument');

@@ -44,7 +44,7 @@ export interface SegmentRequest {
   image: RasterImage;
   prompts: string[];
   modelId?: string;
-  /** Pixel probability threshold for the mask (0..1). */
+  /** Pixel probability threshold for the mask (0..1); default: the structure's threshold fitted on val (calibration's mask_threshold), else 0.5. */
   threshold?: number;
   /** Use the fitted calibration (default true); false gives the model's raw scores, for fitting. */
   calibrated?: boolean;
@@ -287,7 +287,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     t = now();
   }
   const results = req.prompts.map((prompt, i) => {
-    let maskThreshold = threshold;
+    let maskThreshold = req.threshold ?? (cal?.mask_threshold && structures[i] ? cal.mask_threshold[structures[i]!.slug] : undefined) ?? threshold;
     if (req.conformalRecall !== undefined) {
       const slug = structures[i]?.slug;
       const th = slug ? cal!.conformal[slug]?.[req.conformalRecall] : undefined;

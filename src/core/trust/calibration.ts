@@ -41,6 +41,10 @@ export const CalibrationSchema = z.object({
   zoom: z.array(z.string()).optional(),
   /** What the choice was made from: per structure, the mean val Dice change with the second look and the cases. */
   zoom_gain: z.record(z.string(), z.object({ mean: z.number(), n: z.number().int() })).optional(),
+  /** Per structure: the pixel threshold (calibrated probability) that gave the highest mean val Dice, for the structures where it beat 0.5 by at least half a point; used when a request names no threshold. */
+  mask_threshold: z.record(z.string(), z.number().gt(0).lt(1)).optional(),
+  /** What the choice was made from: per structure, the best threshold, its mean val Dice change against 0.5, and the cases. */
+  mask_threshold_gain: z.record(z.string(), z.object({ threshold: z.number(), mean: z.number(), n: z.number().int() })).optional(),
   conformal: z.record(z.string(), z.record(z.string(), z.number())).describe('structure slug -> nominal recall ("0.9") -> probability threshold'),
 });
 export type Calibration = z.infer<typeof CalibrationSchema>;

@@ -3,6 +3,7 @@ import { fail, ok } from '../../core/errors.js';
 import { segment } from '../../core/pipeline/segment.js';
 import { defineOperation } from '../operation.js';
 import { ImageInputSchema, resolveImage } from '../resolve-image.js';
+import { MaskThresholdSchema } from '../schemas.js';
 
 export const comparePromptsOperation = defineOperation({
   name: 'compare_prompts',
@@ -14,7 +15,7 @@ export const comparePromptsOperation = defineOperation({
     image: ImageInputSchema,
     prompts: z.array(z.string().trim().min(1, 'a prompt is empty').max(200)).min(2, 'give at least two prompts to compare').max(8, 'at most 8 prompts'),
     model: z.string().optional(),
-    threshold: z.number().gt(0).lt(1).default(0.5),
+    threshold: MaskThresholdSchema,
   }),
   output: z.object({
     image_id: z.string(),

@@ -5,7 +5,7 @@ import { parseNifti, placeSliceMask, sliceImage, writeNiftiMask, type SliceAxis 
 import { segment } from '../../core/pipeline/segment.js';
 import { defineOperation } from '../operation.js';
 import { readImageBytes } from '../resolve-image.js';
-import { DISCLAIMER } from '../schemas.js';
+import { DISCLAIMER, MaskThresholdSchema } from '../schemas.js';
 
 const MAX_SLICES = 512;
 
@@ -24,7 +24,7 @@ export const segmentVolumeOperation = defineOperation({
     axis: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(2).describe('Voxel axis to slice along (2 = k, axial for RAS volumes).'),
     slice_range: z.tuple([z.number().int().min(0), z.number().int().min(0)]).optional().describe('[first, last] slice index, inclusive; all slices when omitted.'),
     model: z.string().optional(),
-    threshold: z.number().gt(0).lt(1).default(0.5),
+    threshold: MaskThresholdSchema,
     window: z.object({ center: z.number(), width: z.number().positive() }).optional().describe('Display window in voxel units for every slice; robust percentiles of each slice by default.'),
   }),
   output: z.object({

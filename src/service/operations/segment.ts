@@ -9,7 +9,7 @@ import type { SegmentResult } from '../../core/pipeline/segment.js';
 import type { RasterImage } from '../../core/image/raster.js';
 import { defineOperation } from '../operation.js';
 import { ImageInputSchema, resolveImage } from '../resolve-image.js';
-import { DISCLAIMER, SegmentOutputSchema, type SegmentOutput } from '../schemas.js';
+import { DISCLAIMER, MaskThresholdSchema, SegmentOutputSchema, type SegmentOutput } from '../schemas.js';
 
 export const SegmentInputSchema = z.object({
   image: ImageInputSchema,
@@ -18,7 +18,7 @@ export const SegmentInputSchema = z.object({
     .min(1, 'give at least one prompt')
     .describe('One or more structures to find, e.g. ["left lung", "heart"]. Use names from list_structures for reliable results.'),
   model: z.string().optional().describe('Model id from list_models; the default model when omitted.'),
-  threshold: z.number().gt(0).lt(1).default(0.5).describe('Pixel probability at or above which a pixel is in the mask.'),
+  threshold: MaskThresholdSchema,
   outputs: z.array(z.enum(['png', 'rle', 'polygons'])).default([]).describe('Mask encodings to include inline; the mask is always downloadable by mask_url / mask_uri.'),
   overlay: z.boolean().default(false).describe('Include a preview PNG of the masks over the image (longer side at most 512 px).'),
   tta: z.number().int().min(0).max(8).default(0).describe('Test-time augmentation: average this many paraphrases of each prompt (they reuse the cached image features, about one decoder pass each) and report their disagreement. 0 = off.'),
