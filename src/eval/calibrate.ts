@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeImage } from '../core/image/decode.js';
-import { assessImage, segment } from '../core/pipeline/segment.js';
+import { assessImage, keepLargestComponent, segment } from '../core/pipeline/segment.js';
 import { fitPlatt, fitTemperature, kthNearest, logit, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ServiceContext } from '../service/context.js';
@@ -44,7 +44,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const rnd = seededRandom(11);
   const pz: number[] = [], py: number[] = [];
   const presZ: number[] = [], presY: number[] = [];
-  const present: { slug: string; qualityLogit: number; dice: number; diceAt: number[]; uncertain: number; recallAt: number[] }[] = [];
+  const present: { slug: string; qualityLogit: number; dice: number; diceAt: number[]; diceLargest: number; uncertain: number; recallAt: number[] }[] = [];
   const embeds = new Map<string, Float32Array[]>();
   const looks = new Map<string, Float32Array[]>();
   const plan = index.map((d) => {
@@ -86,7 +86,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
           const p = r.probability[i];
           for (let g = 0; g < GRID.length && GRID[g] <= p; g++) recallAt[g]++;
         }
-        present.push({ slug: s.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), diceAt: diceByThreshold(r.probability, gt, gsum), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
+        present.push({ slug: s.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), diceAt: diceByThreshold(r.probability, gt, gsum), diceLargest: largestComponentDice(r.mask, gt, w, h), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
       }
       for (let k = prompts.length; k < res.results.length; k++) {
         presZ.push(logit(res.results[k].presenceRaw));
@@ -104,6 +104,10 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   // verdict and quality fits below then see the Dice of the masks that will be served
   const { chosen: maskThreshold, gridIndex, gain: maskThresholdGain } = chooseMaskThresholds(present, T);
   for (const p of present) if (gridIndex[p.slug] !== undefined) p.dice = p.diceAt[gridIndex[p.slug]];
+  // then, among the structures that keep 0.5, those whose Dice rises by at least half a point when
+  // only the mask's largest connected component is kept (polyps, ventricles: one blob each)
+  const { chosen: largestComponent, gain: largestComponentGain } = chooseLargestComponent(present.filter((p) => gridIndex[p.slug] === undefined));
+  for (const p of present) if (largestComponent.includes(p.slug)) p.dice = p.diceLargest;
   // presence threshold: the lowest that still keeps at least 99% of val negatives (other regions'
   // structures, nonsense, structures a case lacks) below it, never above 0.5: every present
   // structure that clears it gets a mask and an accept/review verdict instead of a rejection
@@ -177,6 +181,8 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     zoom_gain: zoomGain,
     mask_threshold: maskThreshold,
     mask_threshold_gain: maskThresholdGain,
+    largest_component: largestComponent,
+    largest_component_gain: largestComponentGain,
     thresholds: { presence: Math.round(presenceThreshold * 1e4) / 1e4, quality: qualityThreshold, uncertain_fraction: uncertainThreshold, ood_reject: Math.round(oodReject * 1e4) / 1e4 },
     conformal,
   };
@@ -209,6 +215,26 @@ export function diceByThreshold(probability: ArrayLike<number>, gt: ArrayLike<nu
     out[g] = pos + gtSum > 0 ? (2 * tp) / (pos + gtSum) : 1;
   }
   return out;
+}
+
+/** Dice of the mask reduced to its largest connected component (the mask itself is left as it is). */
+export function largestComponentDice(mask: Uint8Array, gt: Uint8Array, width: number, height: number): number {
+  const kept = Uint8Array.from(mask);
+  keepLargestComponent(kept, width, height);
+  return dice(kept, gt);
+}
+
+/** Structures whose mean val Dice rises by at least half a point with the largest component alone. */
+export function chooseLargestComponent(present: { slug: string; dice: number; diceLargest: number }[]): { chosen: string[]; gain: Record<string, { mean: number; n: number }> } {
+  const gain: Record<string, { mean: number; n: number }> = {};
+  const chosen: string[] = [];
+  for (const slug of [...new Set(present.map((p) => p.slug))].sort()) {
+    const rows = present.filter((p) => p.slug === slug);
+    const d = rows.reduce((s, r) => s + r.diceLargest - r.dice, 0) / rows.length;
+    gain[slug] = { mean: Math.round(d * 1e4) / 1e4, n: rows.length };
+    if (d >= 0.005) chosen.push(slug);
+  }
+  return { chosen, gain };
 }
 
 /**

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { fitPlatt, fitTemperature, oodScore } from '../../src/core/trust/calibration.js';
 import { sigmoid } from '../../src/core/trust/scores.js';
 import { dice, seededRandom } from '../../src/eval/metrics.js';
-import { chooseMaskThresholds, diceByThreshold } from '../../src/eval/calibrate.js';
+import { chooseLargestComponent, chooseMaskThresholds, diceByThreshold } from '../../src/eval/calibrate.js';
+import { keepLargestComponent } from '../../src/core/pipeline/segment.js';
 
 describe('calibration fitting', () => {
   it('recovers the temperature that generated the labels', () => {
@@ -73,5 +74,35 @@ describe('calibration fitting', () => {
     expect(gain.thin).toMatchObject({ n: 4 });
     expect(gain.thin.mean).toBeCloseTo(0.03, 4);
     expect(gain.flat.mean).toBeCloseTo(0.002, 4);
+  });
+
+  it('keeps the largest 8-connected component of a mask and clears the rest', () => {
+    const w = 12, h = 8;
+    const mask = new Uint8Array(w * h);
+    const fill = (x0: number, y0: number, x1: number, y1: number) => {
+      for (let y = y0; y <= y1; y++) for (let x = x0; x <= x1; x++) mask[y * w + x] = 1;
+    };
+    fill(0, 0, 2, 2); // 9 pixels
+    fill(3, 3, 3, 3); // touches the first diagonally: the same component (10 pixels)
+    fill(6, 0, 11, 3); // 24 pixels: the largest
+    fill(0, 6, 1, 7); // 4 pixels
+    expect(keepLargestComponent(mask, w, h)).toBe(2);
+    expect(mask.reduce((a, v) => a + v, 0)).toBe(24);
+    expect(mask[0 * w + 6]).toBe(1);
+    expect(mask[0]).toBe(0);
+    expect(keepLargestComponent(mask, w, h)).toBe(0);
+  });
+
+  it('keeps the largest component for the structures where it raised val Dice by half a point', () => {
+    const rows = [
+      ...Array.from({ length: 5 }, (_, i) => ({ slug: 'polyp', dice: 0.8, diceLargest: i < 2 ? 0.82 : 0.8 })), // +0.8 points
+      ...Array.from({ length: 5 }, () => ({ slug: 'lungs', dice: 0.97, diceLargest: 0.6 })),
+      ...Array.from({ length: 4 }, (_, i) => ({ slug: 'heart', dice: 0.9, diceLargest: i === 0 ? 0.91 : 0.9 })), // +0.25
+    ];
+    const { chosen, gain } = chooseLargestComponent(rows);
+    expect(chosen).toEqual(['polyp']);
+    expect(gain.polyp).toEqual({ mean: 0.008, n: 5 });
+    expect(gain.lungs.mean).toBeCloseTo(-0.37, 4);
+    expect(gain.heart.mean).toBeCloseTo(0.0025, 4);
   });
 });

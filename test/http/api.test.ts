@@ -117,6 +117,20 @@ describe('POST /v1/segment', () => {
     expect(lo.results[0].area_px).toBeGreaterThanOrEqual(hi.results[0].area_px);
     expect(dflt.results[1].area_px).toBe(named.results[1].area_px);
   });
+  it('keeps only the largest connected component when asked, and says so', async () => {
+    type R = { results: { area_px: number; components: number; largest_component_only?: boolean }[] };
+    const ask = async (largest: string) => (await (await fetch(`${srv.url}/v1/segment`, { method: 'POST', ...json({ image: { base64: png.toString('base64') }, prompts: ['right lung'], largest_component: largest }) })).json()) as R;
+    const [off, on] = [(await ask('off')).results[0], (await ask('on')).results[0]];
+    expect(off.largest_component_only).toBeUndefined();
+    expect(on.components).toBeLessThanOrEqual(1);
+    if (off.components > 1) {
+      expect(on.largest_component_only).toBe(true);
+      expect(on.area_px).toBeLessThan(off.area_px);
+    } else {
+      expect(on.area_px).toBe(off.area_px);
+    }
+    await expectProblem(await fetch(`${srv.url}/v1/segment`, { method: 'POST', ...json({ image: { base64: png.toString('base64') }, prompts: ['right lung'], largest_component: 'sometimes' }) }), 422, 'invalid_argument');
+  });
   it('answers 422 for an empty prompt and for too many prompts', async () => {
     await expectProblem(await post(form(png, ['   '])), 422, 'invalid_argument');
     await expectProblem(await post(form(png, Array.from({ length: 500 }, (_, i) => `p${i}`))), 422, 'invalid_argument');

@@ -45,6 +45,10 @@ export const CalibrationSchema = z.object({
   mask_threshold: z.record(z.string(), z.number().gt(0).lt(1)).optional(),
   /** What the choice was made from: per structure, the best threshold, its mean val Dice change against 0.5, and the cases. */
   mask_threshold_gain: z.record(z.string(), z.object({ threshold: z.number(), mean: z.number(), n: z.number().int() })).optional(),
+  /** Structures whose val Dice rose by at least half a point when only the mask's largest connected component was kept (largest_component 'auto' uses it for them). */
+  largest_component: z.array(z.string()).optional(),
+  /** What the choice was made from: per structure, the mean val Dice change and the cases. */
+  largest_component_gain: z.record(z.string(), z.object({ mean: z.number(), n: z.number().int() })).optional(),
   conformal: z.record(z.string(), z.record(z.string(), z.number())).describe('structure slug -> nominal recall ("0.9") -> probability threshold'),
 });
 export type Calibration = z.infer<typeof CalibrationSchema>;
