@@ -50,44 +50,55 @@ class DSConv(nn.Module):
         return self.body(x)
 
 
+def widen(c, width):
+    """Channel count c scaled by width, rounded to a multiple of 8 (c itself at width 1)."""
+    return c if width == 1 else max(8, int(round(c * width / 8)) * 8)
+
+
 class ImageEncoder(nn.Module):
     """image [B,3,S,S] -> f0 (FULL@S), f1 (FINE@S/2), f2..f5 (DEC@S/4..S/32), embed_map (EMBED@S/16),
-    pooled (192). f0 is a small full-resolution branch (local edges and intensity) that lets the mask
+    pooled (192 x width). f0 is a small full-resolution branch (local edges and intensity) that lets the mask
     head draw structures thinner than the S/2 grid (vessels, membranes, the myocardial ring).
 
     refine=True adds a text-independent top-down path (a U-Net decoder on the image side): S/4
     context refines the S/2 features, and those the full-resolution ones, so f1 and f0 see more than
     a few pixels around them. It runs once per image (cached like the rest of the encoder) and leaves
     the per-prompt decoder as it is; its last layers start at zero, so a network initialised from
-    weights without it starts with the same outputs."""
+    weights without it starts with the same outputs.
 
-    def __init__(self, refine=False):
+    width scales every stage's channels and full_width is the full-resolution branch's hidden width:
+    capacity on the image side, computed once per image, while the per-prompt decoder (whose inputs
+    keep their channel counts) costs the same."""
+
+    def __init__(self, refine=False, width=1.0, full_width=16):
         super().__init__()
         self.refine = refine
-        self.stem = nn.Sequential(nn.Conv2d(3, 24, 3, 2, 1, bias=False), bn_act(24), MBConv(24, 24, 1, 2))
-        self.s4 = nn.Sequential(MBConv(24, 40, 2), MBConv(40, 40))
-        self.s8 = nn.Sequential(MBConv(40, 64, 2), MBConv(64, 64), MBConv(64, 64))
-        self.s16 = nn.Sequential(MBConv(64, 128, 2), MBConv(128, 128), MBConv(128, 128))
-        self.s32 = nn.Sequential(MBConv(128, 192, 2), MBConv(192, 192), MBConv(192, 192))
-        self.lat1 = nn.Sequential(nn.Conv2d(24, FINE, 1, bias=False), nn.BatchNorm2d(FINE))
-        self.lat2 = nn.Sequential(nn.Conv2d(40, MID, 1, bias=False), nn.BatchNorm2d(MID))
-        self.lat3 = nn.Sequential(nn.Conv2d(64, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
-        self.lat4 = nn.Sequential(nn.Conv2d(128, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
-        self.lat5 = nn.Sequential(nn.Conv2d(192, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
-        self.embed = nn.Conv2d(128, EMBED, 1)
+        c1, c2, c3, c4, c5 = (widen(c, width) for c in (24, 40, 64, 128, 192))
+        h = full_width
+        self.stem = nn.Sequential(nn.Conv2d(3, c1, 3, 2, 1, bias=False), bn_act(c1), MBConv(c1, c1, 1, 2))
+        self.s4 = nn.Sequential(MBConv(c1, c2, 2), MBConv(c2, c2))
+        self.s8 = nn.Sequential(MBConv(c2, c3, 2), MBConv(c3, c3), MBConv(c3, c3))
+        self.s16 = nn.Sequential(MBConv(c3, c4, 2), MBConv(c4, c4), MBConv(c4, c4))
+        self.s32 = nn.Sequential(MBConv(c4, c5, 2), MBConv(c5, c5), MBConv(c5, c5))
+        self.lat1 = nn.Sequential(nn.Conv2d(c1, FINE, 1, bias=False), nn.BatchNorm2d(FINE))
+        self.lat2 = nn.Sequential(nn.Conv2d(c2, MID, 1, bias=False), nn.BatchNorm2d(MID))
+        self.lat3 = nn.Sequential(nn.Conv2d(c3, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
+        self.lat4 = nn.Sequential(nn.Conv2d(c4, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
+        self.lat5 = nn.Sequential(nn.Conv2d(c5, DEC, 1, bias=False), nn.BatchNorm2d(DEC))
+        self.embed = nn.Conv2d(c4, EMBED, 1)
         self.full = nn.Sequential(
-            nn.Conv2d(3, 16, 3, 1, 1, bias=False), bn_act(16),
-            nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False), bn_act(16),
-            nn.Conv2d(16, FULL, 1, bias=False), nn.BatchNorm2d(FULL),
+            nn.Conv2d(3, h, 3, 1, 1, bias=False), bn_act(h),
+            nn.Conv2d(h, h, 3, 1, 1, groups=h, bias=False), bn_act(h),
+            nn.Conv2d(h, FULL, 1, bias=False), nn.BatchNorm2d(FULL),
         )
         if refine:
-            self.td2 = nn.Sequential(nn.Conv2d(40, 24, 1, bias=False), bn_act(24))
-            self.td1 = nn.Sequential(nn.Conv2d(48, 48, 3, 1, 1, groups=48, bias=False), bn_act(48),
-                                     nn.Conv2d(48, 24, 1, bias=False), bn_act(24))
-            self.td0 = nn.Sequential(nn.Conv2d(40, 40, 3, 1, 1, groups=40, bias=False), bn_act(40),
-                                     nn.Conv2d(40, 16, 1, bias=False), bn_act(16))
-            self.out1 = nn.Conv2d(24, FINE, 1)
-            self.out0 = nn.Conv2d(16, FULL, 1)
+            self.td2 = nn.Sequential(nn.Conv2d(c2, c1, 1, bias=False), bn_act(c1))
+            self.td1 = nn.Sequential(nn.Conv2d(2 * c1, 2 * c1, 3, 1, 1, groups=2 * c1, bias=False), bn_act(2 * c1),
+                                     nn.Conv2d(2 * c1, c1, 1, bias=False), bn_act(c1))
+            self.td0 = nn.Sequential(nn.Conv2d(h + c1, h + c1, 3, 1, 1, groups=h + c1, bias=False), bn_act(h + c1),
+                                     nn.Conv2d(h + c1, h, 1, bias=False), bn_act(h))
+            self.out1 = nn.Conv2d(c1, FINE, 1)
+            self.out0 = nn.Conv2d(h, FULL, 1)
             for m in (self.out1, self.out0):
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -212,9 +223,10 @@ def from_checkpoint(ck):
 
 
 class PromptSegNet(nn.Module):
-    def __init__(self, vocab_size, refine=False):
+    def __init__(self, vocab_size, refine=False, width=1.0, full_width=16):
         super().__init__()
-        self.arch = dict(refine=refine)  # saved with checkpoints; export and validation rebuild from it
-        self.image = ImageEncoder(refine)
+        # saved with checkpoints; export and validation rebuild from it (older checkpoints name only refine)
+        self.arch = dict(refine=refine, width=width, full_width=full_width)
+        self.image = ImageEncoder(refine, width, full_width)
         self.text = TextEncoder(vocab_size)
         self.decoder = MaskDecoder()

@@ -251,6 +251,9 @@ def main():
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (2 on the 2-core machine)")
     ap.add_argument("--refine", action="store_true", help="the image encoder's top-down refinement of the fine features (net.py); a resumed run keeps its checkpoint's choice")
+    ap.add_argument("--amp", action="store_true", help="run the network's forward pass and losses under bfloat16 autocast (meant for GPUs; weights and optimiser stay float32)")
+    ap.add_argument("--width", type=float, default=1.0, help="image encoder channel multiplier (net.py); the per-prompt decoder is unchanged; a resumed run keeps its checkpoint's")
+    ap.add_argument("--full-width", type=int, default=16, help="hidden channels of the image encoder's full-resolution branch; a resumed run keeps its checkpoint's")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -270,15 +273,21 @@ def main():
     step, best = 0, -1.0
     ck = os.path.join(state_dir, "last.pt")
     resume = torch.load(ck, map_location="cpu") if os.path.exists(ck) and not a.bench else None
-    arch = resume.get("arch", {}) if resume else dict(refine=a.refine)
+    arch = resume.get("arch", {}) if resume else dict(refine=a.refine, width=a.width, full_width=a.full_width)
     model = PromptSegNet(len(tok.vocab), **arch).to(memory_format=torch.channels_last)
     if resume:
         model.load_state_dict(resume["model"])
     elif a.init:
-        missing, unexpected = model.load_state_dict(torch.load(a.init, map_location="cpu")["model"], strict=False)
+        # weights whose shape differs (a wider encoder) start fresh, like those the init file lacks
+        own = model.state_dict()
+        given = torch.load(a.init, map_location="cpu")["model"]
+        unexpected = [k for k in given if k not in own]
         if unexpected:
-            raise SystemExit(f"--init {a.init} has weights this network lacks: {unexpected}")
-        print(f"initialised from {a.init}" + (f"; new, freshly initialised: {missing}" if missing else ""), flush=True)
+            raise SystemExit(f"--init {a.init} has weights this network lacks: {unexpected[:8]}")
+        resized = [k for k, v in given.items() if v.shape != own[k].shape]
+        missing, _ = model.load_state_dict({k: v for k, v in given.items() if k not in resized}, strict=False)
+        fresh = missing + resized
+        print(f"initialised from {a.init}" + (f"; {len(fresh)} tensors new or resized, freshly initialised: {fresh[:6]}{' ...' if len(fresh) > 6 else ''}" if fresh else ""), flush=True)
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     if resume:
@@ -338,7 +347,8 @@ def main():
         x, y = normalise(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True).float()
         ids, m, present = ids.to(dev), m.to(dev), present.to(dev)
         x, y = augment(x, y, flip_ok, g)
-        loss, parts = losses(model, x, y, ids, m, slugs, present, a.k)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp):
+            loss, parts = losses(model, x, y, ids, m, slugs, present, a.k)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
