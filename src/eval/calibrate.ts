@@ -25,8 +25,11 @@ const LEVELS = ['0.8', '0.9', '0.95'];
 /** Raw-probability thresholds tried for conformal masks, ascending; down to 1e-4 so that a high recall level is reachable (the mask then grows toward the whole image, as it must). */
 const GRID = [1e-4, 3e-4, 1e-3, 3e-3, ...Array.from({ length: 99 }, (_, i) => (i + 1) / 100)];
 /** Raw-probability mask thresholds tried per structure for the Dice-optimal mask: 0.05, 0.075, ..., 0.95 (index 18 is 0.5). */
-const MASK_GRID = Array.from({ length: 37 }, (_, i) => 0.05 + 0.025 * i);
+const MASK_STEP = 0.025;
+const MASK_GRID = Array.from({ length: 37 }, (_, i) => 0.05 + MASK_STEP * i);
 const MASK_BASE = 18;
+/** A serving choice fitted on val (second look, mask threshold, largest component) must raise a structure's mean val Dice by this much. */
+const MIN_GAIN = 0.005;
 
 /**
  * Fits the model's calibration on the val split: pixel temperature, presence and quality Platt
@@ -196,6 +199,13 @@ export function writeCalibration(ctx: ServiceContext, modelId: string | undefine
   return file;
 }
 
+/** Rows grouped by structure slug, in slug order. */
+function bySlug<T extends { slug: string }>(rows: T[]): [string, T[]][] {
+  const m = new Map<string, T[]>();
+  for (const r of rows) m.set(r.slug, [...(m.get(r.slug) ?? []), r]);
+  return [...m.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
 /** Dice of the mask `probability >= t` for every t of MASK_GRID, in one pass over the pixels. */
 export function diceByThreshold(probability: ArrayLike<number>, gt: ArrayLike<number>, gtSum: number): number[] {
   const G = MASK_GRID.length;
@@ -203,7 +213,7 @@ export function diceByThreshold(probability: ArrayLike<number>, gt: ArrayLike<nu
   for (let i = 0; i < probability.length; i++) {
     const p = probability[i];
     if (!(p >= MASK_GRID[0])) continue;
-    const b = Math.min(G - 1, Math.floor((p - MASK_GRID[0]) / 0.025 + 1e-9));
+    const b = Math.min(G - 1, Math.floor((p - MASK_GRID[0]) / MASK_STEP + 1e-9));
     hist[b]++;
     if (gt[i]) hit[b]++;
   }
@@ -228,11 +238,10 @@ export function largestComponentDice(mask: Uint8Array, gt: Uint8Array, width: nu
 export function chooseLargestComponent(present: { slug: string; dice: number; diceLargest: number }[]): { chosen: string[]; gain: Record<string, { mean: number; n: number }> } {
   const gain: Record<string, { mean: number; n: number }> = {};
   const chosen: string[] = [];
-  for (const slug of [...new Set(present.map((p) => p.slug))].sort()) {
-    const rows = present.filter((p) => p.slug === slug);
+  for (const [slug, rows] of bySlug(present)) {
     const d = rows.reduce((s, r) => s + r.diceLargest - r.dice, 0) / rows.length;
     gain[slug] = { mean: Math.round(d * 1e4) / 1e4, n: rows.length };
-    if (d >= 0.005) chosen.push(slug);
+    if (d >= MIN_GAIN) chosen.push(slug);
   }
   return { chosen, gain };
 }
@@ -244,8 +253,7 @@ export function chooseLargestComponent(present: { slug: string; dice: number; di
 export function chooseMaskThresholds(present: { slug: string; diceAt: number[] }[], T: number): { chosen: Record<string, number>; gridIndex: Record<string, number>; gain: Record<string, { threshold: number; mean: number; n: number }> } {
   const chosen: Record<string, number> = {}, gridIndex: Record<string, number> = {};
   const gain: Record<string, { threshold: number; mean: number; n: number }> = {};
-  for (const slug of [...new Set(present.map((p) => p.slug))].sort()) {
-    const rows = present.filter((p) => p.slug === slug);
+  for (const [slug, rows] of bySlug(present)) {
     const meanAt = MASK_GRID.map((_, g) => rows.reduce((s, r) => s + r.diceAt[g], 0) / rows.length);
     let best = MASK_BASE;
     meanAt.forEach((m, g) => {
@@ -254,7 +262,7 @@ export function chooseMaskThresholds(present: { slug: string; diceAt: number[] }
     const th = Math.round(sigmoid(logit(MASK_GRID[best]) / T) * 1e4) / 1e4;
     const d = meanAt[best] - meanAt[MASK_BASE];
     gain[slug] = { threshold: th, mean: Math.round(d * 1e4) / 1e4, n: rows.length };
-    if (d >= 0.005) {
+    if (d >= MIN_GAIN) {
       chosen[slug] = th;
       gridIndex[slug] = best;
     }
@@ -294,7 +302,7 @@ async function chooseZoomStructures(ctx: ServiceContext, modelId: string, dataRo
   }
   const mean = (g: number[]) => g.reduce((a, b) => a + b, 0) / g.length;
   return {
-    chosen: [...gain.entries()].filter(([, g]) => mean(g) >= 0.005).map(([slug]) => slug).sort(),
+    chosen: [...gain.entries()].filter(([, g]) => mean(g) >= MIN_GAIN).map(([slug]) => slug).sort(),
     gain: Object.fromEntries([...gain.entries()].sort().map(([slug, g]) => [slug, { mean: Math.round(mean(g) * 1e4) / 1e4, n: g.length }])),
   };
 }

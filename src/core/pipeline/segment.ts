@@ -294,9 +294,9 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     t = now();
   }
   const results = req.prompts.map((prompt, i) => {
-    let maskThreshold = req.threshold ?? (cal?.mask_threshold && structures[i] ? cal.mask_threshold[structures[i]!.slug] : undefined) ?? threshold;
+    const slug = structures[i]?.slug;
+    let maskThreshold = req.threshold ?? (slug ? cal?.mask_threshold?.[slug] : undefined) ?? threshold;
     if (req.conformalRecall !== undefined) {
-      const slug = structures[i]?.slug;
       const th = slug ? cal!.conformal[slug]?.[req.conformalRecall] : undefined;
       if (th === undefined) fail('invalid_argument', `no conformal threshold at recall ${req.conformalRecall} for prompt "${prompt}" (conformal masks need a vocabulary structure; fitted levels: ${Object.keys(Object.values(cal!.conformal)[0] ?? {}).join(', ')})`, 'conformal_recall');
       maskThreshold = th!;
@@ -304,7 +304,6 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     // a conformal mask is for not missing the structure: it is drawn even where the model judges the
     // structure absent (the verdict still says so), which is what its recall guarantee is about
     // a conformal mask keeps every pixel over its threshold (its recall guarantee is about them all)
-    const slug = structures[i]?.slug;
     const lcc = req.conformalRecall === undefined && !!slug && (req.largestComponent === true || ((req.largestComponent ?? 'auto') === 'auto' && !!cal?.largest_component?.includes(slug)));
     const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment, {
       refinedIou: refined[i]?.iou,
