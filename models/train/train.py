@@ -241,6 +241,7 @@ def main():
     ap.add_argument("--zoom", type=float, default=0.0, help="probability of a zoomed crop around a present structure (non-tiled datasets except chest X-ray)")
     ap.add_argument("--upscale", type=int, default=1, help="tiled datasets: also train on SIZE/upscale native crops enlarged upscale x")
     ap.add_argument("--boost", default="", help="dataset sampling multipliers, e.g. acdc_cardiac_mri=1.6,lgg_flair_mri=1.5")
+    ap.add_argument("--init-fresh", default="", help="with --init: comma-separated weight-name prefixes to leave freshly initialised, e.g. image. (the image encoder trains from scratch)")
     ap.add_argument("--init", default=None, help="start from these weights (e.g. models/promptseg-builtin/weights.pt) when there is no checkpoint to resume")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--workers", type=int, default=0, help="processes making batches (0: in the training process)")
@@ -280,7 +281,8 @@ def main():
     elif a.init:
         # weights whose shape differs (a wider encoder) start fresh, like those the init file lacks
         own = model.state_dict()
-        given = torch.load(a.init, map_location="cpu")["model"]
+        fresh_prefixes = tuple(p for p in a.init_fresh.split(",") if p)
+        given = {k: v for k, v in torch.load(a.init, map_location="cpu")["model"].items() if not (fresh_prefixes and k.startswith(fresh_prefixes))}
         unexpected = [k for k in given if k not in own]
         if unexpected:
             raise SystemExit(f"--init {a.init} has weights this network lacks: {unexpected[:8]}")
