@@ -248,6 +248,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=0, help="bound the run by wall time: the learning-rate schedule follows elapsed/minutes and the run stops at the end (--steps is then only an upper bound; a resumed run starts its minutes again)")
     ap.add_argument("--snapshots", default="", help="with --snapshot-dir: fractions of the run at which weights-only checkpoints are written, e.g. 0.5,0.75,1")
     ap.add_argument("--snapshot-dir", default=None)
+    ap.add_argument("--snapshot-half", action="store_true", help="store snapshots' floating-point tensors as float16 (half the size: a width-2 encoder's 18 MiB of weights exceed what the device tool brings back in one file); loading casts them back to float32")
     ap.add_argument("--state-dir", default=None, help="checkpoints and best.pt (default: <model-dir>/train-state)")
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (2 on the 2-core machine)")
@@ -335,7 +336,8 @@ def main():
     def snapshots():
         while snap_at and progress(step) >= snap_at[0]:
             f = snap_at.pop(0)
-            torch.save(dict(model={kk: v.cpu() for kk, v in model.state_dict().items()}, step=step, vocab_size=len(tok.vocab), arch=model.arch, fraction=f),
+            half = lambda v: v.half() if a.snapshot_half and v.is_floating_point() else v  # noqa: E731
+            torch.save(dict(model={kk: half(v.cpu()) for kk, v in model.state_dict().items()}, step=step, vocab_size=len(tok.vocab), arch=model.arch, fraction=f),
                        os.path.join(a.snapshot_dir, f"snapshot-{round(f * 100):03d}.pt"))
             print(f"snapshot at {f:.2f} of the run, step {step}", flush=True)
 

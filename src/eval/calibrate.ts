@@ -57,6 +57,8 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
   // first: for which structures does the second, closer look raise val Dice?
   const { chosen: zoom, gain: zoomGain } = await chooseZoomStructures(ctx, entry.id, o.dataRoot, plan, o.progress);
+  // then: for which does averaging over transformed copies of the image (tta_image) raise it?
+  const { chosen: ttaImage, gain: ttaImageGain } = await chooseImageTta(ctx, entry.id, o.dataRoot, plan, zoom, o.progress);
   let done = 0, cases = 0;
   for (const { id, cases: list } of plan) {
     const meta = JSON.parse(readFileSync(path.join(o.dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
@@ -66,7 +68,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
       const image = await decodeImage(await readFile(caseImagePath(o.dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const prompts = meta.structures.map((s) => vocab.bySlug.get(s.slug)?.name ?? s.slug);
       const neg = [others[Math.floor(rnd() * others.length)].name, others[Math.floor(rnd() * others.length)].name, vocab.data.nonsense.train[ci % vocab.data.nonsense.train.length]];
-      const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId: entry.id, calibrated: false, zoom });
+      const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId: entry.id, calibrated: false, zoom, ttaImage });
       cases++;
       embeds.set(id, [...(embeds.get(id) ?? []), res.image.embedding]);
       looks.set(id, [...(looks.get(id) ?? []), res.image.appearance]);
@@ -182,6 +184,8 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     ...(appearance ? { appearance } : {}),
     zoom,
     zoom_gain: zoomGain,
+    tta_image: ttaImage,
+    tta_image_gain: ttaImageGain,
     mask_threshold: maskThreshold,
     mask_threshold_gain: maskThresholdGain,
     largest_component: largestComponent,
@@ -305,6 +309,49 @@ async function chooseZoomStructures(ctx: ServiceContext, modelId: string, dataRo
     chosen: [...gain.entries()].filter(([, g]) => mean(g) >= MIN_GAIN).map(([slug]) => slug).sort(),
     gain: Object.fromEntries([...gain.entries()].sort().map(([slug, g]) => [slug, { mean: Math.round(mean(g) * 1e4) / 1e4, n: g.length }])),
   };
+}
+
+/** Image transform counts tried per structure by the calibration (the first n of IMAGE_TRANSFORMS that suit the structure). */
+const TTA_COUNTS = [2, 4];
+
+/**
+ * Per structure, the image-side test-time augmentation count that raises mean val Dice by at least
+ * half a point over none: the cheapest count within a quarter point of the best. Each case runs with
+ * the largest count first, so the smaller counts reuse its transformed copies' cached features.
+ */
+async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], zoom: string[], progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
+  const vocab = ctx.pipeline.vocabulary;
+  const rows = new Map<string, number[][]>(); // slug -> per case: Dice at [0, ...TTA_COUNTS]
+  const total = plan.reduce((s, p) => s + p.cases.length, 0);
+  const counts = [...TTA_COUNTS].sort((a, b) => b - a);
+  let done = 0;
+  for (const { id, cases } of plan) {
+    const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
+    const slugs = meta.structures.map((s) => s.slug);
+    const prompts = slugs.map((slug) => vocab.bySlug.get(slug)?.name ?? slug);
+    for (const c of cases) {
+      const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
+      const byCount = new Map<number, Awaited<ReturnType<typeof segment>>>();
+      for (const n of [...counts, 0]) byCount.set(n, await segment(ctx.pipeline, { image, prompts, modelId, calibrated: false, zoom, ttaImage: n }));
+      const plain = byCount.get(0)!;
+      for (const [k, slug] of slugs.entries()) {
+        const gt = await readCaseMask(dataRoot, id, slug, c, { width: plain.width, height: plain.height });
+        if (!gt.some((v) => v === 1)) continue;
+        rows.set(slug, [...(rows.get(slug) ?? []), [0, ...TTA_COUNTS].map((n) => dice(byCount.get(n)!.results[k].mask, gt))]);
+      }
+      progress?.(++done, total, `${id} (image augmentation)`);
+    }
+  }
+  const chosen: Record<string, number> = {};
+  const gain: Record<string, { n: number; gain: Record<string, number> }> = {};
+  for (const [slug, list] of [...rows.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const g = TTA_COUNTS.map((_, j) => list.reduce((s, r) => s + r[j + 1] - r[0], 0) / list.length);
+    gain[slug] = { n: list.length, gain: Object.fromEntries(TTA_COUNTS.map((n, j) => [String(n), Math.round(g[j] * 1e4) / 1e4])) };
+    const best = Math.max(...g);
+    if (best < MIN_GAIN) continue;
+    chosen[slug] = TTA_COUNTS[g.findIndex((v) => v >= best - MIN_GAIN / 2)];
+  }
+  return { chosen, gain };
 }
 
 /** Pooled image embeddings and appearance descriptors of the first `limit` cases of a split, per dataset (whole-image pass, no prompts decoded). */

@@ -19,7 +19,7 @@ export interface EvalOptions {
   models?: string[];
   /** Override the suite's test-time augmentation. */
   tta?: number;
-  ttaImage?: number;
+  ttaImage?: number | 'auto';
   progress?: (done: number, total: number, label: string) => void;
   reuse?: boolean;
 }

@@ -25,7 +25,7 @@ usage:
   promptseg segment <image|folder>... --prompt <text> [--prompt <text>...] [--out DIR]
                     [--model ID] [--threshold P]
                                            write mask PNGs and summary.json per image
-  promptseg eval <suite.json> [--split test] [--limit N] [--out DIR] [--model ID...] [--tta N] [--tta-image N]
+  promptseg eval <suite.json> [--split test] [--limit N] [--out DIR] [--model ID...] [--tta N] [--tta-image N|auto]
                                            evaluate models on labelled data (eval/README.md)
   promptseg calibrate [--model ID] [--data DIR] [--limit N]
                                            fit calibration, OOD statistics, verdict and conformal
@@ -164,13 +164,13 @@ async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]
   const count = (v: string | undefined, name: string, max: number) => {
     if (v === undefined) return undefined;
     const n = Number(v);
-    if (!(Number.isInteger(n) && n >= 0 && n <= max)) throw new UsageError(`--${name} is a whole number from 0 to ${max}`);
+    if (!(Number.isInteger(n) && n >= 0 && n <= max)) throw new UsageError(`--${name} is a whole number from 0 to ${max}${name === 'tta-image' ? ', or auto' : ''}`);
     return n;
   };
-  const tta = count(values.tta, 'tta', 8), ttaImage = count(values['tta-image'], 'tta-image', 6);
+  const tta = count(values.tta, 'tta', 8), ttaImage = values['tta-image'] === 'auto' ? 'auto' : count(values['tta-image'], 'tta-image', 6);
   const suiteFile = positionals[0];
   if (!existsSync(suiteFile)) throw new UsageError(`no suite file ${suiteFile}`);
-  const outDir = values.out ?? path.join('runs', path.basename(suiteFile, '.json') + `-${values.split ?? 'suite'}${limit ? `-limit${limit}` : ''}${tta ? `-tta${tta}` : ''}${ttaImage ? `-ttaimg${ttaImage}` : ''}`);
+  const outDir = values.out ?? path.join('runs', path.basename(suiteFile, '.json') + `-${values.split ?? 'suite'}${limit ? `-limit${limit}` : ''}${tta ? `-tta${tta}` : ''}${ttaImage !== undefined && ttaImage !== 'auto' ? `-ttaimg${ttaImage}` : ''}`);
   const ctx = createServiceContext(config);
   const t0 = Date.now();
   const { summary, reused, files } = await evaluateSuite(ctx, { suiteFile, outDir, split: values.split, limit, models: values.model, tta, ttaImage, reuse: !values.fresh, progress: (d, t, label) => progressBar(d, t, t0, label) });

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { IMAGE_TRANSFORMS } from '../../src/core/pipeline/image-tta.js';
 import { ModelRegistry } from '../../src/core/models/registry.js';
-import { createPipelineContext, segment } from '../../src/core/pipeline/segment.js';
+import { calibrationFor, createPipelineContext, segment } from '../../src/core/pipeline/segment.js';
 import { Vocabulary } from '../../src/core/vocabulary.js';
 import type { RasterImage } from '../../src/core/image/raster.js';
 import { chestLikePng } from '../helpers/fixtures.js';
@@ -55,6 +55,33 @@ describe('image-side test-time augmentation', () => {
       expect(left).toBeGreaterThan(4 * right);
       const lesion = await segment(ctx, { image, prompts: ['skin lesion', 'left lung'], ttaImage: 1 });
       expect(lesion.tta!.imageTransforms).toEqual(['hflip', 'gamma_0.8']); // hflip for the lesion only
+    });
+
+    it('gives each structure its own count: by slug, or by default from the calibration', async () => {
+      const image = await decodeImage(await chestLikePng(160), { maxPixels: 4e7 });
+      const bySlug = await segment(ctx, { image, prompts: ['skin lesion', 'heart'], ttaImage: { skin_lesion: 2 } });
+      expect(bySlug.tta!.imageTransforms).toEqual(['hflip', 'gamma_0.8']);
+      expect(bySlug.results[0].ttaStd).toBeDefined();
+      expect(bySlug.results[1].ttaStd).toBeUndefined(); // the heart ran once: no disagreement to report
+      expect(bySlug.results[1].uncertainty.ttaDisagreement).toBeUndefined();
+      // 'auto' (the default) follows the calibration's table; the shipped calibration is read, then amended here
+      const entry = registry.get().entry;
+      const shipped = calibrationFor(ctx, entry);
+      expect(shipped).toBeDefined();
+      ctx.calibrations.set(entry.id, { ...shipped!, tta_image: { heart: 1 } });
+      try {
+        const auto = await segment(ctx, { image, prompts: ['heart', 'right lung'] });
+        expect(auto.tta!.imageTransforms).toEqual(['gamma_0.8']); // thoracic: no mirroring
+        expect(auto.results[0].ttaStd).toBeDefined();
+        expect(auto.results[1].ttaStd).toBeUndefined();
+        const raw = await segment(ctx, { image, prompts: ['heart'], calibrated: false });
+        expect(raw.tta!.imageTransforms).toEqual([]);
+        const off = await segment(ctx, { image, prompts: ['heart'], ttaImage: 0 });
+        expect(off.tta!.imageTransforms).toEqual([]);
+      } finally {
+        ctx.calibrations.set(entry.id, shipped);
+      }
+      await expect(segment(ctx, { image, prompts: ['heart'], ttaImage: { heart: 9 } })).rejects.toThrow(/tta_image/);
     });
   });
 });

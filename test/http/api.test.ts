@@ -72,6 +72,9 @@ describe('POST /v1/segment', () => {
     expect(map.status).toBe(200);
     const bad = await post(JSON.stringify({ image: { image_id: a.image_id }, prompts: ['heart'], tta: 99 }), { 'content-type': 'application/json' });
     expect(bad.status).toBe(422);
+    const badImageTta = await post(JSON.stringify({ image: { image_id: a.image_id }, prompts: ['heart'], tta_image: 'always' }), { 'content-type': 'application/json' });
+    expect(badImageTta.status).toBe(422);
+    expect(JSON.stringify(await badImageTta.json())).toContain('tta_image');
   });
 
   it('answers 400 for an empty body', async () => {

@@ -50,8 +50,13 @@ export interface SegmentRequest {
   calibrated?: boolean;
   /** Text-side test-time augmentation: paraphrases per prompt, averaged (0 = off). */
   tta?: number;
-  /** Image-side test-time augmentation: transformed copies of the image (flips only where laterality allows), averaged (0 = off). */
-  ttaImage?: number;
+  /**
+   * Image-side test-time augmentation: transformed copies of the image (flips only where laterality
+   * allows), averaged. A number applies to every prompt (0 = off); 'auto' (default) gives each
+   * structure the count its calibration found to raise val Dice (none for the others); a record
+   * gives counts by structure slug.
+   */
+  ttaImage?: number | 'auto' | Record<string, number>;
   /** Nominal recall of a conformal mask ("0.9"): the threshold fitted per structure on val replaces `threshold`. */
   conformalRecall?: string;
   /**
@@ -176,8 +181,9 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   // test-time augmentation on the text side: paraphrases of each prompt reuse the cached image features
   const tta = req.tta ?? 0;
   if (!(Number.isInteger(tta) && tta >= 0 && tta <= TTA_TEMPLATES.length)) fail('invalid_argument', `tta must be a whole number from 0 to ${TTA_TEMPLATES.length}`, 'tta');
-  const ttaImage = req.ttaImage ?? 0;
-  if (!(Number.isInteger(ttaImage) && ttaImage >= 0 && ttaImage <= IMAGE_TRANSFORMS.length)) fail('invalid_argument', `tta_image must be a whole number from 0 to ${IMAGE_TRANSFORMS.length}`, 'tta_image');
+  const ttaImage = req.ttaImage ?? 'auto';
+  const ttaCounts = typeof ttaImage === 'number' ? [ttaImage] : Object.values(ttaImage === 'auto' ? {} : ttaImage);
+  if (ttaImage !== 'auto' && !ttaCounts.every((n) => Number.isInteger(n) && n >= 0 && n <= IMAGE_TRANSFORMS.length)) fail('invalid_argument', `tta_image must be 'auto' or a whole number from 0 to ${IMAGE_TRANSFORMS.length}`, 'tta_image');
   const baseStructures = req.prompts.map((p) => ctx.vocabulary.match(p));
   const all = [...req.prompts];
   const owner = req.prompts.map((_, i) => i);
@@ -227,7 +233,14 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   // mapped back to the original pixels and joined to the prompt's members (with the paraphrases)
   // per prompt: the first tta_image transforms that suit it (no mirroring of lateral or thoracic structures)
   const flipSafe = (st: Structure | undefined) => !!st && !st.laterality && !THORAX_REGIONS.has(st.region);
-  const allowed = req.prompts.map((_, i) => IMAGE_TRANSFORMS.filter((tf) => !tf.flips || flipSafe(baseStructures[i])).slice(0, ttaImage));
+  const calTta = req.calibrated === false ? undefined : calibrationFor(ctx, entry)?.tta_image;
+  const ttaFor = (i: number) => {
+    const slug = baseStructures[i]?.slug;
+    if (typeof ttaImage === 'number') return ttaImage;
+    const table = ttaImage === 'auto' ? calTta : ttaImage;
+    return (slug && table?.[slug]) || 0;
+  };
+  const allowed = req.prompts.map((_, i) => IMAGE_TRANSFORMS.filter((tf) => !tf.flips || flipSafe(baseStructures[i])).slice(0, ttaFor(i)));
   const transforms = IMAGE_TRANSFORMS.filter((tf) => allowed.some((a) => a.includes(tf)));
   for (const tf of transforms) {
     const timg = tf.apply(image);
@@ -267,7 +280,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
         vr[q] = Math.max(0, s2 / n - (s1 / n) ** 2);
       }
       logits[i] = { width: g.width, height: g.height, data: mean };
-      variance[i] = vr;
+      if (n > 1) variance[i] = vr; // a prompt without augmentation has no disagreement to report
       presenceLogit[i] = members.reduce((a, j) => a + presenceLogit[j], 0) / n;
       iouLogit[i] = members.reduce((a, j) => a + iouLogit[j], 0) / n;
       similarity[i] = members.reduce((a, j) => a + similarity[j], 0) / n;
