@@ -59,10 +59,10 @@ describe('image-side test-time augmentation', () => {
 
     it('gives each structure its own count: by slug, or by default from the calibration', async () => {
       const image = await decodeImage(await chestLikePng(160), { maxPixels: 4e7 });
-      const bySlug = await segment(ctx, { image, prompts: ['skin lesion', 'heart'], ttaImage: { skin_lesion: 2 } });
-      expect(bySlug.tta!.imageTransforms).toEqual(['hflip', 'gamma_0.8']);
+      const bySlug = await segment(ctx, { image, prompts: ['heart', 'right lung'], ttaImage: { heart: 2 } });
+      expect(bySlug.tta!.imageTransforms).toEqual(['gamma_0.8', 'shift_+3%']); // thoracic: no mirroring
       expect(bySlug.results[0].ttaStd).toBeDefined();
-      expect(bySlug.results[1].ttaStd).toBeUndefined(); // the heart ran once: no disagreement to report
+      expect(bySlug.results[1].ttaStd).toBeUndefined(); // the right lung ran once: no disagreement to report
       expect(bySlug.results[1].uncertainty.ttaDisagreement).toBeUndefined();
       // 'auto' (the default) follows the calibration's table; the shipped calibration is read, then amended here
       const entry = registry.get().entry;
@@ -81,6 +81,12 @@ describe('image-side test-time augmentation', () => {
       } finally {
         ctx.calibrations.set(entry.id, shipped);
       }
+      // a table's count is not spent on a prompt the first look calls clearly absent; a count for every prompt is
+      const polyp = await segment(ctx, { image, prompts: ['polyp'], ttaImage: { polyp: 2 } });
+      expect(polyp.results[0].presenceRaw).toBeLessThan(0.1);
+      expect(polyp.tta!.imageTransforms).toEqual([]);
+      const forced = await segment(ctx, { image, prompts: ['polyp'], ttaImage: 2 });
+      expect(forced.tta!.imageTransforms).toEqual(['hflip', 'gamma_0.8']);
       await expect(segment(ctx, { image, prompts: ['heart'], ttaImage: { heart: 9 } })).rejects.toThrow(/tta_image/);
     });
   });

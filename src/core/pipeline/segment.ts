@@ -54,7 +54,8 @@ export interface SegmentRequest {
    * Image-side test-time augmentation: transformed copies of the image (flips only where laterality
    * allows), averaged. A number applies to every prompt (0 = off); 'auto' (default) gives each
    * structure the count its calibration found to raise val Dice (none for the others); a record
-   * gives counts by structure slug.
+   * gives counts by structure slug. Counts from a table skip prompts whose first look has raw
+   * presence under 0.1.
    */
   ttaImage?: number | 'auto' | Record<string, number>;
   /** Nominal recall of a conformal mask ("0.9"): the threshold fitted per structure on val replaces `threshold`. */
@@ -233,10 +234,14 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   // mapped back to the original pixels and joined to the prompt's members (with the paraphrases)
   // per prompt: the first tta_image transforms that suit it (no mirroring of lateral or thoracic structures)
   const flipSafe = (st: Structure | undefined) => !!st && !st.laterality && !THORAX_REGIONS.has(st.region);
+  // counts from a table (the calibration's under 'auto', or the request's by slug) are spent only on
+  // prompts the first look does not already call clearly absent (a polyp asked of a chest X-ray);
+  // a count given for every prompt is honoured as given
   const calTta = req.calibrated === false ? undefined : calibrationFor(ctx, entry)?.tta_image;
   const ttaFor = (i: number) => {
     const slug = baseStructures[i]?.slug;
     if (typeof ttaImage === 'number') return ttaImage;
+    if (sigmoid(presenceLogit[i]) < TTA_MIN_PRESENCE) return 0;
     const table = ttaImage === 'auto' ? calTta : ttaImage;
     return (slug && table?.[slug]) || 0;
   };
@@ -463,6 +468,8 @@ async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: M
 }
 
 /** Paraphrase templates for test-time augmentation (training templates: the model knows them). */
+/** Raw presence below which a table-given image TTA count is not spent on a prompt (the calibrated presence threshold sits near raw 0.5). */
+const TTA_MIN_PRESENCE = 0.1;
 const TTA_TEMPLATES = ['the {s}', 'segment the {s}', '{s} segmentation', 'outline the {s}', 'where is the {s}', 'mask of the {s}', 'highlight the {s}', 'locate the {s}'];
 
 function paraphrases(prompt: string, structure: Structure | undefined, n: number): string[] {
