@@ -4,8 +4,8 @@
 # and leaves half-precision snapshots and the log in $OUT (each file under the tool's 16 MiB
 # limit). Run here first:
 #   /usr/bin/python3 models/train/pack.py          # models/.pack, 38 MiB, train cases only
-# then, through the device tool, with carry ["models/.pack"] and a timeout of MINUTES + 3:
-#   bash models/train/gpu_wide.sh 9
+# then, through the device tool (at most 600 s a command), with carry ["models/.pack"] and timeout_s 600:
+#   bash models/train/gpu_wide.sh 7        # 7 minutes of training + ~1 of data loading and the autocast check
 # Back here: /usr/bin/python3 models/train/validate.py <files_at>/snapshot-*.pt, then export.py.
 # bfloat16 autocast (--amp) is tried for 20 steps first; if that fails the run trains in float32.
 # PYTHON=/usr/bin/python3 DEVICE=cpu WORKERS=1 BATCH=2 AMP_CHECK_STEPS=2 OUT=/tmp/o bash models/train/gpu_wide.sh 0.5 checks it on a CPU.
