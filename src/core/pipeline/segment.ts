@@ -467,9 +467,9 @@ async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: M
   return { pooled: f.pooled, logits, presence: out.presenceLogit, iou: out.iouLogit, similarity: out.similarity };
 }
 
-/** Paraphrase templates for test-time augmentation (training templates: the model knows them). */
 /** Raw presence below which a table-given image TTA count is not spent on a prompt (the calibrated presence threshold sits near raw 0.5). */
 const TTA_MIN_PRESENCE = 0.1;
+/** Paraphrase templates for test-time augmentation (training templates: the model knows them). */
 const TTA_TEMPLATES = ['the {s}', 'segment the {s}', '{s} segmentation', 'outline the {s}', 'where is the {s}', 'mask of the {s}', 'highlight the {s}', 'locate the {s}'];
 
 function paraphrases(prompt: string, structure: Structure | undefined, n: number): string[] {
