@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeImage } from '../core/image/decode.js';
 import { assessImage, keepLargestComponent, segment } from '../core/pipeline/segment.js';
-import { fitPlatt, fitTemperature, kthNearest, logit, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
+import { fitPlatt, fitTemperature, kthNearest, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
@@ -174,7 +173,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
       conformal[slug][level] = Math.round(sigmoid(logit(chosen) / T) * 1e4) / 1e4;
     }
   }
-  const filesHash = createHash('sha256').update(JSON.stringify(entry.files)).digest('hex');
+  const filesHash = modelFilesFingerprint(entry.files);
   return {
     fitted_on: { split, cases, datasets: plan.map((p) => p.id), date: new Date().toISOString().slice(0, 10), model_files_sha256: filesHash },
     pixel_temperature: T,

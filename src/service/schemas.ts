@@ -67,7 +67,7 @@ export const SegmentOutputSchema = z.object({
     out_of_distribution: z.boolean(),
   }),
   tta: z.object({ paraphrases: z.number().int(), image_transforms: z.array(z.string()) }).optional().describe('The test-time augmentation that ran (when asked for).'),
-  calibration: z.enum(['fitted', 'none']).describe('Whether fitted calibration (temperature, presence, quality, thresholds) was applied.'),
+  calibration: z.enum(['fitted', 'stale', 'none']).describe("Whether fitted calibration (temperature, presence, quality, thresholds) was applied; stale: the model's calibration was fitted on other model files and is not applied until `promptseg calibrate` is run again."),
   overlay_png_base64: z.string().optional(),
   timings_ms: z.record(z.string(), z.number()),
   cache: z.object({ image_features: z.enum(['hit', 'miss', 'partial']) }),

@@ -9,7 +9,7 @@ import type { ImageFeatures, SegmentationModel } from '../models/model.js';
 import type { ModelEntry } from '../models/manifest.js';
 import { sigmoid, summariseUncertainty, type UncertaintySummary } from '../trust/scores.js';
 import { decideVerdict, DEFAULT_THRESHOLDS, type Reason, type TrustThresholds, type Verdict } from '../trust/verdict.js';
-import { loadCalibration, logit, oodScore, platt, type Calibration } from '../trust/calibration.js';
+import { loadCalibration, logit, modelFilesFingerprint, oodScore, platt, type Calibration } from '../trust/calibration.js';
 import path from 'node:path';
 import type { Structure, Vocabulary } from '../vocabulary.js';
 import { Lru } from './lru.js';
@@ -23,19 +23,26 @@ export interface PipelineContext {
   vocabulary: Vocabulary;
   featureCache: Lru<string, ImageFeatures>;
   textCache: Lru<string, Float32Array>;
-  /** Fitted calibration per model id (undefined when the model has none). */
+  /** Fitted calibration per model id (undefined when the model has none, or only a stale one). */
   calibrations: Map<string, Calibration | undefined>;
+  /** Models whose calibration file was fitted on other model files (a re-export since): it is not applied. */
+  staleCalibrations: Set<string>;
 }
 
 export function createPipelineContext(registry: ModelRegistry, vocabulary: Vocabulary, cacheImages: number): PipelineContext {
-  return { registry, vocabulary, featureCache: new Lru(cacheImages * 4), textCache: new Lru(2048), calibrations: new Map() };
+  return { registry, vocabulary, featureCache: new Lru(cacheImages * 4), textCache: new Lru(2048), calibrations: new Map(), staleCalibrations: new Set() };
 }
 
 /** The model's fitted calibration, read once from the file its manifest entry names. */
 export function calibrationFor(ctx: PipelineContext, entry: ModelEntry): Calibration | undefined {
   if (!ctx.calibrations.has(entry.id)) {
     const file = entry.calibration ? path.join(ctx.registry.dirOf(entry), entry.calibration) : undefined;
-    ctx.calibrations.set(entry.id, file ? loadCalibration(file) : undefined);
+    const cal = file ? loadCalibration(file) : undefined;
+    // a calibration fitted on other model files (the model was re-exported since) would misstate
+    // every probability and threshold: it is set aside and responses say so
+    const current = cal && cal.fitted_on.model_files_sha256 === modelFilesFingerprint(entry.files) ? cal : undefined;
+    if (cal && !current) ctx.staleCalibrations.add(entry.id);
+    ctx.calibrations.set(entry.id, current);
   }
   return ctx.calibrations.get(entry.id);
 }
@@ -158,7 +165,8 @@ export interface SegmentResult {
   imageSha256: string;
   results: PromptResult[];
   image: ImageAssessment;
-  calibration: 'fitted' | 'none';
+  /** fitted: applied; stale: the model's calibration was fitted on other model files and is not applied (run calibrate); none: there is none. */
+  calibration: 'fitted' | 'stale' | 'none';
   /** Test-time augmentation that ran: paraphrases per prompt and image transforms. */
   tta?: { paraphrases: number; imageTransforms: string[] };
   timingsMs: Record<StageName, number>;
@@ -347,7 +355,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     imageSha256,
     results,
     image: assessment,
-    calibration: cal ? 'fitted' : 'none',
+    calibration: cal ? 'fitted' : ctx.staleCalibrations.has(entry.id) ? 'stale' : 'none',
     tta: { paraphrases: tta, imageTransforms: transforms.map((tf) => tf.name) },
     timingsMs: timings,
     cache: { imageFeatures: misses === 0 ? 'hit' : hits === 0 ? 'miss' : 'partial' },

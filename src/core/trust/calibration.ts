@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { sigmoid } from './scores.js';
@@ -57,6 +58,11 @@ export const CalibrationSchema = z.object({
 });
 export type Calibration = z.infer<typeof CalibrationSchema>;
 export type OodStats = z.infer<typeof OodStatsSchema>;
+
+/** The fingerprint of a model's files (the manifest's sha256 and size per file) that a calibration records as `fitted_on.model_files_sha256`. */
+export function modelFilesFingerprint(files: unknown): string {
+  return createHash('sha256').update(JSON.stringify(files)).digest('hex');
+}
 
 export function loadCalibration(file: string): Calibration | undefined {
   if (!existsSync(file)) return undefined;
