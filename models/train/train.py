@@ -333,11 +333,14 @@ def main():
         torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, best=best, vocab_size=len(tok.vocab), arch=model.arch, val=val), path + ".tmp")
         os.replace(path + ".tmp", path)
 
+    def stored(v):
+        """A snapshot's copy of a tensor: float16 under --snapshot-half (floating-point tensors only)."""
+        return v.half() if a.snapshot_half and v.is_floating_point() else v
+
     def snapshots():
         while snap_at and progress(step) >= snap_at[0]:
             f = snap_at.pop(0)
-            half = lambda v: v.half() if a.snapshot_half and v.is_floating_point() else v  # noqa: E731
-            torch.save(dict(model={kk: half(v.cpu()) for kk, v in model.state_dict().items()}, step=step, vocab_size=len(tok.vocab), arch=model.arch, fraction=f),
+            torch.save(dict(model={kk: stored(v.cpu()) for kk, v in model.state_dict().items()}, step=step, vocab_size=len(tok.vocab), arch=model.arch, fraction=f),
                        os.path.join(a.snapshot_dir, f"snapshot-{round(f * 100):03d}.pt"))
             print(f"snapshot at {f:.2f} of the run, step {step}", flush=True)
 

@@ -27,7 +27,7 @@ const GRID = [1e-4, 3e-4, 1e-3, 3e-3, ...Array.from({ length: 99 }, (_, i) => (i
 const MASK_STEP = 0.025;
 const MASK_GRID = Array.from({ length: 37 }, (_, i) => 0.05 + MASK_STEP * i);
 const MASK_BASE = 18;
-/** A serving choice fitted on val (second look, mask threshold, largest component) must raise a structure's mean val Dice by this much. */
+/** A serving choice fitted on val (second look, image TTA, mask threshold, largest component) must raise a structure's mean val Dice by this much. */
 const MIN_GAIN = 0.005;
 
 /**
@@ -320,9 +320,9 @@ const TTA_COUNTS = [2, 4];
  */
 async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], zoom: string[], progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
   const vocab = ctx.pipeline.vocabulary;
-  const rows = new Map<string, number[][]>(); // slug -> per case: Dice at [0, ...TTA_COUNTS]
+  const rows: { slug: string; diceAt: number[] }[] = []; // per present case: Dice with [0, ...TTA_COUNTS] copies
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
-  const counts = [...TTA_COUNTS].sort((a, b) => b - a);
+  const largestFirst = [...TTA_COUNTS].sort((a, b) => b - a);
   let done = 0;
   for (const { id, cases } of plan) {
     const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
@@ -331,24 +331,31 @@ async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: st
     for (const c of cases) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const byCount = new Map<number, Awaited<ReturnType<typeof segment>>>();
-      for (const n of [...counts, 0]) byCount.set(n, await segment(ctx.pipeline, { image, prompts, modelId, calibrated: false, zoom, ttaImage: n }));
+      for (const n of [...largestFirst, 0]) byCount.set(n, await segment(ctx.pipeline, { image, prompts, modelId, calibrated: false, zoom, ttaImage: n }));
       const plain = byCount.get(0)!;
       for (const [k, slug] of slugs.entries()) {
         const gt = await readCaseMask(dataRoot, id, slug, c, { width: plain.width, height: plain.height });
         if (!gt.some((v) => v === 1)) continue;
-        rows.set(slug, [...(rows.get(slug) ?? []), [0, ...TTA_COUNTS].map((n) => dice(byCount.get(n)!.results[k].mask, gt))]);
+        rows.push({ slug, diceAt: [0, ...TTA_COUNTS].map((n) => dice(byCount.get(n)!.results[k].mask, gt)) });
       }
       progress?.(++done, total, `${id} (image augmentation)`);
     }
   }
+  return chooseTtaCounts(rows);
+}
+
+/**
+ * Per structure, from each present case's Dice with [0, ...TTA_COUNTS] image copies: where the best
+ * count raises mean Dice by at least MIN_GAIN (half a point), the cheapest count within a quarter point of it.
+ */
+export function chooseTtaCounts(rows: { slug: string; diceAt: number[] }[]): { chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> } {
   const chosen: Record<string, number> = {};
   const gain: Record<string, { n: number; gain: Record<string, number> }> = {};
-  for (const [slug, list] of [...rows.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    const g = TTA_COUNTS.map((_, j) => list.reduce((s, r) => s + r[j + 1] - r[0], 0) / list.length);
+  for (const [slug, list] of bySlug(rows)) {
+    const g = TTA_COUNTS.map((_, j) => list.reduce((s, r) => s + r.diceAt[j + 1] - r.diceAt[0], 0) / list.length);
     gain[slug] = { n: list.length, gain: Object.fromEntries(TTA_COUNTS.map((n, j) => [String(n), Math.round(g[j] * 1e4) / 1e4])) };
     const best = Math.max(...g);
-    if (best < MIN_GAIN) continue;
-    chosen[slug] = TTA_COUNTS[g.findIndex((v) => v >= best - MIN_GAIN / 2)];
+    if (best >= MIN_GAIN) chosen[slug] = TTA_COUNTS[g.findIndex((v) => v >= best - MIN_GAIN / 2)];
   }
   return { chosen, gain };
 }

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { fitPlatt, fitTemperature, oodScore } from '../../src/core/trust/calibration.js';
 import { sigmoid } from '../../src/core/trust/scores.js';
 import { dice, seededRandom } from '../../src/eval/metrics.js';
-import { chooseLargestComponent, chooseMaskThresholds, diceByThreshold } from '../../src/eval/calibrate.js';
+import { chooseLargestComponent, chooseMaskThresholds, chooseTtaCounts, diceByThreshold } from '../../src/eval/calibrate.js';
 import { keepLargestComponent } from '../../src/core/pipeline/segment.js';
 
 describe('calibration fitting', () => {
@@ -104,5 +104,24 @@ describe('calibration fitting', () => {
     expect(gain.polyp).toEqual({ mean: 0.008, n: 5 });
     expect(gain.lungs.mean).toBeCloseTo(-0.37, 4);
     expect(gain.heart.mean).toBeCloseTo(0.0025, 4);
+  });
+
+  it('gives image TTA to the structures it helped by half a point, at the cheapest count near the best', () => {
+    const rows = [
+      // 2 copies lose, 4 gain 2 points: 4
+      ...Array.from({ length: 4 }, () => ({ slug: 'flair_abnormality', diceAt: [0.7, 0.69, 0.72] })),
+      // 2 copies gain 0.4, 4 gain 0.6: 2 is within a quarter point of the best, and cheaper
+      ...Array.from({ length: 4 }, () => ({ slug: 'cell_membranes', diceAt: [0.77, 0.774, 0.776] })),
+      // 2 copies gain 0.3, 4 gain 0.6: 2 is not within a quarter point
+      ...Array.from({ length: 4 }, () => ({ slug: 'polyp', diceAt: [0.8, 0.803, 0.806] })),
+      // the best gain is under half a point: nothing
+      ...Array.from({ length: 4 }, () => ({ slug: 'heart', diceAt: [0.93, 0.932, 0.934] })),
+      ...Array.from({ length: 4 }, () => ({ slug: 'myocardium', diceAt: [0.85, 0.84, 0.83] })),
+    ];
+    const { chosen, gain } = chooseTtaCounts(rows);
+    expect(chosen).toEqual({ cell_membranes: 2, flair_abnormality: 4, polyp: 4 });
+    expect(gain.flair_abnormality).toEqual({ n: 4, gain: { '2': -0.01, '4': 0.02 } });
+    expect(gain.myocardium.gain['4']).toBeCloseTo(-0.02, 4);
+    expect(Object.keys(gain)).toEqual(['cell_membranes', 'flair_abnormality', 'heart', 'myocardium', 'polyp']);
   });
 });

@@ -191,8 +191,8 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   const tta = req.tta ?? 0;
   if (!(Number.isInteger(tta) && tta >= 0 && tta <= TTA_TEMPLATES.length)) fail('invalid_argument', `tta must be a whole number from 0 to ${TTA_TEMPLATES.length}`, 'tta');
   const ttaImage = req.ttaImage ?? 'auto';
-  const ttaCounts = typeof ttaImage === 'number' ? [ttaImage] : Object.values(ttaImage === 'auto' ? {} : ttaImage);
-  if (ttaImage !== 'auto' && !ttaCounts.every((n) => Number.isInteger(n) && n >= 0 && n <= IMAGE_TRANSFORMS.length)) fail('invalid_argument', `tta_image must be 'auto' or a whole number from 0 to ${IMAGE_TRANSFORMS.length}`, 'tta_image');
+  const ttaCounts = typeof ttaImage === 'number' ? [ttaImage] : ttaImage === 'auto' ? [] : Object.values(ttaImage);
+  if (!ttaCounts.every((n) => Number.isInteger(n) && n >= 0 && n <= IMAGE_TRANSFORMS.length)) fail('invalid_argument', `tta_image must be 'auto' or a whole number from 0 to ${IMAGE_TRANSFORMS.length}`, 'tta_image');
   const baseStructures = req.prompts.map((p) => ctx.vocabulary.match(p));
   const all = [...req.prompts];
   const owner = req.prompts.map((_, i) => i);
