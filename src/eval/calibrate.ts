@@ -13,6 +13,7 @@ export interface CalibrateOptions {
   modelId?: string;
   dataRoot: string;
   split?: 'val' | 'train';
+  /** Val cases per dataset, spread over the split (default 60). */
   limitPerDataset?: number;
   /** Train-split images per dataset for the out-of-distribution statistics. */
   trainLimit?: number;
@@ -39,7 +40,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const model = ctx.pipeline.registry.get(o.modelId);
   const entry = model.entry;
   const split = o.split ?? 'val';
-  const limit = o.limitPerDataset ?? 40;
+  const limit = o.limitPerDataset ?? 60;
   const pixels = o.pixelsPerCase ?? 1500;
   const vocab = ctx.pipeline.vocabulary;
   const index = JSON.parse(readFileSync(path.join(o.dataRoot, 'index.json'), 'utf8')) as { id: string }[];
@@ -311,7 +312,7 @@ async function chooseZoomStructures(ctx: ServiceContext, modelId: string, dataRo
 }
 
 /** Image transform counts tried per structure by the calibration (the first n of IMAGE_TRANSFORMS that suit the structure). */
-const TTA_COUNTS = [2, 4];
+const TTA_COUNTS = [2, 4, 6];
 
 /**
  * Per structure, the image-side test-time augmentation count that raises mean val Dice by at least

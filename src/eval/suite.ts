@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { IMAGE_TRANSFORMS } from '../core/pipeline/image-tta.js';
 
 export const SuiteSchema = z.object({
   name: z.string().min(1),
@@ -14,7 +15,7 @@ export const SuiteSchema = z.object({
   limit_per_dataset: z.number().int().positive().nullable().default(null),
   threshold: z.number().gt(0).lt(1).optional().describe('One mask threshold for every structure; left out, each structure gets what the segment operation serves by default (its threshold fitted on val where the calibration has one, else 0.5).'),
   tta: z.number().int().min(0).max(8).default(0).describe('Text-side test-time augmentation (paraphrases per prompt), as the segment operation takes it.'),
-  tta_image: z.union([z.literal('auto'), z.number().int().min(0).max(6)]).default('auto').describe("Image-side test-time augmentation (transformed copies), as the segment operation takes it; auto: what the operation serves by default (the calibration's per-structure counts)."),
+  tta_image: z.union([z.literal('auto'), z.number().int().min(0).max(IMAGE_TRANSFORMS.length)]).default('auto').describe("Image-side test-time augmentation (transformed copies), as the segment operation takes it; auto: what the operation serves by default (the calibration's per-structure counts)."),
   nsd_tolerance_px: z.number().nonnegative().default(2),
   nsd_tolerance_mm: z.number().nonnegative().default(2).describe('Used instead of the pixel tolerance when the image carries its spacing (DICOM, NIfTI).'),
   ood_probe_per_kind: z.number().int().min(0).max(50).default(8).describe('Non-medical images made by code per kind (noise, gradient, pattern, text, scene) run through each model to measure out-of-distribution flagging; 0 = off.'),

@@ -11,6 +11,7 @@ import { getResultArtifact, getVolumeMask } from '../service/result-artifacts.js
 import { startServer } from './serve.js';
 import { runMcpStdio } from '../mcp/stdio.js';
 import { evaluateSuite } from '../eval/eval-command.js';
+import { IMAGE_TRANSFORMS } from '../core/pipeline/image-tta.js';
 import { fitCalibration, writeCalibration } from '../eval/calibrate.js';
 import { PROJECT_ROOT } from '../config/env.js';
 import { ModelRegistry } from '../core/models/registry.js';
@@ -29,7 +30,8 @@ usage:
                                            evaluate models on labelled data (eval/README.md)
   promptseg calibrate [--model ID] [--data DIR] [--limit N]
                                            fit calibration, OOD statistics, verdict and conformal
-                                           thresholds on the val split; writes models/<id>/calibration.json
+                                           thresholds on the val split (--limit: cases per dataset,
+                                           default 60); writes models/<id>/calibration.json
   promptseg models list                    list models (installed, size, licence)
   promptseg models pull <id> [<id> ...]   download model bundles from the hub (HF_ENDPOINT for a mirror),
                                            resumable, sha256-verified against the manifest
@@ -137,7 +139,7 @@ async function calibrateCommand(config: ReturnType<typeof loadConfig>, args: str
   const v = parsed.values;
   const dataRoot = v.data ?? path.resolve(PROJECT_ROOT, '..', 'shared', 'data', 'medseg2d');
   if (!existsSync(path.join(dataRoot, 'index.json'))) throw new UsageError(`no labelled data at ${dataRoot} (give --data DIR in the medseg2d layout)`);
-  const limit = v.limit === undefined ? 40 : Number(v.limit);
+  const limit = v.limit === undefined ? 60 : Number(v.limit);
   if (!(Number.isInteger(limit) && limit > 0)) throw new UsageError('--limit is a positive whole number');
   const ctx = createServiceContext(config);
   const t0 = Date.now();
@@ -167,7 +169,7 @@ async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]
     if (!(Number.isInteger(n) && n >= 0 && n <= max)) throw new UsageError(`--${name} is a whole number from 0 to ${max}${name === 'tta-image' ? ', or auto' : ''}`);
     return n;
   };
-  const tta = count(values.tta, 'tta', 8), ttaImage = values['tta-image'] === 'auto' ? 'auto' : count(values['tta-image'], 'tta-image', 6);
+  const tta = count(values.tta, 'tta', 8), ttaImage = values['tta-image'] === 'auto' ? 'auto' : count(values['tta-image'], 'tta-image', IMAGE_TRANSFORMS.length);
   const suiteFile = positionals[0];
   if (!existsSync(suiteFile)) throw new UsageError(`no suite file ${suiteFile}`);
   const outDir = values.out ?? path.join('runs', path.basename(suiteFile, '.json') + `-${values.split ?? 'suite'}${limit ? `-limit${limit}` : ''}${tta ? `-tta${tta}` : ''}${ttaImage !== undefined && ttaImage !== 'auto' ? `-ttaimg${ttaImage}` : ''}`);

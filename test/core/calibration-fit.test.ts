@@ -107,21 +107,26 @@ describe('calibration fitting', () => {
   });
 
   it('gives image TTA to the structures it helped by half a point, at the cheapest count near the best', () => {
+    // Dice with 0, 2, 4 and 6 copies
     const rows = [
-      // 2 copies lose, 4 gain 2 points: 4
-      ...Array.from({ length: 4 }, () => ({ slug: 'flair_abnormality', diceAt: [0.7, 0.69, 0.72] })),
+      // 2 copies lose, 4 gain 2 points, 6 gain 1.5: 4
+      ...Array.from({ length: 4 }, () => ({ slug: 'flair_abnormality', diceAt: [0.7, 0.69, 0.72, 0.715] })),
       // 2 copies gain 0.4, 4 gain 0.6: 2 is within a quarter point of the best, and cheaper
-      ...Array.from({ length: 4 }, () => ({ slug: 'cell_membranes', diceAt: [0.77, 0.774, 0.776] })),
+      ...Array.from({ length: 4 }, () => ({ slug: 'cell_membranes', diceAt: [0.77, 0.774, 0.776, 0.775] })),
       // 2 copies gain 0.3, 4 gain 0.6: 2 is not within a quarter point
-      ...Array.from({ length: 4 }, () => ({ slug: 'polyp', diceAt: [0.8, 0.803, 0.806] })),
+      ...Array.from({ length: 4 }, () => ({ slug: 'polyp', diceAt: [0.8, 0.803, 0.806, 0.805] })),
+      // 6 gain 0.8, 4 gain 0.65: 4
+      ...Array.from({ length: 4 }, () => ({ slug: 'retinal_vessels', diceAt: [0.76, 0.762, 0.7665, 0.768] })),
+      // only 6 gain: 6
+      ...Array.from({ length: 4 }, () => ({ slug: 'liver', diceAt: [0.7, 0.7, 0.7, 0.71] })),
       // the best gain is under half a point: nothing
-      ...Array.from({ length: 4 }, () => ({ slug: 'heart', diceAt: [0.93, 0.932, 0.934] })),
-      ...Array.from({ length: 4 }, () => ({ slug: 'myocardium', diceAt: [0.85, 0.84, 0.83] })),
+      ...Array.from({ length: 4 }, () => ({ slug: 'heart', diceAt: [0.93, 0.932, 0.934, 0.933] })),
+      ...Array.from({ length: 4 }, () => ({ slug: 'myocardium', diceAt: [0.85, 0.84, 0.83, 0.82] })),
     ];
     const { chosen, gain } = chooseTtaCounts(rows);
-    expect(chosen).toEqual({ cell_membranes: 2, flair_abnormality: 4, polyp: 4 });
-    expect(gain.flair_abnormality).toEqual({ n: 4, gain: { '2': -0.01, '4': 0.02 } });
-    expect(gain.myocardium.gain['4']).toBeCloseTo(-0.02, 4);
-    expect(Object.keys(gain)).toEqual(['cell_membranes', 'flair_abnormality', 'heart', 'myocardium', 'polyp']);
+    expect(chosen).toEqual({ cell_membranes: 2, flair_abnormality: 4, liver: 6, polyp: 4, retinal_vessels: 4 });
+    expect(gain.flair_abnormality).toEqual({ n: 4, gain: { '2': -0.01, '4': 0.02, '6': 0.015 } });
+    expect(gain.myocardium.gain['6']).toBeCloseTo(-0.03, 4);
+    expect(Object.keys(gain)).toEqual(['cell_membranes', 'flair_abnormality', 'heart', 'liver', 'myocardium', 'polyp', 'retinal_vessels']);
   });
 });

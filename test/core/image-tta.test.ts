@@ -5,7 +5,7 @@ import { ModelRegistry } from '../../src/core/models/registry.js';
 import { calibrationFor, createPipelineContext, segment } from '../../src/core/pipeline/segment.js';
 import { Vocabulary } from '../../src/core/vocabulary.js';
 import type { RasterImage } from '../../src/core/image/raster.js';
-import { chestLikePng } from '../helpers/fixtures.js';
+import { chestLikePng, greyPng } from '../helpers/fixtures.js';
 import { decodeImage } from '../../src/core/image/decode.js';
 import { MODELS_DIR, ROOT } from '../helpers/project.js';
 
@@ -15,7 +15,7 @@ describe('image-side test-time augmentation', () => {
     const data = new Uint8Array(w * h * 3);
     for (let i = 0; i < w * h; i++) data.fill((i * 37) % 251, i * 3, i * 3 + 3);
     const image: RasterImage = { width: w, height: h, data, format: 'png' };
-    for (const tf of IMAGE_TRANSFORMS) {
+    for (const tf of IMAGE_TRANSFORMS.filter((tf) => !tf.name.startsWith('scale'))) {
       const t = tf.apply(image);
       // a "model" whose logit at a pixel is that pixel's red value, read on the transformed image
       const grid = { width: w, height: h, data: Float32Array.from({ length: w * h }, (_, i) => t.data[i * 3]) };
@@ -31,6 +31,25 @@ describe('image-side test-time augmentation', () => {
         }
       }
       expect(checked).toBeGreaterThan(500);
+    }
+  });
+
+  it('the scale transforms resample about the centre and their inverse undoes them', () => {
+    const w = 48, h = 36;
+    const data = new Uint8Array(w * h * 3);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data.fill(3 * x + 2 * y, (y * w + x) * 3, (y * w + x) * 3 + 3); // a ramp: bilinear keeps it
+    const image: RasterImage = { width: w, height: h, data, format: 'png' };
+    const scales = IMAGE_TRANSFORMS.filter((tf) => tf.name.startsWith('scale'));
+    expect(scales.map((tf) => tf.name)).toEqual(['scale_1.1', 'scale_0.9']);
+    for (const tf of scales) {
+      const s = Number(tf.name.split('_')[1]);
+      const t = tf.apply(image);
+      // a pixel of the transformed image shows the original at centre + (p - centre) / s
+      const at = (x: number, y: number) => t.data[(y * w + x) * 3];
+      expect(Math.abs(at(40, 30) - (3 * ((40.5 - w / 2) / s + w / 2 - 0.5) + 2 * ((30.5 - h / 2) / s + h / 2 - 0.5)))).toBeLessThanOrEqual(0.5);
+      const grid = { width: w, height: h, data: Float32Array.from({ length: w * h }, (_, i) => t.data[i * 3]) };
+      const back = tf.invert(grid);
+      for (let y = 3; y < h - 3; y++) for (let x = 3; x < w - 3; x++) expect(Math.abs(back.data[y * w + x] - data[(y * w + x) * 3])).toBeLessThanOrEqual(1);
     }
   });
 
@@ -55,6 +74,26 @@ describe('image-side test-time augmentation', () => {
       expect(left).toBeGreaterThan(4 * right);
       const lesion = await segment(ctx, { image, prompts: ['skin lesion', 'left lung'], ttaImage: 1 });
       expect(lesion.tta!.imageTransforms).toEqual(['hflip', 'gamma_0.8']); // hflip for the lesion only
+    });
+
+    it('redraws a zoomed prompt\'s crop, not the whole image, and keeps its first look\'s presence', async () => {
+      // a bright disc on a dark ground, which the built-in model takes for a left ventricle (presence
+      // about 0.9): small enough for the second, closer look
+      const image = await decodeImage(await greyPng(200, 160, (x, y) => ((x - 110) ** 2 + (y - 80) ** 2 < 25 ** 2 ? 220 : 40)), { maxPixels: 4e7 });
+      const once = await segment(ctx, { image, prompts: ['left ventricle'], zoom: true, ttaImage: 0 });
+      expect(once.results[0].zoomed).toBe(true);
+      const tta = await segment(ctx, { image, prompts: ['left ventricle'], zoom: true, ttaImage: 4 });
+      const r = tta.results[0];
+      expect(r.zoomed).toBe(true);
+      expect(tta.tta!.imageTransforms).toHaveLength(4);
+      expect(r.ttaStd).toBeDefined();
+      // the members are crops pasted over the first look: outside the crop they all agree
+      const far = r.ttaStd!.filter((_, i) => Math.abs((i % image.width) - 110) > 60 || Math.abs(Math.floor(i / image.width) - 80) > 60);
+      expect(far.length).toBeGreaterThan(1000);
+      expect(Math.max(...far)).toBeLessThan(1e-6);
+      expect(Math.max(...r.ttaStd!)).toBeGreaterThan(0); // inside it they differ
+      expect(r.presence).toBeCloseTo(once.results[0].presence, 9); // presence is the whole image's first look
+      expect(r.mask.reduce((a, v) => a + v, 0)).toBeGreaterThan(0);
     });
 
     it('gives each structure its own count: by slug, or by default from the calibration', async () => {

@@ -38,6 +38,31 @@ function flipPlane<T extends Uint8Array | Float32Array>(src: T, w: number, h: nu
   return out;
 }
 
+/**
+ * Scales every plane by s about the image centre (bilinear; beyond the edges the nearest edge pixel):
+ * s < 1 shows the whole image smaller, s > 1 a closer view of its centre.
+ */
+function scalePlane<T extends Uint8Array | Float32Array>(src: T, w: number, h: number, ch: number, s: number): T {
+  const out = new (src.constructor as new (n: number) => T)(src.length);
+  const round = src instanceof Uint8Array;
+  const cx = w / 2, cy = h / 2;
+  for (let y = 0; y < h; y++) {
+    const sy = Math.min(h - 1, Math.max(0, (y + 0.5 - cy) / s + cy - 0.5));
+    const y0 = Math.floor(sy), y1 = Math.min(h - 1, y0 + 1), fy = sy - y0;
+    for (let x = 0; x < w; x++) {
+      const sx = Math.min(w - 1, Math.max(0, (x + 0.5 - cx) / s + cx - 0.5));
+      const x0 = Math.floor(sx), x1 = Math.min(w - 1, x0 + 1), fx = sx - x0;
+      for (let c = 0; c < ch; c++) {
+        const a = src[(y0 * w + x0) * ch + c] * (1 - fx) + src[(y0 * w + x1) * ch + c] * fx;
+        const b = src[(y1 * w + x0) * ch + c] * (1 - fx) + src[(y1 * w + x1) * ch + c] * fx;
+        const v = a * (1 - fy) + b * fy;
+        out[(y * w + x) * ch + c] = round ? Math.round(v) : v;
+      }
+    }
+  }
+  return out;
+}
+
 function geometric(name: string, flips: boolean, move: <T extends Uint8Array | Float32Array>(p: T, w: number, h: number, ch: number, inverse: boolean) => T): ImageTransform {
   return {
     name,
@@ -79,6 +104,8 @@ export const IMAGE_TRANSFORMS: ImageTransform[] = [
     const d = shiftBy({ width: w, height: h });
     return shiftPlane(p, w, h, ch, inv ? d : -d, inv ? d : -d);
   }),
+  geometric('scale_1.1', false, (p, w, h, ch, inv) => scalePlane(p, w, h, ch, inv ? 1 / 1.1 : 1.1)),
+  geometric('scale_0.9', false, (p, w, h, ch, inv) => scalePlane(p, w, h, ch, inv ? 1 / 0.9 : 0.9)),
   geometric('vflip', true, (p, w, h, ch) => flipPlane(p, w, h, ch, false)),
 ];
 

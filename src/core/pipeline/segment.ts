@@ -227,13 +227,16 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     return req.zoom === true || (calZoom ?? []).includes(st.slug);
   };
   const zoomed: boolean[] = req.prompts.map(() => false);
+  // per zoomed prompt: its square, the crop, and the first look's logits (image TTA below redraws the crop)
+  const closer: ({ sq: { left: number; top: number; side: number }; crop: RasterImage; first: FloatGrid } | undefined)[] = req.prompts.map(() => undefined);
   for (let i = 0; i < req.prompts.length; i++) {
     if (!zoomFor(i) || sigmoid(presenceLogit[i]) < 0.5) continue;
     const box = boxOf(logits[i], 0, image.width, image.height, 0);
     const sq = box && zoomSquare(box, image.width, image.height, entry.input.size);
     if (!sq) continue;
     const crop = cropSquare(image, sq);
-    const out = await runWhole(ctx, model, entry, crop, `${imageSha256}:zoom:${sq.left}:${sq.top}:${sq.side}`, [embeds[i]], timings, hit);
+    const out = await runWhole(ctx, model, entry, crop, zoomKey(imageSha256, sq), [embeds[i]], timings, hit);
+    closer[i] = { sq, crop, first: logits[i] };
     logits[i] = pasteSquare(logits[i], out.logits[0], sq);
     zoomed[i] = true;
   }
@@ -256,16 +259,28 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   const allowed = req.prompts.map((_, i) => IMAGE_TRANSFORMS.filter((tf) => !tf.flips || flipSafe(baseStructures[i])).slice(0, ttaFor(i)));
   const transforms = IMAGE_TRANSFORMS.filter((tf) => allowed.some((a) => a.includes(tf)));
   for (const tf of transforms) {
-    const timg = tf.apply(image);
     const idx = req.prompts.map((_, i) => i).filter((i) => allowed[i].includes(tf));
-    const out = await decodeViews(ctx, model, entry, timg, `${imageSha256}:tta:${tf.name}`, idx, structures, modes, embeds, timings, hit);
-    idx.forEach((i) => {
-      logits.push(tf.invert(out.logits[i]));
-      presenceLogit.push(out.presenceLogit[i]);
-      iouLogit.push(out.iouLogit[i]);
-      similarity.push(out.similarity[i]);
+    // whole-image prompts see the transformed image; zoomed prompts the transformed crop (averaging a
+    // closer look with distant ones would undo it), pasted over the first look as the zoom itself is,
+    // and keep the first look's presence, quality and similarity (a crop is chosen to contain the structure)
+    const wholeIdx = idx.filter((i) => !closer[i]);
+    const out = wholeIdx.length ? await decodeViews(ctx, model, entry, tf.apply(image), `${imageSha256}:tta:${tf.name}`, wholeIdx, structures, modes, embeds, timings, hit) : undefined;
+    for (const i of idx) {
+      const z = closer[i];
+      if (z) {
+        const c = await runWhole(ctx, model, entry, tf.apply(z.crop), `${zoomKey(imageSha256, z.sq)}:tta:${tf.name}`, [embeds[i]], timings, hit);
+        logits.push(pasteSquare(z.first, tf.invert(c.logits[0]), z.sq));
+        presenceLogit.push(presenceLogit[i]);
+        iouLogit.push(iouLogit[i]);
+        similarity.push(similarity[i]);
+      } else {
+        logits.push(tf.invert(out!.logits[i]));
+        presenceLogit.push(out!.presenceLogit[i]);
+        iouLogit.push(out!.iouLogit[i]);
+        similarity.push(out!.similarity[i]);
+      }
       owner.push(i);
-    });
+    }
   }
 
   t = now();
@@ -375,6 +390,8 @@ interface DecodedAll {
  * Decodes the prompts `idx` (indices into structures/modes/embeds) on one image: CT from DICOM is
  * seen through each structure's window, thin structures in native tiles, the rest whole.
  */
+const zoomKey = (sha: string, sq: { left: number; top: number; side: number }) => `${sha}:zoom:${sq.left}:${sq.top}:${sq.side}`;
+
 async function decodeViews(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, imageSha256: string, idxAll: number[], structures: (Structure | undefined)[], modes: ('whole' | 'tiled')[], embeds: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedAll> {
   const n = Math.max(0, ...idxAll.map((i) => i + 1));
   const logits: FloatGrid[] = new Array(n);

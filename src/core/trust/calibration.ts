@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { sigmoid } from './scores.js';
+import { IMAGE_TRANSFORMS } from '../pipeline/image-tta.js';
 
 /** k nearest-neighbour statistics of image features over training images, per training dataset. */
 const OodStatsSchema = z.object({
@@ -51,7 +52,7 @@ export const CalibrationSchema = z.object({
   /** What the choice was made from: per structure, the mean val Dice change and the cases. */
   largest_component_gain: z.record(z.string(), z.object({ mean: z.number(), n: z.number().int() })).optional(),
   /** Per structure: how many image transforms (tta_image) to average by default, for the structures where that raised mean val Dice by at least half a point. */
-  tta_image: z.record(z.string(), z.number().int().min(1).max(6)).optional(),
+  tta_image: z.record(z.string(), z.number().int().min(1).max(IMAGE_TRANSFORMS.length)).optional(),
   /** What the choice was made from: per structure, the mean val Dice change for each count tried and the cases. */
   tta_image_gain: z.record(z.string(), z.object({ n: z.number().int(), gain: z.record(z.string(), z.number()) })).optional(),
   conformal: z.record(z.string(), z.record(z.string(), z.number())).describe('structure slug -> nominal recall ("0.9") -> probability threshold'),

@@ -4,6 +4,7 @@ import { fail, ok } from '../../core/errors.js';
 import { maskToCocoRle, maskToPng, maskToPolygons } from '../../core/image/mask-encode.js';
 import { renderOverlay } from '../../core/image/overlay.js';
 import { segment } from '../../core/pipeline/segment.js';
+import { IMAGE_TRANSFORMS } from '../../core/pipeline/image-tta.js';
 import { count, type ServiceContext } from '../context.js';
 import type { SegmentResult } from '../../core/pipeline/segment.js';
 import type { RasterImage } from '../../core/image/raster.js';
@@ -22,7 +23,7 @@ export const SegmentInputSchema = z.object({
   outputs: z.array(z.enum(['png', 'rle', 'polygons'])).default([]).describe('Mask encodings to include inline; the mask is always downloadable by mask_url / mask_uri.'),
   overlay: z.boolean().default(false).describe('Include a preview PNG of the masks over the image (longer side at most 512 px).'),
   tta: z.number().int().min(0).max(8).default(0).describe('Test-time augmentation: average this many paraphrases of each prompt (they reuse the cached image features, about one decoder pass each) and report their disagreement. 0 = off.'),
-  tta_image: z.union([z.literal('auto'), z.number().int().min(0).max(6)]).default('auto').describe("Image-side test-time augmentation: average this many transformed copies of the image (a horizontal flip only for structures that are neither lateral nor thoracic; gamma 0.8/1.25; shifts of 3%). Each costs one image-encoder pass. 0 = off; auto: the count the model's calibration chose for each structure where it raised Dice on val (polyps, for example), none for the others, and none where the first look already finds the structure clearly absent."),
+  tta_image: z.union([z.literal('auto'), z.number().int().min(0).max(IMAGE_TRANSFORMS.length)]).default('auto').describe("Image-side test-time augmentation: average this many transformed copies of the image (in order: a horizontal flip, only for structures that are neither lateral nor thoracic; gamma 0.8; a 3% shift; gamma 1.25; a -3% shift; scale 1.1; scale 0.9; a vertical flip, non-lateral non-thoracic only). A prompt that took the second, closer look has its crop transformed instead of the whole image. Each costs one image-encoder pass. 0 = off; auto: the count the model's calibration chose for each structure where it raised Dice on val (polyps, for example), none for the others, and none where the first look already finds the structure clearly absent."),
   conformal_recall: z.enum(['0.8', '0.9', '0.95']).optional().describe('Return conformal masks whose expected recall of the true structure is at least this (thresholds fitted per structure on val; vocabulary structures only).'),
   zoom: z.enum(['auto', 'on', 'off']).default('auto').describe("Second, closer look at small structures (a crop around the first mask, run again). auto: for the structures where it raised Dice on val (the model's calibration lists them)."),
   largest_component: z.enum(['auto', 'on', 'off']).default('auto').describe("Keep only the mask's largest connected component. auto: for the structures where it raised Dice on val (the model's calibration lists them); on: every vocabulary structure; never for conformal masks."),
