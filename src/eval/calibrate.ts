@@ -13,7 +13,7 @@ export interface CalibrateOptions {
   modelId?: string;
   dataRoot: string;
   split?: 'val' | 'train';
-  /** Val cases per dataset, spread over the split (default 60). */
+  /** At most this many val cases per dataset, spread over the split (default: every val case). */
   limitPerDataset?: number;
   /** Train-split images per dataset for the out-of-distribution statistics. */
   trainLimit?: number;
@@ -40,7 +40,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const model = ctx.pipeline.registry.get(o.modelId);
   const entry = model.entry;
   const split = o.split ?? 'val';
-  const limit = o.limitPerDataset ?? 60;
+  const limit = o.limitPerDataset ?? Infinity;
   const pixels = o.pixelsPerCase ?? 1500;
   const vocab = ctx.pipeline.vocabulary;
   const index = JSON.parse(readFileSync(path.join(o.dataRoot, 'index.json'), 'utf8')) as { id: string }[];

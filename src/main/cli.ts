@@ -30,8 +30,8 @@ usage:
                                            evaluate models on labelled data (eval/README.md)
   promptseg calibrate [--model ID] [--data DIR] [--limit N]
                                            fit calibration, OOD statistics, verdict and conformal
-                                           thresholds on the val split (--limit: cases per dataset,
-                                           default 60); writes models/<id>/calibration.json
+                                           thresholds on the val split (every case; --limit N: at
+                                           most N per dataset); writes models/<id>/calibration.json
   promptseg models list                    list models (installed, size, licence)
   promptseg models pull <id> [<id> ...]   download model bundles from the hub (HF_ENDPOINT for a mirror),
                                            resumable, sha256-verified against the manifest
@@ -139,11 +139,17 @@ async function calibrateCommand(config: ReturnType<typeof loadConfig>, args: str
   const v = parsed.values;
   const dataRoot = v.data ?? path.resolve(PROJECT_ROOT, '..', 'shared', 'data', 'medseg2d');
   if (!existsSync(path.join(dataRoot, 'index.json'))) throw new UsageError(`no labelled data at ${dataRoot} (give --data DIR in the medseg2d layout)`);
-  const limit = v.limit === undefined ? 60 : Number(v.limit);
-  if (!(Number.isInteger(limit) && limit > 0)) throw new UsageError('--limit is a positive whole number');
+  const limit = v.limit === undefined ? undefined : Number(v.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new UsageError('--limit is a positive whole number');
   const ctx = createServiceContext(config);
-  const t0 = Date.now();
-  const cal = await fitCalibration(ctx, { modelId: v.model, dataRoot, limitPerDataset: limit, progress: (d, t, label) => progressBar(d, t, t0, label) });
+  // calibration makes several passes over the cases, each counting from 1: the ETA is per pass
+  let passStart = Date.now(), last = 0;
+  const progress = (d: number, t: number, label: string) => {
+    if (d < last) passStart = Date.now();
+    last = d;
+    progressBar(d, t, passStart, label);
+  };
+  const cal = await fitCalibration(ctx, { modelId: v.model, dataRoot, limitPerDataset: limit, progress });
   process.stderr.write('\n');
   const file = writeCalibration(ctx, v.model, cal);
   await disposeServiceContext(ctx);

@@ -15,7 +15,7 @@ import type { Structure, Vocabulary } from '../vocabulary.js';
 import { Lru } from './lru.js';
 import { appearanceDescriptor } from '../trust/appearance.js';
 import { IMAGE_TRANSFORMS, THORAX_REGIONS } from './image-tta.js';
-import { cropSquare, pasteSquare, zoomSquare } from './zoom.js';
+import { cropSquare, pasteSquare, zoomSquare, type Square } from './zoom.js';
 
 /** What the pipeline needs; created once per process and shared by every front door. */
 export interface PipelineContext {
@@ -228,7 +228,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   };
   const zoomed: boolean[] = req.prompts.map(() => false);
   // per zoomed prompt: its square, the crop, and the first look's logits (image TTA below redraws the crop)
-  const closer: ({ sq: { left: number; top: number; side: number }; crop: RasterImage; first: FloatGrid } | undefined)[] = req.prompts.map(() => undefined);
+  const closer: ({ sq: Square; crop: RasterImage; first: FloatGrid } | undefined)[] = req.prompts.map(() => undefined);
   for (let i = 0; i < req.prompts.length; i++) {
     if (!zoomFor(i) || sigmoid(presenceLogit[i]) < 0.5) continue;
     const box = boxOf(logits[i], 0, image.width, image.height, 0);
@@ -386,12 +386,13 @@ interface DecodedAll {
   embedding?: Float32Array;
 }
 
+/** Feature-cache key of a second look's crop. */
+const zoomKey = (sha: string, sq: Square) => `${sha}:zoom:${sq.left}:${sq.top}:${sq.side}`;
+
 /**
  * Decodes the prompts `idx` (indices into structures/modes/embeds) on one image: CT from DICOM is
  * seen through each structure's window, thin structures in native tiles, the rest whole.
  */
-const zoomKey = (sha: string, sq: { left: number; top: number; side: number }) => `${sha}:zoom:${sq.left}:${sq.top}:${sq.side}`;
-
 async function decodeViews(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, imageSha256: string, idxAll: number[], structures: (Structure | undefined)[], modes: ('whole' | 'tiled')[], embeds: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedAll> {
   const n = Math.max(0, ...idxAll.map((i) => i + 1));
   const logits: FloatGrid[] = new Array(n);

@@ -1,12 +1,19 @@
 import type { FloatGrid, RasterImage } from '../image/raster.js';
 
+/** A square of the image in its pixels (it may reach beyond the edges). */
+export interface Square {
+  left: number;
+  top: number;
+  side: number;
+}
+
 /**
  * The second, closer look at a small structure: a square around the first mask's box, with the
  * margin the built-in model saw in training (each side widened by 37.5% of the box, plus 8 input
  * pixels), cut from the original image (zero padding beyond its edges). Undefined when the square
  * would cover more than 3/4 of the image's longer side: then the first look was already close.
  */
-export function zoomSquare(box: [number, number, number, number], width: number, height: number, inputSize: number): { left: number; top: number; side: number } | undefined {
+export function zoomSquare(box: [number, number, number, number], width: number, height: number, inputSize: number): Square | undefined {
   const [x1, y1, x2, y2] = box;
   const longer = Math.max(width, height);
   const side = Math.round(Math.max(x2 - x1, y2 - y1) * 1.75 + (8 * longer) / inputSize);
@@ -17,7 +24,7 @@ export function zoomSquare(box: [number, number, number, number], width: number,
 }
 
 /** The square cut from the image (RGB; zero outside the image). */
-export function cropSquare(image: RasterImage, sq: { left: number; top: number; side: number }): RasterImage {
+export function cropSquare(image: RasterImage, sq: Square): RasterImage {
   const { left, top, side } = sq;
   const data = new Uint8Array(side * side * 3);
   for (let y = 0; y < side; y++) {
@@ -31,7 +38,7 @@ export function cropSquare(image: RasterImage, sq: { left: number; top: number; 
 }
 
 /** Writes the crop's logits into the full-size grid where the square overlaps the image. */
-export function pasteSquare(full: FloatGrid, crop: FloatGrid, sq: { left: number; top: number; side: number }): FloatGrid {
+export function pasteSquare(full: FloatGrid, crop: FloatGrid, sq: Square): FloatGrid {
   const out = Float32Array.from(full.data);
   for (let y = 0; y < sq.side; y++) {
     const fy = sq.top + y;
