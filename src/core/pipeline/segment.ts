@@ -59,7 +59,7 @@ export interface SegmentRequest {
   tta?: number;
   /**
    * Image-side test-time augmentation: transformed copies of the image (flips only where laterality
-   * allows), averaged. A number applies to every prompt (0 = off); 'auto' (default) gives each
+   * allows; of its crop for a prompt that took the second look), averaged. A number applies to every prompt (0 = off); 'auto' (default) gives each
    * structure the count its calibration found to raise val Dice (none for the others); a record
    * gives counts by structure slug. Counts from a table skip prompts whose first look has raw
    * presence under 0.1.
@@ -226,7 +226,6 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     if (Array.isArray(req.zoom)) return req.zoom.includes(st.slug);
     return req.zoom === true || (calZoom ?? []).includes(st.slug);
   };
-  const zoomed: boolean[] = req.prompts.map(() => false);
   // per zoomed prompt: its square, the crop, and the first look's logits (image TTA below redraws the crop)
   const closer: ({ sq: Square; crop: RasterImage; first: FloatGrid } | undefined)[] = req.prompts.map(() => undefined);
   for (let i = 0; i < req.prompts.length; i++) {
@@ -238,7 +237,6 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     const out = await runWhole(ctx, model, entry, crop, zoomKey(imageSha256, sq), [embeds[i]], timings, hit);
     closer[i] = { sq, crop, first: logits[i] };
     logits[i] = pasteSquare(logits[i], out.logits[0], sq);
-    zoomed[i] = true;
   }
 
   // image-side test-time augmentation: each transform is a new image-encoder pass whose logits are
@@ -352,7 +350,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       largestComponentOnly: lcc,
     });
     if (refined[i]) r.refinedBy = refined[i];
-    if (zoomed[i]) r.zoomed = true;
+    if (closer[i]) r.zoomed = true;
     if (variance[i]) {
       r.ttaStd = variance[i]!.map(Math.sqrt);
       let sum = 0, cnt = 0;
