@@ -18,7 +18,8 @@ def norm(img):
     return (x - MEAN) / STD
 
 
-def encode_text(model, tok, texts):
+def token_batch(tok, texts):
+    """Token ids of the texts, right-padded with 0, and the attention mask: two [N, L] long tensors."""
     ids = [tok.encode(t) for t in texts]
     L = max(len(x) for x in ids)
     it = torch.zeros(len(ids), L, dtype=torch.long)
@@ -26,6 +27,11 @@ def encode_text(model, tok, texts):
     for r, x in enumerate(ids):
         it[r, :len(x)] = torch.tensor(x)
         mt[r, :len(x)] = 1
+    return it, mt
+
+
+def encode_text(model, tok, texts):
+    it, mt = token_batch(tok, texts)
     dev = next(model.parameters()).device
     return model.text(it.to(dev), mt.to(dev))
 

@@ -4,6 +4,14 @@ updates the model's entry in the manifest beside the model folder (files, sha256
 saves the checkpoint's weights alone as weights.pt in that folder.
 
     python3 models/train/export.py [--ckpt best|last|PATH.pt]
+
+A specialist (an image encoder and mask decoder fine-tuned with `train.py --train-only
+image.,decoder.` from the shipped weights, so its text encoder is the shipped one) is exported
+beside the model's own graphs, which stay as they are:
+
+    python3 models/train/export.py --ckpt PATH.pt --specialist NAME --structures slug[,slug]
+writes image_encoder.NAME.onnx and mask_decoder.NAME.onnx, its parity outputs under
+parity.json's "specialists", and its entry in the manifest's `specialists`.
 """
 import argparse, hashlib, json, math, os, sys
 
@@ -14,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from net import FEATURES, from_checkpoint  # noqa: E402
 from tokenizer import WordPiece  # noqa: E402
 from data import SIZE  # noqa: E402
+from evaluate import token_batch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPSET = 14
@@ -96,7 +105,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "promptseg-builtin"))
     ap.add_argument("--ckpt", default="best")
+    ap.add_argument("--specialist", default=None, help="export the checkpoint's image encoder and mask decoder as this specialist of the shipped model")
+    ap.add_argument("--structures", default="", help="with --specialist: comma-separated structure slugs it draws")
     a = ap.parse_args()
+    if a.specialist:
+        return export_specialist(a)
     torch.set_num_threads(2)
     tok = WordPiece.load(a.model_dir)
     # best | last (in train-state/) or the path of a checkpoint file, e.g. a GPU run's snapshot
@@ -105,13 +118,7 @@ def main():
     out = a.model_dir
     img = parity_image()
     prompts = ["left lung", "heart", "banana"]
-    ids = [tok.encode(p) for p in prompts]
-    L = max(len(x) for x in ids)
-    it = torch.zeros(len(ids), L, dtype=torch.long)
-    mt = torch.zeros(len(ids), L, dtype=torch.long)
-    for r, x in enumerate(ids):
-        it[r, :len(x)] = torch.tensor(x)
-        mt[r, :len(x)] = 1
+    it, mt = token_batch(tok, prompts)
     te, ie, de = TextExport(model.text).eval(), ImageExport(model.image).eval(), DecoderExport(model.decoder).eval()
     with torch.no_grad():
         ref_text = model.text(it, mt)
@@ -147,6 +154,7 @@ def main():
     for m in man["models"]:
         if m["dir"] == os.path.basename(os.path.normpath(out)):
             m["files"] = files
+            m.pop("specialists", None)  # fine-tuned from the weights this replaces: export them again
             m["input"]["mask_stride"] = SIZE // outs[0].shape[-1]  # the grid the decoder really draws
             m["training"] = dict(checkpoint=a.ckpt, step=ck["step"], arch=ck.get("arch", {}), val=ck.get("val"))
     json.dump(man, open(man_path, "w"), indent=1)
@@ -155,6 +163,58 @@ def main():
     torch.save(dict(model=ck["model"], step=ck["step"], vocab_size=ck["vocab_size"], arch=ck.get("arch", {})), os.path.join(out, "weights.pt"))
     print(json.dumps(files, indent=1))
     print("presence", [round(float(torch.sigmoid(x)), 3) for x in outs[1]])
+
+
+def export_specialist(a):
+    import re
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", a.specialist) or not a.structures:
+        raise SystemExit("--specialist needs a lower-case name and --structures")
+    torch.set_num_threads(2)
+    out = a.model_dir
+    ck = torch.load(a.ckpt, map_location="cpu")
+    shipped = torch.load(os.path.join(out, "weights.pt"), map_location="cpu")
+    # the specialist reads the shipped text encoder's embeddings: its own must be the same weights
+    diff = [k for k, v in shipped["model"].items() if k.startswith("text.") and not torch.equal(v, ck["model"][k])]
+    if diff:
+        raise SystemExit(f"{a.ckpt}: text encoder differs from the shipped weights.pt ({diff[:4]}); train it with --train-only image.,decoder.")
+    model = from_checkpoint(ck)
+    tok = WordPiece.load(out)
+    ie, de = ImageExport(model.image).eval(), DecoderExport(model.decoder).eval()
+    img = parity_image()
+    prompts = json.load(open(os.path.join(out, "parity.json")))["prompts"]
+    it, mt = token_batch(tok, prompts)
+    names = {"image_encoder": f"image_encoder.{a.specialist}.onnx", "mask_decoder": f"mask_decoder.{a.specialist}.onnx"}
+    with torch.no_grad():
+        emb = TextExport(model.text).eval()(it, mt)
+        feats = ie(img)
+        outs = de(*feats[:POOLED], emb)
+    torch.onnx.export(ie, (img,), os.path.join(out, names["image_encoder"]), opset_version=OPSET,
+                      input_names=["pixel_values"], output_names=FEATS + ["pooled"],
+                      dynamic_axes={"pixel_values": {0: "b"}, **{k: {0: "b"} for k in FEATS + ["pooled"]}})
+    torch.onnx.export(de, tuple(feats[:POOLED]) + (emb,), os.path.join(out, names["mask_decoder"]), opset_version=OPSET,
+                      input_names=FEATS + ["text_embeds"], output_names=["mask_logits", "presence_logit", "iou_logit", "similarity"],
+                      dynamic_axes={"text_embeds": {0: "n"}, "mask_logits": {0: "n"}, "presence_logit": {0: "n"}, "iou_logit": {0: "n"}, "similarity": {0: "n"}})
+    parity_path = os.path.join(out, "parity.json")
+    parity = json.load(open(parity_path))
+    step = parity["sample_step"]
+    parity.setdefault("specialists", {})[a.specialist] = dict(
+        pooled=[round(v, 6) for v in feats[POOLED].flatten().tolist()],
+        mask_logits=[round(v, 5) for v in outs[0].flatten()[::step].tolist()],
+        presence_logit=outs[1].tolist())
+    json.dump(parity, open(parity_path, "w"))
+    man_path = os.path.join(os.path.dirname(os.path.normpath(out)), "manifest.json")
+    man = json.load(open(man_path))
+    for m in man["models"]:
+        if m["dir"] != os.path.basename(os.path.normpath(out)):
+            continue
+        for f in names.values():
+            p = os.path.join(out, f)
+            m["files"][f] = dict(sha256=sha256(p), bytes=os.path.getsize(p))
+        entry = dict(name=a.specialist, structures=[s for s in a.structures.split(",") if s], **names,
+                     training=dict(checkpoint=a.ckpt, step=ck.get("step"), init="weights.pt"))
+        m["specialists"] = [s for s in m.get("specialists", []) if s["name"] != a.specialist] + [entry]
+    json.dump(man, open(man_path, "w"), indent=1)
+    print(json.dumps(names), "written; parity.json and the manifest updated")
 
 
 if __name__ == "__main__":

@@ -128,13 +128,7 @@ class Batcher:
                 slugs.append(s)
                 targets.append(np.zeros((SIZE, SIZE), dtype=bool))
                 present.append(False)
-        ids = [self.tok.encode(t) for t in texts]
-        L = max(len(x) for x in ids)
-        id_t = torch.zeros(len(ids), L, dtype=torch.long)
-        m_t = torch.zeros(len(ids), L, dtype=torch.long)
-        for r, x in enumerate(ids):
-            id_t[r, :len(x)] = torch.tensor(x)
-            m_t[r, :len(x)] = 1
+        id_t, m_t = ev.token_batch(self.tok, texts)
         # uint8 images and bool masks: a quarter of float32's bytes between processes; the
         # conversion runs where training does (normalise)
         x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
@@ -242,6 +236,7 @@ def main():
     ap.add_argument("--upscale", type=int, default=1, help="tiled datasets: also train on SIZE/upscale native crops enlarged upscale x")
     ap.add_argument("--boost", default="", help="dataset sampling multipliers, e.g. acdc_cardiac_mri=1.6,lgg_flair_mri=1.5")
     ap.add_argument("--init-fresh", default="", help="with --init: comma-separated weight-name prefixes to leave freshly initialised, e.g. image. (the image encoder trains from scratch)")
+    ap.add_argument("--train-only", default="", help="comma-separated weight-name prefixes to train (e.g. image.); every other weight is frozen and its BatchNorm statistics kept")
     ap.add_argument("--init", default=None, help="start from these weights (e.g. models/promptseg-builtin/weights.pt) when there is no checkpoint to resume")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--workers", type=int, default=0, help="processes making batches (0: in the training process)")
@@ -292,7 +287,12 @@ def main():
         fresh = missing + resized
         print(f"initialised from {a.init}" + (f"; {len(fresh)} tensors new or resized, freshly initialised: {fresh[:6]}{' ...' if len(fresh) > 6 else ''}" if fresh else ""), flush=True)
     model.to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    train_only = tuple(p for p in a.train_only.split(",") if p)
+    if train_only:
+        for k, p in model.named_parameters():
+            p.requires_grad_(k.startswith(train_only))
+        print(f"training only {train_only}: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} of {sum(p.numel() for p in model.parameters()):,} weights", flush=True)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=1e-4)
     if resume:
         opt.load_state_dict(resume["opt"])
         step, best = resume["step"], resume.get("best", -1.0)
@@ -344,7 +344,14 @@ def main():
                        os.path.join(a.snapshot_dir, f"snapshot-{round(f * 100):03d}.pt"))
             print(f"snapshot at {f:.2f} of the run, step {step}", flush=True)
 
-    model.train()
+    def set_train():
+        model.train()
+        if train_only:  # frozen parts keep their BatchNorm statistics
+            for k, mod in model.named_modules():
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and not k.startswith(train_only):
+                    mod.eval()
+
+    set_train()
     t_start, s_start = time.time(), step
     agg = {}
     while step < (a.bench or a.steps) and not (a.minutes and progress(step) >= 1.0):
@@ -379,7 +386,7 @@ def main():
             model.eval()
             with torch.no_grad():
                 res = ev.validate(model, datasets, vocab, tok, split="val", max_cases=40)
-            model.train()
+            set_train()
             score = res["score"]
             print("val " + json.dumps(res), flush=True)
             if score > best:

@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeImage } from '../core/image/decode.js';
-import { assessImage, keepLargestComponent, segment } from '../core/pipeline/segment.js';
+import { assessImage, keepLargestComponent, segment, type SegmentRequest } from '../core/pipeline/segment.js';
 import { fitPlatt, fitTemperature, kthNearest, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ServiceContext } from '../service/context.js';
@@ -55,10 +55,15 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     return { id: d.id, cases: spread(splits[split] ?? [], limit) };
   });
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
-  // first: for which structures does the second, closer look raise val Dice?
-  const { chosen: zoom, gain: zoomGain } = await chooseZoomStructures(ctx, entry.id, o.dataRoot, plan, o.progress);
+  // first: for which structures does the model's specialist raise val Dice?
+  const withSpecialist = new Set((entry.specialists ?? []).flatMap((sp) => sp.structures));
+  const { chosen: specialist, gain: specialistGain } = withSpecialist.size
+    ? await chooseSwitch(ctx, entry.id, o.dataRoot, plan, { label: 'specialist', applies: (slug) => withSpecialist.has(slug), off: { specialist: false, zoom: false }, on: { specialist: true, zoom: false } }, o.progress)
+    : { chosen: [], gain: {} };
+  // then: for which does the second, closer look (with the chosen specialists)?
+  const { chosen: zoom, gain: zoomGain } = await chooseSwitch(ctx, entry.id, o.dataRoot, plan, { label: 'second look', applies: (slug) => vocab.bySlug.get(slug)?.scale !== 'tiled', off: { specialist, zoom: false }, on: { specialist, zoom: true } }, o.progress);
   // then: for which does averaging over transformed copies of the image (tta_image) raise it?
-  const { chosen: ttaImage, gain: ttaImageGain } = await chooseImageTta(ctx, entry.id, o.dataRoot, plan, zoom, o.progress);
+  const { chosen: ttaImage, gain: ttaImageGain } = await chooseImageTta(ctx, entry.id, o.dataRoot, plan, { zoom, specialist }, o.progress);
   let done = 0, cases = 0;
   for (const { id, cases: list } of plan) {
     const meta = JSON.parse(readFileSync(path.join(o.dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
@@ -68,7 +73,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
       const image = await decodeImage(await readFile(caseImagePath(o.dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const prompts = meta.structures.map((s) => vocab.bySlug.get(s.slug)?.name ?? s.slug);
       const neg = [others[Math.floor(rnd() * others.length)].name, others[Math.floor(rnd() * others.length)].name, vocab.data.nonsense.train[ci % vocab.data.nonsense.train.length]];
-      const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId: entry.id, calibrated: false, zoom, ttaImage });
+      const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId: entry.id, calibrated: false, zoom, specialist, ttaImage });
       cases++;
       embeds.set(id, [...(embeds.get(id) ?? []), res.image.embedding]);
       looks.set(id, [...(looks.get(id) ?? []), res.image.appearance]);
@@ -182,6 +187,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     quality,
     ...(ood ? { ood } : {}),
     ...(appearance ? { appearance } : {}),
+    ...(withSpecialist.size ? { specialists: specialist, specialist_gain: specialistGain } : {}),
     zoom,
     zoom_gain: zoomGain,
     tta_image: ttaImage,
@@ -274,19 +280,26 @@ export function chooseMaskThresholds(present: { slug: string; diceAt: number[] }
   return { chosen, gridIndex, gain };
 }
 
+/** A serving switch the calibration turns on per structure: which structures it can apply to, and the request without and with it. */
+interface ServingSwitch {
+  label: string;
+  applies: (slug: string) => boolean;
+  off: Partial<SegmentRequest>;
+  on: Partial<SegmentRequest>;
+}
+
 /**
- * Structures whose mean val Dice rises by at least half a point with the second, closer look
- * (segment's `zoom`), among those the zoom applies to (whole-image structures); each case is run
- * with and without it.
+ * Structures whose mean val Dice rises by at least half a point with a serving switch (the second,
+ * closer look; a specialist), among those it applies to; each case is run with and without it.
  */
-async function chooseZoomStructures(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], progress?: CalibrateOptions['progress']): Promise<{ chosen: string[]; gain: Record<string, { mean: number; n: number }> }> {
+async function chooseSwitch(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], sw: ServingSwitch, progress?: CalibrateOptions['progress']): Promise<{ chosen: string[]; gain: Record<string, { mean: number; n: number }> }> {
   const vocab = ctx.pipeline.vocabulary;
   const gain = new Map<string, number[]>();
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
   let done = 0;
   for (const { id, cases } of plan) {
     const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
-    const slugs = meta.structures.map((s) => s.slug).filter((slug) => vocab.bySlug.get(slug)?.scale !== 'tiled');
+    const slugs = meta.structures.map((s) => s.slug).filter(sw.applies);
     if (!slugs.length) {
       done += cases.length;
       continue;
@@ -294,14 +307,14 @@ async function chooseZoomStructures(ctx: ServiceContext, modelId: string, dataRo
     const prompts = slugs.map((slug) => vocab.bySlug.get(slug)?.name ?? slug);
     for (const c of cases) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
-      const plain = await segment(ctx.pipeline, { image, prompts, modelId, calibrated: false, zoom: false });
-      const closer = await segment(ctx.pipeline, { image, prompts, modelId, calibrated: false, zoom: true });
+      const without = await segment(ctx.pipeline, { ...sw.off, image, prompts, modelId, calibrated: false });
+      const withIt = await segment(ctx.pipeline, { ...sw.on, image, prompts, modelId, calibrated: false });
       for (const [k, slug] of slugs.entries()) {
-        const gt = await readCaseMask(dataRoot, id, slug, c, { width: plain.width, height: plain.height });
+        const gt = await readCaseMask(dataRoot, id, slug, c, { width: without.width, height: without.height });
         if (!gt.some((v) => v === 1)) continue;
-        gain.set(slug, [...(gain.get(slug) ?? []), dice(closer.results[k].mask, gt) - dice(plain.results[k].mask, gt)]);
+        gain.set(slug, [...(gain.get(slug) ?? []), dice(withIt.results[k].mask, gt) - dice(without.results[k].mask, gt)]);
       }
-      progress?.(++done, total, `${id} (second look)`);
+      progress?.(++done, total, `${id} (${sw.label})`);
     }
   }
   const mean = (g: number[]) => g.reduce((a, b) => a + b, 0) / g.length;
@@ -319,7 +332,7 @@ const TTA_COUNTS = [2, 4, 6];
  * half a point over none: the cheapest count within a quarter point of the best. Each case runs with
  * the largest count first, so the smaller counts reuse its transformed copies' cached features.
  */
-async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], zoom: string[], progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
+async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], chosen: Pick<SegmentRequest, 'zoom' | 'specialist'>, progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
   const vocab = ctx.pipeline.vocabulary;
   const rows: { slug: string; diceAt: number[] }[] = []; // per present case: Dice with [0, ...TTA_COUNTS] copies
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
@@ -332,7 +345,7 @@ async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: st
     for (const c of cases) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const byCount = new Map<number, Awaited<ReturnType<typeof segment>>>();
-      for (const n of [...largestFirst, 0]) byCount.set(n, await segment(ctx.pipeline, { image, prompts, modelId, calibrated: false, zoom, ttaImage: n }));
+      for (const n of [...largestFirst, 0]) byCount.set(n, await segment(ctx.pipeline, { ...chosen, image, prompts, modelId, calibrated: false, ttaImage: n }));
       const plain = byCount.get(0)!;
       for (const [k, slug] of slugs.entries()) {
         const gt = await readCaseMask(dataRoot, id, slug, c, { width: plain.width, height: plain.height });

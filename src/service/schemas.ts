@@ -39,6 +39,7 @@ export const PromptResultSchema = z.object({
   verdict: z.enum(['accept', 'review', 'reject']),
   reasons: z.array(ReasonSchema),
   zoomed: z.boolean().optional().describe('Set when the mask comes from the second, closer look at a crop around the first mask.'),
+  specialist: z.string().optional().describe("Set when the model's specialist of this name drew the mask (segment's specialist option); presence is still the generalist's."),
   largest_component_only: z.boolean().optional().describe('Set when smaller connected components were dropped from the mask, keeping the largest (largest_component).'),
   refined_by: z
     .object({ model: z.string(), box: z.tuple([z.number(), z.number(), z.number(), z.number()]), predicted_iou: z.number() })

@@ -121,7 +121,7 @@ describe('models pull against a local hub', () => {
     const models = mkdtempSync(path.join(tmpdir(), 'models-'));
     const manifest = JSON.parse(readFileSync(path.join(MODELS_DIR, 'manifest.json'), 'utf8'));
     cpSync(path.join(MODELS_DIR, 'promptseg-builtin'), path.join(models, 'promptseg-builtin'), { recursive: true, filter: (p) => !p.includes('train-state') });
-    manifest.models.push({ ...manifest.models[0], id: 'tiny-bundle', dir: 'tiny-bundle', hub: { repo: 'org/tiny', revision: 'main' }, files: Object.fromEntries(files(['config.json', 'onnx/model.onnx']).map((f) => [f.path, { sha256: f.sha256, bytes: f.bytes }])) });
+    manifest.models.push({ ...manifest.models[0], specialists: undefined, id: 'tiny-bundle', dir: 'tiny-bundle', hub: { repo: 'org/tiny', revision: 'main' }, files: Object.fromEntries(files(['config.json', 'onnx/model.onnx']).map((f) => [f.path, { sha256: f.sha256, bytes: f.bytes }])) });
     writeFileSync(path.join(models, 'manifest.json'), JSON.stringify(manifest));
     const run = promisify(execFile);
     const env = { ...process.env, PROMPTSEG_MODELS_DIR: models, PROMPTSEG_LOG_LEVEL: 'silent' };

@@ -16,6 +16,8 @@ interface Parity {
   presence_logit: number[];
   iou_logit: number[];
   similarity: number[];
+  /** Per specialist (export.py --specialist): its encoder's pooled output and decoder's outputs on the same input. */
+  specialists?: Record<string, { pooled: number[]; mask_logits: number[]; presence_logit: number[] }>;
 }
 
 /** The deterministic image export.py feeds PyTorch: three sine/cosine planes, normalised. */
@@ -68,5 +70,24 @@ describe('built-in model under onnxruntime-node', () => {
     expect(maxAbsDiff(out.presenceLogit, parity.presence_logit)).toBeLessThan(1e-3);
     expect(maxAbsDiff(out.iouLogit, parity.iou_logit)).toBeLessThan(1e-3);
     expect(maxAbsDiff(out.similarity, parity.similarity)).toBeLessThan(1e-3);
+  });
+
+  const specialists = model.entry.specialists ?? [];
+  it.skipIf(!specialists.length)(`runs each specialist as PyTorch did, through its own encoder and decoder${specialists.length ? '' : ' (skipped: the manifest lists no specialists)'}`, async () => {
+    expect(Object.keys(parity.specialists ?? {}).sort()).toEqual(specialists.map((s) => s.name).sort());
+    const emb = await model.encodeText(parity.prompts);
+    const own = await model.decode(await model.encodePixels(parityImage(model.entry.input.size)), emb);
+    for (const sp of specialists) {
+      const want = parity.specialists![sp.name];
+      const feats = await model.encodePixels(parityImage(model.entry.input.size), sp.name);
+      expect(feats.specialist).toBe(sp.name);
+      expect(maxAbsDiff(feats.pooled, want.pooled)).toBeLessThan(1e-3);
+      const out = await model.decode(feats, emb);
+      const sampled = out.maskLogits.flatMap((g) => Array.from(g.data)).filter((_, i) => i % parity.sample_step === 0);
+      expect(maxAbsDiff(sampled, want.mask_logits)).toBeLessThan(2e-3);
+      expect(maxAbsDiff(out.presenceLogit, want.presence_logit)).toBeLessThan(1e-3);
+      // a different network from the model's own: its logits must differ somewhere
+      expect(maxAbsDiff(sampled, own.maskLogits.flatMap((g) => Array.from(g.data)).filter((_, i) => i % parity.sample_step === 0))).toBeGreaterThan(1e-2);
+    }
   });
 });

@@ -158,7 +158,12 @@ describe('read-only endpoints', () => {
   it('GET /v1/models/{id} returns the model card; unknown ids are 404', async () => {
     const res = await fetch(`${srv.url}/v1/models/promptseg-builtin`);
     expect(res.status).toBe(200);
-    expect(((await res.json()) as { card_markdown: string }).card_markdown.length).toBeGreaterThan(100);
+    const body = (await res.json()) as { card_markdown: string; specialists?: { name: string; structures: string[]; used_by_default_for: string[] }[] };
+    expect(body.card_markdown.length).toBeGreaterThan(100);
+    // the manifest's specialists, each with the structures it draws by default (a subset of its own)
+    const listed = srv.ctx.pipeline.registry.entry('promptseg-builtin').specialists ?? [];
+    expect((body.specialists ?? []).map((s) => s.name)).toEqual(listed.map((s) => s.name));
+    for (const s of body.specialists ?? []) expect(s.used_by_default_for.every((slug) => s.structures.includes(slug))).toBe(true);
     await expectProblem(await fetch(`${srv.url}/v1/models/nope`), 404, 'unknown_model');
   });
   it('GET /v1/structures filters by modality; an unknown modality is 404', async () => {

@@ -55,6 +55,23 @@ export const ModelEntrySchema = z.object({
   /** File in the model folder written by `promptseg calibrate` (fitted on the val split). */
   calibration: z.string().optional(),
   training: z.record(z.string(), z.unknown()).optional(),
+  /**
+   * Specialists (promptseg-onnx): an image encoder and mask decoder fine-tuned from the model's own
+   * on the training cases of a few structures, sharing its text encoder. The pipeline redraws those
+   * structures' masks with them where the calibration found that raises val Dice; presence stays the
+   * generalist's.
+   */
+  specialists: z
+    .array(
+      z.object({
+        name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/),
+        structures: z.array(z.string()).min(1),
+        image_encoder: z.string(),
+        mask_decoder: z.string(),
+        training: z.record(z.string(), z.unknown()).optional(),
+      }),
+    )
+    .optional(),
 });
 export type ModelEntry = z.infer<typeof ModelEntrySchema>;
 export const modelKind = (e: ModelEntry): 'text' | 'region' => RUNNERS[e.runner];
@@ -70,6 +87,11 @@ export const ManifestSchema = z
     if (m.default !== undefined && !ids.has(m.default)) ctx.addIssue({ code: 'custom', path: ['default'], message: `default model "${m.default}" is not in models` });
     m.models.forEach((e, i) => {
       if (!e.hub && !e.convert && Object.values(e.files).some((f) => !f.sha256)) ctx.addIssue({ code: 'custom', path: ['models', i, 'files'], message: 'files of a bundle that is neither pulled nor converted need sha256' });
+      (e.specialists ?? []).forEach((sp, k) => {
+        for (const f of [sp.image_encoder, sp.mask_decoder]) {
+          if (!(f in e.files)) ctx.addIssue({ code: 'custom', path: ['models', i, 'specialists', k], message: `specialist "${sp.name}" names ${f}, which is not among the model's files` });
+        }
+      });
     });
   });
 export type Manifest = Omit<z.infer<typeof ManifestSchema>, 'default'> & { default: string };

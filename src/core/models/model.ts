@@ -8,6 +8,8 @@ export interface ImageFeatures {
   /** Global pooled image feature (for out-of-distribution scoring). */
   pooled: Float32Array;
   readonly tensors: unknown;
+  /** The specialist whose image encoder made these features (its mask decoder must read them); none: the model's own. */
+  readonly specialist?: string;
 }
 
 export interface DecodeOutput {
@@ -23,8 +25,11 @@ export interface SegmentationModel {
   readonly entry: ModelEntry;
   load(): Promise<void>;
   readonly loaded: boolean;
-  /** rgb: the letterboxed S x S input square, 8-bit RGB interleaved; the runner normalises it as its model expects. */
-  encodeImage(rgb: Uint8Array): Promise<ImageFeatures>;
+  /**
+   * rgb: the letterboxed S x S input square, 8-bit RGB interleaved; the runner normalises it as its model expects.
+   * specialist: one of the manifest entry's `specialists` by name (only runners that have them take it).
+   */
+  encodeImage(rgb: Uint8Array, specialist?: string): Promise<ImageFeatures>;
   /** One vector per prompt: an embedding for two-stage models, the token ids for single-graph models (opaque to the pipeline). */
   encodeText(prompts: string[]): Promise<Float32Array[]>;
   decode(features: ImageFeatures, textEmbeds: Float32Array[]): Promise<DecodeOutput>;

@@ -11,6 +11,8 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
   private image?: ort.InferenceSession;
   private decoder?: ort.InferenceSession;
   private tokenizer?: PreTrainedTokenizer;
+  /** Specialists' sessions, loaded on first use (most requests never need one). */
+  private specialists = new Map<string, Promise<{ image: ort.InferenceSession; decoder: ort.InferenceSession }>>();
 
   get loaded(): boolean {
     return !!this.decoder;
@@ -62,26 +64,43 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
     return prompts.map((_, i) => data.slice(i * d, (i + 1) * d));
   }
 
-  async encodeImage(rgb: Uint8Array): Promise<ImageFeatures> {
+  async encodeImage(rgb: Uint8Array, specialist?: string): Promise<ImageFeatures> {
     const { size, mean = 0.5, std = 0.25 } = this.entry.input;
-    return this.encodePixels(toTensorData(rgb, size, size, mean, std));
+    return this.encodePixels(toTensorData(rgb, size, size, mean, std), specialist);
+  }
+
+  /** The sessions of a specialist named in the manifest entry, created once. */
+  private specialistSessions(name: string): Promise<{ image: ort.InferenceSession; decoder: ort.InferenceSession }> {
+    let s = this.specialists.get(name);
+    if (!s) {
+      const sp = this.entry.specialists?.find((x) => x.name === name);
+      // a programmer error: the pipeline only asks for specialists the entry lists
+      if (!sp) throw new Error(`model ${this.entry.id} has no specialist "${name}"`);
+      const dir = bundleDir(this.opts.modelsDir, this.entry);
+      const so: ort.InferenceSession.SessionOptions = { ...sessionOptions(this.opts.threads), executionProviders: ['cpu'] };
+      s = Promise.all([ort.InferenceSession.create(path.join(dir, sp.image_encoder), so), ort.InferenceSession.create(path.join(dir, sp.mask_decoder), so)]).then(([image, decoder]) => ({ image, decoder }));
+      s.catch(() => this.specialists.delete(name)); // a failed load is retried by the next request
+      this.specialists.set(name, s);
+    }
+    return s;
   }
 
   /** pixels: float32 NCHW [1,3,S,S], already normalised ((v/255 - mean) / std). */
-  async encodePixels(pixels: Float32Array): Promise<ImageFeatures> {
+  async encodePixels(pixels: Float32Array, specialist?: string): Promise<ImageFeatures> {
     await this.ensure();
     const s = this.entry.input.size;
-    const out = await this.image!.run({ pixel_values: new ort.Tensor('float32', pixels, [1, 3, s, s]) });
+    const sessions = specialist ? await this.specialistSessions(specialist) : { image: this.image!, decoder: this.decoder! };
+    const out = await sessions.image.run({ pixel_values: new ort.Tensor('float32', pixels, [1, 3, s, s]) });
     let bytes = 0;
     const tensors: Record<string, ort.Tensor> = {};
     // the decoder's own inputs name the image features it needs (f0..f5 and embed_map for the
     // current model; bundles exported before the full-resolution head have no f0)
-    for (const k of this.decoder!.inputNames.filter((n) => n !== 'text_embeds')) {
+    for (const k of sessions.decoder.inputNames.filter((n) => n !== 'text_embeds')) {
       if (!out[k]) throw new Error(`model ${this.entry.id}: the image encoder has no output '${k}' that the mask decoder needs`);
       tensors[k] = out[k];
       bytes += (out[k].data as Float32Array).byteLength;
     }
-    return { bytes, pooled: out.pooled.data as Float32Array, tensors };
+    return { bytes, pooled: out.pooled.data as Float32Array, tensors, ...(specialist ? { specialist } : {}) };
   }
 
   async decode(features: ImageFeatures, textEmbeds: Float32Array[]): Promise<DecodeOutput> {
@@ -91,7 +110,8 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
     const e = new Float32Array(n * d);
     textEmbeds.forEach((t, i) => e.set(t, i * d));
     const feeds: Record<string, ort.Tensor> = { ...(features.tensors as Record<string, ort.Tensor>), text_embeds: new ort.Tensor('float32', e, [n, d]) };
-    const out = await this.decoder!.run(feeds);
+    const decoder = features.specialist ? (await this.specialistSessions(features.specialist)).decoder : this.decoder!;
+    const out = await decoder.run(feeds);
     const m = out.mask_logits;
     const [, , h, w] = m.dims;
     const md = m.data as Float32Array;
@@ -104,7 +124,9 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
   }
 
   async dispose(): Promise<void> {
-    await Promise.all([this.text?.release(), this.image?.release(), this.decoder?.release()]);
+    const specialists = await Promise.allSettled([...this.specialists.values()]);
+    this.specialists.clear();
+    await Promise.all([this.text?.release(), this.image?.release(), this.decoder?.release(), ...specialists.flatMap((r) => (r.status === 'fulfilled' ? [r.value.image.release(), r.value.decoder.release()] : []))]);
     this.text = this.image = this.decoder = undefined;
     this.unload();
   }

@@ -80,6 +80,12 @@ export interface SegmentRequest {
   largestComponent?: boolean | 'auto';
   /** A box/point model (SAM family) that redraws each produced mask from its box; 'none' turns off the model's default (`refine_with`). */
   refine?: string;
+  /**
+   * Redraw masks with the model's specialist for the structure (an image encoder and mask decoder
+   * fine-tuned on it; presence stays the generalist's): 'auto' (default) where the calibration found
+   * it raises val Dice, true wherever the model has one, false never, or a list of structure slugs.
+   */
+  specialist?: boolean | 'auto' | string[];
 }
 
 /** How a mask was redrawn by a box-prompted model. */
@@ -152,6 +158,8 @@ export interface PromptResult {
   refinedBy?: Refinement;
   /** True when the mask comes from the second, closer look at a crop. */
   zoomed?: boolean;
+  /** The specialist (manifest `specialists`) that drew the mask, when one did. */
+  specialist?: string;
   /** True when only the mask's largest connected component was kept (smaller ones were dropped). */
   largestComponentOnly?: boolean;
 }
@@ -216,6 +224,25 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   const { logits, presenceLogit, iouLogit, similarity } = base;
   const embedding = base.embedding;
 
+  // specialists redraw the masks of their structures; the first look's presence, quality and
+  // similarity stand (a specialist has seen only its own structures' images, so it is not asked
+  // whether they are there), and a prompt the first look calls clearly absent is not redrawn
+  const calSpecialists = req.calibrated === false ? undefined : calibrationFor(ctx, entry)?.specialists;
+  const specialistFor = (i: number): string | undefined => {
+    const st = baseStructures[i];
+    const sp = st && entry.specialists?.find((x) => x.structures.includes(st.slug));
+    if (!st || !sp || req.specialist === false || sigmoid(presenceLogit[i]) < EXTRA_PASS_MIN_PRESENCE) return undefined;
+    if (req.specialist === true) return sp.name;
+    if (Array.isArray(req.specialist)) return req.specialist.includes(st.slug) ? sp.name : undefined;
+    return calSpecialists?.includes(st.slug) ? sp.name : undefined;
+  };
+  const specialist = req.prompts.map((_, i) => specialistFor(i));
+  for (const name of new Set(specialist.filter((n): n is string => !!n))) {
+    const idx = req.prompts.map((_, i) => i).filter((i) => specialist[i] === name);
+    const out = await decodeViews(ctx, model, entry, image, imageSha256, idx, structures, modes, embeds, timings, hit, name);
+    for (const i of idx) logits[i] = out.logits[i];
+  }
+
   // the second look: prompts of whole-image structures whose first mask is small are run again on a
   // crop around it (the model was trained on such crops), and the crop's logits replace the first
   // look's inside the crop
@@ -234,7 +261,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     const sq = box && zoomSquare(box, image.width, image.height, entry.input.size);
     if (!sq) continue;
     const crop = cropSquare(image, sq);
-    const out = await runWhole(ctx, model, entry, crop, zoomKey(imageSha256, sq), [embeds[i]], timings, hit);
+    const out = await runWhole(ctx, model, entry, crop, zoomKey(imageSha256, sq), [embeds[i]], timings, hit, specialist[i]);
     closer[i] = { sq, crop, first: logits[i] };
     logits[i] = pasteSquare(logits[i], out.logits[0], sq);
   }
@@ -250,7 +277,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   const ttaFor = (i: number) => {
     const slug = baseStructures[i]?.slug;
     if (typeof ttaImage === 'number') return ttaImage;
-    if (sigmoid(presenceLogit[i]) < TTA_MIN_PRESENCE) return 0;
+    if (sigmoid(presenceLogit[i]) < EXTRA_PASS_MIN_PRESENCE) return 0;
     const table = ttaImage === 'auto' ? calTta : ttaImage;
     return (slug && table?.[slug]) || 0;
   };
@@ -261,17 +288,29 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     // whole-image prompts see the transformed image; zoomed prompts the transformed crop (averaging a
     // closer look with distant ones would undo it), pasted over the first look as the zoom itself is,
     // and keep the first look's presence, quality and similarity (a crop is chosen to contain the structure)
+    // a prompt a specialist redrew has its copies drawn by the specialist too, with the first look's presence
     const wholeIdx = idx.filter((i) => !closer[i]);
-    const out = wholeIdx.length ? await decodeViews(ctx, model, entry, tf.apply(image), `${imageSha256}:tta:${tf.name}`, wholeIdx, structures, modes, embeds, timings, hit) : undefined;
+    const copy = wholeIdx.length ? tf.apply(image) : undefined;
+    const bySpecialist = new Map<string | undefined, DecodedAll>();
+    for (const name of new Set(wholeIdx.map((i) => specialist[i]))) {
+      const group = wholeIdx.filter((i) => specialist[i] === name);
+      bySpecialist.set(name, await decodeViews(ctx, model, entry, copy!, `${imageSha256}:tta:${tf.name}`, group, structures, modes, embeds, timings, hit, name));
+    }
     for (const i of idx) {
       const z = closer[i];
       if (z) {
-        const c = await runWhole(ctx, model, entry, tf.apply(z.crop), `${zoomKey(imageSha256, z.sq)}:tta:${tf.name}`, [embeds[i]], timings, hit);
+        const c = await runWhole(ctx, model, entry, tf.apply(z.crop), `${zoomKey(imageSha256, z.sq)}:tta:${tf.name}`, [embeds[i]], timings, hit, specialist[i]);
         logits.push(pasteSquare(z.first, tf.invert(c.logits[0]), z.sq));
         presenceLogit.push(presenceLogit[i]);
         iouLogit.push(iouLogit[i]);
         similarity.push(similarity[i]);
+      } else if (specialist[i]) {
+        logits.push(tf.invert(bySpecialist.get(specialist[i])!.logits[i]));
+        presenceLogit.push(presenceLogit[i]);
+        iouLogit.push(iouLogit[i]);
+        similarity.push(similarity[i]);
       } else {
+        const out = bySpecialist.get(undefined);
         logits.push(tf.invert(out!.logits[i]));
         presenceLogit.push(out!.presenceLogit[i]);
         iouLogit.push(out!.iouLogit[i]);
@@ -351,6 +390,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     });
     if (refined[i]) r.refinedBy = refined[i];
     if (closer[i]) r.zoomed = true;
+    if (specialist[i]) r.specialist = specialist[i];
     if (variance[i]) {
       r.ttaStd = variance[i]!.map(Math.sqrt);
       let sum = 0, cnt = 0;
@@ -391,7 +431,7 @@ const zoomKey = (sha: string, sq: Square) => `${sha}:zoom:${sq.left}:${sq.top}:$
  * Decodes the prompts `idx` (indices into structures/modes/embeds) on one image: CT from DICOM is
  * seen through each structure's window, thin structures in native tiles, the rest whole.
  */
-async function decodeViews(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, imageSha256: string, idxAll: number[], structures: (Structure | undefined)[], modes: ('whole' | 'tiled')[], embeds: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedAll> {
+async function decodeViews(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, imageSha256: string, idxAll: number[], structures: (Structure | undefined)[], modes: ('whole' | 'tiled')[], embeds: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void, specialist?: string): Promise<DecodedAll> {
   const n = Math.max(0, ...idxAll.map((i) => i + 1));
   const logits: FloatGrid[] = new Array(n);
   const presenceLogit = new Array<number>(n);
@@ -418,12 +458,12 @@ async function decodeViews(ctx: PipelineContext, model: SegmentationModel, entry
   for (const [key, view] of views) {
     for (const mode of ['whole', 'tiled'] as const) {
       const idx = view.idx.filter((i) => modes[i] === mode);
-      // the default view always runs whole-image once: its pooled embedding feeds the OOD score
-      if (!idx.length && !(mode === 'whole' && key === 'default')) continue;
+      // the generalist's default view always runs whole-image once: its pooled embedding feeds the OOD score
+      if (!idx.length && !(mode === 'whole' && key === 'default' && !specialist)) continue;
       const e = idx.map((i) => embeds[i]);
       const out = mode === 'whole'
-        ? await runWhole(ctx, model, entry, view.image, view.sha, e, timings, hit)
-        : await runTiled(ctx, model, entry, view.image, view.sha, e, timings, hit);
+        ? await runWhole(ctx, model, entry, view.image, view.sha, e, timings, hit, specialist)
+        : await runTiled(ctx, model, entry, view.image, view.sha, e, timings, hit, specialist);
       if (mode === 'whole' && key === 'default') embedding = out.pooled;
       idx.forEach((i, k) => {
         logits[i] = out.logits[k];
@@ -456,7 +496,8 @@ interface DecodedSet {
   similarity: number[];
 }
 
-async function features(ctx: PipelineContext, model: SegmentationModel, key: string, pixels: () => Uint8Array, timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<ImageFeatures> {
+async function features(ctx: PipelineContext, model: SegmentationModel, key0: string, pixels: () => Uint8Array, timings: Record<StageName, number>, hit: (h: boolean) => void, specialist?: string): Promise<ImageFeatures> {
+  const key = specialist ? `${key0}:specialist:${specialist}` : key0;
   const cached = ctx.featureCache.get(key);
   if (cached) {
     hit(true);
@@ -467,18 +508,18 @@ async function features(ctx: PipelineContext, model: SegmentationModel, key: str
   const px = pixels();
   timings.preprocess += now() - t;
   t = now();
-  const f = await model.encodeImage(px);
+  const f = await model.encodeImage(px, specialist);
   timings.encode_image += now() - t;
   ctx.featureCache.set(key, f);
   return f;
 }
 
-async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedSet> {
+async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void, specialist?: string): Promise<DecodedSet> {
   const { size } = entry.input;
   let t = now();
   const lb = letterbox(image, size);
   timings.preprocess += now() - t;
-  const f = await features(ctx, model, `${entry.id}:whole:${sha}`, () => lb.pixels, timings, hit);
+  const f = await features(ctx, model, `${entry.id}:whole:${sha}`, () => lb.pixels, timings, hit, specialist);
   if (!e.length) return { pooled: f.pooled, logits: [], presence: [], iou: [], similarity: [] };
   t = now();
   const out = await model.decode(f, e);
@@ -491,8 +532,8 @@ async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: M
   return { pooled: f.pooled, logits, presence: out.presenceLogit, iou: out.iouLogit, similarity: out.similarity };
 }
 
-/** Raw presence below which a table-given image TTA count is not spent on a prompt (the calibrated presence threshold sits near raw 0.5). */
-const TTA_MIN_PRESENCE = 0.1;
+/** Raw presence below which extra passes (a table-given image TTA count, a specialist) are not spent on a prompt (the calibrated presence threshold sits near raw 0.5). */
+const EXTRA_PASS_MIN_PRESENCE = 0.1;
 /** Paraphrase templates for test-time augmentation (training templates: the model knows them). */
 const TTA_TEMPLATES = ['the {s}', 'segment the {s}', '{s} segmentation', 'outline the {s}', 'where is the {s}', 'mask of the {s}', 'highlight the {s}', 'locate the {s}'];
 
@@ -518,7 +559,7 @@ export function tileOrigins(n: number, size: number, stride: number): number[] {
   return [...new Set(o)].sort((a, b) => a - b);
 }
 
-async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<DecodedSet> {
+async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void, specialist?: string): Promise<DecodedSet> {
   const { size, tile } = entry.input;
   let t = now();
   // native scale, at most native_max_side on the longer side, as in training, then enlarged
@@ -549,7 +590,7 @@ async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: M
         }
         return px;
       };
-      const f = await features(ctx, model, `${entry.id}:tile:${ty}:${tx}:${sha}`, makePixels, timings, hit);
+      const f = await features(ctx, model, `${entry.id}:tile:${ty}:${tx}:${sha}`, makePixels, timings, hit, specialist);
       t = now();
       const out = await model.decode(f, e);
       timings.decode_mask += now() - t;

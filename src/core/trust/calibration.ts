@@ -39,6 +39,10 @@ export const CalibrationSchema = z.object({
     /** OOD score (ratio to the flag threshold) above which the verdict is reject rather than review: the 99.5th percentile of val images' scores, at least 1. */
     ood_reject: z.number().optional(),
   }),
+  /** Structures whose val Dice rose by at least half a point when the model's specialist for them drew the mask (specialist 'auto' uses it for them). */
+  specialists: z.array(z.string()).optional(),
+  /** What the choice was made from: per structure, the mean val Dice change with its specialist and the cases. */
+  specialist_gain: z.record(z.string(), z.object({ mean: z.number(), n: z.number().int() })).optional(),
   /** Structures whose val Dice improved with the second, closer look (zoom 'auto' uses it for them). */
   zoom: z.array(z.string()).optional(),
   /** What the choice was made from: per structure, the mean val Dice change with the second look and the cases. */

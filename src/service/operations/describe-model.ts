@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ok } from '../../core/errors.js';
 import { defineOperation } from '../operation.js';
 import { modelKind } from '../../core/models/manifest.js';
+import { calibrationFor } from '../../core/pipeline/segment.js';
 
 export const describeModelOperation = defineOperation({
   name: 'describe_model',
@@ -24,6 +25,10 @@ export const describeModelOperation = defineOperation({
     license: z.object({ code: z.string(), weights: z.string(), training_data: z.string() }),
     vocabulary_version: z.string(),
     training: z.record(z.string(), z.unknown()).optional(),
+    specialists: z
+      .array(z.object({ name: z.string(), structures: z.array(z.string()), used_by_default_for: z.array(z.string()).describe('Structures whose masks it draws by default (specialist auto): those where it raised Dice on val.') }))
+      .optional()
+      .describe('Image encoders and mask decoders fine-tuned from this model on a few structures (segment\'s specialist option).'),
     card_markdown: z.string(),
   }),
   async run(ctx, input) {
@@ -42,6 +47,9 @@ export const describeModelOperation = defineOperation({
       license: e.license,
       vocabulary_version: e.vocabulary_version,
       training: e.training,
+      ...(e.specialists?.length
+        ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, used_by_default_for: sp.structures.filter((s) => calibrationFor(ctx.pipeline, e)?.specialists?.includes(s)) })) }
+        : {}),
       card_markdown: existsSync(cardPath) ? readFileSync(cardPath, 'utf8') : '(no model card installed)',
     });
   },

@@ -26,6 +26,7 @@ export const SegmentInputSchema = z.object({
   tta_image: z.union([z.literal('auto'), z.number().int().min(0).max(IMAGE_TRANSFORMS.length)]).default('auto').describe("Image-side test-time augmentation: average this many transformed copies of the image (in order: a horizontal flip, only for structures that are neither lateral nor thoracic; gamma 0.8; a 3% shift; gamma 1.25; a -3% shift; scale 1.1; scale 0.9; a vertical flip, non-lateral non-thoracic only). A prompt that took the second, closer look has its crop transformed instead of the whole image. Each costs one image-encoder pass. 0 = off; auto: the count the model's calibration chose for each structure where it raised Dice on val (polyps, for example), none for the others, and none where the first look already finds the structure clearly absent."),
   conformal_recall: z.enum(['0.8', '0.9', '0.95']).optional().describe('Return conformal masks whose expected recall of the true structure is at least this (thresholds fitted per structure on val; vocabulary structures only).'),
   zoom: z.enum(['auto', 'on', 'off']).default('auto').describe("Second, closer look at small structures (a crop around the first mask, run again). auto: for the structures where it raised Dice on val (the model's calibration lists them)."),
+  specialist: z.enum(['auto', 'on', 'off']).default('auto').describe("Redraw the mask with the model's specialist for the structure, where it has one (list_models shows them: an image encoder and mask decoder fine-tuned on that structure; presence still comes from the generalist). auto: for the structures where it raised Dice on val (the model's calibration lists them)."),
   largest_component: z.enum(['auto', 'on', 'off']).default('auto').describe("Keep only the mask's largest connected component. auto: for the structures where it raised Dice on val (the model's calibration lists them); on: every vocabulary structure; never for conformal masks."),
   refine: z.string().optional().describe("A box/point model id from list_models (SAM family): each mask is redrawn by that model from the text model's mask box (MedCLIP-SAM style). 'none' turns off a model's default refinement."),
   frame: z.number().int().min(0).optional().describe('DICOM: which frame of a multi-frame file (default 0).'),
@@ -55,7 +56,7 @@ export const segmentOperation = defineOperation({
     const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, { frame: input.frame, window: win });
     extras?.progress?.(1, 3, 'image decoded');
     const res = await ctx.queue.run(
-      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta, ttaImage: input.tta_image, refine: input.refine, zoom: input.zoom === 'auto' ? 'auto' : input.zoom === 'on', largestComponent: input.largest_component === 'auto' ? 'auto' : input.largest_component === 'on' }),
+      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta, ttaImage: input.tta_image, refine: input.refine, zoom: input.zoom === 'auto' ? 'auto' : input.zoom === 'on', specialist: input.specialist === 'auto' ? 'auto' : input.specialist === 'on', largestComponent: input.largest_component === 'auto' ? 'auto' : input.largest_component === 'on' }),
       ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS,
     );
     extras?.progress?.(2, 3, 'masks decoded');
@@ -98,6 +99,7 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
       verdict: r.verdict,
       reasons: r.reasons,
       ...(r.zoomed ? { zoomed: true } : {}),
+      ...(r.specialist ? { specialist: r.specialist } : {}),
       ...(r.largestComponentOnly ? { largest_component_only: true } : {}),
       ...(r.refinedBy ? { refined_by: { model: r.refinedBy.model, box: r.refinedBy.box, predicted_iou: round(r.refinedBy.iou) } } : {}),
       mask_url: `/v1/results/${resultId}/masks/${index}.png`,
