@@ -28,7 +28,7 @@ const GRID = [1e-4, 3e-4, 1e-3, 3e-3, ...Array.from({ length: 99 }, (_, i) => (i
 const MASK_STEP = 0.025;
 const MASK_GRID = Array.from({ length: 37 }, (_, i) => 0.05 + MASK_STEP * i);
 const MASK_BASE = 18;
-/** A serving choice fitted on val (second look, image TTA, mask threshold, largest component) must raise a structure's mean val Dice by this much. */
+/** A serving choice fitted on val (specialist, second look, image TTA, mask threshold, largest component) must raise a structure's mean val Dice by this much. */
 const MIN_GAIN = 0.005;
 
 /**
