@@ -89,6 +89,21 @@ def sha256(path):
     return h.hexdigest()
 
 
+def export_image_and_decoder(ie, de, img, feats, emb, image_path, decoder_path):
+    """The image encoder and mask decoder graphs, with the input/output names the runner reads."""
+    torch.onnx.export(ie, (img,), image_path, opset_version=OPSET,
+                      input_names=["pixel_values"], output_names=FEATS + ["pooled"],
+                      dynamic_axes={"pixel_values": {0: "b"}, **{k: {0: "b"} for k in FEATS + ["pooled"]}})
+    torch.onnx.export(de, tuple(feats[:POOLED]) + (emb,), decoder_path, opset_version=OPSET,
+                      input_names=FEATS + ["text_embeds"], output_names=["mask_logits", "presence_logit", "iou_logit", "similarity"],
+                      dynamic_axes={"text_embeds": {0: "n"}, "mask_logits": {0: "n"}, "presence_logit": {0: "n"}, "iou_logit": {0: "n"}, "similarity": {0: "n"}})
+
+
+def manifest_path(model_dir):
+    """The manifest beside the model folder."""
+    return os.path.join(os.path.dirname(os.path.normpath(model_dir)), "manifest.json")
+
+
 def parity_image():
     """Deterministic test image both PyTorch and the TypeScript test can make: [1,3,S,S], normalised."""
     ys = torch.arange(SIZE, dtype=torch.float32).view(SIZE, 1)
@@ -129,12 +144,7 @@ def main():
     torch.onnx.export(te, (it, mt), os.path.join(out, "text_encoder.onnx"), opset_version=OPSET,
                       input_names=["input_ids", "attention_mask"], output_names=["text_embeds"],
                       dynamic_axes={"input_ids": {0: "n", 1: "len"}, "attention_mask": {0: "n", 1: "len"}, "text_embeds": {0: "n"}})
-    torch.onnx.export(ie, (img,), os.path.join(out, "image_encoder.onnx"), opset_version=OPSET,
-                      input_names=["pixel_values"], output_names=FEATS + ["pooled"],
-                      dynamic_axes={"pixel_values": {0: "b"}, **{k: {0: "b"} for k in FEATS + ["pooled"]}})
-    torch.onnx.export(de, tuple(feats[:POOLED]) + (emb,), os.path.join(out, "mask_decoder.onnx"), opset_version=OPSET,
-                      input_names=FEATS + ["text_embeds"], output_names=["mask_logits", "presence_logit", "iou_logit", "similarity"],
-                      dynamic_axes={"text_embeds": {0: "n"}, "mask_logits": {0: "n"}, "presence_logit": {0: "n"}, "iou_logit": {0: "n"}, "similarity": {0: "n"}})
+    export_image_and_decoder(ie, de, img, feats, emb, os.path.join(out, "image_encoder.onnx"), os.path.join(out, "mask_decoder.onnx"))
     step = 13
     parity = dict(
         prompts=prompts, input_ids=it.tolist(), attention_mask=mt.tolist(), sample_step=step,
@@ -149,7 +159,7 @@ def main():
     for f in ["text_encoder.onnx", "image_encoder.onnx", "mask_decoder.onnx", "tokenizer.json", "tokenizer_config.json"]:
         p = os.path.join(out, f)
         files[f] = dict(sha256=sha256(p), bytes=os.path.getsize(p))
-    man_path = os.path.join(os.path.dirname(os.path.normpath(out)), "manifest.json")  # the manifest beside the model folder
+    man_path = manifest_path(out)
     man = json.load(open(man_path))
     for m in man["models"]:
         if m["dir"] == os.path.basename(os.path.normpath(out)):
@@ -188,12 +198,7 @@ def export_specialist(a):
         emb = TextExport(model.text).eval()(it, mt)
         feats = ie(img)
         outs = de(*feats[:POOLED], emb)
-    torch.onnx.export(ie, (img,), os.path.join(out, names["image_encoder"]), opset_version=OPSET,
-                      input_names=["pixel_values"], output_names=FEATS + ["pooled"],
-                      dynamic_axes={"pixel_values": {0: "b"}, **{k: {0: "b"} for k in FEATS + ["pooled"]}})
-    torch.onnx.export(de, tuple(feats[:POOLED]) + (emb,), os.path.join(out, names["mask_decoder"]), opset_version=OPSET,
-                      input_names=FEATS + ["text_embeds"], output_names=["mask_logits", "presence_logit", "iou_logit", "similarity"],
-                      dynamic_axes={"text_embeds": {0: "n"}, "mask_logits": {0: "n"}, "presence_logit": {0: "n"}, "iou_logit": {0: "n"}, "similarity": {0: "n"}})
+    export_image_and_decoder(ie, de, img, feats, emb, os.path.join(out, names["image_encoder"]), os.path.join(out, names["mask_decoder"]))
     parity_path = os.path.join(out, "parity.json")
     parity = json.load(open(parity_path))
     step = parity["sample_step"]
@@ -202,7 +207,7 @@ def export_specialist(a):
         mask_logits=[round(v, 5) for v in outs[0].flatten()[::step].tolist()],
         presence_logit=outs[1].tolist())
     json.dump(parity, open(parity_path, "w"))
-    man_path = os.path.join(os.path.dirname(os.path.normpath(out)), "manifest.json")
+    man_path = manifest_path(out)
     man = json.load(open(man_path))
     for m in man["models"]:
         if m["dir"] != os.path.basename(os.path.normpath(out)):

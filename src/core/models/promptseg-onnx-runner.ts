@@ -18,14 +18,15 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
     return !!this.decoder;
   }
 
+  /** A session for one of the model folder's graphs, with the configured threads. */
+  private session(file: string): Promise<ort.InferenceSession> {
+    const so: ort.InferenceSession.SessionOptions = { ...sessionOptions(this.opts.threads), executionProviders: ['cpu'] };
+    return ort.InferenceSession.create(path.join(bundleDir(this.opts.modelsDir, this.entry), file), so);
+  }
+
   protected async doLoad(): Promise<void> {
     const dir = bundleDir(this.opts.modelsDir, this.entry);
-    const so: ort.InferenceSession.SessionOptions = { ...sessionOptions(this.opts.threads), executionProviders: ['cpu'] };
-    const [text, image, decoder] = await Promise.all([
-      ort.InferenceSession.create(path.join(dir, 'text_encoder.onnx'), so),
-      ort.InferenceSession.create(path.join(dir, 'image_encoder.onnx'), so),
-      ort.InferenceSession.create(path.join(dir, 'mask_decoder.onnx'), so),
-    ]);
+    const [text, image, decoder] = await Promise.all([this.session('text_encoder.onnx'), this.session('image_encoder.onnx'), this.session('mask_decoder.onnx')]);
     // tokenizer.json is read from the model folder; nothing is fetched
     this.tokenizer = await AutoTokenizer.from_pretrained(localTransformersId(dir));
     this.text = text;
@@ -76,9 +77,7 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
       const sp = this.entry.specialists?.find((x) => x.name === name);
       // a programmer error: the pipeline only asks for specialists the entry lists
       if (!sp) throw new Error(`model ${this.entry.id} has no specialist "${name}"`);
-      const dir = bundleDir(this.opts.modelsDir, this.entry);
-      const so: ort.InferenceSession.SessionOptions = { ...sessionOptions(this.opts.threads), executionProviders: ['cpu'] };
-      s = Promise.all([ort.InferenceSession.create(path.join(dir, sp.image_encoder), so), ort.InferenceSession.create(path.join(dir, sp.mask_decoder), so)]).then(([image, decoder]) => ({ image, decoder }));
+      s = Promise.all([this.session(sp.image_encoder), this.session(sp.mask_decoder)]).then(([image, decoder]) => ({ image, decoder }));
       s.catch(() => this.specialists.delete(name)); // a failed load is retried by the next request
       this.specialists.set(name, s);
     }

@@ -296,27 +296,25 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       const group = wholeIdx.filter((i) => specialist[i] === name);
       bySpecialist.set(name, await decodeViews(ctx, model, entry, copy!, `${imageSha256}:tta:${tf.name}`, group, structures, modes, embeds, timings, hit, name));
     }
+    // a copy joins prompt i's members; its scores are the copy's own, or the first look's (scores of: undefined)
+    const join = (i: number, g: FloatGrid, scores?: DecodedAll) => {
+      logits.push(g);
+      presenceLogit.push((scores ?? base).presenceLogit[i]);
+      iouLogit.push((scores ?? base).iouLogit[i]);
+      similarity.push((scores ?? base).similarity[i]);
+      owner.push(i);
+    };
     for (const i of idx) {
       const z = closer[i];
       if (z) {
         const c = await runWhole(ctx, model, entry, tf.apply(z.crop), `${zoomKey(imageSha256, z.sq)}:tta:${tf.name}`, [embeds[i]], timings, hit, specialist[i]);
-        logits.push(pasteSquare(z.first, tf.invert(c.logits[0]), z.sq));
-        presenceLogit.push(presenceLogit[i]);
-        iouLogit.push(iouLogit[i]);
-        similarity.push(similarity[i]);
+        join(i, pasteSquare(z.first, tf.invert(c.logits[0]), z.sq));
       } else if (specialist[i]) {
-        logits.push(tf.invert(bySpecialist.get(specialist[i])!.logits[i]));
-        presenceLogit.push(presenceLogit[i]);
-        iouLogit.push(iouLogit[i]);
-        similarity.push(similarity[i]);
+        join(i, tf.invert(bySpecialist.get(specialist[i])!.logits[i]));
       } else {
-        const out = bySpecialist.get(undefined);
-        logits.push(tf.invert(out!.logits[i]));
-        presenceLogit.push(out!.presenceLogit[i]);
-        iouLogit.push(out!.iouLogit[i]);
-        similarity.push(out!.similarity[i]);
+        const out = bySpecialist.get(undefined)!;
+        join(i, tf.invert(out.logits[i]), out);
       }
-      owner.push(i);
     }
   }
 
