@@ -216,7 +216,7 @@ def export_specialist(a):
             p = os.path.join(out, f)
             m["files"][f] = dict(sha256=sha256(p), bytes=os.path.getsize(p))
         entry = dict(name=a.specialist, structures=[s for s in a.structures.split(",") if s], **names,
-                     training=dict(checkpoint=a.ckpt, step=ck.get("step"), init="weights.pt"))
+                     training=dict(checkpoint=a.ckpt, step=ck.get("step"), arch=ck.get("arch", {}), init="weights.pt"))
         m["specialists"] = [s for s in m.get("specialists", []) if s["name"] != a.specialist] + [entry]
     json.dump(man, open(man_path, "w"), indent=1)
     print(json.dumps(names), "written; parity.json and the manifest updated")
