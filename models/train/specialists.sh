@@ -9,13 +9,12 @@
 # A specialist of width 2 starts from the shipped weights with the image encoder widened
 # (widen.py: same outputs, twice the channels). A run is one or more stages of cosine-scheduled
 # steps at lr 1e-3, each starting from the previous stage's last weights (warm restarts): the em
-# specialist is 700 + 1,600 + 1,600 steps of 8 at width 2 (about 11 + 39 + 39 min here), which is
-# how the tenth session trained the shipped one (val membranes 0.784 after the first stage, 0.811
-# after the second; models/README.md).
+# specialist is 700 + 1,600 + 1,600 steps of 8 at width 2 (18 + 39 + 39 min here), which is how
+# the tenth session trained the shipped one (val membranes 0.784 / 0.811 / 0.814 after the three
+# stages; models/README.md).
 # Each stage checkpoints to $STATE/<name>/stage-<k>/last.pt every 100 steps and resumes from it when
 # started again; a finished stage (snapshot-100.pt present) is skipped. Progress (loss terms,
-# images/s, ETA) goes to that folder's train.log. Export afterwards, e.g.:
-#   python3 models/train/export.py --ckpt $STATE/em/stage-3/snapshot-100.pt --specialist em --structures cell_membranes
+# images/s, ETA) goes to that folder's train.log. At the end it prints the export command.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-/usr/bin/python3}
@@ -53,5 +52,5 @@ while read -r name ds structures width stages; do
     fi
     init="$sd/snapshot-100.pt"
   done
-  echo "$name" "$structures" "$init" > "$dir/structures"
+  echo "== $name done; export it with: $PY models/train/export.py --ckpt $init --specialist $name --structures $structures"
 done <<< "$SPECS"
