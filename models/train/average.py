@@ -7,6 +7,15 @@ checkpoint: a cheap ensemble that costs nothing at inference.
 Floating-point tensors (weights and BatchNorm running statistics) are averaged; integer ones (the
 BatchNorm batch counters) are taken from the last checkpoint. The checkpoints must share the
 architecture and vocabulary; anything else is refused with the name of what differs.
+
+A specialist's text encoder is frozen, but snapshots stored in float16 (a GPU run's
+--snapshot-half) round it, and export.py --specialist refuses text weights that differ from the
+shipped ones. `--frozen-from models/promptseg-builtin/weights.pt` takes the text encoder's tensors
+exactly from that file, after checking that the average differs from them by no more than float16
+rounding (a text encoder that was trained is refused):
+
+    python3 models/train/average.py stage-3/snapshot-100.pt gpu/snapshot-100.pt -o soup.pt \
+        --frozen-from models/promptseg-builtin/weights.pt
 """
 import argparse, os, sys
 
@@ -42,17 +51,38 @@ def average(paths):
                 averaged=[os.path.relpath(p) for p in paths])
 
 
+def take_frozen(avg, path, prefix="text."):
+    """Replaces avg's `prefix` tensors by path's, which they may differ from by float16 rounding only."""
+    src = torch.load(path, map_location="cpu")["model"]
+    for k, v in avg["model"].items():
+        if not k.startswith(prefix) or not v.is_floating_point():
+            continue
+        if k not in src or src[k].shape != v.shape:
+            raise SystemExit(f"--frozen-from {path}: no tensor {k} of shape {tuple(v.shape)}")
+        ref = src[k].float()
+        if not torch.allclose(v, ref, rtol=2e-3, atol=1e-4):
+            raise SystemExit(f"--frozen-from {path}: {k} differs by more than float16 rounding "
+                             f"(largest {float((v - ref).abs().max()):.3g}): that part was trained, not frozen")
+        avg["model"][k] = src[k].clone()
+    avg["frozen_from"] = os.path.relpath(path)
+    return avg
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("ckpts", nargs="+")
     ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--frozen-from", default=None, help="take the text encoder's tensors exactly from this checkpoint (the shipped weights.pt), for a specialist")
     a = ap.parse_args()
     if len(a.ckpts) < 2:
         raise SystemExit("give at least two checkpoints to average")
-    for p in a.ckpts:
+    for p in a.ckpts + ([a.frozen_from] if a.frozen_from else []):
         if not os.path.isfile(p):
             raise SystemExit(f"{p}: no such checkpoint")
-    torch.save(average(a.ckpts), a.out)
+    avg = average(a.ckpts)
+    if a.frozen_from:
+        avg = take_frozen(avg, a.frozen_from)
+    torch.save(avg, a.out)
     print(f"{a.out}: mean of {len(a.ckpts)} checkpoints", file=sys.stderr)
 
 

@@ -4,6 +4,7 @@ elsewhere (a GPU run's snapshots).
 
     python3 models/train/validate.py runs/gpu/snapshot-*.pt
     python3 models/train/validate.py models/promptseg-builtin/weights.pt --split train   # recorded nowhere
+    python3 models/train/validate.py SPECIALIST.pt --datasets isbi2012_em                # one dataset, recorded nowhere
 Prints per checkpoint the validator's score and the mean Dice over the structures the model issue
 sets bars for.
 """
@@ -30,23 +31,31 @@ def main():
     ap.add_argument("--max-cases", type=int, default=40)
     ap.add_argument("--split", choices=["val", "train"], default="val",
                     help="train: the same figures on training cases, to tell underfitting from a generalisation gap (not recorded in the file)")
+    ap.add_argument("--datasets", default="", help="comma-separated dataset ids to validate on alone, e.g. isbi2012_em for a specialist (not recorded in the file)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     vocab = json.load(open(os.path.join(ROOT, "prompts", "vocabulary.json")))
     tok = WordPiece.build(training_texts(vocab))
     datasets = load_all(a.data, vocab, a.cache)
+    only = [x for x in a.datasets.split(",") if x]
+    unknown = sorted(set(only) - {d.id for d in datasets})
+    if unknown:
+        raise SystemExit(f"--datasets: no such dataset {', '.join(unknown)} (known: {', '.join(d.id for d in datasets)})")
+    if only:
+        datasets = [d for d in datasets if d.id in only]
     for path in a.ckpts:
         ck = torch.load(path, map_location="cpu")
         model = from_checkpoint(ck)
         with torch.no_grad():
             res = ev.validate(model, datasets, vocab, tok, split=a.split, max_cases=a.max_cases)
-        if a.split == "val":
+        if a.split == "val" and not only:
             ck["val"] = res
             torch.save(ck, path)
-        bars = [res["dice"][k] for k in BARS if k in res["dice"]]
-        missing = [k for k in BARS if k not in res["dice"]]  # no present case among those validated
+        wanted = [k for k in BARS if not only or k.split("/")[0] in only]
+        bars = [res["dice"][k] for k in wanted if k in res["dice"]]
+        missing = [k for k in wanted if k not in res["dice"]]  # no present case among those validated
         print(f"{path}: step {ck.get('step')} score {res['score']:.4f} bar-structure mean Dice {sum(bars) / max(len(bars), 1):.4f} "
-              f"({len(bars)} of {len(BARS)} structures{'; none present: ' + ', '.join(missing) if missing else ''}) "
+              f"({len(bars)} of {len(wanted)} structures{'; none present: ' + ', '.join(missing) if missing else ''}) "
               f"AUROC {res['presence_auroc']:.4f}", flush=True)
         print(f"{a.split} " + json.dumps(res), flush=True)
 
