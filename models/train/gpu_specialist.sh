@@ -19,8 +19,8 @@ DS=${2:?dataset}
 MINUTES=${3:?minutes}
 shift 3
 OUT=${OUT:?the device tool sets OUT}
-ALL="acdc_cardiac_mri chaos_ct_liver_mini covid19_ct_infection_medseg ct_pulmonary_embolism_fumpe dc1000_dental_caries_xray drive_fundus endotect2020_polyp_endoscopy hc18_fetal_head_us isbi2012_em jsrt_scr_cxr la2018_left_atrium_lge_mri lgg_flair_mri monuseg_nuclei_histology ph2_dermoscopy"
-BOOST=$(for d in $ALL; do [ "$d" = "$DS" ] || printf "%s=0," "$d"; done | sed 's/,$//')
+source "$(dirname "$0")/only_boost.sh"
+BOOST=$(only_boost "$DS") || exit 1
 rm -rf /tmp/spec-state /tmp/spec-model
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU: ${DEVICE:-cuda}"; } | tee "$OUT/gpu.txt"
 PYTHONUNBUFFERED=1 "${PYTHON:-python3}" models/train/train.py --data models/.pack --device "${DEVICE:-cuda}" \

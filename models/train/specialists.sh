@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-/usr/bin/python3}
 STATE=${STATE:-models/promptseg-builtin/train-state-specialists}
-ALL="acdc_cardiac_mri chaos_ct_liver_mini covid19_ct_infection_medseg ct_pulmonary_embolism_fumpe dc1000_dental_caries_xray drive_fundus endotect2020_polyp_endoscopy hc18_fetal_head_us isbi2012_em jsrt_scr_cxr la2018_left_atrium_lge_mri lgg_flair_mri monuseg_nuclei_histology ph2_dermoscopy"
+source models/train/only_boost.sh
 # name  dataset  structures  width  steps of each stage
 SPECS="em isbi2012_em cell_membranes 2 700,1600,1600
 left-atrium la2018_left_atrium_lge_mri left_atrium 1 1200
@@ -27,7 +27,7 @@ polyp endotect2020_polyp_endoscopy polyp 1 1000"
 want=" ${*:-em} "
 while read -r name ds structures width stages; do
   [[ "$want" == *" $name "* ]] || continue
-  boost=$(for d in $ALL; do [ "$d" = "$ds" ] || printf "%s=0," "$d"; done | sed 's/,$//')
+  boost=$(only_boost "$ds")
   dir="$STATE/$name"
   mkdir -p "$dir"
   init=models/promptseg-builtin/weights.pt
