@@ -74,6 +74,12 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
     expect(on.results[0].presence).toBe(off.results[0].presence);
     expect(dice(on.results[0].mask, off.results[0].mask)).toBeLessThan(0.999);
     expect(dice(on.results[0].mask, gt)).toBeGreaterThan(0.7);
+    // image TTA copies of a redrawn prompt are drawn by the specialist too and keep the first look's presence
+    const onTta = await segment(ctx.pipeline, { image, prompts: ['cell membranes'], specialist: true, ttaImage: 2 });
+    expect(onTta.results[0].specialist).toBe(specialist!.name);
+    expect(onTta.results[0].presence).toBe(off.results[0].presence);
+    expect(dice(onTta.results[0].mask, on.results[0].mask)).toBeLessThan(1);
+    expect(dice(onTta.results[0].mask, gt)).toBeGreaterThan(0.7);
     // asked of a chest X-ray, the first look finds no membranes: the specialist is not run and the mask is empty
     const cxr = await sharedCase('jsrt_scr_cxr', testCases('jsrt_scr_cxr', 1)[0]);
     const absent = await segment(ctx.pipeline, { image: cxr.image, prompts: ['cell membranes'], specialist: true });
