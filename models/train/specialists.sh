@@ -9,9 +9,11 @@
 # A specialist of width 2 starts from the shipped weights with the image encoder widened
 # (widen.py: same outputs, twice the channels). A run is one or more stages of cosine-scheduled
 # steps at lr 1e-3, each starting from the previous stage's last weights (warm restarts): the em
-# specialist is 700 + 1,600 + 1,600 steps of 8 at width 2 (18 + 39 + 39 min here), which is how
-# the tenth session trained the shipped one (val membranes 0.784 / 0.811 / 0.814 after the three
-# stages; models/README.md).
+# specialist is 700 + 1,600 + 1,600 steps of 8 at width 2 (about 17 + 37 + 40 min here), with
+# elastic deformations (70% of samples) and axis swaps (50%) on top of the usual augmentation:
+# how the twelfth session trained the shipped one (val membranes 0.783 / 0.815 / 0.819 after the
+# three stages; the tenth session's without them 0.784 / 0.811 / 0.814; models/README.md).
+# TRAIN_ARGS adds options to every stage's train.py (after the spec's own, so it can override them).
 # Each stage checkpoints to $STATE/<name>/stage-<k>/last.pt every 100 steps and resumes from it when
 # started again; a finished stage (snapshot-100.pt present) is skipped. Progress (loss terms,
 # images/s, ETA) goes to that folder's train.log. At the end it prints the export command.
@@ -20,14 +22,16 @@ cd "$(dirname "$0")/../.."
 PY=${PYTHON:-/usr/bin/python3}
 STATE=${STATE:-models/promptseg-builtin/train-state-specialists}
 source models/train/only_boost.sh
-# name  dataset  structures  width  steps of each stage
-SPECS="em isbi2012_em cell_membranes 2 700,1600,1600
-left-atrium la2018_left_atrium_lge_mri left_atrium 1 1200
-polyp endotect2020_polyp_endoscopy polyp 1 1000"
+# name  dataset  structures  width  steps of each stage  extra train.py options (- for none)
+SPECS="em isbi2012_em cell_membranes 2 700,1600,1600 --elastic=0.7,--transpose=0.5
+left-atrium la2018_left_atrium_lge_mri left_atrium 1 1200 -
+polyp endotect2020_polyp_endoscopy polyp 1 1000 -"
 want=" ${*:-em} "
-while read -r name ds structures width stages; do
+while read -r name ds structures width stages extra; do
   [[ "$want" == *" $name "* ]] || continue
   boost=$(only_boost "$ds")
+  extra_args=()
+  [ "$extra" = - ] || IFS=, read -r -a extra_args <<< "$extra"
   dir="$STATE/$name"
   mkdir -p "$dir"
   init=models/promptseg-builtin/weights.pt
@@ -47,7 +51,7 @@ while read -r name ds structures width stages; do
       echo "== $name stage $k: $ds, $steps steps of 8 from $init ($(date -u +%H:%M))"
       $PY models/train/train.py --batch 8 --steps "$steps" --lr 1e-3 --zoom 0.35 --upscale 1 "${arch[@]}" \
         --init "$init" --train-only image.,decoder. --boost "$boost" \
-        --val-every 0 --log-every 100 --state-dir "$sd" --model-dir "$sd" --snapshot-dir "$sd" --snapshots 0.5,1 \
+        --val-every 0 --log-every 100 --state-dir "$sd" --model-dir "$sd" --snapshot-dir "$sd" --snapshots 0.5,1 ${extra_args[@]+"${extra_args[@]}"} ${TRAIN_ARGS:-} \
         >> "$sd/train.log" 2>&1
     fi
     init="$sd/snapshot-100.pt"

@@ -146,8 +146,13 @@ def resize_pair(img, masks):
     return im, ms
 
 
-def augment(x, y, flip_ok, g):
+def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0):
     """Random affine (scale, rotation, shift), flips where anatomy allows, intensity jitter.
+    Where flips are allowed, optionally also: with probability `elastic`, a smooth random
+    deformation (displacements drawn on a 5 x 5 grid with a standard deviation of `elastic_px`
+    pixels, bicubically interpolated; the remedy for few training images of the U-Net paper), and
+    with probability `transpose`, a swap of the image axes (with the flips, all eight right-angle
+    rotations and reflections: for images with no preferred orientation, such as EM sections).
     The random draws come from the CPU generator g; the resampling runs where x is."""
     B = x.shape[0]
     dev = x.device
@@ -161,9 +166,21 @@ def augment(x, y, flip_ok, g):
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = cos * fx, -sin * fy, tx
     theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = sin * fx, cos * fy, ty
     grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
+    if elastic > 0:
+        H, W = x.shape[-2:]
+        on = (flip_ok & (torch.rand(B, generator=g) < elastic)).float().view(B, 1, 1, 1)
+        # displacements in pixels on a coarse grid -> grid_sample's [-1, 1] units (2 / side per pixel)
+        coarse = torch.randn(B, 2, 5, 5, generator=g) * elastic_px * on
+        field = F.interpolate(coarse, size=(H, W), mode="bicubic", align_corners=True)
+        field = field * torch.tensor([2.0 / W, 2.0 / H]).view(1, 2, 1, 1)
+        grid = grid + field.permute(0, 2, 3, 1).to(dev)
     pad = (0 - MEAN) / STD
     x = F.grid_sample(x - pad, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + pad
     y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).float()
+    if transpose > 0:
+        t = (flip_ok & (torch.rand(B, generator=g) < transpose)).to(dev).view(B, 1, 1, 1)
+        x = torch.where(t, x.transpose(-1, -2), x)
+        y = torch.where(t, y.transpose(-1, -2), y)
     # intensity: contrast, brightness, gamma on [0,1]
     v = (x * STD + MEAN).clamp(0, 1)
     gamma = torch.exp((torch.rand(B, 1, 1, 1, generator=g) - 0.5) * 2 * math.log(1.4)).to(dev)
@@ -251,6 +268,9 @@ def main():
     ap.add_argument("--amp", action="store_true", help="run the network's forward pass and losses under bfloat16 autocast (meant for GPUs; weights and optimiser stay float32)")
     ap.add_argument("--width", type=float, default=1.0, help="image encoder channel multiplier (net.py); the per-prompt decoder is unchanged; a resumed run keeps its checkpoint's")
     ap.add_argument("--full-width", type=int, default=16, help="hidden channels of the image encoder's full-resolution branch; a resumed run keeps its checkpoint's")
+    ap.add_argument("--elastic", type=float, default=0.0, help="probability of a smooth random (elastic) deformation of a sample whose anatomy allows flips (augment)")
+    ap.add_argument("--elastic-px", type=float, default=6.0, help="standard deviation in pixels of the elastic deformation's displacements on its 5 x 5 grid")
+    ap.add_argument("--transpose", type=float, default=0.0, help="probability of swapping a sample's image axes where its anatomy allows flips (with the flips: all right-angle rotations); for orientation-free images such as EM")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -360,7 +380,7 @@ def main():
         x, y, ids, m, slugs, present, flip_ok = next(batches)
         x, y = normalise(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True).float()
         ids, m, present = ids.to(dev), m.to(dev), present.to(dev)
-        x, y = augment(x, y, flip_ok, g)
+        x, y = augment(x, y, flip_ok, g, a.elastic, a.elastic_px, a.transpose)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp):
             loss, parts = losses(model, x, y, ids, m, slugs, present, a.k)
         opt.zero_grad(set_to_none=True)

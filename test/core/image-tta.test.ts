@@ -18,8 +18,11 @@ describe('image-side test-time augmentation', () => {
     for (const tf of IMAGE_TRANSFORMS.filter((tf) => !tf.name.startsWith('scale'))) {
       const t = tf.apply(image);
       // a "model" whose logit at a pixel is that pixel's red value, read on the transformed image
-      const grid = { width: w, height: h, data: Float32Array.from({ length: w * h }, (_, i) => t.data[i * 3]) };
+      // the right-angle rotations and diagonal reflections swap the image's width and height
+      expect([t.width, t.height]).toEqual(tf.orientationFreeOnly ? [h, w] : [w, h]);
+      const grid = { width: t.width, height: t.height, data: Float32Array.from({ length: w * h }, (_, i) => t.data[i * 3]) };
       const back = tf.invert(grid);
+      expect([back.width, back.height]).toEqual([w, h]);
       const edge = Math.max(1, Math.round(0.03 * w)) + 1;
       let checked = 0;
       for (let y = edge; y < h - edge; y++) {
@@ -32,6 +35,22 @@ describe('image-side test-time augmentation', () => {
       }
       expect(checked).toBeGreaterThan(500);
     }
+  });
+
+  it('the quarter turns and diagonal reflections move a marked corner where a rotation would', () => {
+    const w = 5, h = 3;
+    const data = new Uint8Array(w * h * 3);
+    data.fill(200, 0, 3); // the top-left pixel
+    const image: RasterImage = { width: w, height: h, data, format: 'png' };
+    const where = (tf: string) => {
+      const t = IMAGE_TRANSFORMS.find((x) => x.name === tf)!.apply(image);
+      const i = t.data.indexOf(200) / 3;
+      return [i % t.width, Math.floor(i / t.width)];
+    };
+    expect(where('transpose')).toEqual([0, 0]);
+    expect(where('rot90')).toEqual([h - 1, 0]); // clockwise: top-left to top-right
+    expect(where('rot270')).toEqual([0, w - 1]); // anticlockwise: top-left to bottom-left
+    expect(where('antitranspose')).toEqual([h - 1, w - 1]);
   });
 
   it('the scale transforms resample about the centre and their inverse undoes them', () => {
@@ -74,6 +93,20 @@ describe('image-side test-time augmentation', () => {
       expect(left).toBeGreaterThan(4 * right);
       const lesion = await segment(ctx, { image, prompts: ['skin lesion', 'left lung'], ttaImage: 1 });
       expect(lesion.tta!.imageTransforms).toEqual(['hflip', 'gamma_0.8']); // hflip for the lesion only
+      // dermoscopy has no preferred orientation: its prompts also get the quarter turns and diagonal reflections
+      // (on an image wider than tall, whose turned copies are taller than wide)
+      const wide = await decodeImage(await greyPng(200, 120, (x, y) => ((x - 120) ** 2 + (y - 50) ** 2 < 30 ** 2 ? 60 : 190)), { maxPixels: 4e7 });
+      const turned = await segment(ctx, { image: wide, prompts: ['skin lesion', 'polyp'], ttaImage: 3 });
+      expect(turned.tta!.imageTransforms).toEqual(['hflip', 'transpose', 'gamma_0.8', 'shift_+3%']);
+      const once = await segment(ctx, { image: wide, prompts: ['skin lesion'], ttaImage: 0 });
+      for (const r of [...turned.results, ...once.results]) expect(r.mask).toHaveLength(200 * 120);
+      // the copies are mapped back onto the original pixels: the averaged probability map follows the single look's
+      const a = turned.results[0].probability, b = once.results[0].probability;
+      const mean = (v: Float32Array) => v.reduce((s, x) => s + x, 0) / v.length;
+      const ma = mean(a), mb = mean(b);
+      let sab = 0, saa = 0, sbb = 0;
+      a.forEach((v, i) => { sab += (v - ma) * (b[i] - mb); saa += (v - ma) ** 2; sbb += (b[i] - mb) ** 2; });
+      expect(sab / Math.sqrt(saa * sbb)).toBeGreaterThan(0.8);
     });
 
     it('redraws a zoomed prompt\'s crop, not the whole image, and keeps its first look\'s presence', async () => {
@@ -126,7 +159,7 @@ describe('image-side test-time augmentation', () => {
       expect(polyp.tta!.imageTransforms).toEqual([]);
       const forced = await segment(ctx, { image, prompts: ['polyp'], ttaImage: 2 });
       expect(forced.tta!.imageTransforms).toEqual(['hflip', 'gamma_0.8']);
-      await expect(segment(ctx, { image, prompts: ['heart'], ttaImage: { heart: 9 } })).rejects.toThrow(/tta_image/);
+      await expect(segment(ctx, { image, prompts: ['heart'], ttaImage: { heart: IMAGE_TRANSFORMS.length + 1 } })).rejects.toThrow(/tta_image/);
     });
   });
 });

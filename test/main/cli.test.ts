@@ -56,7 +56,7 @@ describe('promptseg CLI', () => {
     expect((await cli(['frobnicate'])).code).toBe(2);
     const badTta = await cli(['eval', 'eval/suites/shared-quick.json', '--tta-image', 'sometimes']);
     expect(badTta.code).toBe(2);
-    expect(badTta.stderr).toMatch(/--tta-image is a whole number from 0 to 8, or auto/);
+    expect(badTta.stderr).toMatch(/--tta-image is a whole number from 0 to 12, or auto/);
     expect((await cli(['segment', '/no/such/file.png', '--prompt', 'heart'])).code).toBe(2);
     const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-cli-'));
     const bad = path.join(dir, 'bad.png');

@@ -14,7 +14,7 @@ import path from 'node:path';
 import type { Structure, Vocabulary } from '../vocabulary.js';
 import { Lru } from './lru.js';
 import { appearanceDescriptor } from '../trust/appearance.js';
-import { IMAGE_TRANSFORMS, THORAX_REGIONS } from './image-tta.js';
+import { IMAGE_TRANSFORMS, ORIENTATION_FREE_MODALITIES, THORAX_REGIONS, type ImageTransform } from './image-tta.js';
 import { cropSquare, pasteSquare, zoomSquare, type Square } from './zoom.js';
 
 /** What the pipeline needs; created once per process and shared by every front door. */
@@ -281,7 +281,9 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     const table = ttaImage === 'auto' ? calTta : ttaImage;
     return (slug && table?.[slug]) || 0;
   };
-  const allowed = req.prompts.map((_, i) => IMAGE_TRANSFORMS.filter((tf) => !tf.flips || flipSafe(baseStructures[i])).slice(0, ttaFor(i)));
+  const orientationFree = (st: Structure | undefined) => !!st && ORIENTATION_FREE_MODALITIES.has(st.modality);
+  const suits = (tf: ImageTransform, st: Structure | undefined) => (!tf.flips || flipSafe(st)) && (!tf.orientationFreeOnly || orientationFree(st));
+  const allowed = req.prompts.map((_, i) => IMAGE_TRANSFORMS.filter((tf) => suits(tf, baseStructures[i])).slice(0, ttaFor(i)));
   const transforms = IMAGE_TRANSFORMS.filter((tf) => allowed.some((a) => a.includes(tf)));
   for (const tf of transforms) {
     const idx = req.prompts.map((_, i) => i).filter((i) => allowed[i].includes(tf));
