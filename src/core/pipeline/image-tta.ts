@@ -122,7 +122,7 @@ function quarter(name: string, turns: 1 | 3 | 'transpose' | 'antitranspose'): Im
   const backward = <T extends Uint8Array | Float32Array>(p: T, w: number, h: number, ch: number): T => transposePlane(flipAll(p, w, h, ch), w, h, ch);
   return {
     name,
-    flips: false,
+    flips: turns === 'transpose' || turns === 'antitranspose', // the diagonal reflections mirror the image
     orientationFreeOnly: true,
     apply(image) {
       const { width: w, height: h } = image;
