@@ -9,7 +9,7 @@
 # A specialist of width 2 starts from the shipped weights with the image encoder widened
 # (widen.py: same outputs, twice the channels). A run is one or more stages of cosine-scheduled
 # steps at lr 1e-3, each starting from the previous stage's last weights (warm restarts): the em
-# specialist is 700 + 1,600 + 1,600 steps of 8 at width 2 (about 17 + 37 + 40 min here), with
+# specialist is 700 + 1,600 + 1,600 steps of 8 at width 2 (17 + 30 + 31 min here in the twelfth session), with
 # elastic deformations (70% of samples) and axis swaps (50%) on top of the usual augmentation:
 # how the twelfth session trained the shipped one (val membranes 0.783 / 0.815 / 0.819 after the
 # three stages; the tenth session's without them 0.784 / 0.811 / 0.814; models/README.md).
