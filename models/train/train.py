@@ -146,13 +146,18 @@ def resize_pair(img, masks):
     return im, ms
 
 
-def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0):
+def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0, colour=0.0):
     """Random affine (scale, rotation, shift), flips where anatomy allows, intensity jitter.
-    Where flips are allowed, optionally also: with probability `elastic`, a smooth random
-    deformation (displacements drawn on a 5 x 5 grid with a standard deviation of `elastic_px`
-    pixels, bicubically interpolated; the remedy for few training images of the U-Net paper), and
-    with probability `transpose`, a swap of the image axes (with the flips, all eight right-angle
-    rotations and reflections: for images with no preferred orientation, such as EM sections).
+    Optionally also: with probability `elastic`, a smooth random deformation of any sample
+    (displacements drawn on a 5 x 5 grid with a standard deviation of `elastic_px` pixels,
+    bicubically interpolated; the remedy for few training images of the U-Net paper; a few pixels
+    of smooth displacement never move a structure to the other side, so lateral anatomy gets it
+    too), and, where flips are allowed, with probability `transpose`, a swap of the image axes
+    (with the flips, all eight right-angle rotations and reflections: for images with no
+    preferred orientation, such as EM sections).
+    With probability `colour`, a colour image (endoscopy, dermoscopy, fundus, histology; never a
+    grey one) also gets a white-balance and saturation change: each channel's gain drawn from
+    exp(N(0, 0.08)), saturation scaled by a factor in [1/1.5, 1.5] (another camera or stain).
     The random draws come from the CPU generator g; the resampling runs where x is."""
     B = x.shape[0]
     dev = x.device
@@ -168,7 +173,7 @@ def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0):
     grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
     if elastic > 0:
         H, W = x.shape[-2:]
-        on = (flip_ok & (torch.rand(B, generator=g) < elastic)).float().view(B, 1, 1, 1)
+        on = (torch.rand(B, generator=g) < elastic).float().view(B, 1, 1, 1)
         # displacements in pixels on a coarse grid -> grid_sample's [-1, 1] units (2 / side per pixel)
         coarse = torch.randn(B, 2, 5, 5, generator=g) * elastic_px * on
         field = F.interpolate(coarse, size=(H, W), mode="bicubic", align_corners=True)
@@ -188,6 +193,15 @@ def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0):
     c = 1 + (torch.rand(B, 1, 1, 1, generator=g).to(dev) - 0.5) * 0.4
     b = (torch.rand(B, 1, 1, 1, generator=g).to(dev) - 0.5) * 0.2
     v = ((v - 0.5) * c + 0.5 + b).clamp(0, 1)
+    if colour > 0:
+        # grey images have equal channels (the intensity changes above keep them so)
+        coloured = (v[:, 0] - v[:, 1]).abs().amax((1, 2)) + (v[:, 1] - v[:, 2]).abs().amax((1, 2)) > 1e-3
+        on = (torch.rand(B, generator=g).to(dev) < colour) & coloured
+        gain = torch.exp(torch.randn(B, 3, generator=g) * 0.08).to(dev).view(B, 3, 1, 1)
+        sat = torch.exp((torch.rand(B, generator=g) - 0.5) * 2 * math.log(1.5)).to(dev).view(B, 1, 1, 1)
+        grey = v.mean(1, keepdim=True)
+        jittered = ((grey + (v - grey) * sat) * gain).clamp(0, 1)
+        v = torch.where(on.view(B, 1, 1, 1), jittered, v)
     return (v - MEAN) / STD, y
 
 
@@ -268,8 +282,9 @@ def main():
     ap.add_argument("--amp", action="store_true", help="run the network's forward pass and losses under bfloat16 autocast (meant for GPUs; weights and optimiser stay float32)")
     ap.add_argument("--width", type=float, default=1.0, help="image encoder channel multiplier (net.py); the per-prompt decoder is unchanged; a resumed run keeps its checkpoint's")
     ap.add_argument("--full-width", type=int, default=16, help="hidden channels of the image encoder's full-resolution branch; a resumed run keeps its checkpoint's")
-    ap.add_argument("--elastic", type=float, default=0.0, help="probability of a smooth random (elastic) deformation of a sample whose anatomy allows flips (augment)")
+    ap.add_argument("--elastic", type=float, default=0.0, help="probability of a smooth random (elastic) deformation of a sample (augment)")
     ap.add_argument("--elastic-px", type=float, default=6.0, help="standard deviation in pixels of the elastic deformation's displacements on its 5 x 5 grid")
+    ap.add_argument("--colour", type=float, default=0.0, help="probability of a white-balance and saturation change of a colour sample (grey images are left grey): endoscopes, cameras and stains differ")
     ap.add_argument("--transpose", type=float, default=0.0, help="probability of swapping a sample's image axes where its anatomy allows flips (with the flips: all right-angle rotations); for orientation-free images such as EM")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -380,7 +395,7 @@ def main():
         x, y, ids, m, slugs, present, flip_ok = next(batches)
         x, y = normalise(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True).float()
         ids, m, present = ids.to(dev), m.to(dev), present.to(dev)
-        x, y = augment(x, y, flip_ok, g, a.elastic, a.elastic_px, a.transpose)
+        x, y = augment(x, y, flip_ok, g, a.elastic, a.elastic_px, a.transpose, a.colour)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp):
             loss, parts = losses(model, x, y, ids, m, slugs, present, a.k)
         opt.zero_grad(set_to_none=True)

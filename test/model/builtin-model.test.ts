@@ -62,30 +62,37 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
     throw new Error('no ACDC test case with a left ventricle among the first six');
   });
 
-  const specialist = ctx.pipeline.registry.entry('promptseg-builtin').specialists?.find((s) => s.structures.includes('cell_membranes'));
-  it.skipIf(!specialist)(`redraws cell membranes with their specialist, keeping the generalist's presence, and not for an image without them${specialist ? '' : ' (skipped: no specialist for them in the manifest)'}`, async () => {
-    const c = testCases('isbi2012_em', 1)[0];
-    const { image, mask } = await sharedCase('isbi2012_em', c);
-    const gt = await mask('cell_membranes');
-    const off = await segment(ctx.pipeline, { image, prompts: ['cell membranes'], specialist: false, ttaImage: 0 });
-    const on = await segment(ctx.pipeline, { image, prompts: ['cell membranes'], specialist: true, ttaImage: 0 });
-    expect(off.results[0].specialist).toBeUndefined();
-    expect(on.results[0].specialist).toBe(specialist!.name);
-    expect(on.results[0].presence).toBe(off.results[0].presence);
-    expect(dice(on.results[0].mask, off.results[0].mask)).toBeLessThan(0.999);
-    expect(dice(on.results[0].mask, gt)).toBeGreaterThan(0.7);
-    // image TTA copies of a redrawn prompt are drawn by the specialist too and keep the first look's presence
-    const onTta = await segment(ctx.pipeline, { image, prompts: ['cell membranes'], specialist: true, ttaImage: 2 });
-    expect(onTta.results[0].specialist).toBe(specialist!.name);
-    expect(onTta.results[0].presence).toBe(off.results[0].presence);
-    expect(dice(onTta.results[0].mask, on.results[0].mask)).toBeLessThan(1);
-    expect(dice(onTta.results[0].mask, gt)).toBeGreaterThan(0.7);
-    // asked of a chest X-ray, the first look finds no membranes: the specialist is not run and the mask is empty
-    const cxr = await sharedCase('jsrt_scr_cxr', testCases('jsrt_scr_cxr', 1)[0]);
-    const absent = await segment(ctx.pipeline, { image: cxr.image, prompts: ['cell membranes'], specialist: true });
-    expect(absent.results[0].specialist).toBeUndefined();
-    expect(absent.results[0].maskProduced).toBe(false);
-  });
+  // each shipped specialist: the structure it draws, a dataset with it, and how its images are stored
+  const specialistCases = [
+    { structure: 'cell_membranes', dataset: 'isbi2012_em', prompt: 'cell membranes', ext: '.png' },
+    { structure: 'polyp', dataset: 'endotect2020_polyp_endoscopy', prompt: 'polyp', ext: '.jpg' },
+  ];
+  for (const sc of specialistCases) {
+    const specialist = ctx.pipeline.registry.entry('promptseg-builtin').specialists?.find((s) => s.structures.includes(sc.structure));
+    it.skipIf(!specialist)(`redraws ${sc.structure} with its specialist, keeping the generalist's presence, and not for an image without them${specialist ? '' : ` (skipped: no specialist for ${sc.structure} in the manifest)`}`, async () => {
+      const c = testCases(sc.dataset, 1)[0];
+      const { image, mask } = await sharedCase(sc.dataset, c, sc.ext);
+      const gt = await mask(sc.structure);
+      const off = await segment(ctx.pipeline, { image, prompts: [sc.prompt], specialist: false, ttaImage: 0 });
+      const on = await segment(ctx.pipeline, { image, prompts: [sc.prompt], specialist: true, ttaImage: 0 });
+      expect(off.results[0].specialist).toBeUndefined();
+      expect(on.results[0].specialist).toBe(specialist!.name);
+      expect(on.results[0].presence).toBe(off.results[0].presence);
+      expect(dice(on.results[0].mask, off.results[0].mask)).toBeLessThan(0.999);
+      expect(dice(on.results[0].mask, gt)).toBeGreaterThan(0.7);
+      // image TTA copies of a redrawn prompt are drawn by the specialist too and keep the first look's presence
+      const onTta = await segment(ctx.pipeline, { image, prompts: [sc.prompt], specialist: true, ttaImage: 2 });
+      expect(onTta.results[0].specialist).toBe(specialist!.name);
+      expect(onTta.results[0].presence).toBe(off.results[0].presence);
+      expect(dice(onTta.results[0].mask, on.results[0].mask)).toBeLessThan(1);
+      expect(dice(onTta.results[0].mask, gt)).toBeGreaterThan(0.7);
+      // asked of a chest X-ray, the first look finds no such structure: the specialist is not run and the mask is empty
+      const cxr = await sharedCase('jsrt_scr_cxr', testCases('jsrt_scr_cxr', 1)[0]);
+      const absent = await segment(ctx.pipeline, { image: cxr.image, prompts: [sc.prompt], specialist: true });
+      expect(absent.results[0].specialist).toBeUndefined();
+      expect(absent.results[0].maskProduced).toBe(false);
+    });
+  }
 
   it('rejects absent structures and nonsense with an empty mask', async () => {
     const absent = ['liver', 'fetal head', 'polyp', 'retinal blood vessels', 'banana', 'hello world', 'asdf'];
