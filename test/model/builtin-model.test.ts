@@ -66,6 +66,7 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
   const specialistCases = [
     { structure: 'cell_membranes', dataset: 'isbi2012_em', prompt: 'cell membranes', ext: '.png' },
     { structure: 'polyp', dataset: 'endotect2020_polyp_endoscopy', prompt: 'polyp', ext: '.jpg' },
+    { structure: 'left_atrium', dataset: 'la2018_left_atrium_lge_mri', prompt: 'left atrium', ext: '.png' },
   ];
   for (const sc of specialistCases) {
     const specialist = ctx.pipeline.registry.entry('promptseg-builtin').specialists?.find((s) => s.structures.includes(sc.structure));
