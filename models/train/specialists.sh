@@ -8,17 +8,12 @@
 # A specialist of width 2 starts from the shipped weights with the image encoder widened
 # (widen.py: same outputs, twice the channels). A run is one or more stages of cosine-scheduled
 # steps at lr 1e-3 (unless its options say otherwise), each starting from the previous stage's last
-# weights (warm restarts): the em specialist is 700 + 1,600 + 1,600 steps of 8 at width 2 (17 + 30 +
-# 31 min here in the twelfth session), with elastic deformations (70% of samples) and axis swaps
-# (50%) on top of the usual augmentation: how the twelfth session trained the shipped one (val
-# membranes 0.783 / 0.815 / 0.819 after the three stages; the tenth session's without them 0.784 /
-# 0.811 / 0.814; models/README.md). The polyp specialist is one stage of 1,000 steps at width 1 and
-# lr 5e-4 with colour (white balance and saturation, 80% of samples), elastic (50%) and axis-swap
-# (50%) augmentation; the thirteenth session shipped its snapshot at half the run (val polyp 0.909
-# there, 0.889 at the end; the shipped generalist 0.880), so `ship` names the snapshot to export.
-# The left-atrium specialist is one stage of 1,200 steps at width 1 and lr 5e-4 with elastic
-# deformations (50%), also shipped at half its run (val left atrium 0.847 there, 0.835 at the end;
-# the generalist 0.830; the ninth session's at lr 1e-3 without them 0.831 at half).
+# weights (warm restarts), with the options of its line on top of the usual augmentation: em is
+# 700 + 1,600 + 1,600 steps at width 2 with elastic deformations and axis swaps; polyp 1,000 steps
+# at lr 5e-4 with colour, elastic and axis-swap augmentation; left-atrium 1,200 steps at lr 5e-4
+# with elastic deformations. `ship` names the snapshot that was shipped (polyp and left-atrium: the
+# one at half the run, which scored higher on val than the last). Durations and val figures of
+# each: models/README.md (Specialists) and the model card (Training 10-13).
 # TRAIN_ARGS adds options to every stage's train.py (after the spec's own, so it can override them).
 # Each stage checkpoints to $STATE/<name>/stage-<k>/last.pt every 100 steps and resumes from it when
 # started again; a finished stage (snapshot-100.pt present) is skipped. Progress (loss terms,

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -7,7 +7,7 @@ import { segment } from '../../src/core/pipeline/segment.js';
 import { dice } from '../../src/eval/metrics.js';
 import { disposeServiceContext } from '../../src/service/context.js';
 import { nonMedicalImages } from '../../src/eval/ood-probe.js';
-import { SHARED_DATA, sharedMissing } from '../helpers/project.js';
+import { ROOT, SHARED_DATA, sharedMissing } from '../helpers/project.js';
 import { testContext } from '../helpers/service.js';
 
 const ctx = testContext();
@@ -62,28 +62,33 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
     throw new Error('no ACDC test case with a left ventricle among the first six');
   });
 
-  // each shipped specialist: the structure it draws, a dataset with it, and how its images are stored
-  const specialistCases = [
-    { structure: 'cell_membranes', dataset: 'isbi2012_em', prompt: 'cell membranes', ext: '.png' },
-    { structure: 'polyp', dataset: 'endotect2020_polyp_endoscopy', prompt: 'polyp', ext: '.jpg' },
-    { structure: 'left_atrium', dataset: 'la2018_left_atrium_lge_mri', prompt: 'left atrium', ext: '.png' },
-  ];
+  // every structure a shipped specialist draws, with its canonical name and its dataset from the vocabulary
+  const vocabulary = JSON.parse(readFileSync(path.join(ROOT, 'prompts', 'vocabulary.json'), 'utf8')) as { structures: { slug: string; name: string; datasets: string[] }[] };
+  const specialistCases = (ctx.pipeline.registry.entry('promptseg-builtin').specialists ?? []).flatMap((sp) =>
+    sp.structures.map((slug) => {
+      const v = vocabulary.structures.find((x) => x.slug === slug)!;
+      return { specialist: sp.name, structure: slug, dataset: v.datasets[0], prompt: v.name };
+    }),
+  );
+  it('has a specialist for the structures the model card names (membranes, polyp, left atrium)', () => {
+    expect(specialistCases.map((c) => c.structure).sort()).toEqual(['cell_membranes', 'left_atrium', 'polyp']);
+  });
   for (const sc of specialistCases) {
-    const specialist = ctx.pipeline.registry.entry('promptseg-builtin').specialists?.find((s) => s.structures.includes(sc.structure));
-    it.skipIf(!specialist)(`redraws ${sc.structure} with its specialist, keeping the generalist's presence, and not for an image without them${specialist ? '' : ` (skipped: no specialist for ${sc.structure} in the manifest)`}`, async () => {
+    it(`redraws ${sc.structure} with its specialist, keeping the generalist's presence, and not for an image without them`, async () => {
       const c = testCases(sc.dataset, 1)[0];
-      const { image, mask } = await sharedCase(sc.dataset, c, sc.ext);
+      const ext = ['.png', '.jpg'].find((e) => existsSync(path.join(SHARED_DATA, sc.dataset, 'images', c + e)))!;
+      const { image, mask } = await sharedCase(sc.dataset, c, ext);
       const gt = await mask(sc.structure);
       const off = await segment(ctx.pipeline, { image, prompts: [sc.prompt], specialist: false, ttaImage: 0 });
       const on = await segment(ctx.pipeline, { image, prompts: [sc.prompt], specialist: true, ttaImage: 0 });
       expect(off.results[0].specialist).toBeUndefined();
-      expect(on.results[0].specialist).toBe(specialist!.name);
+      expect(on.results[0].specialist).toBe(sc.specialist);
       expect(on.results[0].presence).toBe(off.results[0].presence);
       expect(dice(on.results[0].mask, off.results[0].mask)).toBeLessThan(0.999);
       expect(dice(on.results[0].mask, gt)).toBeGreaterThan(0.7);
       // image TTA copies of a redrawn prompt are drawn by the specialist too and keep the first look's presence
       const onTta = await segment(ctx.pipeline, { image, prompts: [sc.prompt], specialist: true, ttaImage: 2 });
-      expect(onTta.results[0].specialist).toBe(specialist!.name);
+      expect(onTta.results[0].specialist).toBe(sc.specialist);
       expect(onTta.results[0].presence).toBe(off.results[0].presence);
       expect(dice(onTta.results[0].mask, on.results[0].mask)).toBeLessThan(1);
       expect(dice(onTta.results[0].mask, gt)).toBeGreaterThan(0.7);
