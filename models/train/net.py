@@ -167,10 +167,23 @@ class MaskDecoder(nn.Module):
     The prompt-conditioned FPN runs at S/32..S/4; the S/2 mask is a per-pixel linear map of the
     text-independent fine features f1 whose coefficients the coarse path predicts (a dynamic
     head), and the S mask adds a second such map of the full-resolution features f0 to the
-    upsampled S/2 logits, so full-resolution work per prompt stays a few multiply-adds a pixel."""
+    upsampled S/2 logits, so full-resolution work per prompt stays a few multiply-adds a pixel.
 
-    def __init__(self):
+    head > 0 adds a full-resolution head of that many channels: two 3x3 convolutions over the mask's
+    probabilities, f0, the upsampled f1 and 8 channels of the prompt-conditioned S/4 path, whose output
+    is added to the mask logits (its last layer starts at zero, so a decoder initialised from weights
+    without it starts with the same outputs). A nonlinear full-resolution stage, as a U-Net's last
+    layers are, for the thinnest structures; it costs per prompt, so it is meant for a specialist."""
+
+    def __init__(self, head=0):
         super().__init__()
+        self.head_width = head
+        if head:
+            self.head_ctx = nn.Conv2d(MID, 8, 1)
+            self.head = nn.Sequential(nn.Conv2d(1 + FULL + FINE + 8, head, 3, 1, 1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(head, head, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(head, 1, 1))
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
         self.in5 = nn.Conv2d(DEC + 2, DEC, 1)
         self.film = nn.ModuleList([FiLM(DEC) for _ in range(3)] + [FiLM(MID)])
         self.conv = nn.ModuleList([DSConv(DEC) for _ in range(3)] + [DSConv(MID)])
@@ -198,6 +211,9 @@ class MaskDecoder(nn.Module):
         c0 = F.interpolate(self.coef_full(p), size=f0.shape[-2:], mode="bilinear", align_corners=False)
         logits = (F.interpolate(half, size=f0.shape[-2:], mode="bilinear", align_corners=False)
                   + (c0[:, :FULL] * f0).sum(1, keepdim=True) + c0[:, FULL:])
+        if self.head_width:
+            up = lambda t: F.interpolate(t, size=f0.shape[-2:], mode="bilinear", align_corners=False)
+            logits = logits + self.head(torch.cat([torch.sigmoid(logits), f0, up(f1), up(self.head_ctx(p))], 1))
         presence = self.presence(pres_feat).squeeze(1)
         prob = torch.sigmoid(logits)
         area = prob.mean(dim=(1, 2, 3))
@@ -223,10 +239,10 @@ def from_checkpoint(ck):
 
 
 class PromptSegNet(nn.Module):
-    def __init__(self, vocab_size, refine=False, width=1.0, full_width=16):
+    def __init__(self, vocab_size, refine=False, width=1.0, full_width=16, head=0):
         super().__init__()
-        # saved with checkpoints; export and validation rebuild from it (older checkpoints name only refine)
-        self.arch = dict(refine=refine, width=width, full_width=full_width)
+        # saved with checkpoints; export and validation rebuild from it (older checkpoints lack the later keys)
+        self.arch = dict(refine=refine, width=width, full_width=full_width, **({"head": head} if head else {}))
         self.image = ImageEncoder(refine, width, full_width)
         self.text = TextEncoder(vocab_size)
-        self.decoder = MaskDecoder()
+        self.decoder = MaskDecoder(head)

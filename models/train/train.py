@@ -146,7 +146,40 @@ def resize_pair(img, masks):
     return im, ms
 
 
-def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0, colour=0.0):
+def degrade(v, on, g):
+    """Acquisition degradations of images v [B,C,H,W] in [0, 1], each sample where `on` holds getting one
+    of three, drawn evenly: Gaussian noise (standard deviation uniform in [0.01, 0.06], the same in every
+    channel, so grey images stay grey), Gaussian blur (sigma uniform in [0.4, 1.2] px) or a lower
+    acquisition resolution (down by a factor uniform in [1.3, 2], bilinearly, then back up): scanners,
+    sequences and reconstructions differ between patients and sites."""
+    B, C, H, W = v.shape
+    dev = v.device
+    kind = torch.randint(0, 3, (B,), generator=g)
+    amount = torch.rand(B, generator=g)
+    noise = torch.randn(B, 1, H, W, generator=g).to(dev) * (0.01 + 0.05 * amount).to(dev).view(B, 1, 1, 1)
+    out = []
+    for i in range(B):
+        vi = v[i:i + 1]
+        if not on[i]:
+            out.append(vi)
+        elif kind[i] == 0:
+            out.append((vi + noise[i:i + 1]).clamp(0, 1))
+        elif kind[i] == 1:
+            sigma = 0.4 + 0.8 * float(amount[i])
+            r = torch.arange(-3, 4, dtype=v.dtype, device=dev)
+            k = torch.exp(-r ** 2 / (2 * sigma ** 2))
+            k = k / k.sum()
+            t = F.pad(vi, (3, 3, 3, 3), mode="replicate")
+            t = F.conv2d(t, k.view(1, 1, 1, 7).expand(C, 1, 1, 7), groups=C)
+            out.append(F.conv2d(t, k.view(1, 1, 7, 1).expand(C, 1, 7, 1), groups=C))
+        else:
+            f = 1.3 + 0.7 * float(amount[i])
+            small = F.interpolate(vi, size=(max(8, int(H / f)), max(8, int(W / f))), mode="bilinear", align_corners=False, antialias=True)
+            out.append(F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False))
+    return torch.cat(out, 0)
+
+
+def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0, colour=0.0, degraded=0.0):
     """Random affine (scale, rotation, shift), flips where anatomy allows, intensity jitter.
     Optionally also: with probability `elastic`, a smooth random deformation of any sample
     (displacements drawn on a 5 x 5 grid with a standard deviation of `elastic_px` pixels,
@@ -158,6 +191,7 @@ def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0, colour
     With probability `colour`, a colour image (endoscopy, dermoscopy, fundus, histology; never a
     grey one) also gets a white-balance and saturation change: each channel's gain drawn from
     exp(N(0, 0.08)), saturation scaled by a factor in [1/1.5, 1.5] (another camera or stain).
+    With probability `degraded`, any sample gets noise, blur or a lower resolution (degrade).
     The random draws come from the CPU generator g; the resampling runs where x is."""
     B = x.shape[0]
     dev = x.device
@@ -202,6 +236,8 @@ def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0, colour
         grey = v.mean(1, keepdim=True)
         jittered = ((grey + (v - grey) * sat) * gain).clamp(0, 1)
         v = torch.where(on.view(B, 1, 1, 1), jittered, v)
+    if degraded > 0:
+        v = degrade(v, torch.rand(B, generator=g) < degraded, g)
     return (v - MEAN) / STD, y
 
 
@@ -286,6 +322,9 @@ def main():
     ap.add_argument("--elastic-px", type=float, default=6.0, help="standard deviation in pixels of the elastic deformation's displacements on its 5 x 5 grid")
     ap.add_argument("--colour", type=float, default=0.0, help="probability of a white-balance and saturation change of a colour sample (grey images are left grey): endoscopes, cameras and stains differ")
     ap.add_argument("--transpose", type=float, default=0.0, help="probability of swapping a sample's image axes where its anatomy allows flips (with the flips: all right-angle rotations); for orientation-free images such as EM")
+    ap.add_argument("--degrade", type=float, default=0.0, help="probability of an acquisition degradation of a sample: noise, blur or a lower resolution (augment)")
+    ap.add_argument("--head", type=int, default=0, help="channels of the mask decoder's full-resolution head (net.py; 0: none); a resumed run keeps its checkpoint's")
+    ap.add_argument("--bn-frozen", action="store_true", help="keep every BatchNorm's statistics as given (eval mode) while training, as a network rebuilt from ONNX graphs needs (from_onnx.py)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -305,7 +344,7 @@ def main():
     step, best = 0, -1.0
     ck = os.path.join(state_dir, "last.pt")
     resume = torch.load(ck, map_location="cpu") if os.path.exists(ck) and not a.bench else None
-    arch = resume.get("arch", {}) if resume else dict(refine=a.refine, width=a.width, full_width=a.full_width)
+    arch = resume.get("arch", {}) if resume else dict(refine=a.refine, width=a.width, full_width=a.full_width, head=a.head)
     model = PromptSegNet(len(tok.vocab), **arch).to(memory_format=torch.channels_last)
     if resume:
         model.load_state_dict(resume["model"])
@@ -381,9 +420,9 @@ def main():
 
     def set_train():
         model.train()
-        if train_only:  # frozen parts keep their BatchNorm statistics
+        if train_only or a.bn_frozen:  # frozen parts keep their BatchNorm statistics
             for k, mod in model.named_modules():
-                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and not k.startswith(train_only):
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and (a.bn_frozen or not k.startswith(train_only)):
                     mod.eval()
 
     set_train()
@@ -395,7 +434,7 @@ def main():
         x, y, ids, m, slugs, present, flip_ok = next(batches)
         x, y = normalise(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True).float()
         ids, m, present = ids.to(dev), m.to(dev), present.to(dev)
-        x, y = augment(x, y, flip_ok, g, a.elastic, a.elastic_px, a.transpose, a.colour)
+        x, y = augment(x, y, flip_ok, g, a.elastic, a.elastic_px, a.transpose, a.colour, a.degrade)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp):
             loss, parts = losses(model, x, y, ids, m, slugs, present, a.k)
         opt.zero_grad(set_to_none=True)
