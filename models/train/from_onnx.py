@@ -24,7 +24,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from net import FEATURES, PromptSegNet  # noqa: E402
-from export import DecoderExport, ImageExport, TextExport, parity_image  # noqa: E402
+from export import DecoderExport, ImageExport, TextExport, manifest_path, parity_image  # noqa: E402
 from evaluate import token_batch  # noqa: E402
 from tokenizer import WordPiece  # noqa: E402
 
@@ -98,7 +98,7 @@ def main():
     ap.add_argument("-o", "--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(2)
-    man = json.load(open(os.path.join(os.path.dirname(os.path.normpath(a.model_dir)), "manifest.json")))
+    man = json.load(open(manifest_path(a.model_dir)))
     entry = next(m for m in man["models"] if m["dir"] == os.path.basename(os.path.normpath(a.model_dir)))
     sp = next((s for s in entry.get("specialists", []) if s["name"] == a.specialist), None)
     if sp is None:
@@ -117,11 +117,15 @@ def main():
     convs, init = graph_convs(os.path.join(a.model_dir, sp["mask_decoder"]))
     emb = torch.nn.functional.normalize(torch.randn(1, 256), dim=-1)
     load_convs(model.decoder, conv_order(model.decoder, *feats[:len(FEATURES)], emb), convs, sp["mask_decoder"])
-    named = 0
-    for k, p in model.decoder.named_parameters():
-        if f"d.{k}" in init and not any(p is c.weight or p is c.bias for c in model.decoder.modules() if isinstance(c, nn.Conv2d)):
-            p.data.copy_(torch.from_numpy(np.array(init[f"d.{k}"])))
-            named += 1
+    # the rest (the Linear layers: FiLM, presence, quality) keep their names in the graph
+    linear = {f"d.{k}": p for m_name, m in model.decoder.named_modules() if isinstance(m, nn.Linear)
+              for k, p in ((f"{m_name}.weight", m.weight), (f"{m_name}.bias", m.bias))}
+    missing = sorted(k for k in linear if k not in init)
+    if missing:
+        raise SystemExit(f"{sp['mask_decoder']}: the graph lacks {missing[:4]}")
+    for k, p in linear.items():
+        p.data.copy_(torch.from_numpy(np.array(init[k])))
+    named = len(linear)
 
     # check against the parity fixture written when the specialist was exported
     parity = json.load(open(os.path.join(a.model_dir, "parity.json")))
