@@ -24,11 +24,9 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from net import FEATURES, PromptSegNet  # noqa: E402
-from export import DecoderExport, ImageExport, TextExport, manifest_path, parity_image  # noqa: E402
+from export import ROOT, DecoderExport, ImageExport, TextExport, manifest_path, parity_image  # noqa: E402
 from evaluate import token_batch  # noqa: E402
 from tokenizer import WordPiece  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def conv_order(module, *inputs):
@@ -138,7 +136,7 @@ def main():
         outs = DecoderExport(model.decoder).eval()(*f[:len(FEATURES)], e)
     got = dict(pooled=f[len(FEATURES)].flatten().numpy(), mask_logits=outs[0].flatten()[::parity["sample_step"]].numpy(), presence_logit=outs[1].numpy())
     worst = {k: float(np.max(np.abs(got[k] - np.asarray(want[k])) / (1 + np.abs(np.asarray(want[k]))))) for k in want}
-    print(f"{named} linear weights by name; largest relative difference from the parity fixture: " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
+    print(f"{named} Linear weights and biases by name; largest relative difference from the parity fixture: " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
     if max(worst.values()) > 1e-3:
         raise SystemExit("the rebuilt network does not match the specialist's parity fixture")
     torch.save(dict(model=model.state_dict(), step=sp.get("training", {}).get("step"), vocab_size=shipped["vocab_size"], arch=model.arch,
