@@ -50,8 +50,17 @@ def tile_origins(n):
     return sorted(set(o))
 
 
-def predict_tiled(model, img, e):
-    """img [H,W,3] uint8 at native scale -> logits [N,H,W], presence logits [N] (mean over tiles)."""
+def predict_tiled(model, img, e, upscale=1):
+    """img [H,W,3] uint8 at native scale -> logits [N,H,W], presence logits [N] (mean over tiles).
+    upscale > 1: the image is enlarged that many times (bilinear) before tiling, as a network trained
+    on enlarged crops is served (train.py --upscale), and the logits are resized back to native."""
+    if upscale != 1:
+        from PIL import Image
+        h0, w0 = img.shape[:2]
+        big = np.asarray(Image.fromarray(img).resize((round(w0 * upscale), round(h0 * upscale)), Image.BILINEAR))
+        lg, pr = predict_tiled(model, big, e)
+        lg = torch.nn.functional.interpolate(lg[None], size=(h0, w0), mode="bilinear", align_corners=False)[0]
+        return lg, pr
     h, w = img.shape[:2]
     ph, pw = max(SIZE - h, 0), max(SIZE - w, 0)
     pad = np.pad(img, ((0, ph), (0, pw), (0, 0)))
@@ -85,7 +94,7 @@ def auroc(pos, neg):
     return float((ranks[lab == 1].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def validate(model, datasets, vocab, tok, split="val", max_cases=40):
+def validate(model, datasets, vocab, tok, split="val", max_cases=40, tile_upscale=1):
     by_slug = {s["slug"]: s for s in vocab["structures"]}
     others = lambda region: [s["slug"] for s in vocab["structures"] if s["region"] != region]
     rng = np.random.RandomState(0)
@@ -99,7 +108,7 @@ def validate(model, datasets, vocab, tok, split="val", max_cases=40):
         for i in idx:
             if d.tiled:
                 img, masks = d.native[i]
-                lg, pr = predict_tiled(model, img, e)
+                lg, pr = predict_tiled(model, img, e, tile_upscale)
                 gts = masks
             else:
                 feats = model.image(norm(d.images[i]).to(e.device))

@@ -40,13 +40,13 @@ def normalise(x):
 
 
 class Batcher:
-    def __init__(self, datasets, vocab, tok, rng, batch, k, p_zoom=0.0, upscale=1, boost=None):
+    def __init__(self, datasets, vocab, tok, rng, batch, k, p_zoom=0.0, upscale=1, boost=None, p_upscale=0.6, p_native=0.7):
         boost = boost or {}
         self.ds, self.vocab, self.tok, self.rng, self.batch, self.k = datasets, vocab, tok, rng, batch, k
         self.prompts = PromptSampler(vocab, rng)
         self.train_idx = [d.split_idx("train") for d in datasets]
         w = np.array([max(math.sqrt(len(t)), 6.0) * boost.get(d.id, 1.0) for t, d in zip(self.train_idx, datasets)])
-        self.p_zoom, self.upscale = p_zoom, upscale
+        self.p_zoom, self.upscale, self.p_upscale, self.p_native = p_zoom, upscale, p_upscale, p_native
         for d in datasets:  # laterality needs the whole field of view; tiled data is cropped natively
             d.zoomable = not d.tiled and d.id not in NO_ZOOM
         self.weights = w / w.sum()
@@ -54,7 +54,7 @@ class Batcher:
 
     def crop_native(self, d, i):
         img, masks = d.native[i]
-        if self.upscale > 1 and self.rng.random() < 0.6:
+        if self.upscale > 1 and self.rng.random() < self.p_upscale:
             # thin structures served at `upscale` x native resolution (manifest tile.upscale): crop
             # SIZE/upscale native pixels and enlarge them to SIZE
             c = SIZE // self.upscale
@@ -103,7 +103,7 @@ class Batcher:
             di = self.rng.choices(range(len(self.ds)), weights=self.weights)[0]
             d = self.ds[di]
             i = self.rng.choice(self.train_idx[di])
-            if d.tiled and self.rng.random() < 0.7:
+            if d.tiled and self.rng.random() < self.p_native:
                 img, masks = self.crop_native(d, i)
             else:
                 img, masks = d.images[i], d.masks[i]
@@ -301,6 +301,8 @@ def main():
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
     ap.add_argument("--zoom", type=float, default=0.0, help="probability of a zoomed crop around a present structure (non-tiled datasets except chest X-ray)")
     ap.add_argument("--upscale", type=int, default=1, help="tiled datasets: also train on SIZE/upscale native crops enlarged upscale x")
+    ap.add_argument("--upscale-p", type=float, default=0.6, help="with --upscale: the share of native crops that are enlarged (1: all, for a specialist served only at that scale)")
+    ap.add_argument("--native-p", type=float, default=0.7, help="tiled datasets: the share of samples that are native-scale crops (the rest are whole letterboxed images)")
     ap.add_argument("--boost", default="", help="dataset sampling multipliers, e.g. acdc_cardiac_mri=1.6,lgg_flair_mri=1.5")
     ap.add_argument("--init-fresh", default="", help="with --init: comma-separated weight-name prefixes to leave freshly initialised, e.g. image. (the image encoder trains from scratch)")
     ap.add_argument("--train-only", default="", help="comma-separated weight-name prefixes to train (e.g. image.); every other weight is frozen and its BatchNorm statistics kept")
@@ -377,10 +379,10 @@ def main():
     boost = {kv.split("=")[0]: float(kv.split("=")[1]) for kv in a.boost.split(",") if kv}
     if a.workers:
         seed0 = a.seed * 100003 + step
-        stream = BatchStream(lambda w: Batcher(datasets, vocab, tok, random.Random(seed0 + 7919 * (w + 1)), a.batch, a.k, a.zoom, a.upscale, boost))
+        stream = BatchStream(lambda w: Batcher(datasets, vocab, tok, random.Random(seed0 + 7919 * (w + 1)), a.batch, a.k, a.zoom, a.upscale, boost, a.upscale_p, a.native_p))
         batches = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=a.workers, pin_memory=dev.type == "cuda", prefetch_factor=4, persistent_workers=True))
     else:
-        batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k, a.zoom, a.upscale, boost)
+        batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k, a.zoom, a.upscale, boost, a.upscale_p, a.native_p)
         batches = iter(batcher.next, None)
     warm = 200
     snap_at = sorted(float(f) for f in a.snapshots.split(",") if f) if a.snapshot_dir else []

@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--split", choices=["val", "train"], default="val",
                     help="train: the same figures on training cases, to tell underfitting from a generalisation gap (not recorded in the file)")
     ap.add_argument("--datasets", default="", help="comma-separated dataset ids to validate on alone, e.g. isbi2012_em for a specialist (not recorded in the file)")
+    ap.add_argument("--tile-upscale", type=float, default=1, help="tiled datasets: enlarge the native image this many times before tiling (a specialist trained with train.py --upscale; not recorded in the file)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     vocab = json.load(open(os.path.join(ROOT, "prompts", "vocabulary.json")))
@@ -48,8 +49,8 @@ def main():
         ck = torch.load(path, map_location="cpu")
         model = from_checkpoint(ck)
         with torch.no_grad():
-            res = ev.validate(model, datasets, vocab, tok, split=a.split, max_cases=a.max_cases)
-        if a.split == "val" and not only and os.path.realpath(path) != SHIPPED:  # the committed weights stay as exported
+            res = ev.validate(model, datasets, vocab, tok, split=a.split, max_cases=a.max_cases, tile_upscale=a.tile_upscale)
+        if a.split == "val" and not only and a.tile_upscale == 1 and os.path.realpath(path) != SHIPPED:  # the committed weights stay as exported
             ck["val"] = res
             torch.save(ck, path)
         wanted = [k for k in BARS if not only or k.split("/")[0] in only]
