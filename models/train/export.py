@@ -11,7 +11,9 @@ beside the model's own graphs, which stay as they are:
 
     python3 models/train/export.py --ckpt PATH.pt --specialist NAME --structures slug[,slug]
 writes image_encoder.NAME.onnx and mask_decoder.NAME.onnx, its parity outputs under
-parity.json's "specialists", and its entry in the manifest's `specialists`.
+parity.json's "specialists", and its entry in the manifest's `specialists`. A checkpoint of
+`unet_specialist.py` (a text-independent U-Net for one structure) is exported the same way: its encoder
+outputs the mask logits as f0, its decoder hands them to every prompt.
 """
 import argparse, hashlib, json, math, os, sys
 
@@ -175,6 +177,53 @@ def main():
     print("presence", [round(float(torch.sigmoid(x)), 3) for x in outs[1]])
 
 
+class UNetImageExport(nn.Module):
+    """A unet_specialist.py network as a specialist's image encoder: f0 is its mask logits [B,1,S,S]; pooled
+    (which the runner reads from every encoder; the pipeline uses the generalist's) their mean."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.u = unet
+
+    def forward(self, pixel_values):
+        lg = self.u(pixel_values)
+        return lg, lg.mean(dim=(2, 3))
+
+
+class UNetDecoderExport(nn.Module):
+    """Its mask decoder: the same logits for every prompt (the pipeline asks a specialist only for
+    its own structures, and keeps the generalist's presence, quality and similarity)."""
+
+    def forward(self, f0, text_embeds):
+        zero = text_embeds[:, 0] * 0
+        return f0.expand(text_embeds.shape[0], -1, -1, -1), zero, zero, zero
+
+
+def export_unet_specialist(a, state, step=None):
+    from unet_specialist import UNet
+    base = state["down.0.0.weight"].shape[0]
+    ie, de = UNetImageExport(UNet(base)).eval(), UNetDecoderExport().eval()
+    ie.u.load_state_dict(state)
+    out = a.model_dir
+    tok = WordPiece.load(out)
+    shipped = from_checkpoint(torch.load(os.path.join(out, "weights.pt"), map_location="cpu"))
+    prompts = json.load(open(os.path.join(out, "parity.json")))["prompts"]
+    it, mt = token_batch(tok, prompts)
+    img = parity_image()
+    names = {"image_encoder": f"image_encoder.{a.specialist}.onnx", "mask_decoder": f"mask_decoder.{a.specialist}.onnx"}
+    with torch.no_grad():
+        emb = TextExport(shipped.text).eval()(it, mt)
+        f0, pooled = ie(img)
+        outs = de(f0, emb)
+    torch.onnx.export(ie, (img,), os.path.join(out, names["image_encoder"]), opset_version=OPSET,
+                      input_names=["pixel_values"], output_names=["f0", "pooled"],
+                      dynamic_axes={"pixel_values": {0: "b"}, "f0": {0: "b"}, "pooled": {0: "b"}})
+    torch.onnx.export(de, (f0, emb), os.path.join(out, names["mask_decoder"]), opset_version=OPSET,
+                      input_names=["f0", "text_embeds"], output_names=["mask_logits", "presence_logit", "iou_logit", "similarity"],
+                      dynamic_axes={"text_embeds": {0: "n"}, "mask_logits": {0: "n"}, "presence_logit": {0: "n"}, "iou_logit": {0: "n"}, "similarity": {0: "n"}})
+    record_specialist(a, names, pooled, outs, dict(unet=base), step)
+
+
 def export_specialist(a):
     import re
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", a.specialist) or not a.structures:
@@ -182,6 +231,8 @@ def export_specialist(a):
     torch.set_num_threads(2)
     out = a.model_dir
     ck = torch.load(a.ckpt, map_location="cpu")
+    if "down.0.0.weight" in ck.get("model", ck):  # unet_specialist.py (its first runs saved snapshots as bare state dicts)
+        return export_unet_specialist(a, ck.get("model", ck), ck.get("step"))
     shipped = torch.load(os.path.join(out, "weights.pt"), map_location="cpu")
     # the specialist reads the shipped text encoder's embeddings: its own must be the same weights
     diff = [k for k, v in shipped["model"].items() if k.startswith("text.") and not torch.equal(v, ck["model"][k])]
@@ -199,11 +250,17 @@ def export_specialist(a):
         feats = ie(img)
         outs = de(*feats[:POOLED], emb)
     export_image_and_decoder(ie, de, img, feats, emb, os.path.join(out, names["image_encoder"]), os.path.join(out, names["mask_decoder"]))
+    record_specialist(a, names, feats[POOLED], outs, ck.get("arch", {}), ck.get("step"))
+
+
+def record_specialist(a, names, pooled, outs, arch, step_of_run=None):
+    """The exported specialist's parity outputs and its manifest entry."""
+    out = a.model_dir
     parity_path = os.path.join(out, "parity.json")
     parity = json.load(open(parity_path))
     step = parity["sample_step"]
     parity.setdefault("specialists", {})[a.specialist] = dict(
-        pooled=[round(v, 6) for v in feats[POOLED].flatten().tolist()],
+        pooled=[round(v, 6) for v in pooled.flatten().tolist()],
         mask_logits=[round(v, 5) for v in outs[0].flatten()[::step].tolist()],
         presence_logit=outs[1].tolist())
     json.dump(parity, open(parity_path, "w"))
@@ -216,7 +273,7 @@ def export_specialist(a):
             p = os.path.join(out, f)
             m["files"][f] = dict(sha256=sha256(p), bytes=os.path.getsize(p))
         entry = dict(name=a.specialist, structures=[s for s in a.structures.split(",") if s], **names,
-                     training=dict(checkpoint=a.ckpt, step=ck.get("step"), arch=ck.get("arch", {}), init="weights.pt"))
+                     training=dict(checkpoint=a.ckpt, step=step_of_run, arch=arch, init="weights.pt" if "unet" not in arch else "none (trained from scratch)"))
         m["specialists"] = [s for s in m.get("specialists", []) if s["name"] != a.specialist] + [entry]
     json.dump(man, open(man_path, "w"), indent=1)
     print(json.dumps(names), "written; parity.json and the manifest updated")
