@@ -61,21 +61,30 @@ def predict_tiled(model, img, e, upscale=1):
         lg, pr = predict_tiled(model, big, e)
         lg = torch.nn.functional.interpolate(lg[None], size=(h0, w0), mode="bilinear", align_corners=False)[0]
         return lg, pr
+    def run(tile):
+        lg, pr, _, _ = run_decoder(model, model.image(tile.to(e.device)), e)
+        return lg[:, 0].cpu(), pr.cpu()
+    lg, pres = tile_average(img, run)
+    return lg, torch.stack(pres).mean(0)
+
+
+def tile_average(img, run):
+    """img [H,W,3] uint8 at native scale, padded to at least SIZE -> run(normalised tile [1,3,S,S])
+    on SIZE px tiles with stride TILE_STRIDE, whose logits [N,S,S] are averaged where tiles overlap
+    -> logits [N,H,W] and the list of run's second outputs, one per tile."""
     h, w = img.shape[:2]
-    ph, pw = max(SIZE - h, 0), max(SIZE - w, 0)
-    pad = np.pad(img, ((0, ph), (0, pw), (0, 0)))
+    pad = np.pad(img, ((0, max(SIZE - h, 0)), (0, max(SIZE - w, 0)), (0, 0)))
     H, W = pad.shape[:2]
-    acc = torch.zeros(e.shape[0], H, W)
-    cnt = torch.zeros(1, H, W)
-    pres = []
+    acc, cnt, extra = None, torch.zeros(1, H, W), []
     for y in tile_origins(H):
         for x in tile_origins(W):
-            feats = model.image(norm(pad[y:y + SIZE, x:x + SIZE]).to(e.device))
-            lg, pr, _, _ = run_decoder(model, feats, e)
-            acc[:, y:y + SIZE, x:x + SIZE] += lg[:, 0].cpu()
+            lg, ex = run(norm(pad[y:y + SIZE, x:x + SIZE]))
+            if acc is None:
+                acc = torch.zeros(lg.shape[0], H, W)
+            acc[:, y:y + SIZE, x:x + SIZE] += lg
             cnt[:, y:y + SIZE, x:x + SIZE] += 1
-            pres.append(pr.cpu())
-    return (acc / cnt)[:, :h, :w], torch.stack(pres).mean(0)
+            extra.append(ex)
+    return (acc / cnt)[:, :h, :w], extra
 
 
 def dice(a, b):

@@ -58,16 +58,8 @@ class UNet(nn.Module):
 
 
 def predict(model, img):
-    """img [H,W,3] uint8 -> logits [H,W], tiled as evaluate.predict_tiled tiles."""
-    h, w = img.shape[:2]
-    pad = np.pad(img, ((0, max(SIZE - h, 0)), (0, max(SIZE - w, 0)), (0, 0)))
-    H, W = pad.shape[:2]
-    acc, cnt = torch.zeros(H, W), torch.zeros(H, W)
-    for y in ev.tile_origins(H):
-        for x in ev.tile_origins(W):
-            acc[y:y + SIZE, x:x + SIZE] += model(ev.norm(pad[y:y + SIZE, x:x + SIZE]))[0, 0]
-            cnt[y:y + SIZE, x:x + SIZE] += 1
-    return (acc / cnt)[:h, :w]
+    """img [H,W,3] uint8 -> logits [H,W], tiled as the service and evaluate.predict_tiled tile."""
+    return ev.tile_average(img, lambda tile: (model(tile)[:, 0], None))[0][0]
 
 
 def evaluate(model, d, split, max_cases=None, other=None):
