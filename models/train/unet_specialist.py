@@ -30,14 +30,13 @@ from train import ROOT, augment  # noqa: E402
 import evaluate as ev  # noqa: E402
 
 
-
 def block(ci, co):
     return nn.Sequential(nn.Conv2d(ci, co, 3, 1, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True),
                          nn.Conv2d(co, co, 3, 1, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True))
 
 
 class UNet(nn.Module):
-    """[B,3,S,S] -> membrane logits [B,1,S,S]; channels base x (1, 2, 4, 8, 16) over 5 scales."""
+    """[B,3,S,S] -> mask logits of its one structure [B,1,S,S]; channels base x (1, 2, 4, 8, 16) over 5 scales."""
 
     def __init__(self, base=16):
         super().__init__()
@@ -125,7 +124,6 @@ def main():
     d = next((x for x in load_all(a.data, vocab, a.cache) if x.id == a.dataset), None)
     if d is None:
         raise SystemExit(f"--dataset: no dataset {a.dataset}")
-    os.makedirs(a.out, exist_ok=True)
     last = os.path.join(a.out, "last.pt")
     model = UNet(a.base)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
@@ -156,6 +154,7 @@ def main():
         mean, per = evaluate(model, d, a.split, a.max_cases, other)
         print(f"{a.split} Dice {mean:.4f} per case {[round(x, 3) for x in per]} (step {step})", flush=True)
         return
+    os.makedirs(a.out, exist_ok=True)
     idx = list(d.split_idx("train"))
     flip_ok = torch.full((a.batch,), d.region != "thorax")  # as train.py: no flips of thoracic anatomy
     t0, seen0 = time.time(), step
