@@ -179,7 +179,7 @@ def degrade(v, on, g):
     return torch.cat(out, 0)
 
 
-def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0, colour=0.0, degraded=0.0):
+def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0, colour=0.0, degraded=0.0, hflip=0.5, vflip=0.3):
     """Random affine (scale, rotation, shift), flips where anatomy allows, intensity jitter.
     Optionally also: with probability `elastic`, a smooth random deformation of any sample
     (displacements drawn on a 5 x 5 grid with a standard deviation of `elastic_px` pixels,
@@ -192,14 +192,15 @@ def augment(x, y, flip_ok, g, elastic=0.0, elastic_px=6.0, transpose=0.0, colour
     grey one) also gets a white-balance and saturation change: each channel's gain drawn from
     exp(N(0, 0.08)), saturation scaled by a factor in [1/1.5, 1.5] (another camera or stain).
     With probability `degraded`, any sample gets noise, blur or a lower resolution (degrade).
+    Where flips are allowed, a horizontal flip has probability `hflip` and a vertical one `vflip`.
     The random draws come from the CPU generator g; the resampling runs where x is."""
     B = x.shape[0]
     dev = x.device
     ang = (torch.rand(B, generator=g) - 0.5) * 2 * math.radians(12)
     sc = torch.exp((torch.rand(B, generator=g) - 0.5) * 2 * math.log(1.25))
     tx, ty = [(torch.rand(B, generator=g) - 0.5) * 0.2 for _ in range(2)]
-    fx = torch.where(flip_ok & (torch.rand(B, generator=g) < 0.5), -1.0, 1.0)
-    fy = torch.where(flip_ok & (torch.rand(B, generator=g) < 0.3), -1.0, 1.0)
+    fx = torch.where(flip_ok & (torch.rand(B, generator=g) < hflip), -1.0, 1.0)
+    fy = torch.where(flip_ok & (torch.rand(B, generator=g) < vflip), -1.0, 1.0)
     cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
     theta = torch.zeros(B, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = cos * fx, -sin * fy, tx
@@ -324,6 +325,8 @@ def main():
     ap.add_argument("--elastic-px", type=float, default=6.0, help="standard deviation in pixels of the elastic deformation's displacements on its 5 x 5 grid")
     ap.add_argument("--colour", type=float, default=0.0, help="probability of a white-balance and saturation change of a colour sample (grey images are left grey): endoscopes, cameras and stains differ")
     ap.add_argument("--transpose", type=float, default=0.0, help="probability of swapping a sample's image axes where its anatomy allows flips (with the flips: all right-angle rotations); for orientation-free images such as EM")
+    ap.add_argument("--hflip", type=float, default=0.5, help="probability of a horizontal flip where anatomy allows flips (augment)")
+    ap.add_argument("--vflip", type=float, default=0.3, help="probability of a vertical flip where anatomy allows flips (augment; 0 with --transpose 0 keeps every sample's up and down, as a label convention tied to the image axes needs)")
     ap.add_argument("--degrade", type=float, default=0.0, help="probability of an acquisition degradation of a sample: noise, blur or a lower resolution (augment)")
     ap.add_argument("--head", type=int, default=0, help="channels of the mask decoder's full-resolution head (net.py; 0: none); a resumed run keeps its checkpoint's")
     ap.add_argument("--bn-frozen", action="store_true", help="keep every BatchNorm's statistics as given (eval mode) while training, as a network rebuilt from ONNX graphs needs (from_onnx.py)")
@@ -436,7 +439,7 @@ def main():
         x, y, ids, m, slugs, present, flip_ok = next(batches)
         x, y = normalise(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True).float()
         ids, m, present = ids.to(dev), m.to(dev), present.to(dev)
-        x, y = augment(x, y, flip_ok, g, a.elastic, a.elastic_px, a.transpose, a.colour, a.degrade)
+        x, y = augment(x, y, flip_ok, g, a.elastic, a.elastic_px, a.transpose, a.colour, a.degrade, a.hflip, a.vflip)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp):
             loss, parts = losses(model, x, y, ids, m, slugs, present, a.k)
         opt.zero_grad(set_to_none=True)
