@@ -40,7 +40,7 @@ def normalise(x):
 
 
 class Batcher:
-    def __init__(self, datasets, vocab, tok, rng, batch, k, p_zoom=0.0, upscale=1, boost=None, p_upscale=0.6, p_native=0.7):
+    def __init__(self, datasets, vocab, tok, rng, batch, k, p_zoom=0.0, upscale=1, boost=None, p_upscale=0.6, p_native=0.7, small_weight=0.0):
         boost = boost or {}
         self.ds, self.vocab, self.tok, self.rng, self.batch, self.k = datasets, vocab, tok, rng, batch, k
         self.prompts = PromptSampler(vocab, rng)
@@ -50,7 +50,24 @@ class Batcher:
         for d in datasets:  # laterality needs the whole field of view; tiled data is cropped natively
             d.zoomable = not d.tiled and d.id not in NO_ZOOM
         self.weights = w / w.sum()
+        # with small_weight > 0, whole-image cases whose structures are small are drawn more often
+        self.case_weights = [self.small_case_weights(d, t, small_weight) for d, t in zip(datasets, self.train_idx)]
         self.all_slugs = [(s["slug"], s["region"]) for s in vocab["structures"]]
+
+    @staticmethod
+    def small_case_weights(d, idx, power):
+        """Sampling weights of a dataset's training cases: (median area / case area) ** power, within
+        [1/4, 4], the area being that of the case's largest present structure at the letterboxed size;
+        cases with no structure weigh 1. None (uniform) for power 0 and for tiled datasets."""
+        if power <= 0 or d.tiled:
+            return None
+        area = d.masks[idx].reshape(len(idx), len(d.slugs), -1).sum(-1).max(1).astype(np.float64)
+        present = area > 0
+        if not present.any():
+            return None
+        w = np.ones(len(idx))
+        w[present] = np.clip((np.median(area[present]) / area[present]) ** power, 0.25, 4.0)
+        return list(w)
 
     def crop_native(self, d, i):
         img, masks = d.native[i]
@@ -102,7 +119,8 @@ class Batcher:
         for _ in range(self.batch):
             di = self.rng.choices(range(len(self.ds)), weights=self.weights)[0]
             d = self.ds[di]
-            i = self.rng.choice(self.train_idx[di])
+            cw = self.case_weights[di]
+            i = self.rng.choice(self.train_idx[di]) if cw is None else self.rng.choices(self.train_idx[di], weights=cw)[0]
             if d.tiled and self.rng.random() < self.p_native:
                 img, masks = self.crop_native(d, i)
             else:
@@ -325,6 +343,7 @@ def main():
     ap.add_argument("--elastic-px", type=float, default=6.0, help="standard deviation in pixels of the elastic deformation's displacements on its 5 x 5 grid")
     ap.add_argument("--colour", type=float, default=0.0, help="probability of a white-balance and saturation change of a colour sample (grey images are left grey): endoscopes, cameras and stains differ")
     ap.add_argument("--transpose", type=float, default=0.0, help="probability of swapping a sample's image axes where its anatomy allows flips (with the flips: all right-angle rotations); for orientation-free images such as EM")
+    ap.add_argument("--small-weight", type=float, default=0.0, help="draw a whole-image dataset's training cases with weight (median area / area) ** P of their largest present structure, within [1/4, 4] (0: uniformly); small cross-sections such as the left atrium's top and bottom slices come up more often")
     ap.add_argument("--hflip", type=float, default=0.5, help="probability of a horizontal flip where anatomy allows flips (augment)")
     ap.add_argument("--vflip", type=float, default=0.3, help="probability of a vertical flip where anatomy allows flips (augment; 0 with --transpose 0 keeps every sample's up and down, as a label convention tied to the image axes needs)")
     ap.add_argument("--degrade", type=float, default=0.0, help="probability of an acquisition degradation of a sample: noise, blur or a lower resolution (augment)")
@@ -382,10 +401,10 @@ def main():
     boost = {kv.split("=")[0]: float(kv.split("=")[1]) for kv in a.boost.split(",") if kv}
     if a.workers:
         seed0 = a.seed * 100003 + step
-        stream = BatchStream(lambda w: Batcher(datasets, vocab, tok, random.Random(seed0 + 7919 * (w + 1)), a.batch, a.k, a.zoom, a.upscale, boost, a.upscale_p, a.native_p))
+        stream = BatchStream(lambda w: Batcher(datasets, vocab, tok, random.Random(seed0 + 7919 * (w + 1)), a.batch, a.k, a.zoom, a.upscale, boost, a.upscale_p, a.native_p, a.small_weight))
         batches = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=a.workers, pin_memory=dev.type == "cuda", prefetch_factor=4, persistent_workers=True))
     else:
-        batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k, a.zoom, a.upscale, boost, a.upscale_p, a.native_p)
+        batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k, a.zoom, a.upscale, boost, a.upscale_p, a.native_p, a.small_weight)
         batches = iter(batcher.next, None)
     warm = 200
     snap_at = sorted(float(f) for f in a.snapshots.split(",") if f) if a.snapshot_dir else []
