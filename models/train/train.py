@@ -40,13 +40,14 @@ def normalise(x):
 
 
 class Batcher:
-    def __init__(self, datasets, vocab, tok, rng, batch, k, p_zoom=0.0, upscale=1, boost=None, p_upscale=0.6, p_native=0.7, small_weight=0.0):
+    def __init__(self, datasets, vocab, tok, rng, batch, k, p_zoom=0.0, upscale=1, boost=None, p_upscale=0.6, p_native=0.7, small_weight=0.0, mirror=()):
         boost = boost or {}
         self.ds, self.vocab, self.tok, self.rng, self.batch, self.k = datasets, vocab, tok, rng, batch, k
         self.prompts = PromptSampler(vocab, rng)
         self.train_idx = [d.split_idx("train") for d in datasets]
         w = np.array([max(math.sqrt(len(t)), 6.0) * boost.get(d.id, 1.0) for t, d in zip(self.train_idx, datasets)])
         self.p_zoom, self.upscale, self.p_upscale, self.p_native = p_zoom, upscale, p_upscale, p_native
+        self.mirror = set(mirror)  # thoracic datasets whose images may be flipped all the same
         for d in datasets:  # laterality needs the whole field of view; tiled data is cropped natively
             d.zoomable = not d.tiled and d.id not in NO_ZOOM
         self.weights = w / w.sum()
@@ -129,7 +130,7 @@ class Batcher:
                 if d.zoomable and len(pres0) and self.rng.random() < self.p_zoom:
                     img, masks = self.zoom(img, masks, int(self.rng.choice(list(pres0))))
             imgs.append(img)
-            flip_ok.append(d.region != "thorax")
+            flip_ok.append(d.region != "thorax" or d.id in self.mirror)
             pres = masks.reshape(len(d.slugs), -1).any(-1)
             order = list(range(len(d.slugs)))
             self.rng.shuffle(order)
@@ -344,6 +345,7 @@ def main():
     ap.add_argument("--colour", type=float, default=0.0, help="probability of a white-balance and saturation change of a colour sample (grey images are left grey): endoscopes, cameras and stains differ")
     ap.add_argument("--transpose", type=float, default=0.0, help="probability of swapping a sample's image axes where its anatomy allows flips (with the flips: all right-angle rotations); for orientation-free images such as EM")
     ap.add_argument("--small-weight", type=float, default=0.0, help="draw a whole-image dataset's training cases with weight (median area / area) ** P of their largest present structure, within [1/4, 4] (0: uniformly); small cross-sections such as the left atrium's top and bottom slices come up more often")
+    ap.add_argument("--mirror", default="", help="comma-separated thoracic datasets whose samples get flips all the same: for a specialist on one dataset with no left/right pair of labels to swap, such as la2018_left_atrium_lge_mri")
     ap.add_argument("--hflip", type=float, default=0.5, help="probability of a horizontal flip where anatomy allows flips (augment)")
     ap.add_argument("--vflip", type=float, default=0.3, help="probability of a vertical flip where anatomy allows flips (augment; 0 with --transpose 0 keeps every sample's up and down, as a label convention tied to the image axes needs)")
     ap.add_argument("--degrade", type=float, default=0.0, help="probability of an acquisition degradation of a sample: noise, blur or a lower resolution (augment)")
@@ -399,12 +401,16 @@ def main():
     g = torch.Generator().manual_seed(a.seed + step)
     torch.manual_seed(a.seed + step)
     boost = {kv.split("=")[0]: float(kv.split("=")[1]) for kv in a.boost.split(",") if kv}
+    mirror = [x for x in a.mirror.split(",") if x]
+    unknown = sorted(set(mirror) - {d.id for d in datasets})
+    if unknown:
+        raise SystemExit(f"--mirror: no dataset {', '.join(unknown)}")
     if a.workers:
         seed0 = a.seed * 100003 + step
-        stream = BatchStream(lambda w: Batcher(datasets, vocab, tok, random.Random(seed0 + 7919 * (w + 1)), a.batch, a.k, a.zoom, a.upscale, boost, a.upscale_p, a.native_p, a.small_weight))
+        stream = BatchStream(lambda w: Batcher(datasets, vocab, tok, random.Random(seed0 + 7919 * (w + 1)), a.batch, a.k, a.zoom, a.upscale, boost, a.upscale_p, a.native_p, a.small_weight, mirror))
         batches = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=a.workers, pin_memory=dev.type == "cuda", prefetch_factor=4, persistent_workers=True))
     else:
-        batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k, a.zoom, a.upscale, boost, a.upscale_p, a.native_p, a.small_weight)
+        batcher = Batcher(datasets, vocab, tok, rng, a.batch, a.k, a.zoom, a.upscale, boost, a.upscale_p, a.native_p, a.small_weight, mirror)
         batches = iter(batcher.next, None)
     warm = 200
     snap_at = sorted(float(f) for f in a.snapshots.split(",") if f) if a.snapshot_dir else []
