@@ -68,6 +68,18 @@ def predict_tiled(model, img, e, upscale=1):
     return lg, torch.stack(pres).mean(0)
 
 
+def case_logits(model, d, i, e, tile_upscale=1):
+    """Case i of dataset d as validation sees it (tiled datasets at native scale, the others
+    letterboxed) -> mask logits [N,H,W] and presence logits of the N prompts embedded in e, and the
+    case's masks [k,H,W] at the same size."""
+    if d.tiled:
+        img, masks = d.native[i]
+        lg, pr = predict_tiled(model, img, e, tile_upscale)
+        return lg, pr, masks
+    lg, pr, _, _ = run_decoder(model, model.image(norm(d.images[i]).to(e.device)), e)
+    return lg[:, 0].cpu(), pr.cpu(), d.masks[i]
+
+
 def tile_average(img, run):
     """img [H,W,3] uint8 at native scale, padded to at least SIZE -> run(normalised tile [1,3,S,S])
     on SIZE px tiles with stride TILE_STRIDE, whose logits [N,S,S] are averaged where tiles overlap
@@ -115,15 +127,7 @@ def validate(model, datasets, vocab, tok, split="val", max_cases=40, tile_upscal
         neg_texts = [by_slug[s]["name"] for s in neg_slugs] + [vocab["nonsense"]["eval"][rng.randint(len(vocab["nonsense"]["eval"]))]]
         e = encode_text(model, tok, texts + neg_texts)
         for i in idx:
-            if d.tiled:
-                img, masks = d.native[i]
-                lg, pr = predict_tiled(model, img, e, tile_upscale)
-                gts = masks
-            else:
-                feats = model.image(norm(d.images[i]).to(e.device))
-                lg, pr, _, _ = run_decoder(model, feats, e)
-                lg, pr = lg[:, 0].cpu(), pr.cpu()
-                gts = d.masks[i]
+            lg, pr, gts = case_logits(model, d, i, e, tile_upscale)
             probs = torch.sigmoid(pr).numpy()
             for j, s in enumerate(d.slugs):
                 gt = gts[j]

@@ -67,13 +67,8 @@ def shifted_dice(model, d, tok, vocab, split, slug):
     dice, shares = {}, []
     with torch.no_grad():
         for i in d.split_idx(split):
-            if d.tiled:
-                img, masks = d.native[i]
-                lg, _ = ev.predict_tiled(model, img, e)
-                lg, gt = lg[0].numpy(), masks[j]
-            else:
-                lg, _, _, _ = ev.run_decoder(model, model.image(ev.norm(d.images[i])), e)
-                lg, gt = lg[0, 0].numpy(), d.masks[i][j]
+            lg, _, masks = ev.case_logits(model, d, i, e)
+            lg, gt = lg[0].numpy(), masks[j]
             if not gt.any():
                 continue
             shares.append(((lg > 0).mean(), gt.mean()))

@@ -72,12 +72,10 @@ def evaluate(model, d, split, max_cases=None, other=None):
             if d.tiled:
                 img, masks = d.native[i]
                 lg, gt = predict(model, img), masks[0]
-                if other:
-                    lg = (lg + ev.predict_tiled(other[0], img, other[1])[0][0]) / 2
             else:
                 lg, gt = model(ev.norm(d.images[i]))[0, 0], d.masks[i][0]
-                if other:
-                    lg = (lg + ev.run_decoder(other[0], other[0].image(ev.norm(d.images[i])), other[1])[0][0, 0]) / 2
+            if other:
+                lg = (lg + ev.case_logits(other[0], d, i, other[1])[0][0]) / 2
             out.append(float(ev.dice((lg > 0).numpy(), gt)))
     model.train()
     return float(np.mean(out)), out
