@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as nifti from 'nifti-reader-js';
 import { gunzipSync } from 'node:zlib';
+import sharp from 'sharp';
 import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { testConfig } from '../helpers/service.js';
 import { niftiVolume } from '../helpers/nifti-fixtures.js';
@@ -63,5 +64,12 @@ describe('NIfTI volumes', () => {
     expect(((await s.json()) as { field: string }).field).toBe('vox_offset');
     const r = await postJson('/v1/segment-volume', { image: { base64: vol.bytes.toString('base64') }, prompts: ['liver'], slice_range: [2, 9] });
     expect(r.status).toBe(422);
+    // a 2D image sent for a volume is named, and the operation for it given
+    const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#808080' } }).png().toBuffer();
+    const p = await postJson('/v1/segment-volume', { image: { base64: png.toString('base64') }, prompts: ['liver'] });
+    expect(p.status).toBe(415);
+    const pd = ((await p.json()) as { detail: string }).detail;
+    expect(pd).toContain('a PNG image');
+    expect(pd).toContain('POST /v1/segment');
   });
 });

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { fail, ok } from '../../core/errors.js';
+import { sniffFormat } from '../../core/image/decode.js';
 import { parseNifti, placeSliceMask, sliceImage, writeNiftiMask, type SliceAxis } from '../../core/image/nifti.js';
 import { segment } from '../../core/pipeline/segment.js';
 import { defineOperation } from '../operation.js';
@@ -52,6 +53,11 @@ export const segmentVolumeOperation = defineOperation({
   async run(ctx, input, extras) {
     if (input.model !== undefined) ctx.pipeline.registry.entry(input.model);
     const bytes = await readImageBytes(ctx, input.image);
+    const format = sniffFormat(bytes);
+    if (format !== 'nifti' && format !== 'gzip' && format !== 'unknown') {
+      const what = format === 'dicom' ? 'a single DICOM file' : `a ${format.toUpperCase()} image`;
+      fail('unsupported_format', `segment_volume reads NIfTI-1 volumes (.nii, .nii.gz); this is ${what}: use the segment operation (POST /v1/segment, MCP segment_image) for 2D images`, 'image');
+    }
     const t0 = performance.now();
     const vol = parseNifti(bytes, { maxVoxels: ctx.config.PROMPTSEG_MAX_PIXELS * 8 });
     const axis = input.axis as SliceAxis;
