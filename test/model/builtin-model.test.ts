@@ -9,6 +9,7 @@ import { disposeServiceContext } from '../../src/service/context.js';
 import { nonMedicalImages } from '../../src/eval/ood-probe.js';
 import { ROOT, SHARED_DATA, sharedMissing } from '../helpers/project.js';
 import { testContext } from '../helpers/service.js';
+import { drawnChestRadiographPng } from '../helpers/fixtures.js';
 
 const ctx = testContext();
 afterAll(() => disposeServiceContext(ctx));
@@ -122,6 +123,57 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
     expect(b.results[0].presence).toBe(a.results[0].presence);
     expect(Buffer.from(b.results[0].mask).equals(Buffer.from(a.results[0].mask))).toBe(true);
     expect(Buffer.from(b.results[0].probability.buffer).equals(Buffer.from(a.results[0].probability.buffer))).toBe(true);
+  });
+});
+
+describe('built-in model on a drawn chest radiograph (images made by code; runs without ../shared)', () => {
+  const sizes: Array<[number, number]> = [[256, 256], [320, 280]];
+  const sideShare = (mask: Uint8Array, width: number, right: boolean) => {
+    let on = 0, all = 0;
+    for (let i = 0; i < mask.length; i++) {
+      if (!mask[i]) continue;
+      all++;
+      if (i % width >= width / 2 === right) on++;
+    }
+    return on / all;
+  };
+
+  it("puts the patient's left lung on the image's right and the right lung on the image's left, the heart left of the midline", async () => {
+    for (const [w, h] of sizes) {
+      const image = await decodeImage(await drawnChestRadiographPng(w, h), limits);
+      const r = await segment(ctx.pipeline, { image, prompts: ['left lung', 'right lung', 'heart'] });
+      const [left, right, heart] = r.results;
+      expect(left.maskProduced && right.maskProduced && heart.maskProduced, `${w}x${h}`).toBe(true);
+      expect(sideShare(left.mask, w, true), `left lung on the image's right, ${w}x${h}`).toBeGreaterThan(0.9);
+      expect(sideShare(right.mask, w, false), `right lung on the image's left, ${w}x${h}`).toBeGreaterThan(0.9);
+      expect(heart.stats.centroid![0]).toBeGreaterThan(w / 2); // the heart shadow sits to the patient's left
+    }
+  });
+
+  it('returns no mask and a reject for absent structures and nonsense', async () => {
+    const absent = ['liver', 'fetal head', 'polyp', 'retinal blood vessels', 'left ventricle', 'banana', 'hello world', 'asdf'];
+    for (const [w, h] of sizes) {
+      const image = await decodeImage(await drawnChestRadiographPng(w, h), limits);
+      const r = await segment(ctx.pipeline, { image, prompts: absent });
+      for (const res of r.results) {
+        expect(res.maskProduced, `"${res.prompt}" on ${w}x${h}`).toBe(false);
+        expect(res.mask.some((v) => v !== 0)).toBe(false);
+        expect(res.verdict).toBe('reject');
+      }
+    }
+  });
+
+  it('gives identical outputs for identical inputs, with the caches emptied in between', async () => {
+    const image = await decodeImage(await drawnChestRadiographPng(256, 256), limits);
+    const a = await segment(ctx.pipeline, { image, prompts: ['left lung', 'heart'] });
+    ctx.pipeline.featureCache.clear();
+    ctx.pipeline.textCache.clear();
+    const b = await segment(ctx.pipeline, { image, prompts: ['left lung', 'heart'] });
+    for (let i = 0; i < 2; i++) {
+      expect(b.results[i].presence).toBe(a.results[i].presence);
+      expect(Buffer.from(b.results[i].mask).equals(Buffer.from(a.results[i].mask))).toBe(true);
+      expect(Buffer.from(b.results[i].probability.buffer).equals(Buffer.from(a.results[i].probability.buffer))).toBe(true);
+    }
   });
 });
 
