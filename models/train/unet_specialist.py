@@ -112,6 +112,8 @@ def main():
     ap.add_argument("--val-every", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-every", type=int, default=1,
+                    help="train on every Nth training case only (a learning curve: 2 halves the data, evenly spread)")
     ap.add_argument("--eval-only", action="store_true", help="Dice of the run's last.pt (or --ckpt) on --split")
     ap.add_argument("--ckpt", default=None, help="with --eval-only: a snapshot instead of last.pt")
     ap.add_argument("--average-with", default=None, help="with --eval-only: a checkpoint of train.py (e.g. a specialist rebuilt by from_onnx.py) whose logits for the structure are averaged with the U-Net's")
@@ -153,7 +155,8 @@ def main():
         print(f"{a.split} Dice {mean:.4f} per case {[round(x, 3) for x in per]} (step {step})", flush=True)
         return
     os.makedirs(a.out, exist_ok=True)
-    idx = list(d.split_idx("train"))
+    idx = list(d.split_idx("train"))[:: a.train_every]
+    print(f"training on {len(idx)} cases", flush=True)
     flip_ok = torch.full((a.batch,), d.region != "thorax")  # as train.py: no flips of thoracic anatomy
     t0, seen0 = time.time(), step
     model.train()
