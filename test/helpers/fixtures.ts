@@ -27,28 +27,24 @@ export function chestLikePng(size = 256): Promise<Buffer> {
  * rib bands, clavicles, a 2 px blur and deterministic grain. Width and height may differ.
  */
 export async function drawnChestRadiographPng(width = 256, height = 256): Promise<Buffer> {
-  const px = Buffer.alloc(width * height);
   const inside = (u: number, v: number, cx: number, cy: number, rx: number, ry: number, p = 2) => Math.abs((u - cx) / rx) ** p + Math.abs((v - cy) / ry) ** p < 1;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const u = x / width, v = y / height;
-      const rightLung = inside(u, v, 0.3, 0.47, 0.15, 0.31, 2.4);
-      const leftLung = inside(u, v, 0.7, 0.46, 0.14, 0.33, 2.4);
-      let g = rightLung || leftLung ? 150 : 232;
-      if (inside(u, v, 0.57, 0.66, 0.16, 0.14)) g = 228;
-      else if ((rightLung || leftLung) && Math.sin(v * 55 + Math.abs(u - 0.5) * 10) > 0.55) g += 18;
-      const side = Math.abs(u - 0.5);
-      if (Math.abs(v - (0.14 + 0.25 * side)) < 0.018 && side > 0.06 && side < 0.33) g = 240;
-      px[y * width + x] = g;
-    }
-  }
-  const blurred = await sharp(px, { raw: { width, height, channels: 1 } }).blur(2).extractChannel(0).raw().toBuffer();
+  const drawn = await greyPng(width, height, (x, y) => {
+    const u = x / width, v = y / height;
+    const lung = inside(u, v, 0.3, 0.47, 0.15, 0.31, 2.4) || inside(u, v, 0.7, 0.46, 0.14, 0.33, 2.4);
+    let g = lung ? 150 : 232;
+    if (inside(u, v, 0.57, 0.66, 0.16, 0.14)) g = 228;
+    else if (lung && Math.sin(v * 55 + Math.abs(u - 0.5) * 10) > 0.55) g += 18;
+    const side = Math.abs(u - 0.5);
+    if (Math.abs(v - (0.14 + 0.25 * side)) < 0.018 && side > 0.06 && side < 0.33) g = 240;
+    return g;
+  });
+  const px = await sharp(drawn).blur(2).extractChannel(0).raw().toBuffer();
   let seed = 12345;
-  for (let i = 0; i < blurred.length; i++) {
+  for (let i = 0; i < px.length; i++) {
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-    blurred[i] = Math.max(0, Math.min(255, blurred[i] + ((seed >>> 16) % 11) - 5));
+    px[i] = Math.max(0, Math.min(255, px[i] + ((seed >>> 16) % 11) - 5));
   }
-  return sharp(blurred, { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+  return sharp(px, { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer();
 }
 
 function chunk(type: string, data: Buffer): Buffer {

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as nifti from 'nifti-reader-js';
 import { gunzipSync } from 'node:zlib';
-import sharp from 'sharp';
 import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { testConfig } from '../helpers/service.js';
 import { niftiVolume } from '../helpers/nifti-fixtures.js';
+import { greyPng } from '../helpers/fixtures.js';
 
 let srv: RunningServer;
 beforeAll(async () => {
@@ -49,7 +49,7 @@ describe('NIfTI volumes', () => {
     expect(r.area_mm2).toBeCloseTo(r.area_px * 0.125, 3);
   });
 
-  it('refuses a 3D volume on /v1/segment, 4D data, NIfTI-2, short data and bad slice ranges', async () => {
+  it('refuses a 3D volume on /v1/segment, and 4D data, NIfTI-2, short data, bad slice ranges and a 2D image on /v1/segment-volume', async () => {
     const vol = niftiVolume([32, 32, 3], [1, 1, 1]);
     const a = await postJson('/v1/segment', { image: { base64: vol.bytes.toString('base64') }, prompts: ['liver'] });
     expect(a.status).toBe(422);
@@ -65,7 +65,7 @@ describe('NIfTI volumes', () => {
     const r = await postJson('/v1/segment-volume', { image: { base64: vol.bytes.toString('base64') }, prompts: ['liver'], slice_range: [2, 9] });
     expect(r.status).toBe(422);
     // a 2D image sent for a volume is named, and the operation for it given
-    const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#808080' } }).png().toBuffer();
+    const png = await greyPng(16, 16, () => 128);
     const p = await postJson('/v1/segment-volume', { image: { base64: png.toString('base64') }, prompts: ['liver'] });
     expect(p.status).toBe(415);
     const pd = ((await p.json()) as { detail: string }).detail;
