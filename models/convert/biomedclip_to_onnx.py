@@ -13,7 +13,7 @@ Writes into --out:
                        patch_embeds [1,196,512] (patch tokens through the image projection)
   tokenizer.json, tokenizer_config.json, ...   the PubMedBERT WordPiece tokenizer (fast format)
   preprocessor_config.json   CLIP-style image processor settings (OpenAI CLIP mean/std, 224 px)
-  config.json          image_size, patch_size, grid, embed_dim, logit_scale, context_length
+  config.json          image_size, patch_size, grid, embed_dim, logit_scale, context_length, prompt_template
 and prints each file's sha256 and size. Not run on promptseg's own machines (no hub access); the
 layout is exercised in npm test by models/tiny/biomedclip-tiny.
 """
@@ -84,7 +84,8 @@ def main():
     grid = 224 // 16
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump({"model_type": "biomedclip-onnx", "source": MODEL, "image_size": 224, "patch_size": 16, "grid": grid,
-                   "embed_dim": int(patches.shape[-1]), "logit_scale": float(model.logit_scale.exp().item()), "context_length": context}, f, indent=1)
+                   "embed_dim": int(patches.shape[-1]), "logit_scale": float(model.logit_scale.exp().item()), "context_length": context,
+                   "prompt_template": "this is a photo of {}"}, f, indent=1)
     with open(os.path.join(a.out, "preprocessor_config.json"), "w") as f:
         json.dump({"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"height": 224, "width": 224}, "resample": 3,
                    "do_center_crop": False, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,

@@ -8,8 +8,11 @@ post-processing code of every runner without the hub.
 Bundles (real counterpart in parentheses):
   clipseg-tiny/       (Xenova/clipseg-rd64-refined)  onnx/model.onnx + onnx/model_quantized.onnx,
                       CLIP byte-level BPE tokenizer, ViT image processor
-  slimsam-tiny/       (Xenova/slimsam-77-uniform)    onnx/vision_encoder.onnx +
-                      onnx/prompt_encoder_mask_decoder.onnx, SamProcessor config
+  slimsam-tiny/       (Xenova/slimsam-77-uniform, points-and-boxes revision)  onnx/vision_encoder.onnx +
+                      onnx/prompt_encoder_mask_decoder.onnx (input_points, input_labels, input_boxes),
+                      SamProcessor config
+  slimsam-tiny-points/  (Xenova/slimsam-77-uniform, main revision)  the same, with a decoder that
+                      takes points only (input_points, input_labels), as optimum's SamOnnxConfig exports
   biomedclip-tiny/    (the output of models/convert/biomedclip_to_onnx.py)  text_encoder.onnx,
                       image_encoder.onnx, BERT WordPiece tokenizer, CLIP image processor
 The tiny graphs compute simple, deterministic functions (documented per class below); they are
@@ -158,13 +161,14 @@ class TinySamVision(nn.Module):
         return e, self.pe.expand(e.shape[0], -1, -1, -1)
 
 
-class TinySamDecoder(nn.Module):
-    """image_embeddings, image_positional_embeddings [1,C,G,G], input_points [1,P,N,2] (input
-    pixels), input_labels [1,P,N] -> iou_scores [1,P,3], pred_masks [1,P,3,G,G].
-    Geometry only, so post-processing can be checked exactly: labels 2 and 3 are a box's top-left
-    and bottom-right corners (mask logit = distance inside the box, in grid cells); label 1 points
-    paint a disc of radius 12 input pixels, label 0 points carve one of radius 6; -10 is padding.
-    The three masks differ by a logit offset of -1, 0, +1."""
+class TinySamPointDecoder(nn.Module):
+    """The `main` export of Xenova/slimsam-77-uniform (optimum's SamOnnxConfig): image_embeddings,
+    image_positional_embeddings [1,C,G,G], input_points [1,P,N,2] (input pixels), input_labels [1,P,N]
+    -> iou_scores [1,P,3], pred_masks [1,P,3,G,G]. As in SAM's prompt encoder traced without boxes,
+    only labels 1 and 0 are typed points: label 1 paints a disc of radius 12 input pixels, label 0
+    carves one of radius 6, and every other label (-1 not-a-point, -10 padding, and the box-corner
+    labels 2 and 3 that only SAM's box path knows) is ignored. The three masks differ by a logit
+    offset of -1, 0, +1. Geometry only, so post-processing can be checked exactly."""
 
     def __init__(self, S=64):
         super().__init__()
@@ -175,7 +179,8 @@ class TinySamDecoder(nn.Module):
         self.register_buffer("offs", torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 3, 1, 1))
         self.register_buffer("ious", torch.tensor([0.6, 0.9, 0.75]).view(1, 1, 3))
 
-    def forward(self, image_embeddings, image_positional_embeddings, input_points, input_labels):
+    def points(self, input_points, input_labels):
+        """[1,P,G,G] disc logits (-100 without a positive point) and the carve of negative points."""
         lab = input_labels.float()
         px, py = input_points[..., 0:1].unsqueeze(-1), input_points[..., 1:2].unsqueeze(-1)  # [1,P,N,1,1]
         d = torch.sqrt((self.gx - px) ** 2 + (self.gy - py) ** 2)  # [1,P,N,G,G]
@@ -183,22 +188,40 @@ class TinySamDecoder(nn.Module):
         neg = (lab == 0).float()[..., None, None]
         disc = (pos * ((12 - d) / 3) + (1 - pos) * -100.0).amax(2)
         carve = (neg * torch.relu(6 - d)).sum(2)
-        tl = (lab == 2).float()[..., None]
-        br = (lab == 3).float()[..., None]
-        has_box = (tl.sum(2) > 0).float()[..., None]  # [1,P,1,1]
-        x1y1 = (input_points * tl).sum(2)
-        x2y2 = (input_points * br).sum(2)
-        x1, y1 = x1y1[..., 0:1, None], x1y1[..., 1:2, None]
-        x2, y2 = x2y2[..., 0:1, None], x2y2[..., 1:2, None]
-        inside = torch.minimum(torch.minimum(self.gx[:, :, 0] - x1, x2 - self.gx[:, :, 0]), torch.minimum(self.gy[:, :, 0] - y1, y2 - self.gy[:, :, 0])) / 4
-        logit = has_box * inside + (1 - has_box) * disc - carve
+        return disc, carve
+
+    def outputs(self, logit, image_embeddings, image_positional_embeddings):
         masks = logit.unsqueeze(2) + self.offs
         ious = self.ious.expand(masks.shape[0], masks.shape[1], 3) + 0 * image_embeddings.mean() + 0 * image_positional_embeddings.mean()
         return ious, masks
 
+    def forward(self, image_embeddings, image_positional_embeddings, input_points, input_labels):
+        disc, carve = self.points(input_points, input_labels)
+        return self.outputs(disc - carve, image_embeddings, image_positional_embeddings)
 
-def make_sam():
-    out = os.path.join(HERE, "slimsam-tiny")
+
+class TinySamBoxDecoder(TinySamPointDecoder):
+    """The `points-and-boxes` export: the inputs of TinySamPointDecoder plus input_boxes [1,B,4]
+    (x1, y1, x2, y2 in input pixels; B may be 0). With a box the mask logit is the distance inside
+    it in grid cells (negative points still carve); without one, the point discs as above. Labels 2
+    and 3 are ignored here too: a box reaches SAM's box embeddings only through input_boxes."""
+
+    def forward(self, image_embeddings, image_positional_embeddings, input_points, input_labels, input_boxes):
+        disc, carve = self.points(input_points, input_labels)
+        gx, gy = self.gx[:, :, 0], self.gy[:, :, 0]  # [1,1,1,G], [1,1,G,1]
+        x1, y1 = input_boxes[..., 0:1, None], input_boxes[..., 1:2, None]  # [1,B,1,1]
+        x2, y2 = input_boxes[..., 2:3, None], input_boxes[..., 3:4, None]
+        inside = torch.minimum(torch.minimum(gx - x1, x2 - gx), torch.minimum(gy - y1, y2 - gy)) / 4  # [1,B,G,G]
+        G = disc.shape[-1]
+        box = torch.cat([torch.full((1, 1, G, G), -100.0), inside], 1).amax(1, keepdim=True)  # [1,1,G,G]
+        has_box = torch.ones_like(input_boxes[..., 0]).sum(1).clamp(max=1)[:, None, None, None]  # 0 when B = 0
+        logit = has_box * box + (1 - has_box) * disc - carve
+        return self.outputs(logit, image_embeddings, image_positional_embeddings)
+
+
+def make_sam(name, decoder, vision_from=None):
+    """A SAM bundle with `decoder`; its vision encoder is copied from the bundle `vision_from` when given."""
+    out = os.path.join(HERE, name)
     shutil.rmtree(out, ignore_errors=True)
     S = 64
     write_json(os.path.join(out, "config.json"), {"model_type": "sam", "architectures": ["SamModel"], "tiny_test_model": True,
@@ -208,15 +231,23 @@ def make_sam():
                "do_convert_rgb": True, "do_resize": True, "size": {"longest_edge": S}, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255,
                "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
                "do_pad": True, "pad_size": {"height": S, "width": S}, "mask_size": {"longest_edge": S // 4}})
-    v = TinySamVision(S)
-    export(v, (torch.randn(1, 3, S, S),), os.path.join(out, "onnx", "vision_encoder.onnx"), ["pixel_values"],
-           ["image_embeddings", "image_positional_embeddings"], {})
-    dec = TinySamDecoder(S)
+    if vision_from:
+        os.makedirs(os.path.join(out, "onnx"), exist_ok=True)
+        shutil.copyfile(os.path.join(HERE, vision_from, "onnx", "vision_encoder.onnx"), os.path.join(out, "onnx", "vision_encoder.onnx"))
+    else:
+        v = TinySamVision(S)
+        export(v, (torch.randn(1, 3, S, S),), os.path.join(out, "onnx", "vision_encoder.onnx"), ["pixel_values"],
+               ["image_embeddings", "image_positional_embeddings"], {})
+    dec = decoder(S)
     G = S // 4
-    args = (torch.randn(1, 8, G, G), torch.randn(1, 8, G, G), torch.rand(1, 1, 2, 2) * S, torch.tensor([[[2, 3]]]))
-    export(dec, args, os.path.join(out, "onnx", "prompt_encoder_mask_decoder.onnx"),
-           ["image_embeddings", "image_positional_embeddings", "input_points", "input_labels"], ["iou_scores", "pred_masks"],
-           {"input_points": {1: "p", 2: "n"}, "input_labels": {1: "p", 2: "n"}, "iou_scores": {1: "p"}, "pred_masks": {1: "p"}})
+    args = (torch.randn(1, 8, G, G), torch.randn(1, 8, G, G), torch.rand(1, 1, 2, 2) * S, torch.tensor([[[1, 0]]]))
+    names = ["image_embeddings", "image_positional_embeddings", "input_points", "input_labels"]
+    dynamic = {"input_points": {1: "point_batch", 2: "points"}, "input_labels": {1: "point_batch", 2: "points"}, "iou_scores": {1: "point_batch"}, "pred_masks": {1: "point_batch"}}
+    if decoder is TinySamBoxDecoder:
+        args = args + (torch.tensor([[[8.0, 8.0, 40.0, 40.0]]]),)
+        names.append("input_boxes")
+        dynamic["input_boxes"] = {1: "boxes"}
+    export(dec, args, os.path.join(out, "onnx", "prompt_encoder_mask_decoder.onnx"), names, ["iou_scores", "pred_masks"], dynamic)
 
 
 # ---------------------------------------------------------------- BiomedCLIP (converted layout)
@@ -286,7 +317,8 @@ def make_biomedclip():
     write_json(os.path.join(out, "tokenizer_config.json"), tcfg)
     write_json(os.path.join(out, "config.json"), {"model_type": "biomedclip-onnx", "image_size": S, "patch_size": P, "grid": S // P,
                "embed_dim": 16, "logit_scale": 10.0, "context_length": 32, "tiny_test_model": True,
-               "source": "tiny test bundle made by models/tiny/make_tiny_models.py"})
+               # the untrained text tower sees the bare prompt; the real bundle's template is the runner's default
+               "prompt_template": "{}", "source": "tiny test bundle made by models/tiny/make_tiny_models.py"})
     write_json(os.path.join(out, "preprocessor_config.json"), {"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"height": S, "width": S},
                "resample": 3, "do_center_crop": False, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
                "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711], "do_convert_rgb": True})
@@ -297,13 +329,18 @@ def make_biomedclip():
 
 if __name__ == "__main__":
     make_clipseg()
-    make_sam()
+    make_sam("slimsam-tiny", TinySamBoxDecoder)
+    with torch.random.fork_rng():  # the other bundles' weights do not depend on this one
+        make_sam("slimsam-tiny-points", TinySamPointDecoder, vision_from="slimsam-tiny")
     make_biomedclip()
     for root, _, files in sorted(os.walk(HERE)):
         for f in sorted(files):
             if f != os.path.basename(__file__) and not f.endswith(".md") and f != "manifest.json":
                 p = os.path.join(root, f)
                 print(f"{os.path.relpath(p, HERE)}: {os.path.getsize(p)} bytes")
+
+
+SAM_FILES = ["config.json", "preprocessor_config.json", "onnx/vision_encoder.onnx", "onnx/prompt_encoder_mask_decoder.onnx"]
 
 
 def files_of(bundle, names):
@@ -326,9 +363,14 @@ def write_manifest():
          "dir": "clipseg-tiny", "files": files_of("clipseg-tiny", clip_files + ["onnx/model_quantized.onnx"]),
          "input": {"size": 64, "channels": "RGB", "letterbox": "as clipseg-tiny", "mask_stride": 1, "tile": tile(64)},
          "vocabulary_version": "none", "license": lic, "card": "../README.md"},
-        {"id": "slimsam-tiny", "title": "SlimSAM layout, tiny geometric test decoder", "runner": "sam-transformers", "dtype": "fp32",
-         "description": "Test bundle with the layout and ONNX inputs/outputs of Xenova/slimsam-77-uniform; the decoder paints boxes and point discs exactly.",
-         "dir": "slimsam-tiny", "files": files_of("slimsam-tiny", ["config.json", "preprocessor_config.json", "onnx/vision_encoder.onnx", "onnx/prompt_encoder_mask_decoder.onnx"]),
+        {"id": "slimsam-tiny", "title": "SlimSAM layout (points-and-boxes export), tiny geometric test decoder", "runner": "sam-transformers", "dtype": "fp32",
+         "description": "Test bundle with the layout and ONNX inputs/outputs of Xenova/slimsam-77-uniform at its points-and-boxes revision (input_boxes); the decoder paints boxes and point discs exactly.",
+         "dir": "slimsam-tiny", "files": files_of("slimsam-tiny", SAM_FILES),
+         "input": {"size": 64, "channels": "RGB", "letterbox": "SAM processor: longest side resized to size, padded bottom/right", "mask_stride": 4, "tile": tile(64)},
+         "vocabulary_version": "none", "license": lic, "card": "../README.md"},
+        {"id": "slimsam-tiny-points", "title": "SlimSAM layout (main export, points only), tiny geometric test decoder", "runner": "sam-transformers", "dtype": "fp32",
+         "description": "Test bundle with the ONNX inputs of Xenova/slimsam-77-uniform at main: no input_boxes, and only labels 0 and 1 are points.",
+         "dir": "slimsam-tiny-points", "files": files_of("slimsam-tiny-points", SAM_FILES),
          "input": {"size": 64, "channels": "RGB", "letterbox": "SAM processor: longest side resized to size, padded bottom/right", "mask_stride": 4, "tile": tile(64)},
          "vocabulary_version": "none", "license": lic, "card": "../README.md"},
         {"id": "biomedclip-tiny", "title": "BiomedCLIP (converted layout) + SlimSAM, tiny test weights", "runner": "biomedclip-onnx", "refine_with": "slimsam-tiny",

@@ -16,6 +16,7 @@ import { fitCalibration, writeCalibration } from '../eval/calibrate.js';
 import { PROJECT_ROOT } from '../config/env.js';
 import { ModelRegistry } from '../core/models/registry.js';
 import { DEFAULT_HUB_ENDPOINT, pullBundle } from '../core/models/hub-pull.js';
+import { bundleGraphInputs, formatGraphInput } from '../core/models/graph-inputs.js';
 import { AppFailure } from '../core/errors.js';
 
 const USAGE = `promptseg: text-prompted medical image segmentation
@@ -120,6 +121,10 @@ async function pullCommand(config: ReturnType<typeof loadConfig>, args: string[]
         { endpoint, progress: (file, done, total) => progressBar(done, total ?? done, t0, file) },
       );
       process.stderr.write(`\npromptseg: ${entry.id}: ${r.downloaded.length} file(s) downloaded and verified, ${r.kept.length} already present\n`);
+      // what each graph declares, so a user can check the export against what the runner feeds it
+      for (const [file, inputs] of Object.entries(await bundleGraphInputs(reg.dirOf(entry), entry))) {
+        process.stderr.write(`promptseg: ${entry.id}: ${file} inputs: ${'error' in inputs ? `could not be read (${inputs.error})` : inputs.map(formatGraphInput).join('; ')}\n`);
+      }
     } catch (e) {
       if (!(e instanceof AppFailure)) throw e;
       process.stderr.write(`\npromptseg: ${entry.id}: ${e.error.message}\n`);

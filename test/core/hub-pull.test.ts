@@ -16,6 +16,7 @@ const FILES: Record<string, Buffer> = {
   'config.json': Buffer.from(JSON.stringify({ model_type: 'tiny' })),
   'onnx/model.onnx': Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 31) % 251)),
   'corrupt.bin': Buffer.from('the bytes the hub really serves'),
+  'onnx/decoder.onnx': readFileSync(path.join(MODELS_DIR, 'tiny', 'slimsam-tiny', 'onnx', 'prompt_encoder_mask_decoder.onnx')),
 };
 
 /** A local server with the hub's file layout; it drops the first connection for the big file midway. */
@@ -121,7 +122,7 @@ describe('models pull against a local hub', () => {
     const models = mkdtempSync(path.join(tmpdir(), 'models-'));
     const manifest = JSON.parse(readFileSync(path.join(MODELS_DIR, 'manifest.json'), 'utf8'));
     cpSync(path.join(MODELS_DIR, 'promptseg-builtin'), path.join(models, 'promptseg-builtin'), { recursive: true, filter: (p) => !p.includes('train-state') });
-    manifest.models.push({ ...manifest.models[0], specialists: undefined, id: 'tiny-bundle', dir: 'tiny-bundle', hub: { repo: 'org/tiny', revision: 'main' }, files: Object.fromEntries(files(['config.json', 'onnx/model.onnx']).map((f) => [f.path, { sha256: f.sha256, bytes: f.bytes }])) });
+    manifest.models.push({ ...manifest.models[0], specialists: undefined, id: 'tiny-bundle', dir: 'tiny-bundle', hub: { repo: 'org/tiny', revision: 'main' }, files: Object.fromEntries(files(['config.json', 'onnx/model.onnx', 'onnx/decoder.onnx']).map((f) => [f.path, { sha256: f.sha256, bytes: f.bytes }])) });
     writeFileSync(path.join(models, 'manifest.json'), JSON.stringify(manifest));
     const run = promisify(execFile);
     const env = { ...process.env, PROMPTSEG_MODELS_DIR: models, PROMPTSEG_LOG_LEVEL: 'silent' };
@@ -130,7 +131,10 @@ describe('models pull against a local hub', () => {
     const before = await kind(reg.get('tiny-bundle').load());
     expect(before).toMatch(/not installed.*promptseg models pull tiny-bundle/);
     const r = await run(process.execPath, [path.join(ROOT, 'dist', 'main', 'cli.js'), 'models', 'pull', 'tiny-bundle'], { env: { ...env, HF_ENDPOINT: endpoint } });
-    expect(r.stderr).toMatch(/2 file\(s\) downloaded and verified/);
+    expect(r.stderr).toMatch(/3 file\(s\) downloaded and verified/);
+    // each pulled graph's declared inputs are printed, so a user can check the export the runner will feed
+    expect(r.stderr).toMatch(/tiny-bundle: onnx\/decoder.onnx inputs: image_embeddings float32 \[1, 8, 16, 16\]; .*input_labels int64 \[1, point_batch, points\]; input_boxes float32 \[1, boxes, 4\]/);
+    expect(r.stderr).toMatch(/tiny-bundle: onnx\/model.onnx inputs: could not be read/);
     expect(existsSync(path.join(models, 'tiny-bundle', 'onnx', 'model.onnx'))).toBe(true);
     const offline = await run(process.execPath, [path.join(ROOT, 'dist', 'main', 'cli.js'), 'models', 'pull', 'tiny-bundle'], { env: { ...env, HF_ENDPOINT: `http://127.0.0.1:${await closedPort()}` } }).then(
       () => ({ code: 0, stderr: '' }),

@@ -9,6 +9,9 @@ import { MODELS_DIR, ROOT, TINY_MANIFEST } from '../helpers/project.js';
 import path from 'node:path';
 import { chestLikePng } from '../helpers/fixtures.js';
 import { decodeImage } from '../../src/core/image/decode.js';
+import { BIOMEDCLIP_TEMPLATE } from '../../src/core/models/biomedclip-runner.js';
+import { keepLargestComponent } from '../../src/core/pipeline/segment.js';
+import { maskStats } from '../../src/core/image/mask-stats.js';
 
 /** A grey image with a bright rectangle [x1, y1, x2, y2). */
 function rectImage(width: number, height: number, r: [number, number, number, number]): RasterImage {
@@ -50,7 +53,7 @@ describe('pretrained bundle runners on the tiny test bundles (models/tiny)', () 
 
   it('merges the extra manifest: text and region kinds, folders relative to their manifest', () => {
     const ids = registry.entries().map((e) => e.id);
-    expect(ids).toEqual(expect.arrayContaining(['promptseg-builtin', 'clipseg-tiny', 'clipseg-tiny-q8', 'slimsam-tiny', 'biomedclip-tiny']));
+    expect(ids).toEqual(expect.arrayContaining(['promptseg-builtin', 'clipseg-tiny', 'clipseg-tiny-q8', 'slimsam-tiny', 'slimsam-tiny-points', 'biomedclip-tiny']));
     expect(registry.installed(registry.entry('slimsam-tiny'))).toBe(true);
     expect(registry.dirOf(registry.entry('clipseg-tiny'))).toBe(path.join(MODELS_DIR, 'tiny', 'clipseg-tiny'));
     expect(() => registry.get('slimsam-tiny')).toThrow(/boxes and points, not text/);
@@ -106,6 +109,36 @@ describe('pretrained bundle runners on the tiny test bundles (models/tiny)', () 
     expect(both.stats.areaPx).toBeLessThan(fg.stats.areaPx);
   });
 
+  it('SAM, points-only export (main revision): a box is refused with the decoder\'s inputs named, never sent as corner-labelled points', async () => {
+    const img = rectImage(200, 120, [0, 0, 1, 1]);
+    const e = await errorOf(segmentRegions(ctx, { image: img, regions: [{ box: [40, 30, 150, 90] }], modelId: 'slimsam-tiny-points' }));
+    expect(e?.kind).toBe('invalid_argument');
+    expect(e?.field).toBe('regions[0].box');
+    expect(e?.message).toMatch(/cannot take a box: its decoder's inputs are image_embeddings, image_positional_embeddings, input_points, input_labels \(no input_boxes\)/);
+    expect(e?.message).toMatch(/points-and-boxes/);
+    // refinement draws from a box, so a points-only export cannot refine either
+    const chest = await decodeImage(await chestLikePng(192), { maxPixels: 4e7 });
+    expect((await errorOf(segment(ctx, { image: chest, prompts: ['right lung'], refine: 'slimsam-tiny-points' })))?.message).toMatch(/cannot take a box/);
+    // points still work on it, with the same geometry as the points-and-boxes export
+    const [pts] = (await segmentRegions(ctx, { image: rectImage(128, 128, [0, 0, 1, 1]), regions: [{ points: [[64, 64, 1]] }], modelId: 'slimsam-tiny-points' })).results;
+    const [ref] = (await segmentRegions(ctx, { image: rectImage(128, 128, [0, 0, 1, 1]), regions: [{ points: [[64, 64, 1]] }], modelId: 'slimsam-tiny' })).results;
+    expect(pts.stats.areaPx).toBeGreaterThan(500);
+    expect(pts.stats.areaPx).toBe(ref.stats.areaPx);
+  });
+
+  it('SAM, points-and-boxes export: a box with a background point is boxed and carved; the graph\'s declared inputs are what the runner reads', async () => {
+    const img = rectImage(128, 128, [0, 0, 1, 1]);
+    const box: [number, number, number, number] = [20, 20, 108, 108];
+    const [plain, carved] = (await segmentRegions(ctx, { image: img, regions: [{ box }, { box, points: [[24, 64, 0]] }], modelId: 'slimsam-tiny' })).results;
+    expect(boxIoU(plain.mask, 128, box)).toBeGreaterThan(0.85);
+    expect(plain.mask[64 * 128 + 26]).toBe(1);
+    expect(carved.mask[64 * 128 + 26]).toBe(0);
+    expect(carved.stats.areaPx).toBeLessThan(plain.stats.areaPx);
+    const inputs = (registry.getRegion('slimsam-tiny') as unknown as { decoderInputs(): { names: string[]; boxCount?: number | string } }).decoderInputs();
+    expect(inputs.names).toContain('input_boxes');
+    expect(typeof inputs.boxCount).toBe('string'); // a dynamic box count: point prompts get zero boxes
+  });
+
   it('SAM: bad region prompts are refused by name', async () => {
     const img = rectImage(100, 100, [0, 0, 1, 1]);
     expect((await errorOf(segmentRegions(ctx, { image: img, regions: [{ box: [10, 10, 200, 50] }], modelId: 'slimsam-tiny' })))?.message).toMatch(/regions\[0\]\.box .* outside the 100x100 image/);
@@ -133,6 +166,22 @@ describe('pretrained bundle runners on the tiny test bundles (models/tiny)', () 
     expect(off.results[0].refinedBy).toBeUndefined();
   });
 
+  it('BiomedCLIP: prompts reach the text tower through the bundle\'s template (BiomedCLIP\'s "this is a photo of {}" unless config.json names another)', async () => {
+    const runner = registry.get('biomedclip-tiny') as unknown as { load(): Promise<void>; config: { prompt_template: string }; encodeText(p: string[]): Promise<Float32Array[]> };
+    await runner.load();
+    expect(runner.config.prompt_template).toBe('{}'); // the tiny bundle's untrained tower sees the bare prompt
+    const [bare] = await runner.encodeText(['polyp']);
+    const [worded] = await runner.encodeText(['this is a photo of polyp']);
+    runner.config.prompt_template = BIOMEDCLIP_TEMPLATE;
+    try {
+      const [templated] = await runner.encodeText(['polyp']);
+      expect(Array.from(templated)).toEqual(Array.from(worded));
+      expect(Array.from(templated)).not.toEqual(Array.from(bare));
+    } finally {
+      runner.config.prompt_template = '{}';
+    }
+  });
+
   it('refine works for any text model: the built-in model\'s mask box goes to SAM', async () => {
     const img = await decodeImage(await chestLikePng(192), { maxPixels: 4e7 });
     // the right lung: the built-in model calls this drawn picture's left lung absent (image-tta.test.ts)
@@ -142,7 +191,10 @@ describe('pretrained bundle runners on the tiny test bundles (models/tiny)', () 
     expect(plain.results[0].maskProduced).toBe(true);
     const r = ref.results[0];
     expect(r.refinedBy?.model).toBe('slimsam-tiny');
-    const [bx, by, bw, bh] = plain.results[0].stats.bbox!;
+    // the box is that of the mask's largest connected region (stray islands do not stretch it)
+    const largest = plain.results[0].mask.slice();
+    keepLargestComponent(largest, img.width, img.height);
+    const [bx, by, bw, bh] = maskStats(largest, img.width, img.height).bbox!;
     const [x1, y1, x2, y2] = r.refinedBy!.box;
     expect(x1).toBeLessThanOrEqual(bx);
     expect(y1).toBeLessThanOrEqual(by);

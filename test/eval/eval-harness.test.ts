@@ -7,7 +7,7 @@ import { evaluateSuite } from '../../src/eval/eval-command.js';
 import { fitCalibration } from '../../src/eval/calibrate.js';
 import { CalibrationSchema } from '../../src/core/trust/calibration.js';
 import { createServiceContext, disposeServiceContext } from '../../src/service/context.js';
-import { MODELS_DIR, ROOT, sharedMissing, TINY_MANIFEST } from '../helpers/project.js';
+import { MODELS_DIR, ROOT, SHARED_DATA, sharedMissing, TINY_MANIFEST } from '../helpers/project.js';
 import { testConfig } from '../helpers/service.js';
 
 /** A two-dataset collection in the medseg2d layout, drawn by code: discs on a grey background. */
@@ -168,7 +168,8 @@ describe('promptseg eval', () => {
     contexts.push(ctx);
     const out = mkdtempSync(path.join(tmpdir(), 'eval-quick-'));
     const r = await evaluateSuite(ctx, { suiteFile: path.join(ROOT, 'eval', 'suites', 'shared-quick.json'), outDir: out });
-    expect(new Set(r.summary.structures.map((s) => s.dataset)).size).toBe(14);
+    const datasets = (JSON.parse(readFileSync(path.join(SHARED_DATA, 'index.json'), 'utf8')) as { id: string }[]).map((d) => d.id);
+    expect(new Set(r.summary.structures.map((s) => s.dataset))).toEqual(new Set(datasets));
     expect(r.summary.presence['promptseg-builtin'].n_neg).toBeGreaterThan(0);
     expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toContain('## Presence');
   });

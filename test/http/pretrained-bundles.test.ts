@@ -52,6 +52,21 @@ describe('pretrained bundles over HTTP', () => {
     expect([meta.width, meta.height]).toEqual([W, H]);
   });
 
+  it('GET /v1/models/{id} shows the inputs each installed graph declares, and a box to a points-only export is a 422 naming them', async () => {
+    const pb = (await (await fetch(`${srv.url}/v1/models/slimsam-tiny`)).json()) as { graph_inputs: Record<string, { name: string; shape: (number | string)[] }[]> };
+    const dec = pb.graph_inputs['onnx/prompt_encoder_mask_decoder.onnx'];
+    expect(dec.map((i) => i.name)).toEqual(['image_embeddings', 'image_positional_embeddings', 'input_points', 'input_labels', 'input_boxes']);
+    expect(dec.find((i) => i.name === 'input_boxes')!.shape).toEqual([1, 'boxes', 4]);
+    expect(pb.graph_inputs['onnx/vision_encoder.onnx'].map((i) => i.name)).toEqual(['pixel_values']);
+    const main = (await (await fetch(`${srv.url}/v1/models/slimsam-tiny-points`)).json()) as { graph_inputs: Record<string, { name: string }[]> };
+    expect(main.graph_inputs['onnx/prompt_encoder_mask_decoder.onnx'].map((i) => i.name)).not.toContain('input_boxes');
+    const res = await post('/v1/segment-region', { image: { base64: b64 }, regions: [{ box: [40, 30, 140, 90] }], model: 'slimsam-tiny-points' });
+    expect(res.status).toBe(422);
+    const p = (await res.json()) as { detail: string; field: string };
+    expect(p.field).toBe('regions[0].box');
+    expect(p.detail).toMatch(/no input_boxes/);
+  });
+
   it('refuses bad region requests with a problem naming the field', async () => {
     const outside = await post('/v1/segment-region', { image: { base64: b64 }, regions: [{ box: [0, 0, 500, 50] }], model: 'slimsam-tiny' });
     expect(outside.status).toBe(422);

@@ -6,6 +6,9 @@ import { z } from 'zod';
 import type { DecodeOutput, ImageFeatures, SegmentationModel } from './model.js';
 import { bundleDir, localTransformersId, sessionOptions, LazyRunner } from './local-bundle.js';
 
+/** The template of BiomedCLIP's own zero-shot examples. */
+export const BIOMEDCLIP_TEMPLATE = 'this is a photo of {}';
+
 /** config.json that models/convert/biomedclip_to_onnx.py writes next to the two towers. */
 const BundleConfigSchema = z.object({
   image_size: z.number().int().positive(),
@@ -13,13 +16,17 @@ const BundleConfigSchema = z.object({
   grid: z.number().int().positive(),
   logit_scale: z.number().positive(),
   context_length: z.number().int().positive(),
+  /** How a prompt is put into words before the text tower; `{}` is the prompt. BiomedCLIP's own zero-shot examples use this template. */
+  prompt_template: z.string().includes('{}').default(BIOMEDCLIP_TEMPLATE),
 });
 
 /**
  * BiomedCLIP's text and image towers (converted to ONNX by models/convert/biomedclip_to_onnx.py)
  * for the MedCLIP-SAM pattern: the cosine similarity of the prompt embedding with every patch
  * token is a coarse map; its strongest region becomes the mask logits here, and the pipeline
- * hands that region's box to the SAM-family model named by `refine_with`. Presence is the scaled
+ * hands the box of that region's largest connected part to the SAM-family model named by
+ * `refine_with`. Prompts reach the text tower through BiomedCLIP's template ("this is a photo of
+ * {}", `prompt_template` in config.json). Presence is the scaled
  * image-text cosine (CLIP's zero-shot score), which `promptseg calibrate` can map to a probability.
  */
 export class BiomedclipRunner extends LazyRunner implements SegmentationModel {
@@ -59,7 +66,8 @@ export class BiomedclipRunner extends LazyRunner implements SegmentationModel {
 
   async encodeText(prompts: string[]): Promise<Float32Array[]> {
     await this.load();
-    const enc = this.tokenizer!(prompts, { padding: true, truncation: true, max_length: this.config!.context_length }) as { input_ids: Tensor; attention_mask: Tensor };
+    const worded = prompts.map((p) => this.config!.prompt_template.replace('{}', p));
+    const enc = this.tokenizer!(worded, { padding: true, truncation: true, max_length: this.config!.context_length }) as { input_ids: Tensor; attention_mask: Tensor };
     const out = await this.text!.run({
       input_ids: new ort.Tensor('int64', enc.input_ids.data as BigInt64Array, enc.input_ids.dims),
       attention_mask: new ort.Tensor('int64', enc.attention_mask.data as BigInt64Array, enc.attention_mask.dims),

@@ -1,8 +1,19 @@
+import * as ort from 'onnxruntime-node';
 import { AutoProcessor, RawImage, SamModel, Tensor, type Processor } from '@huggingface/transformers';
 import { fail } from '../errors.js';
 import { Lru } from '../pipeline/lru.js';
 import type { RegionMask, RegionMaskModel, RegionPrompt } from './model.js';
 import { bundleDir, localTransformersId, sessionOptions, LazyRunner } from './local-bundle.js';
+import { encodeSamPrompt, type SamDecoderInputs } from './sam-prompt-encoding.js';
+
+interface DecoderSession {
+  inputNames: readonly string[];
+  inputMetadata?: readonly { name: string; isTensor: boolean; shape?: readonly (number | string)[] }[];
+  run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>>;
+}
+
+/** The onnxruntime tensor inside a transformers.js Tensor. */
+const ortOf = (t: Tensor): ort.Tensor => (t as unknown as { ort_tensor: ort.Tensor }).ort_tensor;
 
 interface Embedded {
   emb: { image_embeddings: Tensor; image_positional_embeddings: Tensor };
@@ -14,9 +25,10 @@ interface Embedded {
  * SAM-family box/point-prompted mask decoders (SAM, SlimSAM, MedSAM exports in the transformers.js
  * layout: onnx/vision_encoder.onnx + onnx/prompt_encoder_mask_decoder.onnx) through
  * @huggingface/transformers' SamModel and SamProcessor. The image embedding is computed once per
- * image and kept (a few images) so further boxes or points cost only the decoder. Boxes go to
- * the decoder's `input_boxes` input when the export has one; otherwise as SAM's box-corner points
- * (labels 2 and 3). Of SAM's three candidate masks the one with the highest predicted IoU is kept.
+ * image and kept (a few images) so further boxes or points cost only the decoder. How a prompt is
+ * fed follows the inputs the decoder graph declares (sam-prompt-encoding.ts): boxes only through
+ * `input_boxes`, refused with a clear error by a points-only export. Of SAM's three candidate masks
+ * the one with the highest predicted IoU is kept.
  */
 export class SamRunner extends LazyRunner implements RegionMaskModel {
   private model?: SamModel;
@@ -38,9 +50,16 @@ export class SamRunner extends LazyRunner implements RegionMaskModel {
     })) as SamModel;
   }
 
-  private decoderInputs(): string[] {
-    const s = (this.model as unknown as { sessions: Record<string, { inputNames: string[] }> }).sessions.prompt_encoder_mask_decoder;
-    return s.inputNames;
+  private decoderSession(): DecoderSession {
+    return (this.model as unknown as { sessions: Record<string, DecoderSession> }).sessions.prompt_encoder_mask_decoder;
+  }
+
+  /** The decoder graph's declared inputs (names, and whether its box count is fixed). */
+  decoderInputs(): SamDecoderInputs {
+    const session = this.decoderSession();
+    const boxes = session.inputMetadata?.find((m) => m.name === 'input_boxes');
+    const boxCount = boxes?.isTensor && boxes.shape && boxes.shape.length >= 2 ? boxes.shape[1] : undefined;
+    return { names: [...session.inputNames], ...(boxCount !== undefined ? { boxCount } : {}) };
   }
 
   private async embed(image: { width: number; height: number; data: Uint8Array }, key: string): Promise<Embedded> {
@@ -60,31 +79,20 @@ export class SamRunner extends LazyRunner implements RegionMaskModel {
     const [oh, ow] = e.original[0];
     const [rh, rw] = e.reshaped[0];
     const sx = rw / ow, sy = rh / oh;
-    const takesBoxes = this.decoderInputs().includes('input_boxes');
+    const inputs = this.decoderInputs();
     const out: RegionMask[] = [];
-    for (const pr of prompts) {
-      const pts: number[] = [], labels: bigint[] = [];
-      for (const [x, y, l] of pr.points ?? []) {
-        pts.push(x * sx, y * sy);
-        labels.push(BigInt(l));
-      }
-      const feeds: Record<string, Tensor> = { ...e.emb };
-      if (pr.box) {
-        const [x1, y1, x2, y2] = pr.box;
-        if (takesBoxes) feeds.input_boxes = new Tensor('float32', Float32Array.from([x1 * sx, y1 * sy, x2 * sx, y2 * sy]), [1, 1, 4]);
-        else {
-          pts.push(x1 * sx, y1 * sy, x2 * sx, y2 * sy);
-          labels.push(2n, 3n);
-        }
-      }
-      if (!labels.length) {
-        if (!pr.box) fail('invalid_argument', 'a region prompt needs a box or at least one point', 'regions');
-        pts.push(0, 0); // a padding point, ignored by SAM's prompt encoder
-        labels.push(-10n);
-      }
-      feeds.input_points = new Tensor('float32', Float32Array.from(pts), [1, 1, labels.length, 2]);
-      feeds.input_labels = new Tensor('int64', BigInt64Array.from(labels), [1, 1, labels.length]);
-      const res = (await this.model!(feeds)) as { iou_scores: Tensor; pred_masks: Tensor };
+    for (const [i, pr] of prompts.entries()) {
+      const prompt = encodeSamPrompt(this.entry.id, inputs, pr, sx, sy, `regions[${i}]`);
+      // the decoder session runs directly: SamModel.forward assumes input_points, which a boxes-only export lacks
+      const feeds: Record<string, ort.Tensor> = {
+        image_embeddings: ortOf(e.emb.image_embeddings),
+        image_positional_embeddings: ortOf(e.emb.image_positional_embeddings),
+      };
+      if (prompt.input_points) feeds.input_points = new ort.Tensor('float32', prompt.input_points.data, prompt.input_points.dims);
+      if (prompt.input_labels) feeds.input_labels = new ort.Tensor('int64', prompt.input_labels.data, prompt.input_labels.dims);
+      if (prompt.input_boxes) feeds.input_boxes = new ort.Tensor('float32', prompt.input_boxes.data, prompt.input_boxes.dims);
+      const raw = await this.decoderSession().run(feeds);
+      const res = { iou_scores: raw.iou_scores, pred_masks: new Tensor('float32', raw.pred_masks.data as Float32Array, [...raw.pred_masks.dims]) };
       const ious = Array.from(res.iou_scores.data as Float32Array);
       const best = ious.indexOf(Math.max(...ious));
       const masks = (await (this.processor as unknown as { post_process_masks: (m: Tensor, o: unknown, r: unknown, opt: object) => Promise<Tensor[]> }).post_process_masks(

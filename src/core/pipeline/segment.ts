@@ -362,7 +362,9 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     const zCut = logit(threshold) * (cal ? cal.pixel_temperature : 1);
     for (let i = 0; i < req.prompts.length; i++) {
       const presence = cal ? platt(presenceLogit[i], cal.presence) : sigmoid(presenceLogit[i]);
-      const box = presence >= th ? boxOf(logits[i], zCut, image.width, image.height) : undefined;
+      // the box of the largest connected region (as MedCLIP-SAMv2 boxes its saliency): scattered
+      // high-scoring pixels elsewhere would otherwise stretch the box over half the image
+      const box = presence >= th ? boxOf(logits[i], zCut, image.width, image.height, 0.03, { largestComponent: true }) : undefined;
       if (!box) continue;
       const [m] = await region.segmentRegions(image, imageSha256, [{ box }]);
       logits[i] = m.logits; // the region model's own logits: postprocess leaves them unscaled
@@ -623,12 +625,15 @@ async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: M
   return { logits, presence: pres.map((v) => v / tiles), iou: iou.map((v) => v / tiles), similarity: sim.map((v) => v / tiles) };
 }
 
-/** [x1, y1, x2, y2] of the pixels whose logit is at least zCut, widened by `margin` of the image's longer side (at least 2 px when margin > 0); undefined when none. */
-export function boxOf(g: FloatGrid, zCut: number, width: number, height: number, margin = 0.03): [number, number, number, number] | undefined {
+/** [x1, y1, x2, y2] of the pixels whose logit is at least zCut (of their largest connected region with `largestComponent`), widened by `margin` of the image's longer side (at least 2 px when margin > 0); undefined when none. */
+export function boxOf(g: FloatGrid, zCut: number, width: number, height: number, margin = 0.03, o: { largestComponent?: boolean } = {}): [number, number, number, number] | undefined {
+  const over = new Uint8Array(g.data.length);
+  for (let q = 0; q < over.length; q++) over[q] = g.data[q] >= zCut ? 1 : 0;
+  if (o.largestComponent) keepLargestComponent(over, g.width, g.height);
   let x1 = Infinity, y1 = Infinity, x2 = -1, y2 = -1;
   for (let y = 0; y < g.height; y++) {
     for (let x = 0; x < g.width; x++) {
-      if (g.data[y * g.width + x] < zCut) continue;
+      if (!over[y * g.width + x]) continue;
       if (x < x1) x1 = x;
       if (x > x2) x2 = x;
       if (y < y1) y1 = y;

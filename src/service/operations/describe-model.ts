@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ok } from '../../core/errors.js';
 import { defineOperation } from '../operation.js';
 import { modelKind } from '../../core/models/manifest.js';
+import { bundleGraphInputs } from '../../core/models/graph-inputs.js';
 import { calibrationFor } from '../../core/pipeline/segment.js';
 
 export const describeModelOperation = defineOperation({
@@ -29,11 +30,16 @@ export const describeModelOperation = defineOperation({
       .array(z.object({ name: z.string(), structures: z.array(z.string()), used_by_default_for: z.array(z.string()).describe('Structures whose masks it draws by default (specialist auto): those where it raised Dice on val.') }))
       .optional()
       .describe('Image encoders and mask decoders fine-tuned from this model on a few structures (segment\'s specialist option).'),
+    graph_inputs: z
+      .record(z.string(), z.union([z.array(z.object({ name: z.string(), type: z.string(), shape: z.array(z.union([z.number(), z.string()])) })), z.object({ error: z.string() })]))
+      .optional()
+      .describe('For an installed bundle: the inputs each ONNX file declares (name, element type, shape with symbolic dimensions by name). The runners choose what to feed from these (e.g. SAM boxes only through input_boxes).'),
     card_markdown: z.string(),
   }),
   async run(ctx, input) {
     const e = ctx.pipeline.registry.entry(input.id);
     const cardPath = path.join(ctx.pipeline.registry.dirOf(e), e.card);
+    const installed = ctx.pipeline.registry.installed(e);
     return ok({
       id: e.id,
       title: e.title,
@@ -50,6 +56,7 @@ export const describeModelOperation = defineOperation({
       ...(e.specialists?.length
         ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, used_by_default_for: sp.structures.filter((s) => calibrationFor(ctx.pipeline, e)?.specialists?.includes(s)) })) }
         : {}),
+      ...(installed ? { graph_inputs: await bundleGraphInputs(ctx.pipeline.registry.dirOf(e), e) } : {}),
       card_markdown: existsSync(cardPath) ? readFileSync(cardPath, 'utf8') : '(no model card installed)',
     });
   },
