@@ -7,6 +7,11 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const PROJECT_ROOT = path.resolve(here, '..', '..');
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+const flag = (def: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no', ''])
+    .default(def ? 'true' : 'false')
+    .transform((v) => v === 'true' || v === '1' || v === 'yes');
 const list = z
   .string()
   .default('')
@@ -22,16 +27,36 @@ export const ConfigSchema = z.object({
   PROMPTSEG_THREADS: int(2, 1),
   PROMPTSEG_MAX_BODY_BYTES: int(25 * 1024 * 1024, 1024),
   PROMPTSEG_MAX_PIXELS: int(40_000_000, 1),
+  /** Largest NIfTI volume, checked from its header before the data is inflated. */
+  PROMPTSEG_MAX_VOLUME_VOXELS: int(320_000_000, 1),
   PROMPTSEG_MAX_PROMPTS: int(16, 1),
   PROMPTSEG_MAX_PROMPT_CHARS: int(200, 1),
+  /** Deadline of one HTTP or MCP request, queue wait included; past it the remaining passes are not run. */
   PROMPTSEG_REQUEST_TIMEOUT_MS: int(60_000, 100),
+  /** Largest segment request, in megapixel-passes (pixels x prompts x passes: request-cost.ts), refused before any work. */
+  PROMPTSEG_MAX_COST: int(256, 1),
   PROMPTSEG_QUEUE_SIZE: int(32, 0),
   PROMPTSEG_CONCURRENCY: int(1, 1),
   PROMPTSEG_CACHE_IMAGES: int(16, 0),
   PROMPTSEG_RESULTS_KEPT: int(64, 1),
+  /** Byte budgets: kept results (masks and 8-bit maps; volume masks have the same budget again) and decoded images for image_id. */
+  PROMPTSEG_RESULTS_BYTES: int(256 * 1024 * 1024, 0),
+  PROMPTSEG_IMAGE_CACHE_BYTES: int(256 * 1024 * 1024, 0),
   PROMPTSEG_API_TOKENS: list,
   PROMPTSEG_CORS_ORIGINS: list,
   PROMPTSEG_ALLOWED_ROOTS: list,
+  /** Host names (besides localhost, IP literals and HOST) this server answers; '*' turns the Host check off (behind a proxy that checks it). */
+  PROMPTSEG_ALLOWED_HOSTS: list,
+  /** Serve /metrics without a token even when tokens are configured. */
+  PROMPTSEG_PUBLIC_METRICS: flag(false),
+  /** Streamable HTTP MCP sessions: at most this many in all, per token, and idle this long before they are closed. */
+  PROMPTSEG_MCP_SESSIONS: int(64, 1),
+  PROMPTSEG_MCP_SESSIONS_PER_TOKEN: int(16, 1),
+  PROMPTSEG_MCP_SESSION_IDLE_MS: int(30 * 60_000, 1000),
+  /** On shutdown: how long open connections (MCP event streams) get before they are closed. */
+  PROMPTSEG_SHUTDOWN_GRACE_MS: int(5_000, 0),
+  /** The secret that keys image ids; random per process when unset (set one shared value for replicas). */
+  PROMPTSEG_ID_KEY: z.string().min(16, 'PROMPTSEG_ID_KEY needs at least 16 characters').optional(),
   PROMPTSEG_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type Config = z.infer<typeof ConfigSchema>;

@@ -9,6 +9,8 @@ export const ERROR_KINDS = [
   'model_unavailable',
   'overloaded',
   'unauthorized',
+  'forbidden',
+  'deadline_exceeded',
   'internal',
 ] as const;
 export type ErrorKind = (typeof ERROR_KINDS)[number];

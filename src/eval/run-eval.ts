@@ -71,6 +71,7 @@ export interface PixelSamples {
 export type ProbeResults = Record<string, { images: number; flagged: number; by_kind: Record<string, { images: number; flagged: number }> }>;
 
 export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: string, opts: { split?: string; limit?: number; progress?: EvalProgress } = {}): Promise<{ records: CaseRecord[]; calibrationPixels: Record<string, PixelSamples>; probes: ProbeResults }> {
+  ctx.keepFloatMaps = true; // the calibration figures sample the float probabilities
   const split = opts.split ?? suite.split;
   const vocab = ctx.pipeline.vocabulary;
   const index = readJson<{ id: string }[]>(path.join(dataRoot, 'index.json'));

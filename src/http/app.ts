@@ -13,12 +13,14 @@ import { count } from '../service/context.js';
 import { OPERATIONS } from '../service/operation-table.js';
 import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
+import { principalOf } from '../service/principal.js';
 import { getDicomSeg, getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
 import { multipartToSegmentInput } from './multipart-input.js';
 import { problem, problemType } from './problem.js';
 import { renderMetrics } from './metrics.js';
 import { WEB_PAGE_HTML } from './web-page.js';
 import { renderDocsPage } from './docs-page.js';
+import { hostPolicy, pageCsp, refusedBecause, securityHeaders } from './security.js';
 
 export interface HttpOptions {
   logger?: Logger;
@@ -26,7 +28,8 @@ export interface HttpOptions {
   mount?: (app: OpenAPIHono, ctx: ServiceContext) => void;
 }
 
-const PUBLIC_PATHS = new Set(['/', '/healthz', '/readyz', '/metrics', '/openapi.json', '/docs', '/favicon.ico']);
+const PUBLIC_PATHS = new Set(['/', '/healthz', '/readyz', '/openapi.json', '/docs', '/favicon.ico']);
+const PAGE_CSP = pageCsp(WEB_PAGE_HTML);
 
 /** The Hono app over the operation table. One app per service context. */
 export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIHono {
@@ -34,6 +37,16 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
   const log = opts.logger;
 
   app.use('*', requestId());
+  app.use('*', securityHeaders);
+  // DNS rebinding and cross-site requests: every route, before anything else runs
+  const hosts = hostPolicy(ctx.config);
+  app.use('*', async (c, next) => {
+    const why = refusedBecause(ctx.config, hosts, c.req.header('host'), c.req.header('origin'));
+    if (!why) return next();
+    count(ctx, 'http_refused_host_or_origin');
+    if (c.req.path === '/mcp') return new Response(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message: why }, id: null }), { status: 403, headers: { 'content-type': 'application/json' } });
+    return problem(c, { kind: 'forbidden', message: why });
+  });
   app.use('*', async (c, next) => {
     const t0 = performance.now();
     await next();
@@ -50,7 +63,7 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
   const tokens = ctx.config.PROMPTSEG_API_TOKENS.map((t) => Buffer.from(t));
   if (tokens.length) {
     app.use('*', async (c, next) => {
-      if (PUBLIC_PATHS.has(c.req.path)) return next();
+      if (PUBLIC_PATHS.has(c.req.path) || (c.req.path === '/metrics' && ctx.config.PROMPTSEG_PUBLIC_METRICS)) return next();
       const h = c.req.header('authorization') ?? '';
       const m = /^Bearer\s+(.+)$/i.exec(h);
       const given = m ? Buffer.from(m[1].trim()) : undefined;
@@ -105,8 +118,11 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
     openapi: '3.1.0',
     info: { title: 'promptseg', version: ctx.version, description: 'Text-prompted medical image segmentation with trust scores. Research use only; not for clinical decisions.' },
   });
-  app.get('/docs', (c) => c.html(renderDocsPage(app.getOpenAPI31Document({ openapi: '3.1.0', info: { title: 'promptseg', version: ctx.version } }) as unknown as Record<string, unknown>)));
-  app.get('/', (c) => c.html(WEB_PAGE_HTML));
+  app.get('/docs', (c) => {
+    const html = renderDocsPage(app.getOpenAPI31Document({ openapi: '3.1.0', info: { title: 'promptseg', version: ctx.version } }) as unknown as Record<string, unknown>);
+    return c.html(html, 200, { 'content-security-policy': pageCsp(html) });
+  });
+  app.get('/', (c) => c.html(WEB_PAGE_HTML, 200, { 'content-security-policy': PAGE_CSP }));
   opts.mount?.(app, ctx);
 
   app.notFound((c) =>
@@ -162,15 +178,18 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
     responses: { 200: { description: 'OK', content: { 'application/json': { schema: op.output } } }, ...errorResponses },
   });
   const handler = async (c: Context) => {
+    const signal = c.req.raw.signal; // read now: the node adapter aborts it when the client disconnects
     let input: unknown;
+    let upload: Uint8Array | undefined;
     if (op.http.method === 'post') {
-      const parsed = await readBody(c, op);
+      const parsed = await readBody(c, op, ctx.config.PROMPTSEG_MAX_PROMPTS);
       if (!parsed.ok) return problem(c, parsed.error);
       input = parsed.value;
+      upload = parsed.upload;
     } else {
       input = { ...c.req.query(), ...Object.fromEntries(params.map((p) => [p, c.req.param(p)])) };
     }
-    const r = await runOperation(ctx, op, input, { via: 'http' });
+    const r = await runOperation(ctx, op, input, { via: 'http', principal: principalOf(c.req.header('authorization')), signal, upload });
     if (!r.ok) return problem(c, r.error);
     return c.json(r.value as object, 200);
   };
@@ -178,7 +197,7 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
   else app.get(honoPath, handler);
 }
 
-async function readBody(c: Context, op: Operation): Promise<{ ok: true; value: unknown } | ReturnType<typeof err>> {
+async function readBody(c: Context, op: Operation, maxPrompts: number): Promise<{ ok: true; value: unknown; upload?: Uint8Array } | ReturnType<typeof err>> {
   const type = (c.req.header('content-type') ?? '').toLowerCase();
   if (type.startsWith('application/json')) {
     const text = await c.req.text();
@@ -192,7 +211,8 @@ async function readBody(c: Context, op: Operation): Promise<{ ok: true; value: u
   if (type.startsWith('multipart/form-data') && op.name === 'segment') {
     try {
       const form = await c.req.parseBody({ all: true });
-      return { ok: true, value: await multipartToSegmentInput(form as Record<string, string | File | (string | File)[]>) };
+      const { input, upload } = await multipartToSegmentInput(form as Record<string, string | File | (string | File)[]>, maxPrompts);
+      return { ok: true, value: input, upload };
     } catch (e) {
       const ae = (e as { error?: { kind: string } }).error;
       if (ae) return { ok: false, error: ae as never };

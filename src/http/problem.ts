@@ -12,6 +12,8 @@ export const STATUS_BY_KIND: Record<ErrorKind, number> = {
   model_unavailable: 503,
   overloaded: 503,
   unauthorized: 401,
+  forbidden: 403,
+  deadline_exceeded: 504,
   internal: 500,
 };
 
@@ -25,6 +27,8 @@ const TITLES: Record<ErrorKind, string> = {
   model_unavailable: 'Model unavailable',
   overloaded: 'Service overloaded',
   unauthorized: 'Unauthorized',
+  forbidden: 'Forbidden',
+  deadline_exceeded: 'Deadline exceeded',
   internal: 'Internal error',
 };
 

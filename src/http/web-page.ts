@@ -106,7 +106,7 @@ async function draw(file, body) {
     const tr = document.createElement('tr');
     tr.dataset.verdict = res.verdict;
     const cells = [
-      '<span class="swatch" style="background:rgb(' + col.join(',') + ')"></span>' + escapeHtml(res.prompt),
+      '<span class="swatch"></span>' + escapeHtml(res.prompt),
       '<span class="' + res.verdict + '">' + res.verdict + '</span>',
       (res.presence * 100).toFixed(1) + '%',
       res.predicted_quality.toFixed(2),
@@ -115,6 +115,7 @@ async function draw(file, body) {
       res.mask_produced ? '<a href="#" data-url="' + res.mask_url + '" data-name="mask-' + res.index + '.png">PNG</a>' : '–',
     ];
     tr.innerHTML = cells.map((x) => '<td>' + x + '</td>').join('');
+    tr.querySelector('.swatch').style.background = 'rgb(' + col.join(',') + ')'; // set through the DOM: the page's CSP allows no inline style attributes
     tbody.appendChild(tr);
   }
   g.putImageData(base, 0, 0);

@@ -2,7 +2,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import pino from 'pino';
 import type { Config } from '../config/env.js';
 import { createApp } from '../http/app.js';
-import { mountMcpHttp } from '../mcp/http-transport.js';
+import { mountMcpHttp, type McpHttpHandle } from '../mcp/http-transport.js';
 import { createServiceContext, disposeServiceContext, type ServiceContext } from '../service/context.js';
 
 export interface RunningServer {
@@ -16,7 +16,8 @@ export interface RunningServer {
 export async function startServer(config: Config, opts: { warm?: boolean; log?: boolean } = {}): Promise<RunningServer> {
   const logger = pino({ level: opts.log === false ? 'silent' : config.PROMPTSEG_LOG_LEVEL, base: undefined }, pino.destination(2));
   const ctx = createServiceContext(config);
-  const app = createApp(ctx, { logger, mount: (a, c) => mountMcpHttp(a, c) });
+  let mcp: McpHttpHandle | undefined;
+  const app = createApp(ctx, { logger, mount: (a, c) => (mcp = mountMcpHttp(a, c)) });
   if (opts.warm !== false) {
     ctx.pipeline.registry.get().load().then(
       () => logger.info({ model: ctx.pipeline.registry.defaultId }, 'model loaded'),
@@ -34,7 +35,15 @@ export async function startServer(config: Config, opts: { warm?: boolean; log?: 
   const close = () =>
     (closing ??= (async () => {
       ctx.draining = true;
-      await new Promise<void>((r) => server.close(() => r()));
+      // in-flight requests finish; open MCP event streams (kept alive by the SDK) are ended, and
+      // whatever is still open after the grace period is cut, so shutdown never hangs
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      await mcp?.closeAll();
+      const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
+      http.closeIdleConnections?.();
+      const grace = setTimeout(() => http.closeAllConnections?.(), config.PROMPTSEG_SHUTDOWN_GRACE_MS);
+      await closed;
+      clearTimeout(grace);
       await disposeServiceContext(ctx);
     })());
   return { ctx, server, url, close };

@@ -9,6 +9,7 @@ import type { ServiceContext } from '../service/context.js';
 import { OPERATIONS } from '../service/operation-table.js';
 import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
+import { recallImage } from '../service/resolve-image.js';
 import { getDicomSeg, getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
 import type { SegmentOutput } from '../service/schemas.js';
 import { renderOverlay } from '../core/image/overlay.js';
@@ -37,9 +38,9 @@ export function fillTemplate(t: string, args: Record<string, string | undefined>
 }
 
 /** A fresh MCP server over the operation table; one per stdio process or HTTP session. */
-export function createMcpServer(ctx: ServiceContext): McpServer {
+export function createMcpServer(ctx: ServiceContext, caller: { principal?: string } = {}): McpServer {
   const server = new McpServer({ name: 'promptseg', version: ctx.version }, { instructions: SERVER_INSTRUCTIONS, capabilities: { logging: {} } });
-  for (const op of OPERATIONS) registerTool(server, ctx, op);
+  for (const op of OPERATIONS) registerTool(server, ctx, op, caller.principal);
 
   const blobResource = (name: string, template: string, title: string, description: string, mimeType: string, read: (vars: Record<string, unknown>) => Result<{ bytes: Buffer; mimeType: string }> | Promise<Result<{ bytes: Buffer; mimeType: string }>>) =>
     server.registerResource(name, new ResourceTemplate(template, { list: undefined }), { title, description, mimeType }, async (uri, vars) => {
@@ -81,7 +82,7 @@ export function createMcpServer(ctx: ServiceContext): McpServer {
   return server;
 }
 
-function registerTool(server: McpServer, ctx: ServiceContext, op: Operation): void {
+function registerTool(server: McpServer, ctx: ServiceContext, op: Operation, principal: string | undefined): void {
   const name = op.mcpName ?? op.name;
   server.registerTool(
     name,
@@ -92,16 +93,16 @@ function registerTool(server: McpServer, ctx: ServiceContext, op: Operation): vo
         void extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: done, total, ...(message ? { message } : {}) } });
       };
       const input = op.name === 'segment' ? { ...(args as object), overlay: false, outputs: [] } : args;
-      const r = await runOperation(ctx, op, input, { via: 'mcp', progress });
+      const r = await runOperation(ctx, op, input, { via: 'mcp', progress, principal, signal: extra.signal });
       if (!r.ok) return { isError: true, content: [{ type: 'text', text: `${r.error.kind}: ${r.error.message}` }] };
-      if (op.name === 'segment') return presentSegment(ctx, r.value as SegmentOutput);
+      if (op.name === 'segment') return presentSegment(ctx, r.value as SegmentOutput, principal);
       return { content: [{ type: 'text', text: JSON.stringify(r.value, null, 1) }], structuredContent: r.value as Record<string, unknown> };
     },
   );
 }
 
 /** A short text summary, one small overlay preview, and the structured result; masks stay resources. */
-async function presentSegment(ctx: ServiceContext, v: SegmentOutput): Promise<CallToolResult> {
+async function presentSegment(ctx: ServiceContext, v: SegmentOutput, principal: string | undefined): Promise<CallToolResult> {
   const lines = v.results.map((r) => {
     const where = r.bbox ? ` bbox [${r.bbox.join(', ')}], area ${r.area_px} px${r.area_mm2 !== null ? ` (${r.area_mm2} mm²)` : ''}, ${r.components} part(s)` : '';
     const why = r.reasons.length ? ` Reasons: ${r.reasons.map((x) => x.message).join(' ')}` : '';
@@ -110,7 +111,7 @@ async function presentSegment(ctx: ServiceContext, v: SegmentOutput): Promise<Ca
   const text = `Segmented ${v.width}x${v.height} image (image_id ${v.image_id}) with ${v.model}:\n${lines.join('\n')}\n${v.disclaimer}`;
   const content: CallToolResult['content'] = [{ type: 'text', text }];
   const stored = ctx.results.get(v.result_id);
-  const image = ctx.images.get(v.image_id);
+  const image = recallImage(ctx, principal, v.image_id);
   if (stored && image) {
     const png = await renderOverlay(image, stored.result.results.map((r) => r.mask), 384);
     content.push({ type: 'image', data: png.toString('base64'), mimeType: 'image/png' });

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/env.js';
@@ -10,10 +11,16 @@ import type { DicomSource } from '../core/image/dicom.js';
 import { Vocabulary } from '../core/vocabulary.js';
 import { InferenceQueue } from './inference-queue.js';
 
+/**
+ * A result kept for downloads. Its full-resolution maps are kept as the 8-bit images they are
+ * served as (a quarter of float32): the probability map, and the pixel uncertainty map where
+ * paraphrase TTA measured one. The result's own float maps are dropped.
+ */
 export interface StoredResult {
   id: string;
   createdAt: number;
   result: SegmentResult;
+  maps: { probability: Uint8Array; ttaSpread?: Uint8Array }[];
   /** The source DICOM's identity and geometry, when the image came from DICOM (for DICOM SEG). */
   dicom?: DicomSource;
   spacing?: { row: number; col: number };
@@ -24,6 +31,8 @@ export interface ServiceContext {
   config: Config;
   pipeline: PipelineContext;
   queue: InferenceQueue;
+  /** Decoding runs here, as many at once as inference, so that concurrent uploads cannot each hold a decoded image. */
+  decodeQueue: InferenceQueue;
   /** Decoded images by id (their sha256), so a caller can prompt an image again without resending it. */
   images: Lru<string, RasterImage>;
   /** Recent volume results by id: one NIfTI mask (.nii.gz bytes) per prompt. */
@@ -34,6 +43,10 @@ export interface ServiceContext {
   version: string;
   counters: Map<string, number>;
   draining: boolean;
+  /** The secret that keys image ids (PROMPTSEG_ID_KEY, or random per process). */
+  idKey: Buffer;
+  /** Keep stored results' float maps too (the evaluation samples them); servers keep 8-bit maps only. */
+  keepFloatMaps: boolean;
 }
 
 export function createServiceContext(config: Config): ServiceContext {
@@ -44,14 +57,39 @@ export function createServiceContext(config: Config): ServiceContext {
     config,
     pipeline: createPipelineContext(registry, vocabulary, config.PROMPTSEG_CACHE_IMAGES),
     queue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY, config.PROMPTSEG_QUEUE_SIZE),
-    images: new Lru(Math.max(4, config.PROMPTSEG_CACHE_IMAGES)),
-    results: new Lru(config.PROMPTSEG_RESULTS_KEPT),
-    volumes: new Lru(Math.max(2, Math.ceil(config.PROMPTSEG_RESULTS_KEPT / 8))),
+    decodeQueue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY, config.PROMPTSEG_QUEUE_SIZE),
+    images: new Lru(Math.max(4, config.PROMPTSEG_CACHE_IMAGES), { maxBytes: config.PROMPTSEG_IMAGE_CACHE_BYTES, sizeOf: (img) => img.data.byteLength }),
+    results: new Lru(config.PROMPTSEG_RESULTS_KEPT, { maxBytes: config.PROMPTSEG_RESULTS_BYTES, sizeOf: storedResultBytes }),
+    volumes: new Lru(Math.max(2, Math.ceil(config.PROMPTSEG_RESULTS_KEPT / 8)), { maxBytes: config.PROMPTSEG_RESULTS_BYTES, sizeOf: (v) => v.files.reduce((n, f) => n + f.byteLength, 0) }),
     startedAt: Date.now(),
     version: pkg.version,
     counters: new Map(),
     draining: false,
+    keepFloatMaps: false,
+    idKey: config.PROMPTSEG_ID_KEY ? Buffer.from(config.PROMPTSEG_ID_KEY, 'utf8') : randomBytes(32),
   };
+}
+
+/** Bytes a stored result holds: its masks and 8-bit maps. */
+function storedResultBytes(s: StoredResult): number {
+  let n = 0;
+  for (const r of s.result.results) n += r.mask.byteLength + r.probability.byteLength + (r.ttaStd?.byteLength ?? 0);
+  for (const m of s.maps) n += m.probability.byteLength + (m.ttaSpread?.byteLength ?? 0);
+  return n;
+}
+
+/** A result as it is kept: float maps replaced by the 8-bit maps the downloads serve. */
+export function storableResult(id: string, result: SegmentResult, extra: Pick<StoredResult, 'dicom' | 'spacing'>, keepFloatMaps = false): StoredResult {
+  const maps = result.results.map((r) => ({ probability: toBytes(r.probability, 1), ...(r.ttaStd ? { ttaSpread: toBytes(r.ttaStd, 2) } : {}) }));
+  const results = keepFloatMaps ? result.results : result.results.map((r) => ({ ...r, probability: new Float32Array(0), ttaStd: undefined }));
+  return { id, createdAt: Date.now(), result: { ...result, results }, maps, ...extra };
+}
+
+/** round(min(1, v * scale) * 255): exactly the grey levels the map's PNG shows. */
+function toBytes(values: Float32Array, scale: number): Uint8Array {
+  const out = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = Math.max(0, Math.min(255, Math.round(Math.min(1, values[i] * scale) * 255)));
+  return out;
 }
 
 export function count(ctx: ServiceContext, name: string, by = 1): void {

@@ -9,6 +9,12 @@ export interface RunExtras {
   progress?: ProgressFn;
   /** Which front door called, for counters and logs. */
   via?: 'http' | 'mcp' | 'cli' | 'eval';
+  /** The caller as an opaque id (principal.ts); ids a caller is given are scoped to it. */
+  principal?: string;
+  /** Aborted when the caller goes away (HTTP disconnect, MCP cancellation): the remaining work stops. */
+  signal?: AbortSignal;
+  /** An image uploaded as a file (multipart), used when the input's image names none. */
+  upload?: Uint8Array;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { err, ok, type Result } from '../core/errors.js';
-import { mapToPng, maskToPng } from '../core/image/mask-encode.js';
+import { greyToPng, maskToPng } from '../core/image/mask-encode.js';
 import { entropyBits } from '../core/trust/scores.js';
 import { buildDicomSeg } from '../core/image/dicom-seg.js';
 import type { ServiceContext } from './context.js';
@@ -15,15 +15,21 @@ export async function getResultArtifact(ctx: ServiceContext, id: string, kind: s
   if (!stored) return err('invalid_argument', `result ${id} is unknown or has expired (the last ${ctx.config.PROMPTSEG_RESULTS_KEPT} results are kept)`, 'result_id');
   if (!(ARTIFACT_KINDS as readonly string[]).includes(kind)) return err('invalid_argument', `unknown artifact "${kind}"; use one of ${ARTIFACT_KINDS.join(', ')}`, 'kind');
   const r = stored.result.results[index];
-  if (!r) return err('invalid_argument', `result ${id} has ${stored.result.results.length} prompts; index ${index} is out of range`, 'index');
+  const maps = stored.maps[index];
+  if (!r || !maps) return err('invalid_argument', `result ${id} has ${stored.result.results.length} prompts; index ${index} is out of range`, 'index');
   const { width, height } = stored.result;
   let bytes: Buffer;
   if (kind === 'masks') bytes = await maskToPng(r.mask, width, height);
-  else if (kind === 'probability') bytes = await mapToPng(r.probability, width, height);
-  // uncertainty: the spread across paraphrases when TTA ran (scaled so 0.5 std is white), else the binary entropy
-  else bytes = await mapToPng(r.ttaStd ? r.ttaStd.map((v) => Math.min(1, v * 2)) : r.probability.map((p) => entropyBits(p)), width, height);
+  else if (kind === 'probability') bytes = await greyToPng(maps.probability, width, height);
+  // uncertainty: the spread across paraphrases when TTA ran (scaled so 0.5 std is white), else the
+  // binary entropy of the kept 8-bit probability
+  else bytes = await greyToPng(maps.ttaSpread ?? entropyMap(maps.probability), width, height);
   return ok({ bytes, mimeType: 'image/png', width, height });
 }
+
+/** Binary entropy (0..1 bits) of each 8-bit probability, as grey levels: a 256-entry table. */
+const ENTROPY_LEVELS = Uint8Array.from({ length: 256 }, (_, v) => Math.round(entropyBits(v / 255) * 255));
+const entropyMap = (p: Uint8Array) => p.map((v) => ENTROPY_LEVELS[v]);
 
 /** One prompt's NIfTI mask of a volume result. */
 export function getVolumeMask(ctx: ServiceContext, id: string, index: number): Result<{ bytes: Buffer; mimeType: string }> {

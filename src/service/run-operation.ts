@@ -2,6 +2,7 @@ import { AppFailure, err, type Result } from '../core/errors.js';
 import type { ServiceContext } from './context.js';
 import { count } from './context.js';
 import type { Operation, RunExtras } from './operation.js';
+import { requestStop, runStoppable } from '../core/pipeline/cancel.js';
 
 /**
  * Validates raw input against the operation's schema and runs it. Typed failures thrown deep in
@@ -18,7 +19,10 @@ export async function runOperation(ctx: ServiceContext, op: Operation, raw: unkn
     return err('invalid_argument', `${field ? `${field}: ` : ''}${i.message}`, field);
   }
   try {
-    const r = await op.run(ctx, parsed.data, extras);
+    // one deadline for the whole request (queue wait included), cut short when the caller leaves
+    const remote = extras.via === 'http' || extras.via === 'mcp'; // the CLI and eval run to the end
+    const stop = remote ? requestStop(ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS, extras.signal) : undefined;
+    const r = await runStoppable(stop, () => op.run(ctx, parsed.data, extras)).finally(() => stop?.done());
     if (!r.ok) count(ctx, `op_${op.name}_errors_${r.error.kind}`);
     return r;
   } catch (e) {

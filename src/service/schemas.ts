@@ -77,3 +77,8 @@ export const SegmentOutputSchema = z.object({
 export type SegmentOutput = z.infer<typeof SegmentOutputSchema>;
 
 export const DISCLAIMER = 'Research use only; not for clinical decisions.';
+
+/** [row, column] pixel spacing in mm: positive and at most 1 m, so that areas stay finite numbers. */
+export const PixelSpacingSchema = z
+  .tuple([z.number().positive().max(1000, 'a pixel spacing over 1000 mm is not a medical image'), z.number().positive().max(1000, 'a pixel spacing over 1000 mm is not a medical image')])
+  .optional();

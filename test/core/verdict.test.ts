@@ -19,6 +19,7 @@ describe('trust verdict', () => {
       ...codes({ uncertainFraction: 0.9 }),
       ...codes({ areaFraction: 1e-6 }),
       ...codes({ components: 40 }),
+      ...codes({ notText: true }),
     ]);
     expect([...seen].sort()).toEqual([...REASON_CODES].sort());
   });

@@ -109,7 +109,7 @@ function sharedBehaviour(getClient: () => Client) {
       messages.push(r.content[0].text!);
     }
     expect(messages[0]).toMatch(/exactly one of image/);
-    expect(messages[1]).toMatch(/outside the allowed roots/);
+    expect(messages[1]).toMatch(/no readable image file at \/etc\/passwd inside the allowed roots/);
     expect(messages[2]).toMatch(/no model "no-such-model"/);
     expect(messages[3]).toMatch(/over \d+ bytes/);
     const missing = (await c.callTool({ name: 'segment_image', arguments: { prompts: ['heart'] } })) as ToolResult;
@@ -210,7 +210,9 @@ describe('MCP over Streamable HTTP (/mcp on the Hono server)', () => {
     expect((await fetch(`${srv.url}/mcp`, { method: 'POST', body: init, headers: h })).status).toBe(401);
     expect(await rawPost(`${srv.url}/mcp`, init, { ...h, authorization: 'Bearer tok-123', origin: 'http://evil.example' })).toBe(403);
     expect(await rawPost(`${srv.url}/mcp`, init, { ...h, authorization: 'Bearer tok-123', host: 'evil.example' })).toBe(403);
-    expect(await rawPost(`${srv.url}/mcp`, init, { ...h, authorization: 'Bearer tok-123', origin: 'http://localhost:3000' })).toBe(200);
+    // another local site is another origin: it needs PROMPTSEG_CORS_ORIGINS; the server's own page is accepted
+    expect(await rawPost(`${srv.url}/mcp`, init, { ...h, authorization: 'Bearer tok-123', origin: 'http://localhost:3000' })).toBe(403);
+    expect(await rawPost(`${srv.url}/mcp`, init, { ...h, authorization: 'Bearer tok-123', origin: srv.url })).toBe(200);
   });
   it('reports progress when the client sends a progress token', async () => {
     const seen: number[] = [];

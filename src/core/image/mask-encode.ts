@@ -12,6 +12,11 @@ export async function maskToPng(mask: Uint8Array, width: number, height: number)
 export async function mapToPng(values: Float32Array, width: number, height: number): Promise<Buffer> {
   const px = Buffer.alloc(width * height);
   for (let i = 0; i < px.length; i++) px[i] = Math.max(0, Math.min(255, Math.round(values[i] * 255)));
+  return greyToPng(px, width, height);
+}
+
+/** An 8-bit grey image as PNG. */
+export async function greyToPng(px: Uint8Array, width: number, height: number): Promise<Buffer> {
   return sharp(px, { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer();
 }
 

@@ -1,19 +1,27 @@
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { createGunzip, createGzip, gunzip, gunzipSync } from 'node:zlib';
 import * as nifti from 'nifti-reader-js';
 import { fail } from '../errors.js';
 import type { RasterImage } from './raster.js';
 import { percentileWindow, renderWindow } from './dicom.js';
 
-/** A NIfTI-1 volume: voxel values (scaled), geometry, and the raw header to copy into outputs. */
+/**
+ * A NIfTI-1 volume: its voxel data as stored (decoded a voxel at a time, so a volume never exists
+ * as float32), geometry, and the raw header to copy into outputs.
+ */
 export interface NiftiVolume {
   dims: [number, number, number];
   /** Voxel size in mm along i, j, k. */
   spacing: [number, number, number];
-  values: Float32Array;
   affine: number[][];
   littleEndian: boolean;
   /** The input's 348-byte header, so masks keep its qform/sform exactly. */
   header: Uint8Array;
+  /** The voxel data as stored, and how to read it. */
+  data: DataView;
+  datatype: number;
+  slope: number;
+  inter: number;
 }
 
 const DATATYPES: Record<number, { name: string; bytes: number }> = {
@@ -27,24 +35,23 @@ const DATATYPES: Record<number, { name: string; bytes: number }> = {
   768: { name: 'uint32', bytes: 4 },
 };
 
-/**
- * Parses a NIfTI-1 file (.nii or .nii.gz, single file). Gzip is inflated with an output bound, the
- * header is checked against the data before anything large is allocated, and every failure is a
- * typed error naming the field.
- */
-export function parseNifti(input: Uint8Array, limits: { maxVoxels: number }): NiftiVolume {
-  let bytes = input;
-  if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) {
-    try {
-      bytes = gunzipSync(bytes, { maxOutputLength: 352 + limits.maxVoxels * 8 });
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (code === 'ERR_BUFFER_TOO_LARGE') fail('too_large', `the gzip data inflates beyond the voxel limit (${limits.maxVoxels} voxels)`, 'image');
-      return fail('bad_input', `the gzip data is corrupt or truncated: ${(e as Error).message.slice(0, 100)}`, 'image');
-    }
-  }
-  const ab = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-  if (bytes.length < 348) fail('bad_input', `the file is ${bytes.length} bytes, shorter than a NIfTI-1 header (348)`, 'image');
+/** Bytes a NIfTI-1 header with its extension flag occupies before vox_offset may start. */
+const HEADER_BYTES = 352;
+
+/** What the header says, checked before any voxel is read or inflated. */
+interface HeaderFacts {
+  h: nifti.NIFTI1;
+  dims: [number, number, number];
+  voxels: number;
+  dt: { name: string; bytes: number };
+  offset: number;
+  /** vox_offset + voxels x bytes per voxel: the file size the header promises. */
+  expectedBytes: number;
+}
+
+function readHeaderFacts(head: Uint8Array, limits: { maxVoxels: number }): HeaderFacts {
+  const ab = head.buffer.slice(head.byteOffset, head.byteOffset + head.byteLength) as ArrayBuffer;
+  if (head.length < 348) fail('bad_input', `the file is ${head.length} bytes, shorter than a NIfTI-1 header (348)`, 'image');
   if (nifti.isNIFTI2(ab)) fail('unsupported_format', 'NIfTI-2 files are not supported; save as NIfTI-1', 'image');
   if (!nifti.isNIFTI1(ab)) fail('bad_input', 'the file has no NIfTI-1 magic ("n+1") at byte 344; separate .hdr/.img pairs are not supported', 'image');
   let h: nifti.NIFTI1;
@@ -63,31 +70,121 @@ export function parseNifti(input: Uint8Array, limits: { maxVoxels: number }): Ni
   const dt = DATATYPES[h.datatypeCode];
   if (!dt) fail('unsupported_format', `NIfTI datatype ${h.datatypeCode} is not supported (supported: ${Object.values(DATATYPES).map((d) => d.name).join(', ')})`, 'datatype');
   const offset = Math.trunc(h.vox_offset);
-  if (!(offset >= 348) || offset + voxels * dt!.bytes > bytes.length) {
-    fail('bad_input', `the data (${bytes.length - Math.max(0, offset)} bytes from vox_offset ${h.vox_offset}) is shorter than dims ${dims.join('x')} of ${dt!.name} need (${voxels * dt!.bytes})`, 'vox_offset');
-  }
-  const dv = new DataView(bytes.buffer, bytes.byteOffset + offset, voxels * dt!.bytes);
-  const le = h.littleEndian;
-  const slope = h.scl_slope && Number.isFinite(h.scl_slope) ? h.scl_slope : 1;
-  const inter = Number.isFinite(h.scl_inter) ? h.scl_inter : 0;
-  const values = new Float32Array(voxels);
-  for (let i = 0; i < voxels; i++) {
-    let v: number;
-    switch (h.datatypeCode) {
-      case 2: v = dv.getUint8(i); break;
-      case 4: v = dv.getInt16(i * 2, le); break;
-      case 8: v = dv.getInt32(i * 4, le); break;
-      case 16: v = dv.getFloat32(i * 4, le); break;
-      case 64: v = dv.getFloat64(i * 8, le); break;
-      case 256: v = dv.getInt8(i); break;
-      case 512: v = dv.getUint16(i * 2, le); break;
-      default: v = dv.getUint32(i * 4, le);
+  if (!(offset >= 348)) fail('bad_input', `vox_offset ${h.vox_offset} lies inside the header`, 'vox_offset');
+  return { h, dims, voxels, dt: dt!, offset, expectedBytes: offset + voxels * dt!.bytes };
+}
+
+/** The first n bytes a gzip stream inflates to (fewer when it is shorter), without inflating the rest. */
+function inflateHead(gz: Uint8Array, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const z = createGunzip();
+    const parts: Buffer[] = [];
+    let got = 0, done = false;
+    z.on('data', (c: Buffer) => {
+      parts.push(c);
+      got += c.length;
+      if (got >= n && !done) {
+        done = true;
+        resolve(Buffer.concat(parts).subarray(0, n));
+        z.destroy();
+      }
+    });
+    z.on('end', () => {
+      if (!done) resolve(Buffer.concat(parts));
+      done = true;
+    });
+    z.on('error', (e) => {
+      if (!done) reject(e);
+      done = true;
+    });
+    z.end(gz);
+  });
+}
+
+const gunzipAsync = promisify(gunzip);
+
+function gzipFailure(e: unknown, what: string): never {
+  const code = (e as { code?: string }).code;
+  if (code === 'ERR_BUFFER_TOO_LARGE') return fail('bad_input', `the gzip data inflates to more than ${what}`, 'image');
+  return fail('bad_input', `the gzip data is corrupt or truncated: ${(e as Error).message.slice(0, 100)}`, 'image');
+}
+
+/**
+ * Reads a NIfTI-1 file (.nii or .nii.gz, single file). A gzip file's header is inflated first and
+ * checked (dims, datatype, voxel limit) before the rest is inflated, off the event loop and capped
+ * at the size that header promises, so a small file that would inflate to gigabytes is refused in
+ * milliseconds. Voxels stay as stored; every failure is a typed error naming the field.
+ */
+export async function readNifti(input: Uint8Array, limits: { maxVoxels: number }): Promise<NiftiVolume> {
+  const gz = input.length >= 2 && input[0] === 0x1f && input[1] === 0x8b;
+  let head = input;
+  if (gz) {
+    try {
+      head = await inflateHead(input, HEADER_BYTES);
+    } catch (e) {
+      gzipFailure(e, 'its header');
     }
-    values[i] = Number.isFinite(v) ? v * slope + inter : 0;
+  }
+  const facts = readHeaderFacts(head, limits);
+  let bytes = input;
+  if (gz) {
+    try {
+      bytes = await gunzipAsync(input, { maxOutputLength: facts.expectedBytes + 1024 * 1024 });
+    } catch (e) {
+      gzipFailure(e, `the ${facts.expectedBytes} bytes its header declares`);
+    }
+  }
+  return volumeOf(bytes, facts);
+}
+
+/** The same as readNifti for bytes already in memory and not gzipped, or gzipped and small (2D images). */
+export function parseNifti(input: Uint8Array, limits: { maxVoxels: number }): NiftiVolume {
+  let bytes = input;
+  if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    try {
+      bytes = gunzipSync(bytes, { maxOutputLength: HEADER_BYTES + limits.maxVoxels * 8 });
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') fail('too_large', `the gzip data inflates beyond the voxel limit (${limits.maxVoxels} voxels)`, 'image');
+      gzipFailure(e, 'the limit');
+    }
+  }
+  return volumeOf(bytes, readHeaderFacts(bytes.subarray(0, Math.min(bytes.length, HEADER_BYTES)), limits));
+}
+
+function volumeOf(bytes: Uint8Array, f: HeaderFacts): NiftiVolume {
+  const { h, dims, voxels, dt, offset } = f;
+  if (offset + voxels * dt.bytes > bytes.length) {
+    fail('bad_input', `the data (${bytes.length - Math.max(0, offset)} bytes from vox_offset ${h.vox_offset}) is shorter than dims ${dims.join('x')} of ${dt.name} need (${voxels * dt.bytes})`, 'vox_offset');
   }
   const px = h.pixDims;
-  const sp = [Math.abs(px[1]) || 1, Math.abs(px[2]) || 1, Math.abs(px[3]) || 1] as [number, number, number];
-  return { dims, spacing: sp, values, affine: h.affine, littleEndian: le, header: bytes.slice(0, 348) };
+  return {
+    dims,
+    spacing: [Math.abs(px[1]) || 1, Math.abs(px[2]) || 1, Math.abs(px[3]) || 1],
+    affine: h.affine,
+    littleEndian: h.littleEndian,
+    header: bytes.slice(0, 348),
+    data: new DataView(bytes.buffer, bytes.byteOffset + offset, voxels * dt.bytes),
+    datatype: h.datatypeCode,
+    slope: h.scl_slope && Number.isFinite(h.scl_slope) ? h.scl_slope : 1,
+    inter: Number.isFinite(h.scl_inter) ? h.scl_inter : 0,
+  };
+}
+
+/** The scaled value of voxel i (storage order); non-finite stored values read as 0. */
+export function voxelValue(v: NiftiVolume, i: number): number {
+  const dv = v.data, le = v.littleEndian;
+  let x: number;
+  switch (v.datatype) {
+    case 2: x = dv.getUint8(i); break;
+    case 4: x = dv.getInt16(i * 2, le); break;
+    case 8: x = dv.getInt32(i * 4, le); break;
+    case 16: x = dv.getFloat32(i * 4, le); break;
+    case 64: x = dv.getFloat64(i * 8, le); break;
+    case 256: x = dv.getInt8(i); break;
+    case 512: x = dv.getUint16(i * 2, le); break;
+    default: x = dv.getUint32(i * 4, le);
+  }
+  return Number.isFinite(x) ? x * v.slope + v.inter : 0;
 }
 
 export type SliceAxis = 0 | 1 | 2;
@@ -118,18 +215,40 @@ function forEachSlicePixel(v: NiftiVolume, axis: SliceAxis, k: number, visit: (p
 export function sliceImage(v: NiftiVolume, axis: SliceAxis, k: number, window?: [number, number]): RasterImage & { sliceValues: Float32Array } {
   const [a, b] = PLANE[axis];
   const vals = new Float32Array(v.dims[a] * v.dims[b]);
-  const { width, height } = forEachSlicePixel(v, axis, k, (p, q) => (vals[p] = v.values[q]));
+  const { width, height } = forEachSlicePixel(v, axis, k, (p, q) => (vals[p] = voxelValue(v, q)));
   const data = renderWindow(vals, window ?? percentileWindow(vals));
   return { width, height, data, format: 'nifti', spacing: { row: v.spacing[b], col: v.spacing[a] }, sliceValues: vals };
 }
 
-/** Writes a slice's mask (rows x cols as from sliceImage) into a volume mask. */
-export function placeSliceMask(v: NiftiVolume, out: Uint8Array, axis: SliceAxis, k: number, mask: Uint8Array): void {
-  forEachSlicePixel(v, axis, k, (p, q) => (out[q] = mask[p] ? 1 : 0));
+/** The masks of the slices first..last along an axis, slice after slice in sliceImage's pixel order. */
+export interface SlabMask {
+  axis: SliceAxis;
+  first: number;
+  last: number;
+  width: number;
+  height: number;
+  data: Uint8Array;
 }
 
-/** A uint8 NIfTI-1 (.nii.gz) with the input's header (dims, pixdim, qform, sform) and the mask as data. */
-export function writeNiftiMask(v: NiftiVolume, mask: Uint8Array, description: string): Buffer {
+/** An empty slab for slices first..last: memory for those slices only, not the whole volume. */
+export function slabMask(v: NiftiVolume, axis: SliceAxis, first: number, last: number): SlabMask {
+  const [a, b] = PLANE[axis];
+  const width = v.dims[a], height = v.dims[b];
+  return { axis, first, last, width, height, data: new Uint8Array((last - first + 1) * width * height) };
+}
+
+/** Writes slice k's mask (rows x cols as from sliceImage) into the slab. */
+export function placeSliceMask(slab: SlabMask, k: number, mask: Uint8Array): void {
+  const off = (k - slab.first) * slab.width * slab.height;
+  for (let p = 0; p < slab.width * slab.height; p++) slab.data[off + p] = mask[p] ? 1 : 0;
+}
+
+/**
+ * A uint8 NIfTI-1 (.nii.gz) with the input's header (dims, pixdim, qform, sform) and the slab's
+ * masks in their voxels (zero elsewhere). Written one k-plane at a time through an asynchronous
+ * gzip stream, so neither the full mask volume nor the compression blocks the event loop.
+ */
+export async function writeNiftiMask(v: NiftiVolume, slab: SlabMask, description: string): Promise<Buffer> {
   const hdr = Buffer.from(v.header);
   const le = v.littleEndian;
   const w16 = (val: number, off: number) => (le ? hdr.writeInt16LE(val, off) : hdr.writeInt16BE(val, off));
@@ -146,5 +265,34 @@ export function writeNiftiMask(v: NiftiVolume, mask: Uint8Array, description: st
   hdr.fill(0, 328, 344); // intent_name
   w16(0, 68); // intent_code: none (a label volume)
   hdr.write('n+1\0', 344, 'latin1');
-  return gzipSync(Buffer.concat([hdr, Buffer.alloc(4), Buffer.from(mask)]));
+  const [nx, ny, nz] = v.dims;
+  const [a, b] = PLANE[slab.axis];
+  const z = createGzip();
+  const out: Buffer[] = [];
+  z.on('data', (c: Buffer) => out.push(c));
+  const finished = new Promise<void>((resolve, reject) => {
+    z.on('end', resolve);
+    z.on('error', reject);
+  });
+  const write = (buf: Buffer) => (z.write(buf) ? Promise.resolve() : new Promise<void>((r) => z.once('drain', () => r())));
+  await write(Buffer.concat([hdr, Buffer.alloc(4)]));
+  const ijk = [0, 0, 0];
+  for (let k = 0; k < nz; k++) {
+    const plane = Buffer.alloc(nx * ny);
+    ijk[2] = k;
+    for (let j = 0; j < ny; j++) {
+      ijk[1] = j;
+      for (let i = 0; i < nx; i++) {
+        ijk[0] = i;
+        const s = ijk[slab.axis];
+        if (s < slab.first || s > slab.last) continue;
+        const p = (slab.height - 1 - ijk[b]) * slab.width + ijk[a];
+        plane[i + nx * j] = slab.data[(s - slab.first) * slab.width * slab.height + p];
+      }
+    }
+    await write(plane);
+  }
+  z.end();
+  await finished;
+  return Buffer.concat(out);
 }

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import { fail } from '../errors.js';
+import { readPromptText } from '../prompt-text.js';
+import { checkpoint } from './cancel.js';
 import type { FloatGrid, RasterImage } from '../image/raster.js';
 import { letterbox, mapGrid, resizeRgb, roundHalfEven } from '../image/resize.js';
 import { renderWindow } from '../image/dicom.js';
@@ -185,6 +187,8 @@ const now = () => performance.now();
 
 /** Text-prompted segmentation of one image for one or more prompts. */
 export async function segment(ctx: PipelineContext, req: SegmentRequest): Promise<SegmentResult> {
+  const promptTexts = req.prompts.map(readPromptText);
+  req = { ...req, prompts: promptTexts.map((p) => p.text) };
   const modelId = req.modelId ?? ctx.registry.defaultId;
   const model = ctx.registry.get(modelId);
   const entry = model.entry;
@@ -307,6 +311,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       owner.push(i);
     };
     for (const i of idx) {
+      await checkpoint();
       const z = closer[i];
       if (z) {
         const c = await runWhole(ctx, model, entry, tf.apply(z.crop), `${zoomKey(imageSha256, z.sq)}:tta:${tf.name}`, [embeds[i]], timings, hit, specialist[i]);
@@ -328,7 +333,8 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   const variance = req.prompts.map(() => undefined as Float32Array | undefined);
   if (tta > 0 || transforms.length > 0) {
     const temperature = cal ? cal.pixel_temperature : 1;
-    req.prompts.forEach((_, i) => {
+    for (const i of req.prompts.keys()) {
+      await checkpoint(); // a full-resolution pass over every member of the prompt
       const members = owner.map((o, j) => (o === i ? j : -1)).filter((j) => j >= 0);
       const n = members.length;
       const g = logits[i];
@@ -349,7 +355,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       presenceLogit[i] = members.reduce((a, j) => a + presenceLogit[j], 0) / n;
       iouLogit[i] = members.reduce((a, j) => a + iouLogit[j], 0) / n;
       similarity[i] = members.reduce((a, j) => a + similarity[j], 0) / n;
-    });
+    }
   }
   // refine: a box-prompted model redraws each mask the text model produced, from the mask's box
   const refineId = req.refine === 'none' ? undefined : (req.refine ?? entry.refine_with);
@@ -366,6 +372,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       // high-scoring pixels elsewhere would otherwise stretch the box over half the image
       const box = presence >= th ? boxOf(logits[i], zCut, image.width, image.height, 0.03, { largestComponent: true }) : undefined;
       if (!box) continue;
+      await checkpoint();
       const [m] = await region.segmentRegions(image, imageSha256, [{ box }]);
       logits[i] = m.logits; // the region model's own logits: postprocess leaves them unscaled
       refined[i] = { model: refineId, box, iou: m.iou };
@@ -373,7 +380,12 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     timings.refine += now() - t;
     t = now();
   }
-  const results = req.prompts.map((prompt, i) => {
+  const results: PromptResult[] = [];
+  for (const [i, prompt] of req.prompts.entries()) {
+    await checkpoint(); // full-resolution post-processing is the slow part on large images
+    results.push(finishPrompt(prompt, i));
+  }
+  function finishPrompt(prompt: string, i: number): PromptResult {
     const slug = structures[i]?.slug;
     let maskThreshold = req.threshold ?? (slug ? cal?.mask_threshold?.[slug] : undefined) ?? threshold;
     if (req.conformalRecall !== undefined) {
@@ -387,6 +399,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     const lcc = req.conformalRecall === undefined && !!slug && (req.largestComponent === true || ((req.largestComponent ?? 'auto') === 'auto' && !!cal?.largest_component?.includes(slug)));
     const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment, {
       refinedIou: refined[i]?.iou,
+      notText: promptTexts[i].markup,
       ignorePresence: req.conformalRecall !== undefined,
       largestComponentOnly: lcc,
     });
@@ -400,7 +413,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       r.uncertainty.ttaDisagreement = cnt ? sum / cnt : 0;
     }
     return r;
-  });
+  }
   timings.postprocess += now() - t;
   for (const k of Object.keys(timings) as StageName[]) timings[k] = Math.round(timings[k] * 100) / 100;
   return {
@@ -499,6 +512,7 @@ interface DecodedSet {
 }
 
 async function features(ctx: PipelineContext, model: SegmentationModel, key0: string, pixels: () => Uint8Array, timings: Record<StageName, number>, hit: (h: boolean) => void, specialist?: string): Promise<ImageFeatures> {
+  await checkpoint(); // every image-encoder pass is a point where a stopped request ends
   const key = specialist ? `${key0}:specialist:${specialist}` : key0;
   const cached = ctx.featureCache.get(key);
   if (cached) {
@@ -529,7 +543,11 @@ async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: M
   t = now();
   const b = lb.box;
   const place = { left: b.left, top: b.top, scaleX: b.innerW / image.width, scaleY: b.innerH / image.height };
-  const logits = out.maskLogits.map((g) => mapGrid(g, size, image.width, image.height, place));
+  const logits: FloatGrid[] = [];
+  for (const g of out.maskLogits) {
+    await checkpoint(); // each grid is mapped to the full image
+    logits.push(mapGrid(g, size, image.width, image.height, place));
+  }
   timings.postprocess += now() - t;
   return { pooled: f.pooled, logits, presence: out.presenceLogit, iou: out.iouLogit, similarity: out.similarity };
 }
@@ -660,6 +678,8 @@ export interface MaskTrust {
   temperature: number;
   /** Draw the mask even when presence is under the threshold (conformal masks, region prompts). */
   ignorePresence: boolean;
+  /** The prompt is markup or script, not a name: no mask, rejected. */
+  notText?: boolean;
   /** Keep only the largest connected component of the mask. */
   largestComponentOnly?: boolean;
   assessment: Pick<ImageAssessment, 'outOfDistribution' | 'oodScore'>;
@@ -670,7 +690,8 @@ export function maskResult(prompt: string, mode: 'whole' | 'tiled', logits: Floa
   const { width, height } = image;
   const probability = new Float32Array(width * height);
   const mask = new Uint8Array(width * height);
-  const absent = t.presence < t.thresholds.presence && !t.ignorePresence;
+  // markup is no structure name: answered like nonsense, whatever the model's scores
+  const absent = !!t.notText || (t.presence < t.thresholds.presence && !t.ignorePresence);
   for (let i = 0; i < probability.length; i++) {
     const p = sigmoid(logits.data[i] / t.temperature);
     probability[i] = p;
@@ -691,6 +712,7 @@ export function maskResult(prompt: string, mode: 'whole' | 'tiled', logits: Floa
       components: stats.components,
       outOfDistribution: t.assessment.outOfDistribution,
       oodScore: t.assessment.oodScore,
+      notText: t.notText,
     },
     t.thresholds,
   );
@@ -727,7 +749,7 @@ export function keepLargestComponent(mask: Uint8Array, width: number, height: nu
 }
 
 /** A text prompt's result: the model's scores through the fitted calibration, then maskResult. */
-function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, o: { refinedIou?: number; ignorePresence: boolean; largestComponentOnly: boolean }): PromptResult {
+function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, o: { refinedIou?: number; notText: boolean; ignorePresence: boolean; largestComponentOnly: boolean }): PromptResult {
   const presenceRaw = sigmoid(presenceLogit);
   return maskResult(prompt, mode, logits, image, threshold, {
     structure,
@@ -740,6 +762,7 @@ function postprocess(prompt: string, structure: Structure | undefined, mode: 'wh
     similarity,
     thresholds: cal ? { ...DEFAULT_THRESHOLDS, ...cal.thresholds, uncertainFraction: cal.thresholds.uncertain_fraction, oodReject: cal.thresholds.ood_reject ?? 1 } : DEFAULT_THRESHOLDS,
     ignorePresence: o.ignorePresence,
+    notText: o.notText,
     largestComponentOnly: o.largestComponentOnly,
     assessment,
   });

@@ -10,6 +10,7 @@ export const REASON_CODES = [
   'high_uncertainty',
   'small_mask',
   'fragmented_mask',
+  'prompt_not_text',
 ] as const;
 export type ReasonCode = (typeof REASON_CODES)[number];
 
@@ -50,14 +51,22 @@ export interface TrustInput {
   uncertainFraction: number;
   areaFraction: number;
   components: number;
+  /** The prompt is markup or script (readPromptText), not the name of anything. */
+  notText?: boolean;
 }
 
 /** Combines the scores into a verdict; the worst reason decides. */
 export function decideVerdict(t: TrustInput, th: TrustThresholds = DEFAULT_THRESHOLDS): { verdict: Verdict; reasons: Reason[] } {
   const what = t.structureName ?? 'the prompted structure';
   const reasons: Reason[] = [];
+  if (t.notText) {
+    reasons.push({ code: 'prompt_not_text', severity: 'reject', message: 'The prompt is markup or script, not the name of a structure, so no mask is returned.' });
+    return { verdict: 'reject', reasons };
+  }
   if (t.presence < th.presence) {
-    reasons.push({ code: 'structure_absent', severity: 'reject', message: `The model finds no ${what} in this image (presence ${(t.presence * 100).toFixed(0)}%), so no mask is returned.` });
+    // "finds no heart", but "does not find the prompted structure"
+    const finds = t.structureName && !/^the /i.test(t.structureName) ? `finds no ${t.structureName}` : `does not find ${t.structureName ?? 'the prompted structure'}`;
+    reasons.push({ code: 'structure_absent', severity: 'reject', message: `The model ${finds} in this image (presence ${(t.presence * 100).toFixed(0)}%), so no mask is returned.` });
   }
   if (t.outOfDistribution) {
     const far = t.oodScore === null || t.oodScore === undefined || t.oodScore > th.oodReject;

@@ -23,9 +23,9 @@ export const comparePromptsOperation = defineOperation({
     pairs: z.array(z.object({ a: z.number().int(), b: z.number().int(), dice: z.number(), presence_difference: z.number() })),
     consistent: z.boolean().describe('true when every pair agrees on presence and, where both produced masks, overlaps with Dice >= 0.8.'),
   }),
-  async run(ctx, input) {
+  async run(ctx, input, extras) {
     if (input.model !== undefined) ctx.pipeline.registry.entry(input.model);
-    const { id, image } = await resolveImage(ctx, input.image);
+    const { id, image } = await resolveImage(ctx, input.image, undefined, {}, { principal: extras?.principal });
     const res = await ctx.queue.run(() => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
     if (res.results.length < 2) fail('internal', 'comparison produced fewer than two results');
     const pairs = [];

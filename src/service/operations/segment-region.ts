@@ -4,7 +4,7 @@ import { renderOverlay } from '../../core/image/overlay.js';
 import { segmentRegions } from '../../core/pipeline/segment-region.js';
 import { defineOperation } from '../operation.js';
 import { ImageInputSchema, resolveImage } from '../resolve-image.js';
-import { SegmentOutputSchema } from '../schemas.js';
+import { PixelSpacingSchema, SegmentOutputSchema } from '../schemas.js';
 import { segmentOutput } from './segment.js';
 
 const RegionSchema = z
@@ -31,7 +31,7 @@ export const segmentRegionOperation = defineOperation({
     threshold: z.number().gt(0).lt(1).default(0.5).describe('Pixel probability at or above which a pixel is in the mask.'),
     outputs: z.array(z.enum(['png', 'rle', 'polygons'])).default([]).describe('Mask encodings to include inline.'),
     overlay: z.boolean().default(false).describe('Include a preview PNG of the masks over the image.'),
-    pixel_spacing_mm: z.tuple([z.number().positive(), z.number().positive()]).optional(),
+    pixel_spacing_mm: PixelSpacingSchema,
   }),
   output: SegmentOutputSchema,
   async run(ctx, input, extras) {
@@ -39,7 +39,7 @@ export const segmentRegionOperation = defineOperation({
     const modelId = input.model ?? reg.defaultRegionId();
     if (!modelId) fail('model_unavailable', 'this server has no box/point model in its manifest', 'model');
     reg.getRegion(modelId!);
-    const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, {});
+    const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, {}, { principal: extras?.principal });
     extras?.progress?.(1, 3, 'image decoded');
     const res = await ctx.queue.run(() => segmentRegions(ctx.pipeline, { image, regions: input.regions, modelId: modelId!, threshold: input.threshold }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
     extras?.progress?.(2, 3, 'masks decoded');

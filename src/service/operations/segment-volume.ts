@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { fail, ok } from '../../core/errors.js';
 import { sniffFormat } from '../../core/image/decode.js';
-import { parseNifti, placeSliceMask, sliceImage, writeNiftiMask, type SliceAxis } from '../../core/image/nifti.js';
+import { placeSliceMask, readNifti, slabMask, sliceImage, writeNiftiMask, type SliceAxis } from '../../core/image/nifti.js';
 import { segment } from '../../core/pipeline/segment.js';
 import { defineOperation } from '../operation.js';
 import { readImageBytes } from '../resolve-image.js';
@@ -59,13 +59,13 @@ export const segmentVolumeOperation = defineOperation({
       fail('unsupported_format', `segment_volume reads NIfTI-1 volumes (.nii, .nii.gz); this is ${what}: use the segment operation (POST /v1/segment, MCP segment_image) for 2D images`, 'image');
     }
     const t0 = performance.now();
-    const vol = parseNifti(bytes, { maxVoxels: ctx.config.PROMPTSEG_MAX_PIXELS * 8 });
+    const vol = await readNifti(bytes, { maxVoxels: ctx.config.PROMPTSEG_MAX_VOLUME_VOXELS });
     const axis = input.axis as SliceAxis;
     const n = vol.dims[axis];
     const [first, last] = input.slice_range ?? [0, n - 1];
     if (first > last || last >= n) fail('invalid_argument', `slice_range [${first}, ${last}] is outside 0..${n - 1} along axis ${axis}`, 'slice_range');
     if (last - first + 1 > MAX_SLICES) fail('invalid_argument', `${last - first + 1} slices asked; at most ${MAX_SLICES} per request (use slice_range)`, 'slice_range');
-    const masks = input.prompts.map(() => new Uint8Array(vol.values.length));
+    const masks = input.prompts.map(() => slabMask(vol, axis, first, last)); // only the slices asked for
     const per = input.prompts.map(() => ({ slices: [] as number[], maxPresence: 0, verdicts: { accept: 0, review: 0, reject: 0 }, structure: null as string | null }));
     let modelId = '';
     for (let k = first; k <= last; k++) {
@@ -73,7 +73,7 @@ export const segmentVolumeOperation = defineOperation({
       const res = await ctx.queue.run(() => segment(ctx.pipeline, { image: img, prompts: input.prompts, modelId: input.model, threshold: input.threshold }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
       modelId = res.modelId;
       res.results.forEach((r, i) => {
-        placeSliceMask(vol, masks[i], axis, k, r.mask);
+        placeSliceMask(masks[i], k, r.mask);
         if (r.stats.areaPx > 0) per[i].slices.push(k);
         per[i].maxPresence = Math.max(per[i].maxPresence, r.presence);
         per[i].verdicts[r.verdict]++;
@@ -82,7 +82,8 @@ export const segmentVolumeOperation = defineOperation({
       extras?.progress?.(k - first + 1, last - first + 1, `slice ${k}`);
     }
     const id = randomUUID();
-    const files = masks.map((m, i) => writeNiftiMask(vol, m, `promptseg mask: ${input.prompts[i]}`));
+    const files: Buffer[] = [];
+    for (const [i, m] of masks.entries()) files.push(await writeNiftiMask(vol, m, `promptseg mask: ${input.prompts[i]}`));
     ctx.volumes.set(id, { id, createdAt: Date.now(), files });
     const voxelMm3 = vol.spacing[0] * vol.spacing[1] * vol.spacing[2];
     return ok({
@@ -93,7 +94,7 @@ export const segmentVolumeOperation = defineOperation({
       axis,
       slices: [first, last] as [number, number],
       results: masks.map((m, i) => {
-        const voxels = m.reduce((s, v) => s + v, 0);
+        const voxels = m.data.reduce((s, v) => s + v, 0);
         return {
           index: i,
           prompt: input.prompts[i],

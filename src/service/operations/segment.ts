@@ -5,12 +5,13 @@ import { maskToCocoRle, maskToPng, maskToPolygons } from '../../core/image/mask-
 import { renderOverlay } from '../../core/image/overlay.js';
 import { segment } from '../../core/pipeline/segment.js';
 import { IMAGE_TRANSFORMS } from '../../core/pipeline/image-tta.js';
-import { count, type ServiceContext } from '../context.js';
+import { count, storableResult, type ServiceContext } from '../context.js';
 import type { SegmentResult } from '../../core/pipeline/segment.js';
 import type { RasterImage } from '../../core/image/raster.js';
 import { defineOperation } from '../operation.js';
 import { ImageInputSchema, resolveImage } from '../resolve-image.js';
-import { DISCLAIMER, MaskThresholdSchema, SegmentOutputSchema, type SegmentOutput } from '../schemas.js';
+import { checkCost } from '../request-cost.js';
+import { DISCLAIMER, MaskThresholdSchema, SegmentOutputSchema, type SegmentOutput, PixelSpacingSchema } from '../schemas.js';
 
 export const SegmentInputSchema = z.object({
   image: ImageInputSchema,
@@ -32,7 +33,7 @@ export const SegmentInputSchema = z.object({
   frame: z.number().int().min(0).optional().describe('DICOM: which frame of a multi-frame file (default 0).'),
   window: z.object({ center: z.number(), width: z.number().positive() }).optional().describe('DICOM grey images: display window in modality units (HU for CT) for every prompt. By default CT uses each structure\'s window (lung, mediastinum, abdomen, bone, brain), other images the file\'s window or robust percentiles.'),
   window_preset: z.enum(['lung', 'mediastinum', 'abdomen', 'bone', 'brain']).optional().describe('DICOM grey images: a named CT window for every prompt.'),
-  pixel_spacing_mm: z.tuple([z.number().positive(), z.number().positive()]).optional().describe('[row, column] spacing in mm, so areas are also given in mm².'),
+  pixel_spacing_mm: PixelSpacingSchema.describe('[row, column] spacing in mm, so areas are also given in mm².'),
 });
 
 export const segmentOperation = defineOperation({
@@ -53,7 +54,8 @@ export const segmentOperation = defineOperation({
     if (input.refine !== undefined && input.refine !== 'none') ctx.pipeline.registry.getRegion(input.refine);
     if (input.window && input.window_preset) fail('invalid_argument', 'give window or window_preset, not both', 'window');
     const win = input.window ? ([input.window.center, input.window.width] as [number, number]) : input.window_preset ? ctx.pipeline.vocabulary.data.windows[input.window_preset] : undefined;
-    const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, { frame: input.frame, window: win });
+    const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, { frame: input.frame, window: win }, { principal: extras?.principal, upload: extras?.upload });
+    checkCost({ width: image.width, height: image.height, prompts: input.prompts.length, tta: input.tta, ttaImage: input.tta_image, zoom: input.zoom, specialist: input.specialist }, ctx.config.PROMPTSEG_MAX_COST);
     extras?.progress?.(1, 3, 'image decoded');
     const res = await ctx.queue.run(
       () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta, ttaImage: input.tta_image, refine: input.refine, zoom: input.zoom === 'auto' ? 'auto' : input.zoom === 'on', specialist: input.specialist === 'auto' ? 'auto' : input.specialist === 'on', largestComponent: input.largest_component === 'auto' ? 'auto' : input.largest_component === 'on' }),
@@ -70,7 +72,7 @@ export const segmentOperation = defineOperation({
 /** The wire form of a segmentation result (shared by segment_image and segment_region); stores it for mask downloads. */
 export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, imageId: string, image: RasterImage, outputs: ('png' | 'rle' | 'polygons')[]): Promise<SegmentOutput> {
   const resultId = randomUUID();
-  ctx.results.set(resultId, { id: resultId, createdAt: Date.now(), result: res, dicom: image.dicom, spacing: image.spacing });
+  ctx.results.set(resultId, storableResult(resultId, res, { dicom: image.dicom, spacing: image.spacing }, ctx.keepFloatMaps));
   count(ctx, 'segment_prompts_total', res.results.length);
   const want = new Set(outputs);
   const results = await Promise.all(
