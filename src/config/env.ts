@@ -27,8 +27,11 @@ export const ConfigSchema = z.object({
   PROMPTSEG_THREADS: int(2, 1),
   PROMPTSEG_MAX_BODY_BYTES: int(25 * 1024 * 1024, 1024),
   PROMPTSEG_MAX_PIXELS: int(40_000_000, 1),
-  /** Largest NIfTI volume, checked from its header before the data is inflated. */
+  /** Images over this many pixels are worked on as an area-averaged copy of this size; masks are served at the original size. */
+  PROMPTSEG_WORK_MAX_PIXELS: int(4_194_304, 65_536),
+  /** Largest NIfTI volume (voxels, and bytes of voxel data as stored), checked from its header before the data is inflated. */
   PROMPTSEG_MAX_VOLUME_VOXELS: int(320_000_000, 1),
+  PROMPTSEG_MAX_VOLUME_BYTES: int(512 * 1024 * 1024, 1024),
   PROMPTSEG_MAX_PROMPTS: int(16, 1),
   PROMPTSEG_MAX_PROMPT_CHARS: int(200, 1),
   /** Deadline of one HTTP or MCP request, queue wait included; past it the remaining passes are not run. */

@@ -7,7 +7,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { mcpMessageLimit } from '../config/env.js';
-import { err } from '../core/errors.js';
+import { err, type AppError } from '../core/errors.js';
 import type { ServiceContext } from '../service/context.js';
 import { count } from '../service/context.js';
 import { OPERATIONS } from '../service/operation-table.js';
@@ -27,6 +27,9 @@ export interface HttpOptions {
   /** Extra routes mounted by main (the MCP endpoint); they get the same auth and limits. */
   mount?: (app: OpenAPIHono, ctx: ServiceContext) => void;
 }
+
+/** Bodies over this size are read under ServiceContext.uploadQueue. */
+const LARGE_BODY_BYTES = 1024 * 1024;
 
 const PUBLIC_PATHS = new Set(['/', '/healthz', '/readyz', '/openapi.json', '/docs', '/favicon.ico']);
 const PAGE_CSP = pageCsp(WEB_PAGE_HTML);
@@ -179,6 +182,21 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
   });
   const handler = async (c: Context) => {
     const signal = c.req.raw.signal; // read now: the node adapter aborts it when the client disconnects
+    // a large body (an image upload) is read only when one of a few slots is free and holds it to
+    // the end: waiting bodies stay unread in their sockets instead of each becoming copies in memory
+    const large = Number(c.req.header('content-length') ?? Infinity) > LARGE_BODY_BYTES;
+    if (op.http.method === 'post' && large) {
+      try {
+        return await ctx.uploadQueue.run(() => handle(c, signal), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
+      } catch (e) {
+        const ae = (e as { error?: AppError }).error;
+        if (ae) return problem(c, ae);
+        throw e;
+      }
+    }
+    return handle(c, signal);
+  };
+  const handle = async (c: Context, signal: AbortSignal) => {
     let input: unknown;
     let upload: Uint8Array | undefined;
     if (op.http.method === 'post') {

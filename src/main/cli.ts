@@ -9,6 +9,7 @@ import { operationByName } from '../service/operation-table.js';
 import { runOperation } from '../service/run-operation.js';
 import { getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
 import { startServer } from './serve.js';
+import { relaunchWithServerMemorySettings } from './relaunch.js';
 import { runMcpStdio } from '../mcp/stdio.js';
 import { evaluateSuite } from '../eval/eval-command.js';
 import { IMAGE_TRANSFORMS } from '../core/pipeline/image-tta.js';
@@ -50,13 +51,20 @@ async function main(argv: string[]): Promise<number> {
   const config = loadConfig();
   switch (cmd) {
     case 'serve': {
+      const relaunched = relaunchWithServerMemorySettings();
+      if (relaunched) return relaunched;
       const s = await startServer(config);
+      let stopping = false;
       const stop = () => {
+        if (stopping) return;
+        stopping = true;
         process.stderr.write('promptseg: shutting down, finishing in-flight requests\n');
         s.close().then(() => process.exit(0));
       };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      // `on`, not `once`: a terminal's Ctrl-C reaches a relaunched server twice (directly, and
+      // forwarded by its launcher), and a second signal must not cut the drain short
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
       return new Promise<number>(() => undefined);
     }
     case 'mcp':

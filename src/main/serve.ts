@@ -5,6 +5,32 @@ import { createApp } from '../http/app.js';
 import { mountMcpHttp, type McpHttpHandle } from '../mcp/http-transport.js';
 import { createServiceContext, disposeServiceContext, type ServiceContext } from '../service/context.js';
 
+/**
+ * After a burst of large requests, the buffers they freed wait for the next garbage collection,
+ * which an idle server does not run: memory would stay at its peak. When the process runs with
+ * --expose-gc (as `npm start` does) and nothing is in flight for a second, one collection runs
+ * once the external memory (buffers) has grown by 64 MB since the last.
+ */
+function idleCollector(ctx: ServiceContext): () => void {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) return () => undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let after = process.memoryUsage().external;
+  // one check a second at most (frequent health probes must not keep postponing it); work still in
+  // flight schedules the next check when its response finishes
+  return () => {
+    if (timer) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      const busy = ctx.queue.active + ctx.queue.depth + ctx.decodeQueue.active + ctx.uploadQueue.active > 0;
+      if (busy || process.memoryUsage().external < after + 64 * 1024 * 1024) return;
+      gc();
+      after = process.memoryUsage().external;
+    }, 1000);
+    timer.unref();
+  };
+}
+
 export interface RunningServer {
   ctx: ServiceContext;
   server: ServerType;
@@ -27,6 +53,8 @@ export async function startServer(config: Config, opts: { warm?: boolean; log?: 
   const server = await new Promise<ServerType>((resolve) => {
     const s = serve({ fetch: app.fetch, hostname: config.HOST, port: config.PORT }, () => resolve(s));
   });
+  const collector = idleCollector(ctx);
+  server.on('request', (_req, res) => res.on('finish', collector));
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.PORT;
   const url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;

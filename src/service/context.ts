@@ -24,6 +24,8 @@ export interface StoredResult {
   /** The source DICOM's identity and geometry, when the image came from DICOM (for DICOM SEG). */
   dicom?: DicomSource;
   spacing?: { row: number; col: number };
+  /** Set when the result was made on a working copy: the size its masks and maps are served at. */
+  original?: { width: number; height: number };
 }
 
 /** Everything the operations share: config, models, caches, the inference queue, stored results. */
@@ -33,6 +35,8 @@ export interface ServiceContext {
   queue: InferenceQueue;
   /** Decoding runs here, as many at once as inference, so that concurrent uploads cannot each hold a decoded image. */
   decodeQueue: InferenceQueue;
+  /** Requests with a large body (uploads), from reading the body to the answer: a few at a time. */
+  uploadQueue: InferenceQueue;
   /** Decoded images by id (their sha256), so a caller can prompt an image again without resending it. */
   images: Lru<string, RasterImage>;
   /** Recent volume results by id: one NIfTI mask (.nii.gz bytes) per prompt. */
@@ -58,6 +62,7 @@ export function createServiceContext(config: Config): ServiceContext {
     pipeline: createPipelineContext(registry, vocabulary, config.PROMPTSEG_CACHE_IMAGES),
     queue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY, config.PROMPTSEG_QUEUE_SIZE),
     decodeQueue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY, config.PROMPTSEG_QUEUE_SIZE),
+    uploadQueue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY + 1, config.PROMPTSEG_QUEUE_SIZE),
     images: new Lru(Math.max(4, config.PROMPTSEG_CACHE_IMAGES), { maxBytes: config.PROMPTSEG_IMAGE_CACHE_BYTES, sizeOf: (img) => img.data.byteLength }),
     results: new Lru(config.PROMPTSEG_RESULTS_KEPT, { maxBytes: config.PROMPTSEG_RESULTS_BYTES, sizeOf: storedResultBytes }),
     volumes: new Lru(Math.max(2, Math.ceil(config.PROMPTSEG_RESULTS_KEPT / 8)), { maxBytes: config.PROMPTSEG_RESULTS_BYTES, sizeOf: (v) => v.files.reduce((n, f) => n + f.byteLength, 0) }),
@@ -79,7 +84,7 @@ function storedResultBytes(s: StoredResult): number {
 }
 
 /** A result as it is kept: float maps replaced by the 8-bit maps the downloads serve. */
-export function storableResult(id: string, result: SegmentResult, extra: Pick<StoredResult, 'dicom' | 'spacing'>, keepFloatMaps = false): StoredResult {
+export function storableResult(id: string, result: SegmentResult, extra: Pick<StoredResult, 'dicom' | 'spacing' | 'original'>, keepFloatMaps = false): StoredResult {
   const maps = result.results.map((r) => ({ probability: toBytes(r.probability, 1), ...(r.ttaStd ? { ttaSpread: toBytes(r.ttaStd, 2) } : {}) }));
   const results = keepFloatMaps ? result.results : result.results.map((r) => ({ ...r, probability: new Float32Array(0), ttaStd: undefined }));
   return { id, createdAt: Date.now(), result: { ...result, results }, maps, ...extra };

@@ -15,8 +15,8 @@ export interface CostShape {
  * A request's cost in megapixel-passes: full-resolution work (post-processing, tiles, masks) grows
  * with the pixels, and every prompt pays each pass asked for: 1 + paraphrases, 1 + image
  * transforms, twice with a second look or a specialist redraw. Small images count as a quarter
- * megapixel (the model's own input); `auto` choices count as their largest calibrated use (two passes
- * for image TTA, none extra for zoom and the specialist, which run only where calibration chose them).
+ * megapixel (the model's own input); `auto` choices count as one pass (they add passes only for the
+ * few structures whose calibration chose them, and only where the first look finds the structure).
  */
 export function requestCost(r: CostShape): { cost: number; parts: string[] } {
   const mp = Math.max(0.25, (r.width * r.height) / 1e6);
@@ -24,7 +24,7 @@ export function requestCost(r: CostShape): { cost: number; parts: string[] } {
     [`${r.width}x${r.height} = ${mp.toFixed(2)} MP`, mp],
     [`${r.prompts} prompt(s)`, r.prompts],
     [`tta ${r.tta} (x${1 + r.tta})`, 1 + r.tta],
-    [`tta_image ${r.ttaImage} (x${r.ttaImage === 'auto' ? 2 : 1 + r.ttaImage})`, r.ttaImage === 'auto' ? 2 : 1 + r.ttaImage],
+    [`tta_image ${r.ttaImage} (x${r.ttaImage === 'auto' ? 1 : 1 + r.ttaImage})`, r.ttaImage === 'auto' ? 1 : 1 + r.ttaImage],
     [`zoom ${r.zoom} (x${r.zoom === 'on' ? 2 : 1})`, r.zoom === 'on' ? 2 : 1],
     [`specialist ${r.specialist} (x${r.specialist === 'on' ? 2 : 1})`, r.specialist === 'on' ? 2 : 1],
   ];

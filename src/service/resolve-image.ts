@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { AppFailure, fail } from '../core/errors.js';
 import { decodeImage } from '../core/image/decode.js';
+import { workingImage } from '../core/image/working-resolution.js';
 import type { RasterImage } from '../core/image/raster.js';
 import type { ServiceContext } from './context.js';
 import { imageIdFor } from './principal.js';
@@ -41,7 +42,8 @@ export async function resolveImage(ctx: ServiceContext, input: ImageInput, spaci
 
 /** Decodes image bytes (bounded concurrency) and keeps the image for its caller's image_id. */
 async function remember(ctx: ServiceContext, bytes: Uint8Array, spacing: [number, number] | undefined, decode: DecodeOptions, principal: string): Promise<{ id: string; image: RasterImage }> {
-  const image = await ctx.decodeQueue.run(() => decodeImage(bytes, { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS, ...decode }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
+  // a huge image is kept (and worked on) as its working copy: the full decode lives only this long
+  const image = await ctx.decodeQueue.run(async () => await workingImage(await decodeImage(bytes, { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS, ...decode }), ctx.config.PROMPTSEG_WORK_MAX_PIXELS), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
   const id = imageIdFor(ctx.idKey, principal, createHash('sha256').update(bytes).digest('hex'), decode.frame !== undefined || decode.window ? JSON.stringify(decode) : '');
   ctx.images.set(imageKey(principal, id), image);
   return { id, image: withSpacing(image, spacing) };
@@ -55,8 +57,13 @@ export function recallImage(ctx: ServiceContext, principal: string | undefined, 
   return ctx.images.get(imageKey(principal ?? 'anonymous', id));
 }
 
+/** The caller's pixel spacing (of the image as sent) on the image or its working copy. */
 function withSpacing(image: RasterImage, spacing?: [number, number]): RasterImage {
-  return spacing ? { ...image, spacing: { row: spacing[0], col: spacing[1] } } : image;
+  if (!spacing) return image;
+  const given = { row: spacing[0], col: spacing[1] };
+  const o = image.original;
+  if (!o) return { ...image, spacing: given };
+  return { ...image, spacing: { row: (given.row * o.height) / image.height, col: (given.col * o.width) / image.width }, original: { ...o, spacing: given } };
 }
 
 /** The bytes of an image given as base64 (size and alphabet checked first) or as a path inside the allowed roots. */

@@ -1,5 +1,6 @@
 import { err, ok, type Result } from '../core/errors.js';
 import { greyToPng, maskToPng } from '../core/image/mask-encode.js';
+import { upscaleMask } from '../core/image/working-resolution.js';
 import { entropyBits } from '../core/trust/scores.js';
 import { buildDicomSeg } from '../core/image/dicom-seg.js';
 import type { ServiceContext } from './context.js';
@@ -17,13 +18,17 @@ export async function getResultArtifact(ctx: ServiceContext, id: string, kind: s
   const r = stored.result.results[index];
   const maps = stored.maps[index];
   if (!r || !maps) return err('invalid_argument', `result ${id} has ${stored.result.results.length} prompts; index ${index} is out of range`, 'index');
-  const { width, height } = stored.result;
+  const { width: w, height: h } = stored.result;
+  // a result made on a working copy is served at the size that was sent: masks by nearest
+  // neighbour (as its statistics were counted), maps resampled smoothly
+  const { width, height } = stored.original ?? stored.result;
+  const size = stored.original ? { width, height } : undefined;
   let bytes: Buffer;
-  if (kind === 'masks') bytes = await maskToPng(r.mask, width, height);
-  else if (kind === 'probability') bytes = await greyToPng(maps.probability, width, height);
+  if (kind === 'masks') bytes = await maskToPng(size ? upscaleMask(r.mask, w, h, width, height) : r.mask, width, height);
+  else if (kind === 'probability') bytes = await greyToPng(maps.probability, w, h, size);
   // uncertainty: the spread across paraphrases when TTA ran (scaled so 0.5 std is white), else the
   // binary entropy of the kept 8-bit probability
-  else bytes = await greyToPng(maps.ttaSpread ?? entropyMap(maps.probability), width, height);
+  else bytes = await greyToPng(maps.ttaSpread ?? entropyMap(maps.probability), w, h, size);
   return ok({ bytes, mimeType: 'image/png', width, height });
 }
 
@@ -45,10 +50,13 @@ export function getDicomSeg(ctx: ServiceContext, id: string, anonymize: boolean)
   const stored = ctx.results.get(id);
   if (!stored) return err('invalid_argument', `result ${id} is unknown or has expired`, 'result_id');
   if (!stored.dicom) return err('invalid_argument', `result ${id} was not made from a DICOM image, so there is no series to reference`, 'result_id');
+  const { width: w, height: h } = stored.result;
+  const { width, height } = stored.original ?? stored.result;
   const segments = stored.result.results
     .filter((r) => r.maskProduced)
-    .map((r) => ({ label: r.structure?.name ?? r.prompt, slug: r.structure?.slug, mask: r.mask }));
+    .map((r) => ({ label: r.structure?.name ?? r.prompt, slug: r.structure?.slug, mask: stored.original ? upscaleMask(r.mask, w, h, width, height) : r.mask }));
   if (!segments.length) return err('invalid_argument', `result ${id} produced no masks; a DICOM SEG needs at least one segment`, 'result_id');
-  const bytes = buildDicomSeg({ ...stored.dicom, rows: stored.result.height, columns: stored.result.width, spacing: stored.spacing }, segments, { anonymize });
+  // the SEG's frames match the source image's rows and columns
+  const bytes = buildDicomSeg({ ...stored.dicom, rows: height, columns: width, spacing: stored.spacing }, segments, { anonymize });
   return ok({ bytes, mimeType: 'application/dicom' });
 }

@@ -232,6 +232,42 @@ describe('NIfTI volumes are checked from the header before they are inflated', (
   });
 });
 
+describe('a huge image is worked on at a working resolution and answered at its own', () => {
+  it('masks, maps, statistics and the DICOM SEG come at the size sent; areas in mm² from the spacing sent', { timeout: 60_000 }, async () => {
+    const small = await startServer(testConfig({ PROMPTSEG_WORK_MAX_PIXELS: '65536' }), { log: false });
+    try {
+      await small.ctx.pipeline.registry.get().load();
+      const png = await chestLikePng(512);
+      const r = await fetch(`${small.url}/v1/segment`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image: { base64: png.toString('base64') }, prompts: ['left lung', 'heart'], outputs: ['rle'], pixel_spacing_mm: [0.2, 0.2] }) });
+      expect(r.status).toBe(200);
+      const out = (await r.json()) as { width: number; height: number; results: { area_px: number; area_mm2: number; bbox: number[]; mask_url: string; rle: { size: number[]; counts: number[] } }[] };
+      expect([out.width, out.height]).toEqual([512, 512]);
+      for (const res of out.results) {
+        const mask = await sharp(Buffer.from(await (await fetch(`${small.url}${res.mask_url}`)).arrayBuffer())).raw().toBuffer({ resolveWithObject: true });
+        expect([mask.info.width, mask.info.height]).toEqual([512, 512]);
+        const ones = mask.data.reduce((n, v, i) => n + (i % mask.info.channels === 0 && v > 127 ? 1 : 0), 0);
+        expect(ones).toBe(res.area_px);
+        expect(res.rle.size).toEqual([512, 512]);
+        expect(res.rle.counts.reduce((a, b) => a + b, 0)).toBe(512 * 512);
+        expect(res.area_mm2).toBeCloseTo(res.area_px * 0.04, 2);
+        const prob = await sharp(Buffer.from(await (await fetch(`${small.url}${res.mask_url.replace('/masks/', '/probability/')}`)).arrayBuffer())).metadata();
+        expect([prob.width, prob.height]).toEqual([512, 512]);
+      }
+      const { ctSliceHu } = await import('../helpers/dicom-fixtures.js');
+      const dicomParser = (await import('dicom-parser')).default;
+      const ct = ctSliceHu(320, 0.7);
+      const c = (await (await fetch(`${small.url}/v1/segment`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image: { base64: ct.bytes.toString('base64') }, prompts: ['lungs', 'liver'], threshold: 0.2 }) })).json()) as { width: number; results: { mask_produced: boolean; dicom_seg_url: string }[] };
+      expect(c.width).toBe(320);
+      if (c.results.some((x) => x.mask_produced)) {
+        const ds = dicomParser.parseDicom(new Uint8Array(await (await fetch(small.url + c.results[0].dicom_seg_url)).arrayBuffer()));
+        expect([ds.uint16('x00280010'), ds.uint16('x00280011')]).toEqual([320, 320]);
+      }
+    } finally {
+      await small.close();
+    }
+  });
+});
+
 describe('trust of the prompt text', () => {
   const seg = async (prompts: string[]) =>
     (await (await fetch(`${srv.url}/v1/segment`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image: { base64: chest.toString('base64') }, prompts }) })).json()) as {

@@ -15,9 +15,11 @@ export async function mapToPng(values: Float32Array, width: number, height: numb
   return greyToPng(px, width, height);
 }
 
-/** An 8-bit grey image as PNG. */
-export async function greyToPng(px: Uint8Array, width: number, height: number): Promise<Buffer> {
-  return sharp(px, { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+/** An 8-bit grey image as PNG, resampled to `size` when given. */
+export async function greyToPng(px: Uint8Array, width: number, height: number, size?: { width: number; height: number }): Promise<Buffer> {
+  let img = sharp(px, { raw: { width, height, channels: 1 } });
+  if (size && (size.width !== width || size.height !== height)) img = sharp(await img.resize(size.width, size.height, { fit: 'fill', kernel: 'linear' }).raw().toBuffer(), { raw: { ...size, channels: 1 } });
+  return img.toColourspace('b-w').png().toBuffer();
 }
 
 /** COCO uncompressed RLE: column-major run lengths starting with a run of zeros. */

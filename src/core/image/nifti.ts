@@ -1,7 +1,7 @@
 import { promisify } from 'node:util';
 import { createGunzip, createGzip, gunzip, gunzipSync } from 'node:zlib';
 import * as nifti from 'nifti-reader-js';
-import { fail } from '../errors.js';
+import { AppFailure, fail } from '../errors.js';
 import type { RasterImage } from './raster.js';
 import { percentileWindow, renderWindow } from './dicom.js';
 
@@ -17,8 +17,9 @@ export interface NiftiVolume {
   littleEndian: boolean;
   /** The input's 348-byte header, so masks keep its qform/sform exactly. */
   header: Uint8Array;
-  /** The voxel data as stored, and how to read it. */
+  /** The voxel data as stored (from voxel firstVoxel on: a volume may hold only the slices asked for), and how to read it. */
   data: DataView;
+  firstVoxel: number;
   datatype: number;
   slope: number;
   inter: number;
@@ -38,6 +39,12 @@ const DATATYPES: Record<number, { name: string; bytes: number }> = {
 /** Bytes a NIfTI-1 header with its extension flag occupies before vox_offset may start. */
 const HEADER_BYTES = 352;
 
+/** Limits checked from the header: voxels, and bytes of voxel data as stored. */
+export interface NiftiLimits {
+  maxVoxels: number;
+  maxBytes?: number;
+}
+
 /** What the header says, checked before any voxel is read or inflated. */
 interface HeaderFacts {
   h: nifti.NIFTI1;
@@ -49,7 +56,7 @@ interface HeaderFacts {
   expectedBytes: number;
 }
 
-function readHeaderFacts(head: Uint8Array, limits: { maxVoxels: number }): HeaderFacts {
+function readHeaderFacts(head: Uint8Array, limits: NiftiLimits): HeaderFacts {
   const ab = head.buffer.slice(head.byteOffset, head.byteOffset + head.byteLength) as ArrayBuffer;
   if (head.length < 348) fail('bad_input', `the file is ${head.length} bytes, shorter than a NIfTI-1 header (348)`, 'image');
   if (nifti.isNIFTI2(ab)) fail('unsupported_format', 'NIfTI-2 files are not supported; save as NIfTI-1', 'image');
@@ -71,6 +78,8 @@ function readHeaderFacts(head: Uint8Array, limits: { maxVoxels: number }): Heade
   if (!dt) fail('unsupported_format', `NIfTI datatype ${h.datatypeCode} is not supported (supported: ${Object.values(DATATYPES).map((d) => d.name).join(', ')})`, 'datatype');
   const offset = Math.trunc(h.vox_offset);
   if (!(offset >= 348)) fail('bad_input', `vox_offset ${h.vox_offset} lies inside the header`, 'vox_offset');
+  const dataBytes = voxels * dt!.bytes;
+  if (limits.maxBytes !== undefined && dataBytes > limits.maxBytes) fail('too_large', `the volume's voxel data is ${dims.join('x')} of ${dt!.name} = ${dataBytes} bytes, over the limit of ${limits.maxBytes}`, 'dim');
   return { h, dims, voxels, dt: dt!, offset, expectedBytes: offset + voxels * dt!.bytes };
 }
 
@@ -111,11 +120,14 @@ function gzipFailure(e: unknown, what: string): never {
 
 /**
  * Reads a NIfTI-1 file (.nii or .nii.gz, single file). A gzip file's header is inflated first and
- * checked (dims, datatype, voxel limit) before the rest is inflated, off the event loop and capped
- * at the size that header promises, so a small file that would inflate to gigabytes is refused in
- * milliseconds. Voxels stay as stored; every failure is a typed error naming the field.
+ * checked (dims, datatype, voxel and byte limits) before the rest is inflated; the rest is then
+ * inflated as a stream, off the event loop, keeping only the voxels `keep` asks for (the slices a
+ * request segments, when they are contiguous) and stopping as soon as the data runs past the size
+ * the header declares. So a small file that would inflate to gigabytes is refused early, and a
+ * large volume of which one slice is asked costs that slice. Voxels stay as stored; every failure
+ * is a typed error naming the field.
  */
-export async function readNifti(input: Uint8Array, limits: { maxVoxels: number }): Promise<NiftiVolume> {
+export async function readNifti(input: Uint8Array, limits: NiftiLimits, keep?: (dims: [number, number, number]) => [number, number]): Promise<NiftiVolume> {
   const gz = input.length >= 2 && input[0] === 0x1f && input[1] === 0x8b;
   let head = input;
   if (gz) {
@@ -126,15 +138,50 @@ export async function readNifti(input: Uint8Array, limits: { maxVoxels: number }
     }
   }
   const facts = readHeaderFacts(head, limits);
-  let bytes = input;
-  if (gz) {
-    try {
-      bytes = await gunzipAsync(input, { maxOutputLength: facts.expectedBytes + 1024 * 1024 });
-    } catch (e) {
-      gzipFailure(e, `the ${facts.expectedBytes} bytes its header declares`);
-    }
-  }
-  return volumeOf(bytes, facts);
+  if (!gz) return volumeOf(input, facts);
+  const [first, end] = keep ? keep(facts.dims) : [0, facts.voxels];
+  const kept = await inflateRange(input, facts, first * facts.dt.bytes, end * facts.dt.bytes);
+  return { ...volumeOf(Buffer.concat([head.subarray(0, 348), Buffer.alloc(facts.offset - 348)]), facts, true), data: new DataView(kept.buffer, kept.byteOffset, kept.byteLength), firstVoxel: first };
+}
+
+/**
+ * Inflates a gzip NIfTI as a stream and returns the voxel bytes [from, to) of its data (counted
+ * from vox_offset); fails as soon as the stream runs past the declared size (with 1 MiB of slack
+ * for trailing bytes), or when it ends short of it.
+ */
+function inflateRange(gz: Uint8Array, f: HeaderFacts, from: number, to: number): Promise<Buffer> {
+  const expected = f.expectedBytes;
+  const out = Buffer.alloc(to - from);
+  const start = f.offset + from, stop = f.offset + to;
+  return new Promise((resolve, reject) => {
+    const z = createGunzip();
+    let pos = 0, failed = false;
+    const refuse = (e: unknown) => {
+      if (failed) return;
+      failed = true;
+      z.destroy();
+      reject(e);
+    };
+    z.on('data', (c: Buffer) => {
+      const a = Math.max(start, pos), b = Math.min(stop, pos + c.length);
+      if (b > a) c.copy(out, a - start, a - pos, b - pos);
+      pos += c.length;
+      if (pos > expected + 1024 * 1024) refuse(new AppFailure({ kind: 'bad_input', message: `the gzip data inflates to more than the ${expected} bytes its header declares`, field: 'image' }));
+    });
+    z.on('end', () => {
+      if (failed) return;
+      if (pos < expected) return refuse(new AppFailure({ kind: 'bad_input', message: `the data (${pos - f.offset} bytes from vox_offset ${f.h.vox_offset}) is shorter than dims ${f.dims.join('x')} of ${f.dt.name} need (${f.voxels * f.dt.bytes})`, field: 'vox_offset' }));
+      resolve(out);
+    });
+    z.on('error', (e) => {
+      try {
+        gzipFailure(e, 'what its header declares');
+      } catch (failure) {
+        refuse(failure);
+      }
+    });
+    z.end(gz);
+  });
 }
 
 /** The same as readNifti for bytes already in memory and not gzipped, or gzipped and small (2D images). */
@@ -151,9 +198,9 @@ export function parseNifti(input: Uint8Array, limits: { maxVoxels: number }): Ni
   return volumeOf(bytes, readHeaderFacts(bytes.subarray(0, Math.min(bytes.length, HEADER_BYTES)), limits));
 }
 
-function volumeOf(bytes: Uint8Array, f: HeaderFacts): NiftiVolume {
+function volumeOf(bytes: Uint8Array, f: HeaderFacts, headerOnly = false): NiftiVolume {
   const { h, dims, voxels, dt, offset } = f;
-  if (offset + voxels * dt.bytes > bytes.length) {
+  if (!headerOnly && offset + voxels * dt.bytes > bytes.length) {
     fail('bad_input', `the data (${bytes.length - Math.max(0, offset)} bytes from vox_offset ${h.vox_offset}) is shorter than dims ${dims.join('x')} of ${dt.name} need (${voxels * dt.bytes})`, 'vox_offset');
   }
   const px = h.pixDims;
@@ -163,7 +210,8 @@ function volumeOf(bytes: Uint8Array, f: HeaderFacts): NiftiVolume {
     affine: h.affine,
     littleEndian: h.littleEndian,
     header: bytes.slice(0, 348),
-    data: new DataView(bytes.buffer, bytes.byteOffset + offset, voxels * dt.bytes),
+    data: headerOnly ? new DataView(new ArrayBuffer(0)) : new DataView(bytes.buffer, bytes.byteOffset + offset, voxels * dt.bytes),
+    firstVoxel: 0,
     datatype: h.datatypeCode,
     slope: h.scl_slope && Number.isFinite(h.scl_slope) ? h.scl_slope : 1,
     inter: Number.isFinite(h.scl_inter) ? h.scl_inter : 0,
@@ -171,8 +219,9 @@ function volumeOf(bytes: Uint8Array, f: HeaderFacts): NiftiVolume {
 }
 
 /** The scaled value of voxel i (storage order); non-finite stored values read as 0. */
-export function voxelValue(v: NiftiVolume, i: number): number {
+export function voxelValue(v: NiftiVolume, voxel: number): number {
   const dv = v.data, le = v.littleEndian;
+  const i = voxel - v.firstVoxel;
   let x: number;
   switch (v.datatype) {
     case 2: x = dv.getUint8(i); break;

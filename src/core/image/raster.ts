@@ -9,6 +9,8 @@ export interface RasterImage {
   format: string;
   /** DICOM grey images keep their modality values so they can be re-windowed per structure. */
   dicom?: import('./dicom.js').DicomSource;
+  /** Set on a working copy of a larger image (working-resolution.ts): the size results are given in. */
+  original?: import('./working-resolution.js').OriginalSize;
 }
 
 /** A 2D field of floats (logits, probabilities), row-major. */

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { fail, ok } from '../../core/errors.js';
-import { components } from '../../core/image/mask-stats.js';
+import { upscaledComponents } from '../../core/image/working-resolution.js';
 import { defineOperation } from '../operation.js';
 import { ReasonSchema } from '../schemas.js';
 
@@ -39,17 +39,12 @@ export const assessSegmentationOperation = defineOperation({
     const res = stored!.result;
     const r = res.results[input.index];
     if (!r) fail('invalid_argument', `result ${input.result_id} has ${res.results.length} prompt(s); index ${input.index} is out of range`, 'index');
-    const { width, height } = res;
-    const lab = components(r.mask, width, height);
-    const boxes = lab.sizes.map(() => [width, height, -1, -1]);
-    for (let i = 0; i < width * height; i++) {
-      const l = lab.labels[i];
-      if (!l) continue;
-      const x = i % width, y = (i - x) / width, b = boxes[l - 1];
-      b[0] = Math.min(b[0], x); b[1] = Math.min(b[1], y); b[2] = Math.max(b[2], x); b[3] = Math.max(b[3], y);
-    }
-    const comps = lab.sizes
-      .map((s, k) => ({ area_px: s, bbox: [boxes[k][0], boxes[k][1], boxes[k][2] - boxes[k][0] + 1, boxes[k][3] - boxes[k][1] + 1] as [number, number, number, number], share_of_mask: Math.round((s / r.stats.areaPx) * 1e4) / 1e4 }))
+    // in the pixels of the image as sent, also for a result made on a working copy
+    const { width, height } = stored!.original ?? res;
+    const parts = upscaledComponents(r.mask, res.width, res.height, width, height);
+    const total = parts.reduce((n, c) => n + c.areaPx, 0);
+    const comps = parts
+      .map((c) => ({ area_px: c.areaPx, bbox: c.bbox, share_of_mask: Math.round((c.areaPx / total) * 1e4) / 1e4 }))
       .sort((a, b) => b.area_px - a.area_px)
       .slice(0, 50);
     const base = `results/${input.result_id}`;
@@ -68,7 +63,7 @@ export const assessSegmentationOperation = defineOperation({
       predicted_quality: r.predictedQuality,
       similarity: r.similarity,
       uncertainty: { boundary_entropy_bits: r.uncertainty.boundaryEntropy, uncertain_fraction: r.uncertainty.uncertainFraction, mean_confidence: r.uncertainty.meanConfidence },
-      area_fraction: r.stats.areaPx / (width * height),
+      area_fraction: total / (width * height),
       components: comps,
       probability_map_uri: `promptseg://${base}/probability/${input.index}.png`,
       uncertainty_map_uri: `promptseg://${base}/uncertainty/${input.index}.png`,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { fail, ok } from '../../core/errors.js';
 import { segment } from '../../core/pipeline/segment.js';
+import { upscaledStats } from '../../core/image/working-resolution.js';
 import { defineOperation } from '../operation.js';
 import { ImageInputSchema, resolveImage } from '../resolve-image.js';
 import { MaskThresholdSchema } from '../schemas.js';
@@ -46,7 +47,7 @@ export const comparePromptsOperation = defineOperation({
     }
     return ok({
       image_id: id,
-      prompts: res.results.map((r) => ({ prompt: r.prompt, structure: r.structure?.slug ?? null, presence: Math.round(r.presence * 1e4) / 1e4, verdict: r.verdict, area_px: r.stats.areaPx })),
+      prompts: res.results.map((r) => ({ prompt: r.prompt, structure: r.structure?.slug ?? null, presence: Math.round(r.presence * 1e4) / 1e4, verdict: r.verdict, area_px: image.original ? upscaledStats(r.mask, res.width, res.height, image.original.width, image.original.height).areaPx : r.stats.areaPx })),
       pairs,
       consistent,
     });

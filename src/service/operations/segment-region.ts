@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { fail, ok } from '../../core/errors.js';
 import { renderOverlay } from '../../core/image/overlay.js';
-import { segmentRegions } from '../../core/pipeline/segment-region.js';
+import { checkRegion, describeRegion, segmentRegions } from '../../core/pipeline/segment-region.js';
 import { defineOperation } from '../operation.js';
 import { ImageInputSchema, resolveImage } from '../resolve-image.js';
 import { PixelSpacingSchema, SegmentOutputSchema } from '../schemas.js';
@@ -41,7 +41,18 @@ export const segmentRegionOperation = defineOperation({
     reg.getRegion(modelId!);
     const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, {}, { principal: extras?.principal });
     extras?.progress?.(1, 3, 'image decoded');
-    const res = await ctx.queue.run(() => segmentRegions(ctx.pipeline, { image, regions: input.regions, modelId: modelId!, threshold: input.threshold }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
+    // boxes and points are in the pixels of the image as sent: checked there, then carried to a working copy's
+    const o = image.original;
+    if (o) input.regions.forEach((r, i) => checkRegion(r, o.width, o.height, `regions[${i}]`));
+    const sx = o ? image.width / o.width : 1, sy = o ? image.height / o.height : 1;
+    const regions = o
+      ? input.regions.map((r) => ({
+          ...(r.box ? { box: [r.box[0] * sx, r.box[1] * sy, Math.min(image.width, r.box[2] * sx), Math.min(image.height, r.box[3] * sy)] as [number, number, number, number] } : {}),
+          ...(r.points ? { points: r.points.map(([x, y, l]) => [Math.min(image.width - 1, x * sx), Math.min(image.height - 1, y * sy), l] as [number, number, number]) } : {}),
+        }))
+      : input.regions;
+    const res = await ctx.queue.run(() => segmentRegions(ctx.pipeline, { image, regions, modelId: modelId!, threshold: input.threshold }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
+    if (o) res.results.forEach((r, i) => (r.prompt = describeRegion(input.regions[i])));
     extras?.progress?.(2, 3, 'masks decoded');
     const out = await segmentOutput(ctx, res, imageId, image, input.outputs);
     if (input.overlay) out.overlay_png_base64 = (await renderOverlay(image, res.results.map((r) => r.mask))).toString('base64');

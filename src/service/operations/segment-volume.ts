@@ -59,8 +59,15 @@ export const segmentVolumeOperation = defineOperation({
       fail('unsupported_format', `segment_volume reads NIfTI-1 volumes (.nii, .nii.gz); this is ${what}: use the segment operation (POST /v1/segment, MCP segment_image) for 2D images`, 'image');
     }
     const t0 = performance.now();
-    const vol = await readNifti(bytes, { maxVoxels: ctx.config.PROMPTSEG_MAX_VOLUME_VOXELS });
     const axis = input.axis as SliceAxis;
+    // along k the slices asked for are one contiguous run of voxels: only those are kept
+    const keep = axis === 2 && input.slice_range
+      ? (d: [number, number, number]): [number, number] => {
+          const from = Math.min(input.slice_range![0], d[2]);
+          return [from * d[0] * d[1], Math.max(from, Math.min(input.slice_range![1] + 1, d[2])) * d[0] * d[1]];
+        }
+      : undefined;
+    const vol = await readNifti(bytes, { maxVoxels: ctx.config.PROMPTSEG_MAX_VOLUME_VOXELS, maxBytes: ctx.config.PROMPTSEG_MAX_VOLUME_BYTES }, keep);
     const n = vol.dims[axis];
     const [first, last] = input.slice_range ?? [0, n - 1];
     if (first > last || last >= n) fail('invalid_argument', `slice_range [${first}, ${last}] is outside 0..${n - 1} along axis ${axis}`, 'slice_range');

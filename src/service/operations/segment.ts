@@ -11,6 +11,7 @@ import type { RasterImage } from '../../core/image/raster.js';
 import { defineOperation } from '../operation.js';
 import { ImageInputSchema, resolveImage } from '../resolve-image.js';
 import { checkCost } from '../request-cost.js';
+import { upscaledStats, upscaleMask } from '../../core/image/working-resolution.js';
 import { DISCLAIMER, MaskThresholdSchema, SegmentOutputSchema, type SegmentOutput, PixelSpacingSchema } from '../schemas.js';
 
 export const SegmentInputSchema = z.object({
@@ -72,11 +73,21 @@ export const segmentOperation = defineOperation({
 /** The wire form of a segmentation result (shared by segment_image and segment_region); stores it for mask downloads. */
 export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, imageId: string, image: RasterImage, outputs: ('png' | 'rle' | 'polygons')[]): Promise<SegmentOutput> {
   const resultId = randomUUID();
-  ctx.results.set(resultId, storableResult(resultId, res, { dicom: image.dicom, spacing: image.spacing }, ctx.keepFloatMaps));
+  // a result made on a working copy is reported, and its masks served, at the size that was sent
+  const o = image.original;
+  const W = o?.width ?? res.width, H = o?.height ?? res.height;
+  const spacing = o ? o.spacing : image.spacing;
+  const statsOf = (r: SegmentResult['results'][number]) => (o ? upscaledStats(r.mask, res.width, res.height, W, H) : r.stats);
+  const fullMask = (r: SegmentResult['results'][number]) => (o ? upscaleMask(r.mask, res.width, res.height, W, H) : r.mask);
+  const toOriginal = (b: [number, number, number, number]): [number, number, number, number] => (o ? [(b[0] * W) / res.width, (b[1] * H) / res.height, (b[2] * W) / res.width, (b[3] * H) / res.height].map((v) => Math.round(v * 100) / 100) as [number, number, number, number] : b);
+  ctx.results.set(resultId, storableResult(resultId, res, { dicom: image.dicom, spacing, ...(o ? { original: { width: W, height: H } } : {}) }, ctx.keepFloatMaps));
   count(ctx, 'segment_prompts_total', res.results.length);
   const want = new Set(outputs);
   const results = await Promise.all(
-    res.results.map(async (r, index) => ({
+    res.results.map(async (r, index) => {
+      const stats = statsOf(r);
+      const mask = want.size ? fullMask(r) : r.mask;
+      return {
       index,
       prompt: r.prompt,
       structure: r.structure,
@@ -87,11 +98,11 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
       mask_produced: r.maskProduced,
       predicted_quality: round(r.predictedQuality),
       similarity: round(r.similarity),
-      area_px: r.stats.areaPx,
-      area_mm2: r.areaMm2 === null ? null : round(r.areaMm2, 3),
-      bbox: r.stats.bbox,
-      centroid: r.stats.centroid ? ([round(r.stats.centroid[0], 2), round(r.stats.centroid[1], 2)] as [number, number]) : null,
-      components: r.stats.components,
+      area_px: stats.areaPx,
+      area_mm2: spacing ? round(stats.areaPx * spacing.row * spacing.col, 3) : null,
+      bbox: stats.bbox,
+      centroid: stats.centroid ? ([round(stats.centroid[0], 2), round(stats.centroid[1], 2)] as [number, number]) : null,
+      components: stats.components,
       uncertainty: {
         boundary_entropy_bits: round(r.uncertainty.boundaryEntropy),
         uncertain_fraction: round(r.uncertainty.uncertainFraction),
@@ -103,21 +114,22 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
       ...(r.zoomed ? { zoomed: true } : {}),
       ...(r.specialist ? { specialist: r.specialist } : {}),
       ...(r.largestComponentOnly ? { largest_component_only: true } : {}),
-      ...(r.refinedBy ? { refined_by: { model: r.refinedBy.model, box: r.refinedBy.box, predicted_iou: round(r.refinedBy.iou) } } : {}),
+      ...(r.refinedBy ? { refined_by: { model: r.refinedBy.model, box: toOriginal(r.refinedBy.box), predicted_iou: round(r.refinedBy.iou) } } : {}),
       mask_url: `/v1/results/${resultId}/masks/${index}.png`,
       ...(image.dicom ? { dicom_seg_url: `/v1/results/${resultId}/dicom-seg` } : {}),
       mask_uri: `promptseg://results/${resultId}/masks/${index}.png`,
-      ...(want.has('png') ? { mask_png_base64: (await maskToPng(r.mask, res.width, res.height)).toString('base64') } : {}),
-      ...(want.has('rle') ? { rle: maskToCocoRle(r.mask, res.width, res.height) } : {}),
-      ...(want.has('polygons') ? { polygons: maskToPolygons(r.mask, res.width, res.height) as [number, number][][][] } : {}),
-    })),
+      ...(want.has('png') ? { mask_png_base64: (await maskToPng(mask, W, H)).toString('base64') } : {}),
+      ...(want.has('rle') ? { rle: maskToCocoRle(mask, W, H) } : {}),
+      ...(want.has('polygons') ? { polygons: maskToPolygons(mask, W, H) as [number, number][][][] } : {}),
+      };
+    }),
   );
   const out: SegmentOutput = {
     result_id: resultId,
     image_id: imageId,
     model: res.modelId,
-    width: res.width,
-    height: res.height,
+    width: W,
+    height: H,
     results,
     image_assessment: {
       ood_score: res.image.oodScore === null ? null : round(res.image.oodScore),
