@@ -172,6 +172,8 @@ async function main(): Promise<void> {
   probe.kill();
   await Promise.all([rssSampler, healthSampler]);
   const settled = memoryOf(pid);
+  const metrics = await (await fetch(`${url}/metrics`)).text();
+  const loopMax = Number(/^promptseg_event_loop_delay_max_seconds (\S+)$/m.exec(metrics)?.[1] ?? NaN) * 1000;
   child.kill('SIGTERM');
 
   console.log(`promptseg bench:hostile (${machine()})\n`);
@@ -182,6 +184,7 @@ async function main(): Promise<void> {
   console.log(`peak RSS: ${Math.max(peak, settled.peak).toFixed(0)} MB (goal under 1536)`);
   console.log(`settled RSS: ${settled.rss.toFixed(0)} MB = baseline + ${(settled.rss - baseline).toFixed(0)} MB (goal: within 300)`);
   console.log(`longest /healthz delay while under attack: ${worstHealth.toFixed(0)} ms (goal under 250)`);
+  console.log(`longest event-loop block in the server (its /metrics): ${loopMax.toFixed(0)} ms`);
 }
 
 main().catch((e) => {

@@ -15,7 +15,7 @@ import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
 import { principalOf } from '../service/principal.js';
 import { getDicomSeg, getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
-import { multipartToSegmentInput } from './multipart-input.js';
+import { multipartToSegmentInput, readMultipartForm } from './multipart-input.js';
 import { problem, problemType } from './problem.js';
 import { renderMetrics } from './metrics.js';
 import { WEB_PAGE_HTML } from './web-page.js';
@@ -200,7 +200,7 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
     let input: unknown;
     let upload: Uint8Array | undefined;
     if (op.http.method === 'post') {
-      const parsed = await readBody(c, op, ctx.config.PROMPTSEG_MAX_PROMPTS);
+      const parsed = await readBody(c, op, ctx.config.PROMPTSEG_MAX_PROMPTS, ctx.config.PROMPTSEG_MAX_BODY_BYTES);
       if (!parsed.ok) return problem(c, parsed.error);
       input = parsed.value;
       upload = parsed.upload;
@@ -215,7 +215,7 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
   else app.get(honoPath, handler);
 }
 
-async function readBody(c: Context, op: Operation, maxPrompts: number): Promise<{ ok: true; value: unknown; upload?: Uint8Array } | ReturnType<typeof err>> {
+async function readBody(c: Context, op: Operation, maxPrompts: number, maxFileBytes: number): Promise<{ ok: true; value: unknown; upload?: Uint8Array } | ReturnType<typeof err>> {
   const type = (c.req.header('content-type') ?? '').toLowerCase();
   if (type.startsWith('application/json')) {
     const text = await c.req.text();
@@ -228,8 +228,8 @@ async function readBody(c: Context, op: Operation, maxPrompts: number): Promise<
   }
   if (type.startsWith('multipart/form-data') && op.name === 'segment') {
     try {
-      const form = await c.req.parseBody({ all: true });
-      const { input, upload } = await multipartToSegmentInput(form as Record<string, string | File | (string | File)[]>, maxPrompts);
+      const form = await readMultipartForm(c.req.raw, { maxFileBytes, maxPrompts });
+      const { input, upload } = multipartToSegmentInput(form, maxPrompts);
       return { ok: true, value: input, upload };
     } catch (e) {
       const ae = (e as { error?: { kind: string } }).error;

@@ -1,4 +1,9 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { ServiceContext } from '../service/context.js';
+
+/** How long the event loop was blocked (health checks and other clients wait that long); started with the module. */
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
 
 /** Prometheus text exposition of the service's counters and gauges. */
 export function renderMetrics(ctx: ServiceContext): string {
@@ -11,6 +16,9 @@ export function renderMetrics(ctx: ServiceContext): string {
   const mem = process.memoryUsage();
   gauge('promptseg_process_resident_memory_bytes', 'Resident set size.', mem.rss);
   gauge('promptseg_process_heap_used_bytes', 'V8 heap in use.', mem.heapUsed);
+  gauge('promptseg_process_external_memory_bytes', 'Buffers and other memory outside the V8 heap.', mem.external);
+  gauge('promptseg_event_loop_delay_max_seconds', 'Longest event-loop block since start.', loopDelay.max / 1e9);
+  gauge('promptseg_event_loop_delay_p99_seconds', '99th percentile of event-loop delay since start.', loopDelay.percentile(99) / 1e9);
   gauge('promptseg_queue_waiting', 'Requests waiting for the model.', ctx.queue.depth);
   gauge('promptseg_queue_active', 'Requests running on the model.', ctx.queue.active);
   gauge('promptseg_image_feature_cache_entries', 'Cached image feature sets.', ctx.pipeline.featureCache.size);

@@ -1,4 +1,62 @@
-import { fail } from '../core/errors.js';
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import busboy from 'busboy';
+import { AppFailure, fail } from '../core/errors.js';
+
+/** A file part of a multipart form. */
+export interface UploadedFile {
+  filename: string;
+  bytes: Uint8Array;
+}
+
+export type MultipartForm = Record<string, string | UploadedFile | (string | UploadedFile)[]>;
+
+/** Largest text field (a prompts field holds a JSON array of the allowed prompts). */
+const MAX_FIELD_BYTES = 64 * 1024;
+
+/**
+ * Reads a multipart/form-data body as it streams in (busboy), so that a large upload is parsed a
+ * chunk at a time instead of in one pass over the whole body; text fields are capped at 64 KiB and
+ * files at maxFileBytes. Malformed bodies, oversized parts and too many parts are typed errors.
+ */
+export function readMultipartForm(req: Request, limits: { maxFileBytes: number; maxPrompts: number }): Promise<MultipartForm> {
+  const { maxFileBytes, maxPrompts } = limits;
+  return new Promise((resolve, reject) => {
+    const form: MultipartForm = {};
+    const add = (name: string, v: string | UploadedFile) => {
+      const had = form[name];
+      form[name] = had === undefined ? v : Array.isArray(had) ? [...had, v] : [had, v];
+    };
+    let bb: busboy.Busboy;
+    try {
+      bb = busboy({ headers: { 'content-type': req.headers.get('content-type') ?? '' }, limits: { fileSize: maxFileBytes, files: 4, fields: 256, fieldSize: MAX_FIELD_BYTES, parts: 260 } });
+    } catch {
+      return reject(new AppFailure({ kind: 'bad_input', message: 'the multipart body has no boundary in its Content-Type' }));
+    }
+    const refuse = (e: AppFailure) => {
+      source.unpipe(bb);
+      source.destroy();
+      reject(e);
+    };
+    bb.on('field', (name, value, info) => {
+      if (info.valueTruncated) return refuse(new AppFailure({ kind: 'invalid_argument', message: `the form field "${name.slice(0, 40)}" is over ${MAX_FIELD_BYTES} bytes (a request takes a few prompts of a few words)`, field: name.slice(0, 40) }));
+      add(name, value);
+    });
+    bb.on('file', (name, stream, info) => {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('limit', () => refuse(new AppFailure({ kind: 'too_large', message: `the file "${name.slice(0, 40)}" is over ${maxFileBytes} bytes`, field: name.slice(0, 40) })));
+      stream.on('end', () => add(name, { filename: info.filename, bytes: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) }));
+    });
+    bb.on('filesLimit', () => refuse(new AppFailure({ kind: 'bad_input', message: 'the form has more than 4 files; send one image' })));
+    for (const ev of ['partsLimit', 'fieldsLimit'] as const) bb.on(ev, () => refuse(new AppFailure({ kind: 'invalid_argument', message: `the form has more than 256 fields; a request takes at most ${maxPrompts} prompts`, field: 'prompts' })));
+    bb.on('error', () => refuse(new AppFailure({ kind: 'bad_input', message: 'the multipart body could not be parsed' })));
+    bb.on('close', () => resolve(form));
+    const source = req.body ? Readable.fromWeb(req.body as unknown as WebReadableStream<Uint8Array>) : Readable.from([]);
+    source.on('error', () => refuse(new AppFailure({ kind: 'bad_input', message: 'the multipart body ended early' })));
+    source.pipe(bb);
+  });
+}
 
 /**
  * Turns a multipart form (file + text fields) into the segment operation's input object and the
@@ -6,10 +64,10 @@ import { fail } from '../core/errors.js';
  * Fields: image (file), prompt (repeatable) or prompts (JSON array or comma list), model,
  * threshold, outputs (comma list or repeatable), overlay (true/false), pixel_spacing_mm ("row,col").
  */
-export async function multipartToSegmentInput(form: Record<string, string | File | (string | File)[]>, maxPrompts: number): Promise<{ input: Record<string, unknown>; upload: Uint8Array }> {
+export function multipartToSegmentInput(form: MultipartForm, maxPrompts: number): { input: Record<string, unknown>; upload: Uint8Array } {
   const file = first(form.image ?? form.file);
   if (!file || typeof file === 'string') fail('bad_input', 'the form has no image file (field "image")', 'image');
-  const bytes = new Uint8Array(await (file as File).arrayBuffer());
+  const bytes = (file as UploadedFile).bytes;
   const prompts: string[] = [];
   // counted as they come, so a form with a million prompts is refused without building them all
   const addPrompt = (p: string) => {

@@ -6,6 +6,7 @@ import { PROJECT_ROOT } from '../config/env.js';
 import { ModelRegistry } from '../core/models/registry.js';
 import { createPipelineContext, type PipelineContext, type SegmentResult } from '../core/pipeline/segment.js';
 import { Lru } from '../core/pipeline/lru.js';
+import { yieldTurn } from '../core/pipeline/cancel.js';
 import type { RasterImage } from '../core/image/raster.js';
 import type { DicomSource } from '../core/image/dicom.js';
 import { Vocabulary } from '../core/vocabulary.js';
@@ -84,8 +85,12 @@ function storedResultBytes(s: StoredResult): number {
 }
 
 /** A result as it is kept: float maps replaced by the 8-bit maps the downloads serve. */
-export function storableResult(id: string, result: SegmentResult, extra: Pick<StoredResult, 'dicom' | 'spacing' | 'original'>, keepFloatMaps = false): StoredResult {
-  const maps = result.results.map((r) => ({ probability: toBytes(r.probability, 1), ...(r.ttaStd ? { ttaSpread: toBytes(r.ttaStd, 2) } : {}) }));
+export async function storableResult(id: string, result: SegmentResult, extra: Pick<StoredResult, 'dicom' | 'spacing' | 'original'>, keepFloatMaps = false): Promise<StoredResult> {
+  const maps: StoredResult['maps'] = [];
+  for (const r of result.results) {
+    await yieldTurn(); // a full-image pass per map
+    maps.push({ probability: toBytes(r.probability, 1), ...(r.ttaStd ? { ttaSpread: toBytes(r.ttaStd, 2) } : {}) });
+  }
   const results = keepFloatMaps ? result.results : result.results.map((r) => ({ ...r, probability: new Float32Array(0), ttaStd: undefined }));
   return { id, createdAt: Date.now(), result: { ...result, results }, maps, ...extra };
 }

@@ -303,13 +303,20 @@ describe('small findings', () => {
     expect(JSON.parse(r.body).field).toMatch(/pixel_spacing_mm/);
   });
 
-  it('a multipart form with a million prompts is refused by count, not by a stack overflow', async () => {
+  it('a multipart form with a million prompts is refused by size or count, not by a stack overflow', async () => {
     const fd = new FormData();
     fd.append('image', new Blob([new Uint8Array(chest)], { type: 'image/png' }), 'x.png');
     fd.append('prompts', JSON.stringify(Array.from({ length: 1_000_000 }, () => 'h')));
     const r = await fetch(`${srv.url}/v1/segment`, { method: 'POST', body: fd });
     expect(r.status).toBe(422);
-    expect(((await r.json()) as { detail: string }).detail).toMatch(/at most 16 prompts/);
+    expect(((await r.json()) as { detail: string }).detail).toMatch(/the form field "prompts" is over 65536 bytes/);
+    // within the field size, the count is what is refused
+    const fd2 = new FormData();
+    fd2.append('image', new Blob([new Uint8Array(chest)], { type: 'image/png' }), 'x.png');
+    fd2.append('prompts', JSON.stringify(Array.from({ length: 5000 }, () => 'h')));
+    const r2 = await fetch(`${srv.url}/v1/segment`, { method: 'POST', body: fd2 });
+    expect(r2.status).toBe(422);
+    expect(((await r2.json()) as { detail: string }).detail).toMatch(/at most 16 prompts/);
   });
 
   it('image ids are keyed and scoped to the caller: no sha256 of the bytes, unknown to another token', async () => {

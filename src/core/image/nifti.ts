@@ -1,4 +1,5 @@
 import { promisify } from 'node:util';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { createGunzip, createGzip, gunzip, gunzipSync } from 'node:zlib';
 import * as nifti from 'nifti-reader-js';
 import { AppFailure, fail } from '../errors.js';
@@ -326,7 +327,14 @@ export async function writeNiftiMask(v: NiftiVolume, slab: SlabMask, description
   const write = (buf: Buffer) => (z.write(buf) ? Promise.resolve() : new Promise<void>((r) => z.once('drain', () => r())));
   await write(Buffer.concat([hdr, Buffer.alloc(4)]));
   const ijk = [0, 0, 0];
+  const zeros = Buffer.alloc(nx * ny);
   for (let k = 0; k < nz; k++) {
+    await nextTurn(); // a plane per turn of the event loop
+    // along k, a plane outside the slab is all zeros: no voxel needs visiting
+    if (slab.axis === 2 && (k < slab.first || k > slab.last)) {
+      await write(zeros);
+      continue;
+    }
     const plane = Buffer.alloc(nx * ny);
     ijk[2] = k;
     for (let j = 0; j < ny; j++) {

@@ -1,4 +1,5 @@
 import sharp from 'sharp';
+import { yieldTurn } from '../pipeline/cancel.js';
 import type { RasterImage } from './raster.js';
 import { resizeRgb } from './resize.js';
 
@@ -14,7 +15,8 @@ export const PROMPT_COLOURS: [number, number, number][] = [
 export async function renderOverlay(image: RasterImage, masks: Uint8Array[], maxSide = 512): Promise<Buffer> {
   const { width, height } = image;
   const px = Uint8Array.from(image.data);
-  masks.forEach((m, k) => {
+  for (const [k, m] of masks.entries()) {
+    await yieldTurn(); // a full-image pass per mask
     const [r, g, b] = PROMPT_COLOURS[k % PROMPT_COLOURS.length];
     for (let y = 0; y < height; y++) {
       for (let x = 0; x < width; x++) {
@@ -27,7 +29,7 @@ export async function renderOverlay(image: RasterImage, masks: Uint8Array[], max
         px[i * 3 + 2] = Math.round(px[i * 3 + 2] * (1 - a) + b * a);
       }
     }
-  });
+  }
   const s = Math.min(1, maxSide / Math.max(width, height));
   const w = Math.max(1, Math.round(width * s)), h = Math.max(1, Math.round(height * s));
   const out = s < 1 ? resizeRgb({ width, height, data: px, format: 'raw' }, w, h) : px;

@@ -35,6 +35,11 @@ export function throwIfStopped(stop: StopSignal | undefined = scope.getStore()):
   });
 }
 
+/** A turn of the event loop (a no-op outside a request's scope: the CLI and eval run straight through). */
+export async function yieldTurn(): Promise<void> {
+  if (scope.getStore()) await nextTurn();
+}
+
 /**
  * Between two passes: gives the event loop a turn (health checks and other clients are answered
  * between long CPU stages), then stops the request if its deadline passed or its caller left.

@@ -57,21 +57,24 @@ export async function segmentRegions(ctx: PipelineContext, req: RegionRequest): 
   t = performance.now();
   const { width, height } = image;
   // the caller drew the region, so presence is taken as given; the region model's IoU is the quality
-  const results: PromptResult[] = masks.map((m, i) =>
-    maskResult(describeRegion(req.regions[i]), 'whole', m.logits, image, threshold, {
-      structure: undefined,
-      structureName: 'the outlined structure',
-      inVocabulary: true,
-      presence: 1,
-      presenceRaw: 1,
-      quality: m.iou,
-      similarity: 0,
-      thresholds: DEFAULT_THRESHOLDS,
-      temperature: 1,
-      ignorePresence: true,
-      assessment: { outOfDistribution: false, oodScore: null },
-    }),
-  );
+  const results: PromptResult[] = [];
+  for (const [i, m] of masks.entries()) {
+    results.push(
+      await maskResult(describeRegion(req.regions[i]), 'whole', m.logits, image, threshold, {
+        structure: undefined,
+        structureName: 'the outlined structure',
+        inVocabulary: true,
+        presence: 1,
+        presenceRaw: 1,
+        quality: m.iou,
+        similarity: 0,
+        thresholds: DEFAULT_THRESHOLDS,
+        temperature: 1,
+        ignorePresence: true,
+        assessment: { outOfDistribution: false, oodScore: null },
+      }),
+    );
+  }
   timings.postprocess = performance.now() - t;
   for (const k of Object.keys(timings) as StageName[]) timings[k] = Math.round(timings[k] * 100) / 100;
   return {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { fail } from '../errors.js';
 import { readPromptText } from '../prompt-text.js';
-import { checkpoint } from './cancel.js';
+import { checkpoint, yieldTurn } from './cancel.js';
 import type { FloatGrid, RasterImage } from '../image/raster.js';
 import { letterbox, mapGrid, resizeRgb, roundHalfEven } from '../image/resize.js';
 import { renderWindow } from '../image/dicom.js';
@@ -340,6 +340,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
       const g = logits[i];
       const mean = new Float32Array(g.data.length), vr = new Float32Array(g.data.length);
       for (let q = 0; q < g.data.length; q++) {
+        if ((q & 0x3ffff) === 0 && q) await yieldTurn(); // every 256 K pixels: members x sigmoid is slow on a large image
         let s1 = 0, s2 = 0, z = 0;
         for (const j of members) {
           const p = sigmoid(logits[j].data[q] / temperature);
@@ -383,9 +384,9 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   const results: PromptResult[] = [];
   for (const [i, prompt] of req.prompts.entries()) {
     await checkpoint(); // full-resolution post-processing is the slow part on large images
-    results.push(finishPrompt(prompt, i));
+    results.push(await finishPrompt(prompt, i));
   }
-  function finishPrompt(prompt: string, i: number): PromptResult {
+  async function finishPrompt(prompt: string, i: number): Promise<PromptResult> {
     const slug = structures[i]?.slug;
     let maskThreshold = req.threshold ?? (slug ? cal?.mask_threshold?.[slug] : undefined) ?? threshold;
     if (req.conformalRecall !== undefined) {
@@ -397,7 +398,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
     // structure absent (the verdict still says so), which is what its recall guarantee is about
     // a conformal mask keeps every pixel over its threshold (its recall guarantee is about them all)
     const lcc = req.conformalRecall === undefined && !!slug && (req.largestComponent === true || ((req.largestComponent ?? 'auto') === 'auto' && !!cal?.largest_component?.includes(slug)));
-    const r = postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment, {
+    const r = await postprocess(prompt, structures[i], modes[i], logits[i], presenceLogit[i], iouLogit[i], similarity[i], image, maskThreshold, cal, assessment, {
       refinedIou: refined[i]?.iou,
       notText: promptTexts[i].markup,
       ignorePresence: req.conformalRecall !== undefined,
@@ -686,7 +687,7 @@ export interface MaskTrust {
 }
 
 /** Logits at the image size -> probability, mask, geometry, uncertainty and verdict of one prompt. */
-export function maskResult(prompt: string, mode: 'whole' | 'tiled', logits: FloatGrid, image: RasterImage, threshold: number, t: MaskTrust): PromptResult {
+export async function maskResult(prompt: string, mode: 'whole' | 'tiled', logits: FloatGrid, image: RasterImage, threshold: number, t: MaskTrust): Promise<PromptResult> {
   const { width, height } = image;
   const probability = new Float32Array(width * height);
   const mask = new Uint8Array(width * height);
@@ -697,8 +698,12 @@ export function maskResult(prompt: string, mode: 'whole' | 'tiled', logits: Floa
     probability[i] = p;
     if (!absent && p >= threshold) mask[i] = 1;
   }
+  // three full-image passes, with a turn of the event loop between them (each is about 100 ms on a
+  // 4-megapixel working image): health checks and other clients are answered in between
+  await yieldTurn();
   const dropped = t.largestComponentOnly ? keepLargestComponent(mask, width, height) : 0;
   const stats = maskStats(mask, width, height);
+  await yieldTurn();
   const uncertainty = summariseUncertainty(probability, mask, width, height);
   const { verdict, reasons } = decideVerdict(
     {
@@ -749,7 +754,7 @@ export function keepLargestComponent(mask: Uint8Array, width: number, height: nu
 }
 
 /** A text prompt's result: the model's scores through the fitted calibration, then maskResult. */
-function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, o: { refinedIou?: number; notText: boolean; ignorePresence: boolean; largestComponentOnly: boolean }): PromptResult {
+function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, o: { refinedIou?: number; notText: boolean; ignorePresence: boolean; largestComponentOnly: boolean }): Promise<PromptResult> {
   const presenceRaw = sigmoid(presenceLogit);
   return maskResult(prompt, mode, logits, image, threshold, {
     structure,

@@ -11,6 +11,7 @@ import type { RasterImage } from '../../core/image/raster.js';
 import { defineOperation } from '../operation.js';
 import { ImageInputSchema, resolveImage } from '../resolve-image.js';
 import { checkCost } from '../request-cost.js';
+import { yieldTurn } from '../../core/pipeline/cancel.js';
 import { upscaledStats, upscaleMask } from '../../core/image/working-resolution.js';
 import { DISCLAIMER, MaskThresholdSchema, SegmentOutputSchema, type SegmentOutput, PixelSpacingSchema } from '../schemas.js';
 
@@ -80,11 +81,13 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
   const statsOf = (r: SegmentResult['results'][number]) => (o ? upscaledStats(r.mask, res.width, res.height, W, H) : r.stats);
   const fullMask = (r: SegmentResult['results'][number]) => (o ? upscaleMask(r.mask, res.width, res.height, W, H) : r.mask);
   const toOriginal = (b: [number, number, number, number]): [number, number, number, number] => (o ? [(b[0] * W) / res.width, (b[1] * H) / res.height, (b[2] * W) / res.width, (b[3] * H) / res.height].map((v) => Math.round(v * 100) / 100) as [number, number, number, number] : b);
-  ctx.results.set(resultId, storableResult(resultId, res, { dicom: image.dicom, spacing, ...(o ? { original: { width: W, height: H } } : {}) }, ctx.keepFloatMaps));
+  ctx.results.set(resultId, await storableResult(resultId, res, { dicom: image.dicom, spacing, ...(o ? { original: { width: W, height: H } } : {}) }, ctx.keepFloatMaps));
   count(ctx, 'segment_prompts_total', res.results.length);
   const want = new Set(outputs);
-  const results = await Promise.all(
-    res.results.map(async (r, index) => {
+  const results = [];
+  for (const [index, r] of res.results.entries()) {
+    await yieldTurn(); // statistics and inline encodings are full-image passes
+    results.push(await (async () => {
       const stats = statsOf(r);
       const mask = want.size ? fullMask(r) : r.mask;
       return {
@@ -122,8 +125,8 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
       ...(want.has('rle') ? { rle: maskToCocoRle(mask, W, H) } : {}),
       ...(want.has('polygons') ? { polygons: maskToPolygons(mask, W, H) as [number, number][][][] } : {}),
       };
-    }),
-  );
+    })());
+  }
   const out: SegmentOutput = {
     result_id: resultId,
     image_id: imageId,
