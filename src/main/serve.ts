@@ -1,4 +1,5 @@
 import { serve, type ServerType } from '@hono/node-server';
+import { isIP } from 'node:net';
 import pino from 'pino';
 import type { Config } from '../config/env.js';
 import { createApp } from '../http/app.js';
@@ -31,6 +32,18 @@ function idleCollector(ctx: ServiceContext): () => void {
   };
 }
 
+/**
+ * A server that listens beyond this machine and reads files by path must know who asks: starting
+ * one with PROMPTSEG_ALLOWED_ROOTS and no PROMPTSEG_API_TOKENS is refused, with the fix named.
+ */
+function refuseOpenFileReads(config: Config): void {
+  const host = config.HOST.replace(/^\[|\]$/g, '').toLowerCase();
+  const loopback = host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+  if (!loopback && config.PROMPTSEG_ALLOWED_ROOTS.length && !config.PROMPTSEG_API_TOKENS.length) {
+    throw new Error(`HOST ${config.HOST} is reachable from other machines and PROMPTSEG_ALLOWED_ROOTS lets callers read files: set PROMPTSEG_API_TOKENS (or listen on 127.0.0.1)`);
+  }
+}
+
 export interface RunningServer {
   ctx: ServiceContext;
   server: ServerType;
@@ -40,6 +53,7 @@ export interface RunningServer {
 
 /** Starts the HTTP server (API, web page, MCP at /mcp) and warms the default model. */
 export async function startServer(config: Config, opts: { warm?: boolean; log?: boolean } = {}): Promise<RunningServer> {
+  refuseOpenFileReads(config);
   const logger = pino({ level: opts.log === false ? 'silent' : config.PROMPTSEG_LOG_LEVEL, base: undefined }, pino.destination(2));
   const ctx = createServiceContext(config);
   let mcp: McpHttpHandle | undefined;

@@ -65,6 +65,12 @@ describe('DNS rebinding: Host and Origin on every route', () => {
     expect((await segmentByPath(path.join(inside, 'chest.png'), { origin: 'null' })).status).toBe(403);
   });
 
+  it('a server reachable from other machines that reads files by path will not start without tokens', async () => {
+    await expect(startServer(testConfig({ HOST: '0.0.0.0', PROMPTSEG_ALLOWED_ROOTS: inside }), { log: false, warm: false })).rejects.toThrow(/set PROMPTSEG_API_TOKENS/);
+    const ok = await startServer(testConfig({ HOST: '0.0.0.0', PROMPTSEG_ALLOWED_ROOTS: inside, PROMPTSEG_API_TOKENS: 't' }), { log: false, warm: false });
+    await ok.close();
+  });
+
   it('answers localhost, IP literals and the page\'s own origin', async () => {
     for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, `127.0.0.2:${port}`]) {
       expect((await raw(`${srv.url}/v1/models`, { headers: { host } })).status, host).toBe(200);
