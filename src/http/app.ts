@@ -28,8 +28,36 @@ export interface HttpOptions {
   mount?: (app: OpenAPIHono, ctx: ServiceContext) => void;
 }
 
+/** How much of an over-limit body is read and dropped so that the client sees its 413. */
+const DRAIN_BYTES = 64 * 1024 * 1024;
+
+/** Reads a body to its end and drops it; false when it runs past maxBytes or timeoutMs. */
+async function discard(body: ReadableStream<Uint8Array>, maxBytes: number, timeoutMs: number): Promise<boolean> {
+  const reader = body.getReader();
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), timeoutMs)));
+  let n = 0;
+  try {
+    for (;;) {
+      const chunk = await Promise.race([reader.read(), late]);
+      if (chunk === 'late') return false; // a client that stops sending is not waited for
+      if (chunk.done) return true;
+      n += chunk.value.length;
+      if (n > maxBytes) return false;
+    }
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+    void reader.cancel().catch(() => undefined);
+  }
+}
+
 /** Bodies over this size are read under ServiceContext.uploadQueue. */
 const LARGE_BODY_BYTES = 1024 * 1024;
+
+/** The name of the bearer-token security scheme in the OpenAPI document. */
+const BEARER = 'bearerAuth';
 
 const PUBLIC_PATHS = new Set(['/', '/healthz', '/readyz', '/openapi.json', '/docs', '/favicon.ico']);
 const PAGE_CSP = pageCsp(WEB_PAGE_HTML);
@@ -79,9 +107,14 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
   const limitFor = (max: number) =>
     bodyLimit({
       maxSize: max,
-      onError: (c) => {
-        // the rest of the body is never read, so the connection cannot be reused
+      // a body at most 64 MiB over the limit is read and dropped first, so that a client still
+      // sending reads this answer (not a broken pipe) and its connection stays usable; a larger
+      // one, or one already being read, gets the answer with the connection closed
+      onError: async (c) => {
         const res = problem(c, { kind: 'too_large', message: `the request body is over ${max} bytes` });
+        const body = c.req.raw.body;
+        const declared = Number(c.req.header('content-length') ?? NaN);
+        if (body && !body.locked && declared <= max + DRAIN_BYTES && (await discard(body, DRAIN_BYTES, 10_000))) return res;
         res.headers.set('connection', 'close');
         return res;
       },
@@ -117,10 +150,18 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
     if (!r.ok) return problem(c, r.error);
     return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': `attachment; filename="mask-${m[1]}.nii.gz"` } });
   });
-  app.doc31('/openapi.json', {
+  app.openAPIRegistry.registerComponent('securitySchemes', BEARER, { type: 'http', scheme: 'bearer', description: 'A token from PROMPTSEG_API_TOKENS, as `Authorization: Bearer <token>`; needed when the server has tokens.' });
+  app.doc31('/openapi.json', (c) => ({
     openapi: '3.1.0',
-    info: { title: 'promptseg', version: ctx.version, description: 'Text-prompted medical image segmentation with trust scores. Research use only; not for clinical decisions.' },
-  });
+    info: {
+      title: 'promptseg',
+      version: ctx.version,
+      description: 'Text-prompted medical image segmentation with trust scores. Research use only; not for clinical decisions.',
+      license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
+    },
+    // the origin this document was fetched from: a generated client talks to the server that served it
+    servers: [{ url: new URL(c.req.url).origin, description: 'this promptseg server' }],
+  }));
   app.get('/docs', (c) => {
     const html = renderDocsPage(app.getOpenAPI31Document({ openapi: '3.1.0', info: { title: 'promptseg', version: ctx.version } }) as unknown as Record<string, unknown>);
     return c.html(html, 200, { 'content-security-policy': pageCsp(html) });
@@ -171,6 +212,9 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
             ? { query: z.object(Object.fromEntries(Object.entries(shape).filter(([k]) => !params.includes(k)))) }
             : {}),
         };
+  // public routes say so; the others take the bearer token (required when the server has tokens, optional otherwise)
+  const isPublic = PUBLIC_PATHS.has(openapiPath);
+  const tokens = ctx.config.PROMPTSEG_API_TOKENS.length > 0;
   app.openAPIRegistry.registerPath({
     method: op.http.method,
     path: openapiPath,
@@ -178,7 +222,14 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
     summary: op.title,
     description: op.description,
     request,
-    responses: { 200: { description: 'OK', content: { 'application/json': { schema: op.output } } }, ...errorResponses },
+    security: isPublic ? [] : tokens ? [{ [BEARER]: [] }] : [{ [BEARER]: [] }, {}],
+    responses: {
+      200: { description: 'OK', content: { 'application/json': { schema: op.output } } },
+      ...errorResponses,
+      ...(isPublic ? {} : { 401: { description: 'Missing or wrong bearer token (when the server has tokens)', content: { 'application/problem+json': { schema: ProblemSchema } } } }),
+      403: { description: 'Host or Origin not allowed', content: { 'application/problem+json': { schema: ProblemSchema } } },
+      504: { description: 'Deadline exceeded', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    },
   });
   const handler = async (c: Context) => {
     const signal = c.req.raw.signal; // read now: the node adapter aborts it when the client disconnects
