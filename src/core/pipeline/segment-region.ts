@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import { fail } from '../errors.js';
 import type { RasterImage } from '../image/raster.js';
 import type { RegionPrompt } from '../models/model.js';
 import { modelKind } from '../models/manifest.js';
 import { DEFAULT_THRESHOLDS } from '../trust/verdict.js';
-import { maskResult, type PipelineContext, type PromptResult, type SegmentResult, type StageName } from './segment.js';
+import { contentKey, maskResult, type PipelineContext, type PromptResult, type SegmentResult, type StageName } from './segment.js';
 
 export interface RegionRequest {
   image: RasterImage;
@@ -49,7 +48,7 @@ export async function segmentRegions(ctx: PipelineContext, req: RegionRequest): 
   const { image } = req;
   req.regions.forEach((r, i) => checkRegion(r, image.width, image.height, `regions[${i}]`));
   const timings: Record<StageName, number> = { preprocess: 0, encode_image: 0, encode_text: 0, decode_mask: 0, refine: 0, postprocess: 0 };
-  const imageSha256 = createHash('sha256').update(image.data).update(`${image.width}x${image.height}`).digest('hex');
+  const imageSha256 = contentKey(image);
   let t = performance.now();
   await model.load();
   const masks = await model.segmentRegions(image, imageSha256, req.regions);

@@ -3,7 +3,7 @@ import { fail } from '../errors.js';
 import { readPromptText } from '../prompt-text.js';
 import { checkpoint, yieldTurn } from './cancel.js';
 import type { FloatGrid, RasterImage } from '../image/raster.js';
-import { letterbox, mapGrid, resizeRgb, roundHalfEven } from '../image/resize.js';
+import { letterbox, letterboxGeometry, mapGrid, resizeRgb, roundHalfEven } from '../image/resize.js';
 import { renderWindow } from '../image/dicom.js';
 import { components, maskStats, type MaskStats } from '../image/mask-stats.js';
 import type { ModelRegistry } from '../models/registry.js';
@@ -197,7 +197,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   if (!(threshold > 0 && threshold < 1)) fail('bad_input', 'threshold must be between 0 and 1 (exclusive)', 'threshold');
   const timings: Record<StageName, number> = { preprocess: 0, encode_image: 0, encode_text: 0, decode_mask: 0, refine: 0, postprocess: 0 };
   const { image } = req;
-  const imageSha256 = createHash('sha256').update(image.data).update(`${image.width}x${image.height}`).digest('hex');
+  const imageSha256 = contentKey(image);
 
   // test-time augmentation on the text side: paraphrases of each prompt reuse the cached image features
   const tta = req.tta ?? 0;
@@ -327,7 +327,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
 
   t = now();
   const cal = req.calibrated === false ? undefined : calibrationFor(ctx, entry);
-  const appearance = appearanceDescriptor(image);
+  const appearance = appearanceOf(image);
   const assessment = assessImage(cal, embedding ?? new Float32Array(0), appearance);
   if (req.conformalRecall !== undefined && !cal) fail('invalid_argument', `model ${entry.id} has no fitted conformal thresholds`, 'conformal_recall');
   const variance = req.prompts.map(() => undefined as Float32Array | undefined);
@@ -533,16 +533,14 @@ async function features(ctx: PipelineContext, model: SegmentationModel, key0: st
 
 async function runWhole(ctx: PipelineContext, model: SegmentationModel, entry: ModelEntry, image: RasterImage, sha: string, e: Float32Array[], timings: Record<StageName, number>, hit: (h: boolean) => void, specialist?: string): Promise<DecodedSet> {
   const { size } = entry.input;
-  let t = now();
-  const lb = letterbox(image, size);
-  timings.preprocess += now() - t;
-  const f = await features(ctx, model, `${entry.id}:whole:${sha}`, () => lb.pixels, timings, hit, specialist);
+  // the geometry is all a cached image needs; the pixels are letterboxed only on a cache miss
+  const b = letterboxGeometry(image.width, image.height, size);
+  const f = await features(ctx, model, `${entry.id}:whole:${sha}`, () => letterbox(image, size).pixels, timings, hit, specialist);
   if (!e.length) return { pooled: f.pooled, logits: [], presence: [], iou: [], similarity: [] };
-  t = now();
+  let t = now();
   const out = await model.decode(f, e);
   timings.decode_mask += now() - t;
   t = now();
-  const b = lb.box;
   const place = { left: b.left, top: b.top, scaleX: b.innerW / image.width, scaleY: b.innerH / image.height };
   const logits: FloatGrid[] = [];
   for (const g of out.maskLogits) {
@@ -642,6 +640,29 @@ async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: M
   });
   timings.postprocess += now() - t;
   return { logits, presence: pres.map((v) => v / tiles), iou: iou.map((v) => v / tiles), similarity: sim.map((v) => v / tiles) };
+}
+
+/**
+ * Per decoded image (the same object, reused for every prompt sent by image_id), what does not
+ * depend on the prompt: its content hash (the feature cache's key) and its appearance descriptor.
+ * Held weakly: they go with the image.
+ */
+const perImage = new WeakMap<Uint8Array, { key?: string; appearance?: Float32Array }>();
+const memo = (image: RasterImage) => {
+  let m = perImage.get(image.data);
+  if (!m) perImage.set(image.data, (m = {}));
+  return m;
+};
+
+/** sha256 of an image's pixels and size. */
+export function contentKey(image: RasterImage): string {
+  const m = memo(image);
+  return (m.key ??= createHash('sha256').update(image.data).update(`${image.width}x${image.height}`).digest('hex'));
+}
+
+function appearanceOf(image: RasterImage): Float32Array {
+  const m = memo(image);
+  return (m.appearance ??= appearanceDescriptor(image));
 }
 
 /** [x1, y1, x2, y2] of the pixels whose logit is at least zCut (of their largest connected region with `largestComponent`), widened by `margin` of the image's longer side (at least 2 px when margin > 0); undefined when none. */
