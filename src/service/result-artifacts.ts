@@ -57,6 +57,6 @@ export function getDicomSeg(ctx: ServiceContext, id: string, anonymize: boolean)
     .map((r) => ({ label: r.structure?.name ?? r.prompt, slug: r.structure?.slug, mask: stored.original ? upscaleMask(r.mask, w, h, width, height) : r.mask }));
   if (!segments.length) return err('invalid_argument', `result ${id} produced no masks; a DICOM SEG needs at least one segment`, 'result_id');
   // the SEG's frames match the source image's rows and columns
-  const bytes = buildDicomSeg({ ...stored.dicom, rows: height, columns: width, spacing: stored.spacing }, segments, { anonymize });
+  const bytes = buildDicomSeg({ ...stored.dicom, rows: height, columns: width, spacing: stored.spacing }, segments, { anonymize, version: ctx.version, model: stored.result.modelId });
   return ok({ bytes, mimeType: 'application/dicom' });
 }

@@ -1,8 +1,14 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import dicomParser from 'dicom-parser';
 import { describe, expect, it } from 'vitest';
 import { decodeImage } from '../../src/core/image/decode.js';
 import { buildDicomSeg } from '../../src/core/image/dicom-seg.js';
-import { ctSliceHu } from '../helpers/dicom-fixtures.js';
+import { ctSliceHu, rgbSecondaryCapture, writeDicom, xrayMonochrome1 } from '../helpers/dicom-fixtures.js';
+
+const noValidator = spawnSync('dciodvfy', ['-h'], { encoding: 'utf8' }).error ? 'dciodvfy (Debian package dicom3tools) is not installed' : undefined;
 
 /** Unpacks frame f of 1-bit pixel data (first pixel in the least significant bit). */
 function unpack(bytes: Uint8Array, frame: number, n: number): Uint8Array {
@@ -53,3 +59,51 @@ describe('DICOM SEG output, read back with dicom-parser (an independent parser)'
     expect(ds.elements.x00081115.items![0].dataSet!.string('x0020000e')).toBe(ct.seriesUid);
   });
 });
+
+describe.skipIf(!!noValidator)(`DICOM SEG against the dciodvfy validator${noValidator ? ` (skipped: ${noValidator})` : ''}`, () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'seg-validate-'));
+  /** dciodvfy's error lines for a file (it prints to stderr). */
+  const errorsOf = (bytes: Buffer, name: string) => {
+    const file = path.join(dir, `${name}.dcm`);
+    writeFileSync(file, bytes);
+    const r = spawnSync('dciodvfy', [file], { encoding: 'utf8' });
+    return `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.startsWith('Error'));
+  };
+  const multiFrame = () => {
+    const px = new Uint8Array(2 * 24 * 24).map((_, i) => (i * 7) % 256);
+    return writeDicom({ SOPClassUID: '1.2.840.10008.5.1.4.1.1.7.2', Modality: 'OT', Rows: 24, Columns: 24, NumberOfFrames: 2, SamplesPerPixel: 1, PhotometricInterpretation: 'MONOCHROME2', BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, PixelData: px.buffer, _vrMap: { PixelData: 'OB' } });
+  };
+  const sources = {
+    'CT slice': ctSliceHu(48, 0.7).bytes,
+    'MONOCHROME1 radiograph': xrayMonochrome1(40).bytes,
+    'RGB secondary capture': rgbSecondaryCapture(40, 32).bytes,
+    'frame 2 of a multi-frame image': multiFrame().bytes,
+    'CT slice with its study attributes': ctSliceHu(32, 0.7, { StudyDate: '20260102', StudyTime: '101500', AccessionNumber: 'ACC-7', ReferringPhysicianName: 'Doe^Jane', StudyID: 'S1', PositionReferenceIndicator: 'XY' }).bytes,
+  };
+
+  for (const [name, bytes] of Object.entries(sources)) {
+    it(`reports 0 errors for the SEG of a ${name}, plain and anonymised`, async () => {
+      const img = await decodeImage(bytes, { maxPixels: 1e6, ...(name.startsWith('frame 2') ? { frame: 1 } : {}) });
+      const n = img.width * img.height;
+      const a = new Uint8Array(n).map((_, i) => (i % 5 === 0 ? 1 : 0));
+      const b = new Uint8Array(n).map((_, i) => (i % 3 === 0 ? 1 : 0));
+      const segments = [{ label: 'Heart', slug: 'heart', mask: a }, { label: 'left lung', slug: 'left_lung', mask: b }];
+      for (const anonymize of [false, true]) {
+        const seg = buildDicomSeg({ ...img.dicom!, rows: img.height, columns: img.width, spacing: img.spacing }, segments, { anonymize, version: '9.9.9' });
+        expect(errorsOf(seg, `${name}-${anonymize}`.replace(/\W+/g, '-'))).toEqual([]);
+      }
+    });
+  }
+
+  it('carries the source study\'s attributes, and blanks them when anonymised', async () => {
+    const src = sources['CT slice with its study attributes'];
+    const img = await decodeImage(src, { maxPixels: 1e6 });
+    const mask = new Uint8Array(img.width * img.height).fill(1);
+    const plain = dicomParser.parseDicom(new Uint8Array(buildDicomSeg({ ...img.dicom!, rows: img.height, columns: img.width }, [{ label: 'liver', slug: 'liver', mask }])));
+    expect([plain.string('x00080020'), plain.string('x00080050'), plain.string('x00080090'), plain.string('x00200010'), plain.string('x00201040')]).toEqual(['20260102', 'ACC-7', 'Doe^Jane', 'S1', 'XY']);
+    const anon = dicomParser.parseDicom(new Uint8Array(buildDicomSeg({ ...img.dicom!, rows: img.height, columns: img.width }, [{ label: 'liver', slug: 'liver', mask }], { anonymize: true })));
+    expect([anon.string('x00080020'), anon.string('x00080050'), anon.string('x00080090')]).toEqual([undefined, undefined, undefined]);
+    expect(anon.elements.x00080050).toBeDefined(); // present and empty (Type 2)
+  });
+});
+

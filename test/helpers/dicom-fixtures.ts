@@ -40,7 +40,7 @@ export function writeDicom(dataset: Record<string, unknown>, transferSyntax = '1
  * A synthetic chest CT slice in Hounsfield units: air outside, a soft-tissue body (40 HU), two
  * lungs (-800 HU) and a bone ring; stored as signed 16-bit with intercept -1024.
  */
-export function ctSliceHu(size = 128, spacing = 0.7): DicomFixture & { hu: Float32Array } {
+export function ctSliceHu(size = 128, spacing = 0.7, extra: Record<string, unknown> = {}): DicomFixture & { hu: Float32Array } {
   const hu = new Float32Array(size * size);
   for (let y = 0; y < size; y++) {
     for (let x = 0; x < size; x++) {
@@ -72,6 +72,7 @@ export function ctSliceHu(size = 128, spacing = 0.7): DicomFixture & { hu: Float
     SliceThickness: 2.5,
     PixelData: stored.buffer,
     _vrMap: { PixelData: 'OW' },
+    ...extra,
   });
   return { ...f, hu };
 }

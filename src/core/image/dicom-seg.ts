@@ -37,7 +37,8 @@ export function packBits(frames: Uint8Array[]): Uint8Array {
  * the prompt's structure. Patient and study identifiers are copied only because the SEG must sit in
  * the source's study; `anonymize` replaces them (the references to the source UIDs stay).
  */
-export function buildDicomSeg(source: DicomSource & { rows: number; columns: number; spacing?: { row: number; col: number }; patient?: { name?: string; id?: string; birthDate?: string; sex?: string } }, segments: SegSegment[], opts: { anonymize?: boolean } = {}): Buffer {
+export function buildDicomSeg(source: DicomSource & { rows: number; columns: number; spacing?: { row: number; col: number }; patient?: { name?: string; id?: string; birthDate?: string; sex?: string } }, segments: SegSegment[], opts: { anonymize?: boolean; version?: string; model?: string } = {}): Buffer {
+  const version = opts.version ?? '0.1.0';
   const sopInstanceUid = data.DicomMetaDictionary.uid();
   const seriesUid = data.DicomMetaDictionary.uid();
   const segSop = '1.2.840.10008.5.1.4.1.1.66.4';
@@ -49,8 +50,25 @@ export function buildDicomSeg(source: DicomSource & { rows: number; columns: num
     ImplementationClassUID: '2.25.270195116355386520873012093637116823412',
     ImplementationVersionName: 'PROMPTSEG',
   };
-  const patient = opts.anonymize ? { PatientName: 'Anonymous', PatientID: 'ANON' } : { PatientName: source.patient?.name ?? '', PatientID: source.patient?.id ?? '', PatientBirthDate: source.patient?.birthDate ?? '', PatientSex: source.patient?.sex ?? '' };
+  const patient = opts.anonymize
+    ? { PatientName: 'Anonymous', PatientID: 'ANON', PatientBirthDate: '', PatientSex: '' }
+    : { PatientName: source.patient?.name ?? '', PatientID: source.patient?.id ?? '', PatientBirthDate: source.patient?.birthDate ?? '', PatientSex: source.patient?.sex ?? '' };
+  // the General Study module's Type 2 attributes: the source's values, present and empty when it
+  // has none (or when anonymised: dates, accession and referring physician identify a visit)
+  const st = opts.anonymize ? {} : (source.study ?? {});
+  const study = {
+    StudyDate: st.date ?? '',
+    StudyTime: st.time ?? '',
+    AccessionNumber: st.accessionNumber ?? '',
+    ReferringPhysicianName: st.referringPhysicianName ?? '',
+    StudyID: st.id ?? '',
+    ...(st.description ? { StudyDescription: st.description } : {}),
+  };
   const refInstance = { ReferencedSOPClassUID: source.sopClassUid, ReferencedSOPInstanceUID: source.sopInstanceUid };
+  // a frame is named only in a multi-frame source
+  const sourceFrame = source.frames > 1 ? { ReferencedFrameNumber: source.frame + 1 } : {};
+  const dimensionOrganizationUid = data.DicomMetaDictionary.uid();
+  const usesPrivateCodes = segments.some((s) => !(s.slug && SCT[s.slug]));
   const dataset: Naturalized = {
     SOPClassUID: segSop,
     SOPInstanceUID: sopInstanceUid,
@@ -62,15 +80,18 @@ export function buildDicomSeg(source: DicomSource & { rows: number; columns: num
     InstanceNumber: 1,
     SeriesDescription: 'promptseg text-prompted segmentation (research use only)',
     Manufacturer: 'promptseg',
-    ManufacturerModelName: 'promptseg-builtin',
-    SoftwareVersions: '0.1.0',
+    ManufacturerModelName: (opts.model ?? 'promptseg-builtin').slice(0, 64),
+    SoftwareVersions: version,
     ContentDate: data.DicomMetaDictionary.date(),
     ContentTime: data.DicomMetaDictionary.time(),
     ContentLabel: 'PROMPTSEG',
     ContentDescription: 'Masks from text prompts; not for clinical use',
-    ContentCreatorName: 'promptseg',
+    ContentCreatorName: 'promptseg^',
+    DeviceSerialNumber: version,
     ...patient,
-    StudyID: opts.anonymize ? '' : '',
+    ...study,
+    PositionReferenceIndicator: source.positionReferenceIndicator ?? '',
+    PatientOrientation: '',
     ImageType: ['DERIVED', 'PRIMARY'],
     SegmentationType: 'BINARY',
     SamplesPerPixel: 1,
@@ -84,7 +105,12 @@ export function buildDicomSeg(source: DicomSource & { rows: number; columns: num
     LossyImageCompression: '00',
     NumberOfFrames: segments.length,
     ReferencedSeriesSequence: [{ SeriesInstanceUID: source.seriesInstanceUid, ReferencedInstanceSequence: [refInstance] }],
-    DimensionOrganizationSequence: [{ DimensionOrganizationUID: data.DicomMetaDictionary.uid() }],
+    DimensionOrganizationSequence: [{ DimensionOrganizationUID: dimensionOrganizationUid }],
+    // one dimension: the segment each frame belongs to
+    DimensionIndexSequence: [{ DimensionOrganizationUID: dimensionOrganizationUid, DimensionIndexPointer: 0x0062000b, FunctionalGroupPointer: 0x0062000a, DimensionDescriptionLabel: 'Segment' }],
+    ...(usesPrivateCodes
+      ? { CodingSchemeIdentificationSequence: [{ CodingSchemeDesignator: '99PROMPTSEG', CodingSchemeName: 'promptseg structure vocabulary (prompts/vocabulary.json slugs)', CodingSchemeResponsibleOrganization: 'promptseg' }] }
+      : {}),
     SegmentSequence: segments.map((s, i) => {
       const code = s.slug && SCT[s.slug] ? { CodeValue: SCT[s.slug][0], CodingSchemeDesignator: 'SCT', CodeMeaning: SCT[s.slug][1] } : { CodeValue: (s.slug ?? 'free_text').slice(0, 16), CodingSchemeDesignator: '99PROMPTSEG', CodeMeaning: s.label.slice(0, 64) };
       return {
@@ -103,7 +129,7 @@ export function buildDicomSeg(source: DicomSource & { rows: number; columns: num
     ],
     PerFrameFunctionalGroupsSequence: segments.map((_, i) => ({
       SegmentIdentificationSequence: [{ ReferencedSegmentNumber: i + 1 }],
-      DerivationImageSequence: [{ SourceImageSequence: [{ ...refInstance, ReferencedFrameNumber: source.frame + 1, PurposeOfReferenceCodeSequence: [{ CodeValue: '121322', CodingSchemeDesignator: 'DCM', CodeMeaning: 'Source image for image processing operation' }] }], DerivationCodeSequence: [{ CodeValue: '113076', CodingSchemeDesignator: 'DCM', CodeMeaning: 'Segmentation' }] }],
+      DerivationImageSequence: [{ SourceImageSequence: [{ ...refInstance, ...sourceFrame, PurposeOfReferenceCodeSequence: [{ CodeValue: '121322', CodingSchemeDesignator: 'DCM', CodeMeaning: 'Source image for image processing operation' }] }], DerivationCodeSequence: [{ CodeValue: '113076', CodingSchemeDesignator: 'DCM', CodeMeaning: 'Segmentation' }] }],
       FrameContentSequence: [{ DimensionIndexValues: [i + 1] }],
     })),
     PixelData: packBits(segments.map((s) => s.mask)).buffer,

@@ -43,6 +43,9 @@ export interface DicomSource {
   frameOfReferenceUid?: string;
   /** Copied only so a DICOM SEG can reference its source; never logged. */
   patient?: { name?: string; id?: string; birthDate?: string; sex?: string };
+  /** The source's study attributes, carried into a DICOM SEG so that it sits in the same study; never logged. */
+  study?: { date?: string; time?: string; accessionNumber?: string; referringPhysicianName?: string; id?: string; description?: string };
+  positionReferenceIndicator?: string;
 }
 
 export type DicomRaster = RasterImage & { dicom: DicomSource };
@@ -102,6 +105,15 @@ export async function decodeDicom(bytes: Uint8Array, limits: { maxPixels: number
     sopClassUid: ds.string('x00080016'),
     frameOfReferenceUid: ds.string('x00200052'),
     patient: { name: ds.string('x00100010'), id: ds.string('x00100020'), birthDate: ds.string('x00100030'), sex: ds.string('x00100040') },
+    study: {
+      date: ds.string('x00080020'),
+      time: ds.string('x00080030'),
+      accessionNumber: ds.string('x00080050'),
+      referringPhysicianName: ds.string('x00080090'),
+      id: ds.string('x00200010'),
+      description: ds.string('x00081030'),
+    },
+    positionReferenceIndicator: ds.string('x00201040'),
   };
   const spacingStr = ds.string('x00280030') ?? ds.string('x00181164');
   let spacing: RasterImage['spacing'];
