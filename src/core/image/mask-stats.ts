@@ -29,11 +29,18 @@ export function maskStats(mask: Uint8Array, width: number, height: number): Mask
   };
 }
 
+/** The flood fill's stack: one buffer reused by every call (the fill is synchronous), grown as needed. */
+let stackBuffer = new Int32Array(0);
+function scratchStack(n: number): Int32Array {
+  if (stackBuffer.length < n) stackBuffer = new Int32Array(n);
+  return stackBuffer;
+}
+
 /** Labels 8-connected components with an explicit stack (no recursion depth limit). */
 export function components(mask: Uint8Array, width: number, height: number): { count: number; sizes: number[]; labels: Int32Array } {
   const labels = new Int32Array(width * height);
   const sizes: number[] = [];
-  const stack = new Int32Array(width * height);
+  const stack = scratchStack(width * height);
   let count = 0;
   for (let i = 0; i < width * height; i++) {
     if (!mask[i] || labels[i]) continue;

@@ -328,7 +328,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   t = now();
   const cal = req.calibrated === false ? undefined : calibrationFor(ctx, entry);
   const appearance = appearanceOf(image);
-  const assessment = assessImage(cal, embedding ?? new Float32Array(0), appearance);
+  const assessment = assessmentOf(image, cal, embedding ?? new Float32Array(0), appearance);
   if (req.conformalRecall !== undefined && !cal) fail('invalid_argument', `model ${entry.id} has no fitted conformal thresholds`, 'conformal_recall');
   const variance = req.prompts.map(() => undefined as Float32Array | undefined);
   if (tta > 0 || transforms.length > 0) {
@@ -647,7 +647,7 @@ async function runTiled(ctx: PipelineContext, model: SegmentationModel, entry: M
  * depend on the prompt: its content hash (the feature cache's key) and its appearance descriptor.
  * Held weakly: they go with the image.
  */
-const perImage = new WeakMap<Uint8Array, { key?: string; appearance?: Float32Array }>();
+const perImage = new WeakMap<Uint8Array, { key?: string; appearance?: Float32Array; assessed?: { cal: Calibration | undefined; embedding: Float32Array; assessment: ImageAssessment } }>();
 const memo = (image: RasterImage) => {
   let m = perImage.get(image.data);
   if (!m) perImage.set(image.data, (m = {}));
@@ -658,6 +658,15 @@ const memo = (image: RasterImage) => {
 export function contentKey(image: RasterImage): string {
   const m = memo(image);
   return (m.key ??= createHash('sha256').update(image.data).update(`${image.width}x${image.height}`).digest('hex'));
+}
+
+/** The image's OOD assessment, kept while the calibration and the image embedding (cached features) stay the same. */
+function assessmentOf(image: RasterImage, cal: Calibration | undefined, embedding: Float32Array, appearance: Float32Array): ImageAssessment {
+  const m = memo(image);
+  if (m.assessed && m.assessed.cal === cal && m.assessed.embedding === embedding) return m.assessed.assessment;
+  const assessment = assessImage(cal, embedding, appearance);
+  m.assessed = { cal, embedding, assessment };
+  return assessment;
 }
 
 function appearanceOf(image: RasterImage): Float32Array {
