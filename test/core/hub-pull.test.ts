@@ -46,7 +46,10 @@ beforeAll(async () => {
     res.writeHead(range ? 206 : 200, { 'content-length': body.length - start, ...(range ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}) });
     if (m![1] === 'onnx/model.onnx' && !dropped) {
       dropped = true;
-      res.write(body.subarray(start, start + 100_000), () => res.destroy());
+      // cut the connection a moment after the first 100 KB went out, so that the client has read and
+      // saved them (cut at once, a loaded machine may drop the bytes with the socket, and the
+      // client rightly starts again from zero)
+      res.write(body.subarray(start, start + 100_000), () => setTimeout(() => res.destroy(), 300));
       return;
     }
     res.end(body.subarray(start));
