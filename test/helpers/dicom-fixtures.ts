@@ -36,11 +36,8 @@ export function writeDicom(dataset: Record<string, unknown>, transferSyntax = '1
   return { bytes: Buffer.from(dict.write()), studyUid, seriesUid, sopUid };
 }
 
-/**
- * A synthetic chest CT slice in Hounsfield units: air outside, a soft-tissue body (40 HU), two
- * lungs (-800 HU) and a bone ring; stored as signed 16-bit with intercept -1024.
- */
-export function ctSliceHu(size = 128, spacing = 0.7, extra: Record<string, unknown> = {}): DicomFixture & { hu: Float32Array } {
+/** A drawn chest in HU: air, a soft-tissue body (40), optionally its bone ring (700), two lungs (-800) of half-axes rx, ry. */
+function chestHu(size: number, rx: number, ry: number, ring: boolean): Float32Array {
   const hu = new Float32Array(size * size);
   for (let y = 0; y < size; y++) {
     for (let x = 0; x < size; x++) {
@@ -48,14 +45,17 @@ export function ctSliceHu(size = 128, spacing = 0.7, extra: Record<string, unkno
       let h = -1000;
       const body = (u / 0.45) ** 2 + (v / 0.35) ** 2;
       if (body < 1) h = 40;
-      if (body < 1 && body > 0.85) h = 700;
-      if (((u + 0.18) / 0.13) ** 2 + (v / 0.22) ** 2 < 1 || ((u - 0.18) / 0.13) ** 2 + (v / 0.22) ** 2 < 1) h = -800;
+      if (ring && body < 1 && body > 0.85) h = 700;
+      if (((u + 0.18) / rx) ** 2 + (v / ry) ** 2 < 1 || ((u - 0.18) / rx) ** 2 + (v / ry) ** 2 < 1) h = -800;
       hu[y * size + x] = h;
     }
   }
-  const stored = new Int16Array(size * size);
-  for (let i = 0; i < stored.length; i++) stored[i] = hu[i] + 1024;
-  const f = writeDicom({
+  return hu;
+}
+
+/** The CT image attributes of a square slice stored as signed 16-bit with intercept -1024. */
+function ctImage(size: number, spacing: number, stored: Int16Array): Record<string, unknown> {
+  return {
     SOPClassUID: '1.2.840.10008.5.1.4.1.1.2',
     Modality: 'CT',
     Rows: size,
@@ -69,11 +69,20 @@ export function ctSliceHu(size = 128, spacing = 0.7, extra: Record<string, unkno
     RescaleIntercept: -1024,
     RescaleSlope: 1,
     PixelSpacing: [spacing, spacing],
-    SliceThickness: 2.5,
     PixelData: stored.buffer,
     _vrMap: { PixelData: 'OW' },
-    ...extra,
-  });
+  };
+}
+
+/**
+ * A synthetic chest CT slice in Hounsfield units: air outside, a soft-tissue body (40 HU), two
+ * lungs (-800 HU) and a bone ring; stored as signed 16-bit with intercept -1024.
+ */
+export function ctSliceHu(size = 128, spacing = 0.7, extra: Record<string, unknown> = {}): DicomFixture & { hu: Float32Array } {
+  const hu = chestHu(size, 0.13, 0.22, true);
+  const stored = new Int16Array(size * size);
+  for (let i = 0; i < stored.length; i++) stored[i] = hu[i] + 1024;
+  const f = writeDicom({ ...ctImage(size, spacing, stored), SliceThickness: 2.5, ...extra });
   return { ...f, hu };
 }
 
@@ -122,4 +131,30 @@ export function rgbSecondaryCapture(w = 80, h = 64): DicomFixture {
     PixelData: px.buffer,
     _vrMap: { PixelData: 'OB' },
   });
+}
+
+/**
+ * A CT series made by code: n axial slices of `size` px (0.7 mm), `thickness` mm apart from
+ * z = -20, one study and series, a chest whose lungs grow with k. Instance numbers run backwards
+ * and file names are shuffled, so that only ImagePositionPatient gives the order.
+ */
+export function ctSeries(n = 5, size = 64, thickness = 2.5, opts: { orientation?: number[]; positions?: number[]; seriesUid?: string } = {}): { files: { name: string; bytes: Buffer; z: number }[]; studyUid: string; seriesUid: string } {
+  const studyUid = uid(), seriesUid = opts.seriesUid ?? uid(), forUid = uid();
+  const files = Array.from({ length: n }, (_, k) => {
+    const z = opts.positions?.[k] ?? -20 + k * thickness;
+    const r = 0.1 + 0.02 * k;
+    const stored = Int16Array.from(chestHu(size, r, r + 0.08, false), (h) => h + 1024);
+    const f = writeDicom({
+      StudyInstanceUID: studyUid,
+      SeriesInstanceUID: seriesUid,
+      FrameOfReferenceUID: forUid,
+      ...ctImage(size, 0.7, stored),
+      InstanceNumber: n - k,
+      ImageOrientationPatient: opts.orientation ?? [1, 0, 0, 0, 1, 0],
+      ImagePositionPatient: [-22.4, -22.4, z],
+      SliceThickness: thickness,
+    });
+    return { name: `img${((k * 7) % n).toString().padStart(3, '0')}-${k}.dcm`, bytes: f.bytes, z };
+  });
+  return { files, studyUid, seriesUid };
 }

@@ -219,6 +219,31 @@ function volumeOf(bytes: Uint8Array, f: HeaderFacts, headerOnly = false): NiftiV
   };
 }
 
+/**
+ * A little-endian NIfTI-1 header for a volume of these dims and voxel sizes whose voxel (i, j, k)
+ * lies at affine x (i, j, k, 1) in RAS mm (sform, scanner), for masks of a volume that did not come
+ * from a NIfTI file (a DICOM series).
+ */
+export function niftiGeometryHeader(dims: [number, number, number], spacing: [number, number, number], affine: number[][]): Uint8Array {
+  const h = Buffer.alloc(348);
+  h.writeInt32LE(348, 0);
+  h.writeInt16LE(3, 40);
+  dims.forEach((d, i) => h.writeInt16LE(d, 42 + 2 * i));
+  for (let k = 4; k < 8; k++) h.writeInt16LE(1, 40 + 2 * k);
+  h.writeInt16LE(2, 70); // uint8
+  h.writeInt16LE(8, 72);
+  h.writeFloatLE(1, 76); // qfac
+  spacing.forEach((s, i) => h.writeFloatLE(s, 80 + 4 * i));
+  h.writeFloatLE(352, 108);
+  h.writeFloatLE(1, 112);
+  h.writeUInt8(2 | 8, 123); // mm, s
+  h.writeInt16LE(0, 252); // qform_code: none
+  h.writeInt16LE(1, 254); // sform_code: scanner
+  for (let r = 0; r < 3; r++) for (let c = 0; c < 4; c++) h.writeFloatLE(affine[r][c], 280 + r * 16 + c * 4);
+  h.write('n+1\0', 344, 'latin1');
+  return h;
+}
+
 /** The scaled value of voxel i (storage order); non-finite stored values read as 0. */
 export function voxelValue(v: NiftiVolume, voxel: number): number {
   const dv = v.data, le = v.littleEndian;
@@ -281,7 +306,7 @@ export interface SlabMask {
 }
 
 /** An empty slab for slices first..last: memory for those slices only, not the whole volume. */
-export function slabMask(v: NiftiVolume, axis: SliceAxis, first: number, last: number): SlabMask {
+export function slabMask(v: Pick<NiftiVolume, 'dims'>, axis: SliceAxis, first: number, last: number): SlabMask {
   const [a, b] = PLANE[axis];
   const width = v.dims[a], height = v.dims[b];
   return { axis, first, last, width, height, data: new Uint8Array((last - first + 1) * width * height) };
@@ -298,7 +323,7 @@ export function placeSliceMask(slab: SlabMask, k: number, mask: Uint8Array): voi
  * masks in their voxels (zero elsewhere). Written one k-plane at a time through an asynchronous
  * gzip stream, so neither the full mask volume nor the compression blocks the event loop.
  */
-export async function writeNiftiMask(v: NiftiVolume, slab: SlabMask, description: string): Promise<Buffer> {
+export async function writeNiftiMask(v: Pick<NiftiVolume, 'dims' | 'header' | 'littleEndian'>, slab: SlabMask, description: string): Promise<Buffer> {
   const hdr = Buffer.from(v.header);
   const le = v.littleEndian;
   const w16 = (val: number, off: number) => (le ? hdr.writeInt16LE(val, off) : hdr.writeInt16BE(val, off));

@@ -1,25 +1,24 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { fail, ok } from '../../core/errors.js';
-import { sniffFormat } from '../../core/image/decode.js';
-import { placeSliceMask, readNifti, slabMask, sliceImage, writeNiftiMask, type SliceAxis } from '../../core/image/nifti.js';
+import type { SliceAxis } from '../../core/image/nifti.js';
+import { openVolume } from '../volume-source.js';
 import { segment } from '../../core/pipeline/segment.js';
 import { defineOperation } from '../operation.js';
-import { readImageBytes } from '../resolve-image.js';
 import { DISCLAIMER, MaskThresholdSchema } from '../schemas.js';
 
 const MAX_SLICES = 512;
 
 export const segmentVolumeOperation = defineOperation({
   name: 'segment_volume',
-  title: 'Segment a 3D NIfTI volume slice by slice',
+  title: 'Segment a 3D volume (NIfTI or a DICOM series) slice by slice',
   description:
-    'Segments each prompted structure in every slice of a NIfTI-1 volume (.nii or .nii.gz) along the chosen axis and stacks the slice masks back into a volume. Returns per prompt the volume in mm³ (from the voxel size), the slices where the structure was found, and a NIfTI mask with the input\'s dimensions and affine (by URL / resource).',
+    'Segments each prompted structure in every slice of a NIfTI-1 volume (.nii or .nii.gz) along the chosen axis, or of a DICOM series (a folder of one file per slice, ordered by position along the slice normal; CT in Hounsfield units, windowed per structure), and stacks the slice masks back into a volume. Returns per prompt the volume in mm³ (from the voxel size), the slices where the structure was found, and a NIfTI mask with the input\'s dimensions and affine (by URL / resource).',
   http: { method: 'post', path: '/v1/segment-volume' },
   input: z.object({
     image: z.object({
       base64: z.string().optional().describe('The .nii or .nii.gz file as base64.'),
-      path: z.string().optional().describe('A file path inside the allowed roots.'),
+      path: z.string().optional().describe('A NIfTI file, or a folder holding one DICOM series, inside the allowed roots.'),
     }),
     prompts: z.array(z.string().trim().min(1, 'a prompt is empty').max(200)).min(1, 'give at least one prompt').max(8, 'at most 8 prompts per volume'),
     axis: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(2).describe('Voxel axis to slice along (2 = k, axial for RAS volumes).'),
@@ -52,12 +51,6 @@ export const segmentVolumeOperation = defineOperation({
   }),
   async run(ctx, input, extras) {
     if (input.model !== undefined) ctx.pipeline.registry.entry(input.model);
-    const bytes = await readImageBytes(ctx, input.image);
-    const format = sniffFormat(bytes);
-    if (format !== 'nifti' && format !== 'gzip' && format !== 'unknown') {
-      const what = format === 'dicom' ? 'a single DICOM file' : `a ${format.toUpperCase()} image`;
-      fail('unsupported_format', `segment_volume reads NIfTI-1 volumes (.nii, .nii.gz); this is ${what}: use the segment operation (POST /v1/segment, MCP segment_image) for 2D images`, 'image');
-    }
     const t0 = performance.now();
     const axis = input.axis as SliceAxis;
     // along k the slices asked for are one contiguous run of voxels: only those are kept
@@ -67,20 +60,20 @@ export const segmentVolumeOperation = defineOperation({
           return [from * d[0] * d[1], Math.max(from, Math.min(input.slice_range![1] + 1, d[2])) * d[0] * d[1]];
         }
       : undefined;
-    const vol = await readNifti(bytes, { maxVoxels: ctx.config.PROMPTSEG_MAX_VOLUME_VOXELS, maxBytes: ctx.config.PROMPTSEG_MAX_VOLUME_BYTES }, keep);
+    const vol = await openVolume(ctx, input.image, keep);
     const n = vol.dims[axis];
     const [first, last] = input.slice_range ?? [0, n - 1];
     if (first > last || last >= n) fail('invalid_argument', `slice_range [${first}, ${last}] is outside 0..${n - 1} along axis ${axis}`, 'slice_range');
     if (last - first + 1 > MAX_SLICES) fail('invalid_argument', `${last - first + 1} slices asked; at most ${MAX_SLICES} per request (use slice_range)`, 'slice_range');
-    const masks = input.prompts.map(() => slabMask(vol, axis, first, last)); // only the slices asked for
+    const masks = input.prompts.map(() => vol.slab(axis, first, last)); // only the slices asked for
     const per = input.prompts.map(() => ({ slices: [] as number[], maxPresence: 0, verdicts: { accept: 0, review: 0, reject: 0 }, structure: null as string | null }));
     let modelId = '';
     for (let k = first; k <= last; k++) {
-      const { sliceValues: _v, ...img } = sliceImage(vol, axis, k, input.window ? [input.window.center, input.window.width] : undefined);
+      const img = vol.slice(axis, k, input.window ? [input.window.center, input.window.width] : undefined);
       const res = await ctx.queue.run(() => segment(ctx.pipeline, { image: img, prompts: input.prompts, modelId: input.model, threshold: input.threshold }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
       modelId = res.modelId;
       res.results.forEach((r, i) => {
-        placeSliceMask(masks[i], k, r.mask);
+        vol.place(masks[i], k, r.mask);
         if (r.stats.areaPx > 0) per[i].slices.push(k);
         per[i].maxPresence = Math.max(per[i].maxPresence, r.presence);
         per[i].verdicts[r.verdict]++;
@@ -90,7 +83,7 @@ export const segmentVolumeOperation = defineOperation({
     }
     const id = randomUUID();
     const files: Buffer[] = [];
-    for (const [i, m] of masks.entries()) files.push(await writeNiftiMask(vol, m, `promptseg mask: ${input.prompts[i]}`));
+    for (const [i, m] of masks.entries()) files.push(await vol.write(m, `promptseg mask: ${input.prompts[i]}`));
     ctx.volumes.set(id, { id, createdAt: Date.now(), files });
     const voxelMm3 = vol.spacing[0] * vol.spacing[1] * vol.spacing[2];
     return ok({

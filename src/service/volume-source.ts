@@ -1,0 +1,119 @@
+import { opendir, realpath } from 'node:fs/promises';
+import path from 'node:path';
+import { fail } from '../core/errors.js';
+import { renderWindow } from '../core/image/dicom.js';
+import { readDicomSeries } from '../core/image/dicom-series.js';
+import { sniffFormat } from '../core/image/decode.js';
+import { niftiGeometryHeader, placeSliceMask, readNifti, slabMask, sliceImage, writeNiftiMask, type SlabMask, type SliceAxis } from '../core/image/nifti.js';
+import type { RasterImage } from '../core/image/raster.js';
+import type { ServiceContext } from './context.js';
+import { readAllowedFile, readImageBytes } from './resolve-image.js';
+
+/** What segment_volume needs of a volume, whatever it came as (a NIfTI file, a DICOM series). */
+export interface VolumeSource {
+  kind: 'nifti' | 'dicom-series';
+  dims: [number, number, number];
+  spacing: [number, number, number];
+  /** Slice k along axis as an image; `window` (centre, width in voxel units) overrides the default rendering. */
+  slice(axis: SliceAxis, k: number, window?: [number, number]): RasterImage;
+  /** Puts slice k's mask (in the slice image's pixel order) into the slab. */
+  place(slab: SlabMask, k: number, mask: Uint8Array): void;
+  slab(axis: SliceAxis, first: number, last: number): SlabMask;
+  /** A NIfTI mask (.nii.gz) of the slab with the volume's geometry. */
+  write(slab: SlabMask, description: string): Promise<Buffer>;
+}
+
+/**
+ * Opens what a segment_volume caller sent: a NIfTI file (base64 or path), or a DICOM series as a
+ * folder inside the allowed roots (one file per slice). `keep` names the voxels a NIfTI read
+ * needs to keep (the slices asked for).
+ */
+export async function openVolume(ctx: ServiceContext, image: { base64?: string; path?: string }, keep?: (dims: [number, number, number]) => [number, number]): Promise<VolumeSource> {
+  const folder = image.path !== undefined && image.base64 === undefined ? await allowedFolder(ctx, image.path) : undefined;
+  if (folder) return openSeries(ctx, folder);
+  const bytes = await readImageBytes(ctx, image);
+  const format = sniffFormat(bytes);
+  if (format !== 'nifti' && format !== 'gzip' && format !== 'unknown') {
+    const what = format === 'dicom' ? 'a single DICOM file (a series is read from its folder: image.path)' : `a ${format.toUpperCase()} image`;
+    fail('unsupported_format', `segment_volume reads NIfTI-1 volumes (.nii, .nii.gz) and DICOM series (a folder); this is ${what}: use the segment operation (POST /v1/segment, MCP segment_image) for 2D images`, 'image');
+  }
+  const vol = await readNifti(bytes, { maxVoxels: ctx.config.PROMPTSEG_MAX_VOLUME_VOXELS, maxBytes: ctx.config.PROMPTSEG_MAX_VOLUME_BYTES }, keep);
+  return {
+    kind: 'nifti',
+    dims: vol.dims,
+    spacing: vol.spacing,
+    slice: (axis, k, window) => {
+      const { sliceValues: _v, ...img } = sliceImage(vol, axis, k, window);
+      return img;
+    },
+    place: (slab, k, mask) => placeSliceMask(slab, k, mask),
+    slab: (axis, first, last) => slabMask(vol, axis, first, last),
+    write: (slab, description) => writeNiftiMask(vol, slab, description),
+  };
+}
+
+/** The real path of a folder inside the allowed roots, or undefined when the path is not a folder there. */
+async function allowedFolder(ctx: ServiceContext, p: string): Promise<string | undefined> {
+  const roots = ctx.config.PROMPTSEG_ALLOWED_ROOTS;
+  if (!roots.length) return undefined; // readImageBytes gives the reason
+  let real: string;
+  try {
+    real = await realpath(path.resolve(p));
+  } catch {
+    return undefined;
+  }
+  for (const r of roots) {
+    try {
+      const rr = await realpath(r);
+      if (real !== rr && !real.startsWith(rr + path.sep)) continue;
+      const dir = await opendir(real).catch(() => undefined);
+      if (!dir) return undefined;
+      await dir.close();
+      return real;
+    } catch {
+      // a root that does not exist contains nothing
+    }
+  }
+  return undefined;
+}
+
+async function openSeries(ctx: ServiceContext, folder: string): Promise<VolumeSource> {
+  const maxSlices = 2048;
+  const names: string[] = [];
+  for await (const e of await opendir(folder)) {
+    if (e.isFile() && !e.name.startsWith('.')) names.push(e.name);
+    if (names.length > maxSlices) fail('too_large', `the folder holds more than ${maxSlices} files`, 'image.path');
+  }
+  names.sort();
+  // each file is read with the same checks as any path (inside the roots, a regular file, within the size limit)
+  const files = [];
+  for (const name of names) files.push({ name, bytes: await readAllowedFile(ctx, path.join(folder, name)) });
+  const s = await readDicomSeries(files, { maxVoxels: ctx.config.PROMPTSEG_MAX_VOLUME_VOXELS, maxSlices });
+  const header = niftiGeometryHeader(s.dims, s.spacing, s.affine);
+  const geometry = { dims: s.dims, header, littleEndian: true };
+  const along = (axis: SliceAxis) => {
+    if (axis !== 2) fail('invalid_argument', 'a DICOM series is segmented along its slices (axis 2)', 'axis');
+  };
+  return {
+    kind: 'dicom-series',
+    dims: s.dims,
+    spacing: s.spacing,
+    slice: (axis, k, window) => {
+      along(axis);
+      const img = s.slices[k];
+      // the pipeline windows CT per structure from the modality values; a caller's window is drawn here
+      return window && img.dicom.values ? { ...img, data: renderWindow(img.dicom.values, window, img.dicom.monochrome1), dicom: { ...img.dicom, window, windowSource: 'request' } } : img;
+    },
+    // a DICOM slice's row r is voxel row j = r; the slab counts rows from the top of a RAS view, so rows are flipped in
+    place: (slab, k, mask) => {
+      const w = slab.width, h = slab.height, flipped = new Uint8Array(w * h);
+      for (let r = 0; r < h; r++) flipped.set(mask.subarray(r * w, (r + 1) * w), (h - 1 - r) * w);
+      placeSliceMask(slab, k, flipped);
+    },
+    slab: (axis, first, last) => {
+      along(axis);
+      return slabMask(geometry, axis, first, last);
+    },
+    write: (slab, description) => writeNiftiMask(geometry, slab, description),
+  };
+}

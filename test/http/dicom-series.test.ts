@@ -1,0 +1,86 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import * as nifti from 'nifti-reader-js';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServer, type RunningServer } from '../../src/main/serve.js';
+import { ctSeries } from '../helpers/dicom-fixtures.js';
+import { testConfig } from '../helpers/service.js';
+
+const root = mkdtempSync(path.join(tmpdir(), 'promptseg-series-'));
+let srv: RunningServer;
+
+/** Writes files into a new folder under the root. */
+function folder(name: string, files: { name: string; bytes: Buffer }[]): string {
+  const dir = path.join(root, name);
+  mkdirSync(dir);
+  for (const f of files) writeFileSync(path.join(dir, f.name), f.bytes);
+  return dir;
+}
+const post = (route: string, body: unknown) => fetch(`${srv.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+beforeAll(async () => {
+  srv = await startServer(testConfig({ PROMPTSEG_ALLOWED_ROOTS: root }), { log: false });
+  await srv.ctx.pipeline.registry.get().load();
+});
+afterAll(async () => {
+  await srv.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe('a DICOM series (a folder) as a volume', () => {
+  it('stacks the slices by position along the normal, not by name or instance number; masks land in the right voxels with the DICOM geometry', { timeout: 60_000 }, async () => {
+    const s = ctSeries(5, 64, 2.5);
+    const dir = folder('ct', s.files);
+    const res = await post('/v1/segment-volume', { image: { path: dir }, prompts: ['lungs'] });
+    expect(res.status).toBe(200);
+    const out = (await res.json()) as { dims: number[]; spacing_mm: number[]; results: { voxels: number; slices_present: number[]; mask_url: string }[] };
+    expect(out.dims).toEqual([64, 64, 5]);
+    expect(out.spacing_mm.map((v) => Math.round(v * 100) / 100)).toEqual([0.7, 0.7, 2.5]);
+    const gz = Buffer.from(await (await fetch(`${srv.url}${out.results[0].mask_url}`)).arrayBuffer());
+    const raw = gunzipSync(gz);
+    const ab = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length) as ArrayBuffer;
+    const h = nifti.readHeader(ab) as nifti.NIFTI1;
+    // voxel (i, j, k) -> RAS: DICOM's LPS with x and y negated, origin at the first slice's position
+    expect(h.affine[0].map((v) => Math.round(v * 100) / 100 || 0)).toEqual([-0.7, 0, 0, 22.4]);
+    expect(h.affine[1].map((v) => Math.round(v * 100) / 100 || 0)).toEqual([0, -0.7, 0, 22.4]);
+    expect(h.affine[2].map((v) => Math.round(v * 100) / 100 || 0)).toEqual([0, 0, 2.5, -20]);
+    const vox = raw.subarray(352);
+    // each slice k of the volume is the 2D segmentation of the file at the k-th position, pixel for pixel
+    const byZ = [...s.files].sort((a, b) => a.z - b.z);
+    for (let k = 0; k < 5; k++) {
+      const two = (await (await post('/v1/segment', { image: { base64: byZ[k].bytes.toString('base64') }, prompts: ['lungs'] })).json()) as { results: { mask_url: string; area_px: number }[] };
+      const png = await sharp(Buffer.from(await (await fetch(`${srv.url}${two.results[0].mask_url}`)).arrayBuffer())).extractChannel(0).raw().toBuffer();
+      const plane = vox.subarray(k * 64 * 64, (k + 1) * 64 * 64);
+      let same = 0;
+      for (let j = 0; j < 64; j++) for (let i = 0; i < 64; i++) if ((plane[j * 64 + i] > 0) === (png[j * 64 + i] > 127)) same++;
+      expect(same).toBe(64 * 64);
+      expect(plane.reduce((a, b) => a + b, 0)).toBe(two.results[0].area_px);
+    }
+    expect(out.results[0].voxels).toBeGreaterThan(0);
+  });
+
+  it('refuses mixed series, two slices at one position, a missing slice and a changed orientation, naming the files', async () => {
+    const a = ctSeries(4), b = ctSeries(2);
+    const problems: [string, { name: string; bytes: Buffer }[], RegExp][] = [
+      ['mixed', [...a.files, { ...b.files[0], name: 'other.dcm' }], /belong to 2 series/],
+      ['dup', ctSeries(3, 32, 2.5, { positions: [0, 2.5, 2.5] }).files, /lie at the same position/],
+      ['gap', ctSeries(4, 32, 2.5, { positions: [0, 2.5, 5, 10] }).files, /not evenly spaced: 5\.00 mm .* where the others are 2\.50 mm apart/],
+    ];
+    for (const [name, files, re] of problems) {
+      const r = await post('/v1/segment-volume', { image: { path: folder(name, files) }, prompts: ['lungs'] });
+      expect(r.status, name).toBe(422);
+      expect(((await r.json()) as { detail: string }).detail).toMatch(re);
+    }
+    const straight = ctSeries(3, 32);
+    const odd = ctSeries(1, 32, 2.5, { orientation: [1, 0, 0, 0, 0.8, 0.6], positions: [7.5], seriesUid: straight.seriesUid }).files[0];
+    const r = await post('/v1/segment-volume', { image: { path: folder('tilt', [...straight.files, { ...odd, name: 'tilted.dcm' }]) }, prompts: ['lungs'] });
+    expect(r.status).toBe(422);
+    expect(((await r.json()) as { detail: string }).detail).toMatch(/tilted\.dcm has another orientation/);
+    // a folder outside the roots reads like any refused path
+    const outside = await post('/v1/segment-volume', { image: { path: tmpdir() }, prompts: ['lungs'] });
+    expect(outside.status).toBe(422);
+  });
+});
