@@ -14,7 +14,7 @@ import { OPERATIONS } from '../service/operation-table.js';
 import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
 import { principalOf } from '../service/principal.js';
-import { getDicomSeg, getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
+import { getDicomSeg, getResultArtifact, getVolumeDicomSeg, getVolumeMask } from '../service/result-artifacts.js';
 import { multipartToSegmentInput, readMultipartForm } from './multipart-input.js';
 import { problem, problemType } from './problem.js';
 import { renderMetrics } from './metrics.js';
@@ -142,6 +142,11 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
     const r = await getResultArtifact(ctx, c.req.param('id'), c.req.param('kind'), Number(m[1]));
     if (!r.ok) return problem(c, r.error);
     return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'cache-control': 'private, max-age=600' } });
+  });
+  app.get('/v1/volumes/:id/dicom-seg', (c) => {
+    const r = getVolumeDicomSeg(ctx, c.req.param('id'), c.req.query('anonymize') === 'true');
+    if (!r.ok) return problem(c, r.error);
+    return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': 'attachment; filename="seg.dcm"' } });
   });
   app.get('/v1/volumes/:id/masks/:file', (c) => {
     const m = /^(\d+)\.nii\.gz$/.exec(c.req.param('file'));

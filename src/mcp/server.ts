@@ -10,7 +10,7 @@ import { OPERATIONS } from '../service/operation-table.js';
 import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
 import { recallImage } from '../service/resolve-image.js';
-import { getDicomSeg, getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
+import { getDicomSeg, getResultArtifact, getVolumeDicomSeg, getVolumeMask } from '../service/result-artifacts.js';
 import type { SegmentOutput } from '../service/schemas.js';
 import { renderOverlay } from '../core/image/overlay.js';
 import { err, type Result } from '../core/errors.js';
@@ -53,6 +53,7 @@ export function createMcpServer(ctx: ServiceContext, caller: { principal?: strin
     return m ? getResultArtifact(ctx, String(v.id), String(v.kind), Number(m[1])) : err('invalid_argument', 'expected <index>.png');
   });
   blobResource('dicom-seg', 'promptseg://results/{id}/dicom-seg', 'DICOM Segmentation', 'A DICOM SEG of every mask of a result made from a DICOM image, referencing the source image.', 'application/dicom', (v) => getDicomSeg(ctx, String(v.id), false));
+  blobResource('volume-dicom-seg', 'promptseg://volumes/{id}/dicom-seg', 'DICOM Segmentation of a series', 'A DICOM SEG of every mask of a segment_volume result made from a DICOM series, referencing each source instance.', 'application/dicom', (v) => getVolumeDicomSeg(ctx, String(v.id), false));
   blobResource('volume-mask', 'promptseg://volumes/{id}/masks/{file}', 'Volume masks', "A NIfTI-1 mask (.nii.gz) of one prompt of a segment_volume result, with the input volume's affine.", 'application/gzip', (v) => {
     const m = /^(\d+)\.nii\.gz$/.exec(String(v.file));
     return m ? getVolumeMask(ctx, String(v.id), Number(m[1])) : err('invalid_argument', 'expected <index>.nii.gz');

@@ -9,8 +9,17 @@ import { Lru } from '../core/pipeline/lru.js';
 import { yieldTurn } from '../core/pipeline/cancel.js';
 import type { RasterImage } from '../core/image/raster.js';
 import type { DicomSource } from '../core/image/dicom.js';
+import type { SegSeries } from '../core/image/dicom-seg.js';
 import { Vocabulary } from '../core/vocabulary.js';
 import { InferenceQueue } from './inference-queue.js';
+
+/** A volume result kept for downloads: one NIfTI mask per prompt, and for a DICOM series what its SEG needs. */
+export interface StoredVolume {
+  id: string;
+  createdAt: number;
+  files: Buffer[];
+  seg?: { series: SegSeries; segments: { label: string; slug?: string; slices: Uint8Array[] }[] };
+}
 
 /**
  * A result kept for downloads. Its full-resolution maps are kept as the 8-bit images they are
@@ -41,7 +50,7 @@ export interface ServiceContext {
   /** Decoded images by id (their sha256), so a caller can prompt an image again without resending it. */
   images: Lru<string, RasterImage>;
   /** Recent volume results by id: one NIfTI mask (.nii.gz bytes) per prompt. */
-  volumes: Lru<string, { id: string; createdAt: number; files: Buffer[] }>;
+  volumes: Lru<string, StoredVolume>;
   /** Recent segmentation results by id, for mask and report downloads. */
   results: Lru<string, StoredResult>;
   startedAt: number;
@@ -66,7 +75,10 @@ export function createServiceContext(config: Config): ServiceContext {
     uploadQueue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY + 1, config.PROMPTSEG_QUEUE_SIZE),
     images: new Lru(Math.max(4, config.PROMPTSEG_CACHE_IMAGES), { maxBytes: config.PROMPTSEG_IMAGE_CACHE_BYTES, sizeOf: (img) => img.data.byteLength }),
     results: new Lru(config.PROMPTSEG_RESULTS_KEPT, { maxBytes: config.PROMPTSEG_RESULTS_BYTES, sizeOf: storedResultBytes }),
-    volumes: new Lru(Math.max(2, Math.ceil(config.PROMPTSEG_RESULTS_KEPT / 8)), { maxBytes: config.PROMPTSEG_RESULTS_BYTES, sizeOf: (v) => v.files.reduce((n, f) => n + f.byteLength, 0) }),
+    volumes: new Lru(Math.max(2, Math.ceil(config.PROMPTSEG_RESULTS_KEPT / 8)), {
+      maxBytes: config.PROMPTSEG_RESULTS_BYTES,
+      sizeOf: (v) => v.files.reduce((n, f) => n + f.byteLength, 0) + (v.seg?.segments.reduce((n, s) => n + s.slices.reduce((m, x) => m + x.byteLength, 0), 0) ?? 0),
+    }),
     startedAt: Date.now(),
     version: pkg.version,
     counters: new Map(),

@@ -2,7 +2,7 @@ import { err, ok, type Result } from '../core/errors.js';
 import { greyToPng, maskToPng } from '../core/image/mask-encode.js';
 import { upscaleMask } from '../core/image/working-resolution.js';
 import { entropyBits } from '../core/trust/scores.js';
-import { buildDicomSeg } from '../core/image/dicom-seg.js';
+import { buildDicomSeg, buildSeriesDicomSeg } from '../core/image/dicom-seg.js';
 import type { ServiceContext } from './context.js';
 
 export const ARTIFACT_KINDS = ['masks', 'probability', 'uncertainty'] as const;
@@ -35,6 +35,15 @@ export async function getResultArtifact(ctx: ServiceContext, id: string, kind: s
 /** Binary entropy (0..1 bits) of each 8-bit probability, as grey levels: a 256-entry table. */
 const ENTROPY_LEVELS = Uint8Array.from({ length: 256 }, (_, v) => Math.round(entropyBits(v / 255) * 255));
 const entropyMap = (p: Uint8Array) => p.map((v) => ENTROPY_LEVELS[v]);
+
+/** A DICOM SEG of a volume result made from a DICOM series: a frame per segment and slice where it was found. */
+export function getVolumeDicomSeg(ctx: ServiceContext, id: string, anonymize: boolean): Result<{ bytes: Buffer; mimeType: string }> {
+  const v = ctx.volumes.get(id);
+  if (!v) return err('invalid_argument', `volume result ${id} is unknown or has expired`, 'volume_id');
+  if (!v.seg) return err('invalid_argument', `volume result ${id} was not made from a DICOM series or found nothing, so there is no DICOM SEG`, 'volume_id');
+  const bytes = buildSeriesDicomSeg(v.seg.series, v.seg.segments.map((s) => ({ ...s, label: s.slug ? (ctx.pipeline.vocabulary.bySlug.get(s.slug)?.name ?? s.label) : s.label })), { anonymize, version: ctx.version });
+  return ok({ bytes, mimeType: 'application/dicom' });
+}
 
 /** One prompt's NIfTI mask of a volume result. */
 export function getVolumeMask(ctx: ServiceContext, id: string, index: number): Result<{ bytes: Buffer; mimeType: string }> {

@@ -6,6 +6,7 @@ import { readDicomSeries } from '../core/image/dicom-series.js';
 import { sniffFormat } from '../core/image/decode.js';
 import { niftiGeometryHeader, placeSliceMask, readNifti, slabMask, sliceImage, writeNiftiMask, type SlabMask, type SliceAxis } from '../core/image/nifti.js';
 import type { RasterImage } from '../core/image/raster.js';
+import type { SegSeries } from '../core/image/dicom-seg.js';
 import type { ServiceContext } from './context.js';
 import { readAllowedFile, readImageBytes } from './resolve-image.js';
 
@@ -21,6 +22,8 @@ export interface VolumeSource {
   slab(axis: SliceAxis, first: number, last: number): SlabMask;
   /** A NIfTI mask (.nii.gz) of the slab with the volume's geometry. */
   write(slab: SlabMask, description: string): Promise<Buffer>;
+  /** For a DICOM series: its geometry for a SEG, and a slab's masks per instance (all slices, rows as stored). */
+  series?: { seg: SegSeries; slices(slab: SlabMask): Uint8Array[] };
 }
 
 /**
@@ -115,5 +118,22 @@ async function openSeries(ctx: ServiceContext, folder: string): Promise<VolumeSo
       return slabMask(geometry, axis, first, last);
     },
     write: (slab, description) => writeNiftiMask(geometry, slab, description),
+    series: {
+      seg: {
+        source: { ...s.slices[0].dicom, rows: s.dims[1], columns: s.dims[0], spacing: { row: s.spacing[1], col: s.spacing[0] } },
+        orientation: s.iop,
+        sliceSpacing: s.spacing[2],
+        instances: s.instances.map((i) => ({ sopClassUid: i.sopClassUid, sopInstanceUid: i.sopInstanceUid, position: i.ipp })),
+      },
+      // the slab's rows back in stored order; slices outside it are empty
+      slices: (slab) =>
+        Array.from({ length: s.dims[2] }, (_, k) => {
+          const w = slab.width, h = slab.height, out = new Uint8Array(w * h);
+          if (k < slab.first || k > slab.last) return out;
+          const off = (k - slab.first) * w * h;
+          for (let r = 0; r < h; r++) out.set(slab.data.subarray(off + (h - 1 - r) * w, off + (h - r) * w), r * w);
+          return out;
+        }),
+    },
   };
 }

@@ -3,12 +3,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import * as nifti from 'nifti-reader-js';
+import { spawnSync } from 'node:child_process';
+import dicomParser from 'dicom-parser';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { ctSeries } from '../helpers/dicom-fixtures.js';
 import { testConfig } from '../helpers/service.js';
 
+const noValidator = spawnSync('dciodvfy', ['-h']).error !== undefined;
 const root = mkdtempSync(path.join(tmpdir(), 'promptseg-series-'));
 let srv: RunningServer;
 
@@ -60,6 +63,38 @@ describe('a DICOM series (a folder) as a volume', () => {
       expect(plane.reduce((a, b) => a + b, 0)).toBe(two.results[0].area_px);
     }
     expect(out.results[0].voxels).toBeGreaterThan(0);
+
+    // the DICOM SEG: a frame per slice where the lungs were found, each on its instance and position,
+    // with the NIfTI mask's voxels; dciodvfy finds no error
+    const segUrl = (out as unknown as { dicom_seg_url: string }).dicom_seg_url;
+    for (const anonymize of [false, true]) {
+      const seg = Buffer.from(await (await fetch(`${srv.url}${segUrl}${anonymize ? '?anonymize=true' : ''}`)).arrayBuffer());
+      const ds = dicomParser.parseDicom(new Uint8Array(seg));
+      const frames = ds.elements.x52009230.items!.map((it) => it.dataSet!);
+      const present = [0, 1, 2, 3, 4].filter((k) => vox.subarray(k * 4096, (k + 1) * 4096).some((v) => v));
+      expect(frames.length).toBe(present.length);
+      const refs = ds.elements.x00081115.items![0].dataSet!.elements.x0008114a.items!.map((it) => it.dataSet!.string('x00081155'));
+      expect(refs.length).toBe(5);
+      const px = ds.elements.x7fe00010;
+      const bits = new Uint8Array(seg.buffer, seg.byteOffset + px.dataOffset, px.length);
+      frames.forEach((f, n) => {
+        const k = present[n];
+        const fc = f.elements.x00209111.items![0].dataSet!;
+        expect([fc.uint32('x00209157', 0), fc.uint32('x00209157', 1)]).toEqual([1, k + 1]);
+        const pos = f.elements.x00209113.items![0].dataSet!.string('x00200032')!.split('\\').map(Number);
+        expect(pos[2]).toBeCloseTo(byZ[k].z, 3);
+        for (let q = 0; q < 4096; q++) {
+          const bit = n * 4096 + q;
+          expect((bits[bit >> 3] >> (bit & 7)) & 1).toBe(vox[k * 4096 + q] ? 1 : 0);
+        }
+      });
+      if (!noValidator) {
+        const file = path.join(root, `series-seg-${anonymize}.dcm`);
+        writeFileSync(file, seg);
+        const r = spawnSync('dciodvfy', [file], { encoding: 'utf8' });
+        expect(`${r.stdout}${r.stderr}`.split('\n').filter((l) => l.startsWith('Error'))).toEqual([]);
+      }
+    }
   });
 
   it('refuses mixed series, two slices at one position, a missing slice and a changed orientation, naming the files', async () => {

@@ -32,12 +32,78 @@ export function packBits(frames: Uint8Array[]): Uint8Array {
   return out;
 }
 
+type SegSource = DicomSource & { rows: number; columns: number; spacing?: { row: number; col: number }; patient?: { name?: string; id?: string; birthDate?: string; sex?: string } };
+type SegOptions = { anonymize?: boolean; version?: string; model?: string };
+
+/** One frame of a SEG: a segment's mask on one source image. */
+interface SegFrame {
+  segment: number;
+  mask: Uint8Array;
+  source: { sopClassUid?: string; sopInstanceUid?: string; frame?: number };
+  /** DimensionIndexValues, one per dimension. */
+  index: number[];
+  /** ImagePositionPatient of the frame (series). */
+  position?: number[];
+}
+
+/** How the frames are laid out: the dimensions they are indexed by, and the geometry they share. */
+interface SegLayout {
+  dimensions: { pointer: number; group: number; label: string }[];
+  orientation?: number[];
+  thickness?: number;
+  referenced: { seriesInstanceUid?: string; instances: { sopClassUid?: string; sopInstanceUid?: string }[] };
+}
+
+const PURPOSE = [{ CodeValue: '121322', CodingSchemeDesignator: 'DCM', CodeMeaning: 'Source image for image processing operation' }];
+const DERIVATION = [{ CodeValue: '113076', CodingSchemeDesignator: 'DCM', CodeMeaning: 'Segmentation' }];
+
 /**
  * A DICOM Segmentation (binary) referencing the source image: one frame per segment, labelled with
  * the prompt's structure. Patient and study identifiers are copied only because the SEG must sit in
  * the source's study; `anonymize` replaces them (the references to the source UIDs stay).
  */
-export function buildDicomSeg(source: DicomSource & { rows: number; columns: number; spacing?: { row: number; col: number }; patient?: { name?: string; id?: string; birthDate?: string; sex?: string } }, segments: SegSegment[], opts: { anonymize?: boolean; version?: string; model?: string } = {}): Buffer {
+export function buildDicomSeg(source: SegSource, segments: SegSegment[], opts: SegOptions = {}): Buffer {
+  // a frame is named only in a multi-frame source
+  const src = { sopClassUid: source.sopClassUid, sopInstanceUid: source.sopInstanceUid, ...(source.frames > 1 ? { frame: source.frame + 1 } : {}) };
+  const frames = segments.map((s, i) => ({ segment: i + 1, mask: s.mask, source: src, index: [i + 1] }));
+  return writeSeg(source, segments, frames, { dimensions: [SEGMENT_DIMENSION], referenced: { seriesInstanceUid: source.seriesInstanceUid, instances: [src] } }, opts);
+}
+
+/** A DICOM series' geometry and instances, in slice order, for a SEG of a volume. */
+export interface SegSeries {
+  source: SegSource;
+  orientation: number[];
+  sliceSpacing: number;
+  instances: { sopClassUid: string; sopInstanceUid: string; position: number[] }[];
+}
+
+/**
+ * A DICOM Segmentation of a series: one frame per segment and slice where the segment is present,
+ * each referencing its source instance and carrying its plane position, indexed by segment and by
+ * position; every instance of the series is referenced. `slices[k]` of a segment is its mask on the
+ * k-th instance, rows as stored.
+ */
+export function buildSeriesDicomSeg(series: SegSeries, segments: { label: string; slug?: string; slices: Uint8Array[] }[], opts: SegOptions = {}): Buffer {
+  const frames: SegFrame[] = [];
+  segments.forEach((s, i) =>
+    s.slices.forEach((mask, k) => {
+      if (!mask.some((v) => v)) return;
+      const inst = series.instances[k];
+      frames.push({ segment: i + 1, mask, source: inst, index: [i + 1, k + 1], position: inst.position });
+    }),
+  );
+  return writeSeg(series.source, segments, frames, {
+    dimensions: [SEGMENT_DIMENSION, { pointer: 0x00200032, group: 0x00209113, label: 'Position' }],
+    orientation: series.orientation,
+    thickness: series.sliceSpacing,
+    referenced: { seriesInstanceUid: series.source.seriesInstanceUid, instances: series.instances },
+  }, opts);
+}
+
+const SEGMENT_DIMENSION = { pointer: 0x0062000b, group: 0x0062000a, label: 'Segment' };
+
+function writeSeg(source: SegSource, segments: { label: string; slug?: string }[], frames: SegFrame[], layout: SegLayout, opts: SegOptions): Buffer {
+  if (!frames.length) throw new Error('a SEG needs at least one frame');
   const version = opts.version ?? '0.1.0';
   const sopInstanceUid = data.DicomMetaDictionary.uid();
   const seriesUid = data.DicomMetaDictionary.uid();
@@ -64,9 +130,7 @@ export function buildDicomSeg(source: DicomSource & { rows: number; columns: num
     StudyID: st.id ?? '',
     ...(st.description ? { StudyDescription: st.description } : {}),
   };
-  const refInstance = { ReferencedSOPClassUID: source.sopClassUid, ReferencedSOPInstanceUID: source.sopInstanceUid };
-  // a frame is named only in a multi-frame source
-  const sourceFrame = source.frames > 1 ? { ReferencedFrameNumber: source.frame + 1 } : {};
+  const ref = (x: { sopClassUid?: string; sopInstanceUid?: string }) => ({ ReferencedSOPClassUID: x.sopClassUid, ReferencedSOPInstanceUID: x.sopInstanceUid });
   const dimensionOrganizationUid = data.DicomMetaDictionary.uid();
   const usesPrivateCodes = segments.some((s) => !(s.slug && SCT[s.slug]));
   const dataset: Naturalized = {
@@ -103,11 +167,10 @@ export function buildDicomSeg(source: DicomSource & { rows: number; columns: num
     HighBit: 0,
     PixelRepresentation: 0,
     LossyImageCompression: '00',
-    NumberOfFrames: segments.length,
-    ReferencedSeriesSequence: [{ SeriesInstanceUID: source.seriesInstanceUid, ReferencedInstanceSequence: [refInstance] }],
+    NumberOfFrames: frames.length,
+    ReferencedSeriesSequence: [{ SeriesInstanceUID: layout.referenced.seriesInstanceUid, ReferencedInstanceSequence: layout.referenced.instances.map(ref) }],
     DimensionOrganizationSequence: [{ DimensionOrganizationUID: dimensionOrganizationUid }],
-    // one dimension: the segment each frame belongs to
-    DimensionIndexSequence: [{ DimensionOrganizationUID: dimensionOrganizationUid, DimensionIndexPointer: 0x0062000b, FunctionalGroupPointer: 0x0062000a, DimensionDescriptionLabel: 'Segment' }],
+    DimensionIndexSequence: layout.dimensions.map((d) => ({ DimensionOrganizationUID: dimensionOrganizationUid, DimensionIndexPointer: d.pointer, FunctionalGroupPointer: d.group, DimensionDescriptionLabel: d.label })),
     ...(usesPrivateCodes
       ? { CodingSchemeIdentificationSequence: [{ CodingSchemeDesignator: '99PROMPTSEG', CodingSchemeName: 'promptseg structure vocabulary (prompts/vocabulary.json slugs)', CodingSchemeResponsibleOrganization: 'promptseg' }] }
       : {}),
@@ -124,15 +187,17 @@ export function buildDicomSeg(source: DicomSource & { rows: number; columns: num
     }),
     SharedFunctionalGroupsSequence: [
       {
-        ...(source.spacing ? { PixelMeasuresSequence: [{ PixelSpacing: [source.spacing.row, source.spacing.col], SliceThickness: 1 }] } : {}),
+        ...(source.spacing ? { PixelMeasuresSequence: [{ PixelSpacing: [source.spacing.row, source.spacing.col], SliceThickness: layout.thickness ?? 1, ...(layout.thickness ? { SpacingBetweenSlices: layout.thickness } : {}) }] } : {}),
+        ...(layout.orientation ? { PlaneOrientationSequence: [{ ImageOrientationPatient: layout.orientation }] } : {}),
       },
     ],
-    PerFrameFunctionalGroupsSequence: segments.map((_, i) => ({
-      SegmentIdentificationSequence: [{ ReferencedSegmentNumber: i + 1 }],
-      DerivationImageSequence: [{ SourceImageSequence: [{ ...refInstance, ...sourceFrame, PurposeOfReferenceCodeSequence: [{ CodeValue: '121322', CodingSchemeDesignator: 'DCM', CodeMeaning: 'Source image for image processing operation' }] }], DerivationCodeSequence: [{ CodeValue: '113076', CodingSchemeDesignator: 'DCM', CodeMeaning: 'Segmentation' }] }],
-      FrameContentSequence: [{ DimensionIndexValues: [i + 1] }],
+    PerFrameFunctionalGroupsSequence: frames.map((f) => ({
+      SegmentIdentificationSequence: [{ ReferencedSegmentNumber: f.segment }],
+      DerivationImageSequence: [{ SourceImageSequence: [{ ...ref(f.source), ...(f.source.frame ? { ReferencedFrameNumber: f.source.frame } : {}), PurposeOfReferenceCodeSequence: PURPOSE }], DerivationCodeSequence: DERIVATION }],
+      FrameContentSequence: [{ DimensionIndexValues: f.index }],
+      ...(f.position ? { PlanePositionSequence: [{ ImagePositionPatient: f.position }] } : {}),
     })),
-    PixelData: packBits(segments.map((s) => s.mask)).buffer,
+    PixelData: packBits(frames.map((f) => f.mask)).buffer,
     _vrMap: { PixelData: 'OB' },
   };
   const dict = new data.DicomDict(data.DicomMetaDictionary.denaturalizeDataset(meta));

@@ -18,9 +18,11 @@ export interface DicomSeries {
   affine: number[][];
   /** The slices, decoded with their modality values (HU for CT), in order. */
   slices: DicomRaster[];
-  /** Each slice's instance and position along the normal, in the same order. */
-  instances: { sopInstanceUid: string; sopClassUid: string; position: number; name: string }[];
+  /** Each slice's instance, its ImagePositionPatient and position along the normal, in the same order. */
+  instances: { sopInstanceUid: string; sopClassUid: string; position: number; ipp: number[]; name: string }[];
   seriesInstanceUid: string;
+  /** ImageOrientationPatient shared by every slice. */
+  iop: number[];
 }
 
 interface Header {
@@ -112,7 +114,8 @@ export async function readDicomSeries(files: SeriesFile[], limits: { maxVoxels: 
     spacing: [colSp, rowSp, step],
     affine,
     slices,
-    instances: order.map((o) => ({ sopInstanceUid: hs[o.i].sop, sopClassUid: hs[o.i].sopClass, position: o.pos, name: hs[o.i].name })),
+    instances: order.map((o) => ({ sopInstanceUid: hs[o.i].sop, sopClassUid: hs[o.i].sopClass, position: o.pos, ipp: hs[o.i].ipp, name: hs[o.i].name })),
     seriesInstanceUid: first.series,
+    iop: first.iop,
   };
 }

@@ -47,6 +47,8 @@ export const segmentVolumeOperation = defineOperation({
       mask_uri: z.string(),
     })),
     timings_ms: z.object({ total: z.number() }),
+    dicom_seg_url: z.string().optional().describe('For a DICOM series: a DICOM SEG of every mask, referencing each source instance (add ?anonymize=true to replace patient identifiers).'),
+    dicom_seg_uri: z.string().optional(),
     disclaimer: z.string(),
   }),
   async run(ctx, input, extras) {
@@ -84,7 +86,11 @@ export const segmentVolumeOperation = defineOperation({
     const id = randomUUID();
     const files: Buffer[] = [];
     for (const [i, m] of masks.entries()) files.push(await vol.write(m, `promptseg mask: ${input.prompts[i]}`));
-    ctx.volumes.set(id, { id, createdAt: Date.now(), files });
+    // a series keeps its masks per instance for its SEG (only prompts that drew something)
+    const seg = vol.series
+      ? { series: vol.series.seg, segments: masks.map((m, i) => ({ label: input.prompts[i], slug: per[i].structure ?? undefined, slices: vol.series!.slices(m) })).filter((x, i) => per[i].slices.length > 0) }
+      : undefined;
+    ctx.volumes.set(id, { id, createdAt: Date.now(), files, ...(seg?.segments.length ? { seg } : {}) });
     const voxelMm3 = vol.spacing[0] * vol.spacing[1] * vol.spacing[2];
     return ok({
       volume_id: id,
@@ -109,6 +115,7 @@ export const segmentVolumeOperation = defineOperation({
         };
       }),
       timings_ms: { total: Math.round(performance.now() - t0) },
+      ...(seg?.segments.length ? { dicom_seg_url: `/v1/volumes/${id}/dicom-seg`, dicom_seg_uri: `promptseg://volumes/${id}/dicom-seg` } : {}),
       disclaimer: DISCLAIMER,
     });
   },
