@@ -3,6 +3,7 @@ import path from 'node:path';
 import { fail } from '../core/errors.js';
 import { renderWindow } from '../core/image/dicom.js';
 import { readDicomSeries } from '../core/image/dicom-series.js';
+import { isZip, readZipFiles } from '../core/image/zip-files.js';
 import { sniffFormat } from '../core/image/decode.js';
 import { niftiGeometryHeader, placeSliceMask, readNifti, slabMask, sliceImage, writeNiftiMask, type SlabMask, type SliceAxis } from '../core/image/nifti.js';
 import type { RasterImage } from '../core/image/raster.js';
@@ -33,8 +34,10 @@ export interface VolumeSource {
  */
 export async function openVolume(ctx: ServiceContext, image: { base64?: string; path?: string }, keep?: (dims: [number, number, number]) => [number, number]): Promise<VolumeSource> {
   const folder = image.path !== undefined && image.base64 === undefined ? await allowedFolder(ctx, image.path) : undefined;
-  if (folder) return openSeries(ctx, folder);
+  if (folder) return seriesSource(ctx, await folderFiles(ctx, folder));
   const bytes = await readImageBytes(ctx, image);
+  // a zip archive of a series (base64, or a .zip file by path)
+  if (isZip(bytes)) return seriesSource(ctx, await readZipFiles(bytes, { maxFiles: MAX_SERIES_FILES, maxBytes: ctx.config.PROMPTSEG_MAX_VOLUME_BYTES }));
   const format = sniffFormat(bytes);
   if (format !== 'nifti' && format !== 'gzip' && format !== 'unknown') {
     const what = format === 'dicom' ? 'a single DICOM file (a series is read from its folder: image.path)' : `a ${format.toUpperCase()} image`;
@@ -80,18 +83,24 @@ async function allowedFolder(ctx: ServiceContext, p: string): Promise<string | u
   return undefined;
 }
 
-async function openSeries(ctx: ServiceContext, folder: string): Promise<VolumeSource> {
-  const maxSlices = 2048;
+/** At most this many files in a series (a folder or an archive). */
+const MAX_SERIES_FILES = 2048;
+
+/** The files of a folder inside the roots, each read with the checks of any path (inside the roots, a regular file, within the size limit). */
+async function folderFiles(ctx: ServiceContext, folder: string): Promise<{ name: string; bytes: Uint8Array }[]> {
   const names: string[] = [];
   for await (const e of await opendir(folder)) {
     if (e.isFile() && !e.name.startsWith('.')) names.push(e.name);
-    if (names.length > maxSlices) fail('too_large', `the folder holds more than ${maxSlices} files`, 'image.path');
+    if (names.length > MAX_SERIES_FILES) fail('too_large', `the folder holds more than ${MAX_SERIES_FILES} files`, 'image.path');
   }
   names.sort();
-  // each file is read with the same checks as any path (inside the roots, a regular file, within the size limit)
   const files = [];
   for (const name of names) files.push({ name, bytes: await readAllowedFile(ctx, path.join(folder, name)) });
-  const s = await readDicomSeries(files, { maxVoxels: ctx.config.PROMPTSEG_MAX_VOLUME_VOXELS, maxSlices });
+  return files;
+}
+
+async function seriesSource(ctx: ServiceContext, files: { name: string; bytes: Uint8Array }[]): Promise<VolumeSource> {
+  const s = await readDicomSeries(files, { maxVoxels: ctx.config.PROMPTSEG_MAX_VOLUME_VOXELS, maxSlices: MAX_SERIES_FILES });
   const header = niftiGeometryHeader(s.dims, s.spacing, s.affine);
   const geometry = { dims: s.dims, header, littleEndian: true };
   const along = (axis: SliceAxis) => {

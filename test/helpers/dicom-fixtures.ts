@@ -1,3 +1,4 @@
+import { crc32, deflateRawSync } from 'node:zlib';
 import dcmjs from 'dcmjs';
 
 const { DicomDict, DicomMetaDictionary } = (dcmjs as unknown as { data: { DicomDict: new (meta: unknown) => { dict: unknown; write(): ArrayBuffer }; DicomMetaDictionary: { denaturalizeDataset(d: object): unknown } } }).data;
@@ -157,4 +158,48 @@ export function ctSeries(n = 5, size = 64, thickness = 2.5, opts: { orientation?
     return { name: `img${((k * 7) % n).toString().padStart(3, '0')}-${k}.dcm`, bytes: f.bytes, z };
   });
   return { files, studyUid, seriesUid };
+}
+
+/**
+ * A zip archive (deflated entries) of these files, written byte by byte. `declare` overrides the
+ * uncompressed size an entry states, to make an archive that lies about its contents.
+ */
+export function zipOf(files: { name: string; bytes: Uint8Array }[], declare: Record<string, number> = {}): Buffer {
+  const locals: Buffer[] = [], centrals: Buffer[] = [];
+  let offset = 0;
+  for (const f of files) {
+    const name = Buffer.from(f.name);
+    const data = deflateRawSync(f.bytes);
+    const crc = crc32(f.bytes) >>> 0;
+    const size = declare[f.name] ?? f.bytes.length;
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4);
+    local.writeUInt16LE(8, 8); // deflate
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(data.length, 18);
+    local.writeUInt32LE(size, 22);
+    local.writeUInt16LE(name.length, 26);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(20, 4);
+    central.writeUInt16LE(20, 6);
+    central.writeUInt16LE(8, 10);
+    central.writeUInt32LE(crc, 16);
+    central.writeUInt32LE(data.length, 20);
+    central.writeUInt32LE(size, 24);
+    central.writeUInt16LE(name.length, 28);
+    central.writeUInt32LE(offset, 42);
+    locals.push(local, name, data);
+    centrals.push(central, name);
+    offset += 30 + name.length + data.length;
+  }
+  const dir = Buffer.concat(centrals);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(files.length, 8);
+  end.writeUInt16LE(files.length, 10);
+  end.writeUInt32LE(dir.length, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, dir, end]);
 }

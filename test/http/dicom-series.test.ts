@@ -8,7 +8,7 @@ import dicomParser from 'dicom-parser';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../src/main/serve.js';
-import { ctSeries } from '../helpers/dicom-fixtures.js';
+import { ctSeries, zipOf } from '../helpers/dicom-fixtures.js';
 import { testConfig } from '../helpers/service.js';
 
 const noValidator = spawnSync('dciodvfy', ['-h']).error !== undefined;
@@ -95,6 +95,21 @@ describe('a DICOM series (a folder) as a volume', () => {
         expect(`${r.stdout}${r.stderr}`.split('\n').filter((l) => l.startsWith('Error'))).toEqual([]);
       }
     }
+  });
+
+  it('reads the same series from a zip archive (base64), and refuses an archive that inflates past what it declares', { timeout: 60_000 }, async () => {
+    const s = ctSeries(4, 48, 2.5);
+    const zip = zipOf([...s.files, { name: 'series/.DS_Store', bytes: Buffer.from('x') }].map((f) => ({ name: f.name.startsWith('series/') ? f.name : `series/${f.name}`, bytes: f.bytes })));
+    const r = await post('/v1/segment-volume', { image: { base64: zip.toString('base64') }, prompts: ['lungs'] });
+    expect(r.status).toBe(200);
+    const out = (await r.json()) as { dims: number[]; spacing_mm: number[]; dicom_seg_url?: string };
+    expect(out.dims).toEqual([48, 48, 4]);
+    expect(out.spacing_mm[2]).toBeCloseTo(2.5, 5);
+    // the same archive with one entry declaring 100 bytes: yauzl stops it at the lie
+    const liar = zipOf(s.files, { [s.files[0].name]: 100 });
+    const bomb = await post('/v1/segment-volume', { image: { base64: liar.toString('base64') }, prompts: ['lungs'] });
+    expect(bomb.status).toBe(400);
+    expect(((await bomb.json()) as { detail: string }).detail).toMatch(/larger than it declares|corrupt/);
   });
 
   it('refuses mixed series, two slices at one position, a missing slice and a changed orientation, naming the files', async () => {
