@@ -7,6 +7,7 @@ import { ModelRegistry } from '../core/models/registry.js';
 import { createPipelineContext, type PipelineContext, type SegmentResult } from '../core/pipeline/segment.js';
 import { Lru } from '../core/pipeline/lru.js';
 import { yieldTurn } from '../core/pipeline/cancel.js';
+import { toGreyLevels } from '../core/image/mask-encode.js';
 import type { RasterImage } from '../core/image/raster.js';
 import type { DicomSource } from '../core/image/dicom.js';
 import type { SegSeries } from '../core/image/dicom-seg.js';
@@ -101,17 +102,10 @@ export async function storableResult(id: string, result: SegmentResult, extra: P
   const maps: StoredResult['maps'] = [];
   for (const r of result.results) {
     await yieldTurn(); // a full-image pass per map
-    maps.push({ probability: toBytes(r.probability, 1), ...(r.ttaStd ? { ttaSpread: toBytes(r.ttaStd, 2) } : {}) });
+    maps.push({ probability: toGreyLevels(r.probability), ...(r.ttaStd ? { ttaSpread: toGreyLevels(r.ttaStd, 2) } : {}) });
   }
   const results = keepFloatMaps ? result.results : result.results.map((r) => ({ ...r, probability: new Float32Array(0), ttaStd: undefined }));
   return { id, createdAt: Date.now(), result: { ...result, results }, maps, ...extra };
-}
-
-/** round(min(1, v * scale) * 255): exactly the grey levels the map's PNG shows. */
-function toBytes(values: Float32Array, scale: number): Uint8Array {
-  const out = new Uint8Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = Math.max(0, Math.min(255, Math.round(Math.min(1, values[i] * scale) * 255)));
-  return out;
 }
 
 export function count(ctx: ServiceContext, name: string, by = 1): void {

@@ -123,6 +123,11 @@ async function insideRoots(fh: FileHandle, roots: string[], p: string, st: { dev
       return false;
     }
   }
+  return realPathInRoots(real, roots);
+}
+
+/** Whether a real (symlink-free) path is one of the roots or lies below one. */
+export async function realPathInRoots(real: string, roots: string[]): Promise<boolean> {
   for (const r of roots) {
     try {
       const rr = await realpath(r);

@@ -9,7 +9,7 @@ import { niftiGeometryHeader, placeSliceMask, readNifti, slabMask, sliceImage, w
 import type { RasterImage } from '../core/image/raster.js';
 import type { SegSeries } from '../core/image/dicom-seg.js';
 import type { ServiceContext } from './context.js';
-import { readAllowedFile, readImageBytes } from './resolve-image.js';
+import { readAllowedFile, readImageBytes, realPathInRoots } from './resolve-image.js';
 
 /** What segment_volume needs of a volume, whatever it came as (a NIfTI file, a DICOM series). */
 export interface VolumeSource {
@@ -68,19 +68,11 @@ async function allowedFolder(ctx: ServiceContext, p: string): Promise<string | u
   } catch {
     return undefined;
   }
-  for (const r of roots) {
-    try {
-      const rr = await realpath(r);
-      if (real !== rr && !real.startsWith(rr + path.sep)) continue;
-      const dir = await opendir(real).catch(() => undefined);
-      if (!dir) return undefined;
-      await dir.close();
-      return real;
-    } catch {
-      // a root that does not exist contains nothing
-    }
-  }
-  return undefined;
+  if (!(await realPathInRoots(real, roots))) return undefined;
+  const dir = await opendir(real).catch(() => undefined);
+  if (!dir) return undefined;
+  await dir.close();
+  return real;
 }
 
 /** At most this many files in a series (a folder or an archive). */

@@ -2,7 +2,7 @@ import sharp from 'sharp';
 import { fail } from '../errors.js';
 import type { RasterImage } from './raster.js';
 import { decodeDicom } from './dicom.js';
-import { parseNifti, sliceImage } from './nifti.js';
+import { readNifti, sliceImage } from './nifti.js';
 
 export interface DecodeLimits {
   maxPixels: number;
@@ -44,7 +44,7 @@ export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits): Prom
   const format = sniffFormat(bytes);
   if (format === 'dicom') return decodeDicom(bytes, limits, { frame: limits.frame, window: limits.window });
   if (format === 'nifti' || format === 'gzip') {
-    const v = parseNifti(bytes, { maxVoxels: limits.maxPixels });
+    const v = await readNifti(bytes, { maxVoxels: limits.maxPixels });
     if (v.dims[2] > 1) fail('invalid_argument', `this NIfTI is a ${v.dims.join('x')} volume; use the segment_volume operation (POST /v1/segment-volume) for volumes`, 'image');
     const { sliceValues: _values, ...img } = sliceImage(v, 2, 0, limits.window);
     return img;

@@ -8,11 +8,11 @@ export async function maskToPng(mask: Uint8Array, width: number, height: number)
   return sharp(px, { raw: { width, height, channels: 1 } }).toColourspace('b-w').png({ compressionLevel: 6 }).toBuffer();
 }
 
-/** A float map in [0,1] as a grey 8-bit PNG. */
-export async function mapToPng(values: Float32Array, width: number, height: number): Promise<Buffer> {
-  const px = Buffer.alloc(width * height);
-  for (let i = 0; i < px.length; i++) px[i] = Math.max(0, Math.min(255, Math.round(values[i] * 255)));
-  return greyToPng(px, width, height);
+/** round(min(1, v * scale) * 255) per value: the grey levels a map's PNG shows. */
+export function toGreyLevels(values: Float32Array, scale = 1): Uint8Array {
+  const out = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = Math.max(0, Math.min(255, Math.round(Math.min(1, values[i] * scale) * 255)));
+  return out;
 }
 
 /** An 8-bit grey image as PNG, resampled to `size` when given. */
