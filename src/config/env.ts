@@ -24,6 +24,8 @@ export const ConfigSchema = z.object({
   /** More manifests (comma-separated paths), e.g. models/tiny/manifest.json; each entry's dir is relative to its manifest. */
   PROMPTSEG_EXTRA_MANIFESTS: list,
   PROMPTSEG_DEFAULT_MODEL: z.string().default('promptseg-builtin'),
+  /** Where adapters (structures taught from labelled images: promptseg adapt) are kept and read from. */
+  PROMPTSEG_ADAPTERS_DIR: z.string().default(path.join(PROJECT_ROOT, 'adapters')),
   PROMPTSEG_THREADS: int(2, 1),
   PROMPTSEG_MAX_BODY_BYTES: int(25 * 1024 * 1024, 1024),
   PROMPTSEG_MAX_PIXELS: int(40_000_000, 1),

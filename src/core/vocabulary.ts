@@ -61,9 +61,21 @@ export class Vocabulary {
 
   /** The structure a free-text prompt names, if any vocabulary phrase occurs in it as whole words. */
   match(prompt: string): Structure | undefined {
+    return this.matchPhrase(prompt)?.structure;
+  }
+
+  /** The structure a prompt names and the (longest) phrase that named it. */
+  matchPhrase(prompt: string): { structure: Structure; phrase: string } | undefined {
     const n = normalizePrompt(prompt);
-    for (const p of this.phrases) if (n.includes(p.phrase)) return this.bySlug.get(p.slug);
+    for (const p of this.phrases) if (n.includes(p.phrase)) return { structure: this.bySlug.get(p.slug)!, phrase: p.phrase };
     return undefined;
+  }
+
+  /** The structure whose name, slug or a synonym is exactly this phrase. */
+  owner(phrase: string): Structure | undefined {
+    const n = normalizePrompt(phrase);
+    const p = this.phrases.find((x) => x.phrase === n);
+    return p && this.bySlug.get(p.slug);
   }
 
   list(modality?: string): Structure[] {

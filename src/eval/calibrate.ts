@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeImage } from '../core/image/decode.js';
-import { assessImage, keepLargestComponent, segment, type SegmentRequest } from '../core/pipeline/segment.js';
+import { assessImage, keepLargestComponent, segmentWithModel as segment, type SegmentRequest } from '../core/pipeline/segment.js';
 import { fitPlatt, fitTemperature, kthNearest, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ServiceContext } from '../service/context.js';

@@ -268,6 +268,7 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
     return c.json(r.value as object, 200);
   };
   if (op.http.method === 'post') app.post(honoPath, handler);
+  else if (op.http.method === 'delete') app.delete(honoPath, handler);
   else app.get(honoPath, handler);
 }
 

@@ -12,6 +12,7 @@ import { startServer } from './serve.js';
 import { relaunchWithServerMemorySettings } from './relaunch.js';
 import { runMcpStdio } from '../mcp/stdio.js';
 import { evaluateSuite } from '../eval/eval-command.js';
+import { evaluateFewShot } from '../eval/few-shot-suite.js';
 import { IMAGE_TRANSFORMS } from '../core/pipeline/image-tta.js';
 import { fitCalibration, writeCalibration } from '../eval/calibrate.js';
 import { PROJECT_ROOT } from '../config/env.js';
@@ -38,6 +39,12 @@ usage:
   promptseg models pull <id> [<id> ...]   download model bundles from the hub (HF_ENDPOINT for a mirror),
                                            resumable, sha256-verified against the manifest
   promptseg structures list [--modality M] list structures the models know
+  promptseg adapt <folder> --structure <slug> [--name "<name>"] [--synonym "<s>"]... [--shots K] [--seed S] [--model ID]
+                                           teach the model a structure from labelled images (a folder
+                                           like ../shared/data/medseg2d/<dataset>); writes an adapter
+                                           to PROMPTSEG_ADAPTERS_DIR (default adapters/), served from then on
+  promptseg adapters list                  list adapters, and adapter files that are not served (why)
+  promptseg adapters remove <id>           delete an adapter
 `;
 
 class UsageError extends Error {}
@@ -80,6 +87,13 @@ async function main(argv: string[]): Promise<number> {
       if (rest[0] === 'pull') return pullCommand(config, rest.slice(1));
       if (rest[0] !== 'list') throw new UsageError('usage: promptseg models list | promptseg models pull <id> [<id> ...]');
       return printOp(config, 'list_models', {});
+    case 'adapt':
+      return adaptCommand(config, rest);
+    case 'adapters': {
+      if (rest[0] === 'list') return printOp(config, 'list_adapters', {});
+      if (rest[0] === 'remove' && rest[1]) return printOp(config, 'delete_adapter', { id: rest[1] });
+      throw new UsageError('usage: promptseg adapters list | promptseg adapters remove <id>');
+    }
     case 'structures': {
       if (rest[0] !== 'list') throw new UsageError('usage: promptseg structures list [--modality M]');
       const { values } = parseArgs({ args: rest.slice(1), options: { modality: { type: 'string' } } });
@@ -99,6 +113,41 @@ async function printOp(config: ReturnType<typeof loadConfig>, name: string, inpu
     return 1;
   }
   process.stdout.write(JSON.stringify(r.value, null, 2) + '\n');
+  return 0;
+}
+
+async function adaptCommand(config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { structure: { type: 'string' }, name: { type: 'string' }, synonym: { type: 'string', multiple: true }, shots: { type: 'string' }, seed: { type: 'string' }, model: { type: 'string' } },
+  });
+  if (positionals.length !== 1 || !values.structure) throw new UsageError('usage: promptseg adapt <folder> --structure <slug> [--name "<name>"] [--synonym "<s>"]... [--shots K] [--seed S] [--model ID]');
+  const int = (v: string | undefined, flag: string) => {
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v)) throw new UsageError(`${flag} must be a whole number, not "${v}"`);
+    return Number(v);
+  };
+  const ctx = createServiceContext(config);
+  const t0 = Date.now();
+  const r = await runOperation(
+    ctx,
+    operationByName('adapt_structure')!,
+    { folder: path.resolve(positionals[0]), structure: values.structure, name: values.name, synonyms: values.synonym, shots: int(values.shots, '--shots'), seed: int(values.seed, '--seed'), model: values.model, wait: true },
+    { via: 'cli', progress: (d, t, label) => progressBar(d, t, t0, label ?? '') },
+  );
+  process.stderr.write('\n');
+  await disposeServiceContext(ctx);
+  if (!r.ok) {
+    process.stderr.write(`promptseg: ${r.error.message}\n`);
+    return 1;
+  }
+  const job = r.value as { status: string; error?: { message: string }; result?: { adapter?: Record<string, unknown> } };
+  if (job.status !== 'succeeded') {
+    process.stderr.write(`promptseg: ${job.error?.message ?? 'the adaptation failed'}\n`);
+    return 1;
+  }
+  process.stdout.write(JSON.stringify(job.result?.adapter, null, 2) + '\n');
   return 0;
 }
 
@@ -191,6 +240,15 @@ async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]
   const tta = count(values.tta, 'tta', 8), ttaImage = values['tta-image'] === 'auto' ? 'auto' : count(values['tta-image'], 'tta-image', IMAGE_TRANSFORMS.length);
   const suiteFile = positionals[0];
   if (!existsSync(suiteFile)) throw new UsageError(`no suite file ${suiteFile}`);
+  if ((JSON.parse(readFileSync(suiteFile, 'utf8')) as { protocol?: string }).protocol === 'few-shot') {
+    // the few-shot protocol: adapters at several k against zero-shot and task-specific nets (eval/README.md)
+    const ctx = createServiceContext(config);
+    const { files } = await evaluateFewShot(ctx, suiteFile, values.out ?? path.join('runs', path.basename(suiteFile, '.json')), (msg) => process.stderr.write(`${msg}\n`));
+    await disposeServiceContext(ctx);
+    process.stdout.write(readFileSync(files[1], 'utf8'));
+    process.stderr.write(`promptseg: wrote ${files.join(', ')}\n`);
+    return 0;
+  }
   const outDir = values.out ?? path.join('runs', path.basename(suiteFile, '.json') + `-${values.split ?? 'suite'}${limit ? `-limit${limit}` : ''}${tta ? `-tta${tta}` : ''}${ttaImage !== undefined && ttaImage !== 'auto' ? `-ttaimg${ttaImage}` : ''}`);
   const ctx = createServiceContext(config);
   const t0 = Date.now();

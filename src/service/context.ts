@@ -13,6 +13,9 @@ import type { DicomSource } from '../core/image/dicom.js';
 import type { SegSeries } from '../core/image/dicom-seg.js';
 import { Vocabulary } from '../core/vocabulary.js';
 import { InferenceQueue } from './inference-queue.js';
+import { AdapterSet } from '../core/adapters/adapter-set.js';
+import { modelFilesFingerprint } from '../core/trust/calibration.js';
+import { MemoryJobStore, type JobStore } from './jobs.js';
 
 /** A volume result kept for downloads: one NIfTI mask per prompt, and for a DICOM series what its SEG needs. */
 export interface StoredVolume {
@@ -62,15 +65,25 @@ export interface ServiceContext {
   idKey: Buffer;
   /** Keep stored results' float maps too (the evaluation samples them); servers keep 8-bit maps only. */
   keepFloatMaps: boolean;
+  /** Background jobs (adaptations) and the queue they run on, one at a time. */
+  jobs: JobStore;
+  jobQueue: InferenceQueue;
 }
 
 export function createServiceContext(config: Config): ServiceContext {
   const registry = new ModelRegistry(config.PROMPTSEG_MODELS_DIR, config.PROMPTSEG_THREADS, config.PROMPTSEG_EXTRA_MANIFESTS);
   const vocabulary = Vocabulary.fromProject(PROJECT_ROOT);
   const pkg = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string };
+  const pipeline = createPipelineContext(registry, vocabulary, config.PROMPTSEG_CACHE_IMAGES);
+  pipeline.adapters = new AdapterSet(config.PROMPTSEG_ADAPTERS_DIR, vocabulary, (id) => {
+    const e = registry.entries().find((x) => x.id === id);
+    return e && modelFilesFingerprint(e.files);
+  });
   return {
     config,
-    pipeline: createPipelineContext(registry, vocabulary, config.PROMPTSEG_CACHE_IMAGES),
+    pipeline,
+    jobs: new MemoryJobStore(),
+    jobQueue: new InferenceQueue(1, 8),
     queue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY, config.PROMPTSEG_QUEUE_SIZE),
     decodeQueue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY, config.PROMPTSEG_QUEUE_SIZE),
     uploadQueue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY + 1, config.PROMPTSEG_QUEUE_SIZE),

@@ -8,6 +8,10 @@ import { listStructuresOperation } from './operations/list-structures.js';
 import { segmentOperation } from './operations/segment.js';
 import { segmentVolumeOperation } from './operations/segment-volume.js';
 import { segmentRegionOperation } from './operations/segment-region.js';
+import { adaptStructureOperation } from './operations/adapt-structure.js';
+import { getJobOperation } from './operations/get-job.js';
+import { listAdaptersOperation } from './operations/list-adapters.js';
+import { deleteAdapterOperation } from './operations/delete-adapter.js';
 
 /** Every operation of the service; HTTP routes and MCP tools are generated from this list. */
 export const OPERATIONS: Operation[] = [
@@ -19,6 +23,10 @@ export const OPERATIONS: Operation[] = [
   listModelsOperation,
   describeModelOperation,
   listStructuresOperation,
+  adaptStructureOperation,
+  getJobOperation,
+  listAdaptersOperation,
+  deleteAdapterOperation,
   healthOperation,
 ] as unknown as Operation[];
 

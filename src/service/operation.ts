@@ -25,7 +25,7 @@ export interface Operation<I extends z.ZodObject = z.ZodObject, O extends z.ZodT
   name: string;
   title: string;
   description: string;
-  http: { method: 'get' | 'post'; path: string; pathParams?: string[] };
+  http: { method: 'get' | 'post' | 'delete'; path: string; pathParams?: string[] };
   /** The MCP tool name (snake_case verb); the operation name when omitted. */
   mcpName?: string;
   input: I;

@@ -40,6 +40,7 @@ export const PromptResultSchema = z.object({
   reasons: z.array(ReasonSchema),
   zoomed: z.boolean().optional().describe('Set when the mask comes from the second, closer look at a crop around the first mask.'),
   specialist: z.string().optional().describe("Set when the model's specialist of this name drew the mask (segment's specialist option); presence is still the generalist's."),
+  adapter: z.string().optional().describe('Set when an adapter (a structure taught from labelled images: adapt_structure) drew the mask: its id. presence is then the adapter\'s highest pixel probability, calibrated on its validation images where they had images without the structure, and predicted_quality the Dice its calibrated probabilities expect for the mask (2 x the probability summed over the mask / (the probability summed over the image + the mask area)); out_of_distribution then says how unlike the images it was taught on the image is.'),
   largest_component_only: z.boolean().optional().describe('Set when smaller connected components were dropped from the mask, keeping the largest (largest_component).'),
   refined_by: z
     .object({ model: z.string(), box: z.tuple([z.number(), z.number(), z.number(), z.number()]), predicted_iou: z.number() })
@@ -82,3 +83,29 @@ export const DISCLAIMER = 'Research use only; not for clinical decisions.';
 export const PixelSpacingSchema = z
   .tuple([z.number().positive().max(1000, 'a pixel spacing over 1000 mm is not a medical image'), z.number().positive().max(1000, 'a pixel spacing over 1000 mm is not a medical image')])
   .optional();
+
+export const AdapterSummarySchema = z.object({
+  id: z.string(),
+  structure: z.string().describe('The structure slug.'),
+  name: z.string(),
+  synonyms: z.array(z.string()),
+  modality: z.string().nullable(),
+  model: z.string().describe('The model it adapts.'),
+  k: z.number().int().describe('Labelled images it was fitted on.'),
+  seed: z.number().int(),
+  source: z.object({ dataset: z.string(), sha256: z.string().describe('sha256 of the labelled folder it was made from.') }),
+  created_at: z.string(),
+  calibrated_on: z.enum(['validation', 'none']).describe('validation: probabilities, threshold and presence fitted on the folder\'s val images; none: there were none.'),
+  validation: z.object({ images: z.number().int(), dice_mean: z.number(), dice_ci95: z.tuple([z.number(), z.number()]) }).nullable().describe('Dice on the validation images (those that show the structure), with its 95% bootstrap interval.'),
+});
+
+export const JobSchema = z.object({
+  id: z.string(),
+  kind: z.enum(['adapt']),
+  status: z.enum(['queued', 'running', 'succeeded', 'failed']),
+  progress: z.object({ done: z.number(), total: z.number(), message: z.string() }),
+  created_at: z.string(),
+  finished_at: z.string().optional(),
+  result: z.record(z.string(), z.unknown()).optional().describe('For an adaptation: { adapter } as list_adapters shows it.'),
+  error: z.object({ kind: z.string(), message: z.string(), field: z.string().optional() }).optional(),
+});

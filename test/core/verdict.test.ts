@@ -20,6 +20,7 @@ describe('trust verdict', () => {
       ...codes({ areaFraction: 1e-6 }),
       ...codes({ components: 40 }),
       ...codes({ notText: true }),
+      ...codes({ uncalibrated: 'The adapter x' }),
     ]);
     expect([...seen].sort()).toEqual([...REASON_CODES].sort());
   });

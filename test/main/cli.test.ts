@@ -9,12 +9,13 @@ import { chestLikePng } from '../helpers/fixtures.js';
 import { ctSliceHu, rgbSecondaryCapture, xrayMonochrome1 } from '../helpers/dicom-fixtures.js';
 import { niftiVolume } from '../helpers/nifti-fixtures.js';
 import { ROOT } from '../helpers/project.js';
+import { makeLabelledFolder, PHANTOM } from '../helpers/labelled-folder.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'dist', 'main', 'cli.js');
-const cli = async (args: string[]) => {
+const cli = async (args: string[], env: Record<string, string> = {}) => {
   try {
-    const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, PROMPTSEG_LOG_LEVEL: 'silent' } });
+    const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, PROMPTSEG_LOG_LEVEL: 'silent', ...env } });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
@@ -23,6 +24,28 @@ const cli = async (args: string[]) => {
 };
 
 describe('promptseg CLI', () => {
+  it('adapt teaches a structure from a labelled folder with a progress bar; segment then serves it; adapters list and remove it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-cli-adapt-'));
+    const env = { PROMPTSEG_ADAPTERS_DIR: path.join(dir, 'adapters') };
+    await makeLabelledFolder(path.join(dir, 'data'), { n: 5 });
+    const bad = await cli(['adapt', path.join(dir, 'data'), '--structure', PHANTOM.slug, '--shots', '9'], env);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/shots is 9, but the folder has 5 images/);
+    const r = await cli(['adapt', path.join(dir, 'data'), '--structure', PHANTOM.slug, '--shots', '3', '--seed', '4', '--name', 'cli insert'], env);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/\[#+\] \d+\/\d+ ETA \d+s fitting the head/);
+    const made = JSON.parse(r.stdout) as { id: string; k: number; name: string; calibrated_on: string };
+    expect(made).toMatchObject({ k: 3, name: 'cli insert', calibrated_on: 'none' });
+    const seg = await cli(['segment', path.join(dir, 'data', 'images', 'case04.png'), '--prompt', 'cli insert', '--out', path.join(dir, 'out')], env);
+    expect(seg.code).toBe(0);
+    const [res] = JSON.parse(readFileSync(path.join(dir, 'out', 'summary.json'), 'utf8')) as { results: { adapter: string; reasons: { code: string }[] }[] }[];
+    expect(res.results[0].adapter).toBe(made.id);
+    expect(res.results[0].reasons.map((x) => x.code)).toContain('adapter_not_calibrated');
+    expect(JSON.parse((await cli(['adapters', 'list'], env)).stdout).adapters[0].id).toBe(made.id);
+    expect((await cli(['adapters', 'remove', made.id], env)).code).toBe(0);
+    expect(JSON.parse((await cli(['adapters', 'list'], env)).stdout).adapters).toEqual([]);
+  }, 120_000);
+
   it('segment writes a mask PNG per image and prompt and a JSON summary, with a progress bar for several images', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-cli-'));
     const inDir = path.join(dir, 'in');

@@ -70,3 +70,13 @@ export function components(mask: Uint8Array, width: number, height: number): { c
   }
   return { count, sizes, labels };
 }
+
+/** Clears every connected component of the mask but the largest, in place; returns how many were cleared. */
+export function keepLargestComponent(mask: Uint8Array, width: number, height: number): number {
+  const c = components(mask, width, height);
+  if (c.count <= 1) return 0;
+  let best = 0;
+  for (let k = 1; k < c.count; k++) if (c.sizes[k] > c.sizes[best]) best = k;
+  for (let i = 0; i < mask.length; i++) if (mask[i] && c.labels[i] !== best + 1) mask[i] = 0;
+  return c.count - 1;
+}

@@ -1,5 +1,6 @@
 import type { FloatGrid } from '../image/raster.js';
 import type { ModelEntry } from './manifest.js';
+import type { FeatureMap } from '../adapters/pixel-head.js';
 
 /** Text-independent features of one image (opaque to the pipeline; the runner owns them). */
 export interface ImageFeatures {
@@ -35,6 +36,8 @@ export interface SegmentationModel {
   decode(features: ImageFeatures, textEmbeds: Float32Array[]): Promise<DecodeOutput>;
   /** The token ids the text encoder sees, for tests and debugging. */
   tokenize(prompts: string[]): Promise<{ ids: number[][] }>;
+  /** The image encoder's spatial feature maps, finest first (models that offer few-shot adapters). */
+  featureMaps?(features: ImageFeatures): FeatureMap[];
   dispose(): Promise<void>;
 }
 

@@ -4,6 +4,7 @@ import { AutoTokenizer, type PreTrainedTokenizer } from '@huggingface/transforme
 import { toTensorData } from '../image/resize.js';
 import { bundleDir, LazyRunner, localTransformersId, sessionOptions } from './local-bundle.js';
 import type { DecodeOutput, ImageFeatures, SegmentationModel } from './model.js';
+import type { FeatureMap } from '../adapters/pixel-head.js';
 
 /** Runs promptseg's own three-graph model (text encoder, image encoder, mask decoder). */
 export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel {
@@ -120,6 +121,15 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
       iouLogit: Array.from(out.iou_logit.data as Float32Array),
       similarity: Array.from(out.similarity.data as Float32Array),
     };
+  }
+
+  /** The spatial maps among the features the mask decoder reads (f0..f5, embed_map), finest first. */
+  featureMaps(features: ImageFeatures): FeatureMap[] {
+    const tensors = features.tensors as Record<string, ort.Tensor>;
+    return Object.entries(tensors)
+      .filter(([, t]) => t.dims.length === 4)
+      .map(([name, t]) => ({ name, channels: t.dims[1], height: t.dims[2], width: t.dims[3], data: t.data as Float32Array }))
+      .sort((a, b) => b.height - a.height || a.name.localeCompare(b.name));
   }
 
   async dispose(): Promise<void> {

@@ -19,6 +19,15 @@ export function runStoppable<T>(stop: StopSignal | undefined, work: () => Promis
   return stop ? scope.run(stop, work) : work();
 }
 
+/**
+ * Runs background work (a job that outlives the request that started it) under its own stop
+ * signal, outside the scope of the request it was started from: the request's deadline does not
+ * end it, and its yields still give the event loop turns.
+ */
+export function runDetached<T>(signal: AbortSignal, work: () => Promise<T>): Promise<T> {
+  return scope.exit(() => scope.run({ signal, deadlineMs: 0 }, work));
+}
+
 /** The stop signal of the request this code runs for, if any. */
 export const currentStop = (): StopSignal | undefined => scope.getStore();
 

@@ -1,23 +1,27 @@
 import { createHash } from 'node:crypto';
 import { fail } from '../errors.js';
-import { readPromptText } from '../prompt-text.js';
+import { readPromptText, type PromptText } from '../prompt-text.js';
 import { checkpoint, yieldTurn } from './cancel.js';
 import type { FloatGrid, RasterImage } from '../image/raster.js';
 import { letterbox, letterboxGeometry, mapGrid, resizeRgb, roundHalfEven } from '../image/resize.js';
 import { renderWindow } from '../image/dicom.js';
-import { components, maskStats, type MaskStats } from '../image/mask-stats.js';
+import { keepLargestComponent, maskStats, type MaskStats } from '../image/mask-stats.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { ImageFeatures, SegmentationModel } from '../models/model.js';
 import type { ModelEntry } from '../models/manifest.js';
 import { sigmoid, summariseUncertainty, type UncertaintySummary } from '../trust/scores.js';
 import { decideVerdict, DEFAULT_THRESHOLDS, type Reason, type TrustThresholds, type Verdict } from '../trust/verdict.js';
-import { loadCalibration, logit, modelFilesFingerprint, oodScore, platt, type Calibration } from '../trust/calibration.js';
+import { loadCalibration, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration } from '../trust/calibration.js';
+import type { Embedder } from '../adapters/adapt.js';
 import path from 'node:path';
 import type { Structure, Vocabulary } from '../vocabulary.js';
 import { Lru } from './lru.js';
 import { appearanceDescriptor } from '../trust/appearance.js';
 import { IMAGE_TRANSFORMS, ORIENTATION_FREE_MODALITIES, THORAX_REGIONS, type ImageTransform } from './image-tta.js';
 import { cropSquare, pasteSquare, zoomSquare, type Square } from './zoom.js';
+import { maskResult, type MaskTrust } from './mask-result.js';
+import type { AdapterSet, LoadedAdapter } from '../adapters/adapter-set.js';
+import { adapterPass } from './adapter-pass.js';
 
 /** What the pipeline needs; created once per process and shared by every front door. */
 export interface PipelineContext {
@@ -29,6 +33,8 @@ export interface PipelineContext {
   calibrations: Map<string, Calibration | undefined>;
   /** Models whose calibration file was fitted on other model files (a re-export since): it is not applied. */
   staleCalibrations: Set<string>;
+  /** Structures taught to the models from labelled images (adapters); none when unset. */
+  adapters?: AdapterSet;
 }
 
 export function createPipelineContext(registry: ModelRegistry, vocabulary: Vocabulary, cacheImages: number): PipelineContext {
@@ -162,6 +168,8 @@ export interface PromptResult {
   zoomed?: boolean;
   /** The specialist (manifest `specialists`) that drew the mask, when one did. */
   specialist?: string;
+  /** The adapter (a structure taught from labelled images) that drew the mask, when one did. */
+  adapter?: string;
   /** True when only the mask's largest connected component was kept (smaller ones were dropped). */
   largestComponentOnly?: boolean;
 }
@@ -185,8 +193,49 @@ export interface SegmentResult {
 
 const now = () => performance.now();
 
-/** Text-prompted segmentation of one image for one or more prompts. */
+/**
+ * Text-prompted segmentation of one image for one or more prompts: the model's own structures, and
+ * the structures adapters taught it (adapter-pass.ts), on the same cached image features.
+ */
 export async function segment(ctx: PipelineContext, req: SegmentRequest): Promise<SegmentResult> {
+  const modelId = req.modelId ?? ctx.registry.defaultId;
+  const named = req.prompts.map((p, i) => adapterNamed(ctx, readPromptText(p, i), modelId));
+  if (!named.some(Boolean)) return segmentWithModel(ctx, req);
+  const which = named.flatMap((a, i) => (a ? [{ prompt: readPromptText(req.prompts[i], i).text, adapter: a }] : []));
+  if (req.conformalRecall !== undefined) fail('invalid_argument', `adapters have no conformal thresholds (${which.map((w) => w.adapter.file.name).join(', ')}); ask without conformal_recall`, 'conformal_recall');
+  const base = await segmentWithModel(ctx, { ...req, prompts: req.prompts.filter((_, i) => !named[i]) });
+  const model = ctx.registry.get(modelId);
+  const timings = { ...base.timingsMs };
+  let t = now();
+  let cached = true;
+  const f = await wholeImageFeatures(ctx, model, req.image, base.imageSha256, timings, (h) => (cached &&= h));
+  t = now();
+  const extra = await adapterPass(model, f, req.image, which, { threshold: req.threshold, largestComponent: req.largestComponent, embed: embedderFor(ctx, model.entry) });
+  timings.decode_mask += now() - t;
+  for (const k of Object.keys(timings) as StageName[]) timings[k] = Math.round(timings[k] * 100) / 100;
+  const own = [...base.results];
+  const results = named.map((a) => (a ? extra.shift()! : own.shift()!));
+  const imageFeatures = base.results.length === 0 ? (cached ? 'hit' : 'miss') : cached ? base.cache.imageFeatures : 'partial';
+  return { ...base, results, timingsMs: timings, cache: { imageFeatures } };
+}
+
+/** How adapters compare pooled embeddings: standardised by the model's calibration's out-of-distribution statistics, where it has them. */
+export function embedderFor(ctx: PipelineContext, entry: ModelEntry): Embedder | undefined {
+  const ood = calibrationFor(ctx, entry)?.ood;
+  return ood ? (e) => standardise(e, ood.mean, ood.std) : undefined;
+}
+
+/** The adapter of this model a prompt names, unless a longer vocabulary phrase names a built-in structure in it. */
+function adapterNamed(ctx: PipelineContext, text: PromptText, modelId: string): LoadedAdapter | undefined {
+  if (!ctx.adapters || text.markup) return undefined;
+  const a = ctx.adapters.match(text.text, modelId);
+  if (!a) return undefined;
+  const v = ctx.vocabulary.matchPhrase(text.text);
+  return v && v.phrase.length > a.phrase.length ? undefined : a.adapter;
+}
+
+/** Text-prompted segmentation of one image by the model alone (adapter-pass.ts's segment() adds adapters' prompts). */
+export async function segmentWithModel(ctx: PipelineContext, req: SegmentRequest): Promise<SegmentResult> {
   const promptTexts = req.prompts.map(readPromptText);
   req = { ...req, prompts: promptTexts.map((p) => p.text) };
   const modelId = req.modelId ?? ctx.registry.defaultId;
@@ -512,6 +561,11 @@ interface DecodedSet {
   similarity: number[];
 }
 
+/** The model's features of the whole image (letterboxed), from the feature cache when it has them. */
+export async function wholeImageFeatures(ctx: PipelineContext, model: SegmentationModel, image: RasterImage, sha: string, timings: Record<StageName, number>, hit: (h: boolean) => void): Promise<ImageFeatures> {
+  return features(ctx, model, `${model.entry.id}:whole:${sha}`, () => letterbox(image, model.entry.input.size).pixels, timings, hit);
+}
+
 async function features(ctx: PipelineContext, model: SegmentationModel, key0: string, pixels: () => Uint8Array, timings: Record<StageName, number>, hit: (h: boolean) => void, specialist?: string): Promise<ImageFeatures> {
   await checkpoint(); // every image-encoder pass is a point where a stopped request ends
   const key = specialist ? `${key0}:specialist:${specialist}` : key0;
@@ -694,95 +748,6 @@ export function boxOf(g: FloatGrid, zCut: number, width: number, height: number,
   return [Math.max(0, x1 - m), Math.max(0, y1 - m), Math.min(width - 1, x2 + 1 + m), Math.min(height - 1, y2 + 1 + m)];
 }
 
-/** Trust inputs of one mask beyond its pixels. */
-export interface MaskTrust {
-  structure: Structure | undefined;
-  /** Shown in reasons when there is no vocabulary structure. */
-  structureName?: string;
-  inVocabulary: boolean;
-  presence: number;
-  presenceRaw: number;
-  quality: number;
-  similarity: number;
-  thresholds: TrustThresholds;
-  /** Pixel temperature: probability = sigmoid(logit / temperature). */
-  temperature: number;
-  /** Draw the mask even when presence is under the threshold (conformal masks, region prompts). */
-  ignorePresence: boolean;
-  /** The prompt is markup or script, not a name: no mask, rejected. */
-  notText?: boolean;
-  /** Keep only the largest connected component of the mask. */
-  largestComponentOnly?: boolean;
-  assessment: Pick<ImageAssessment, 'outOfDistribution' | 'oodScore'>;
-}
-
-/** Logits at the image size -> probability, mask, geometry, uncertainty and verdict of one prompt. */
-export async function maskResult(prompt: string, mode: 'whole' | 'tiled', logits: FloatGrid, image: RasterImage, threshold: number, t: MaskTrust): Promise<PromptResult> {
-  const { width, height } = image;
-  const probability = new Float32Array(width * height);
-  const mask = new Uint8Array(width * height);
-  // markup is no structure name: answered like nonsense, whatever the model's scores
-  const absent = !!t.notText || (t.presence < t.thresholds.presence && !t.ignorePresence);
-  for (let i = 0; i < probability.length; i++) {
-    const p = sigmoid(logits.data[i] / t.temperature);
-    probability[i] = p;
-    if (!absent && p >= threshold) mask[i] = 1;
-  }
-  // three full-image passes, with a turn of the event loop between them (each is about 100 ms on a
-  // 4-megapixel working image): health checks and other clients are answered in between
-  await yieldTurn();
-  const dropped = t.largestComponentOnly ? keepLargestComponent(mask, width, height) : 0;
-  const stats = maskStats(mask, width, height);
-  await yieldTurn();
-  const uncertainty = summariseUncertainty(probability, mask, width, height);
-  const { verdict, reasons } = decideVerdict(
-    {
-      structureName: t.structure?.name ?? t.structureName,
-      inVocabulary: t.inVocabulary,
-      manyParts: t.structure?.scale === 'tiled',
-      presence: t.presence,
-      quality: t.quality,
-      uncertainFraction: uncertainty.uncertainFraction,
-      areaFraction: stats.areaPx / (width * height),
-      components: stats.components,
-      outOfDistribution: t.assessment.outOfDistribution,
-      oodScore: t.assessment.oodScore,
-      notText: t.notText,
-    },
-    t.thresholds,
-  );
-  const s = t.structure;
-  return {
-    prompt,
-    structure: s ? { slug: s.slug, name: s.name, modality: s.modality } : null,
-    mode,
-    presence: t.presence,
-    presenceRaw: t.presenceRaw,
-    maskThreshold: threshold,
-    maskProduced: stats.areaPx > 0,
-    predictedQuality: t.quality,
-    similarity: t.similarity,
-    stats,
-    areaMm2: image.spacing ? stats.areaPx * image.spacing.row * image.spacing.col : null,
-    uncertainty,
-    verdict,
-    reasons,
-    mask,
-    probability,
-    ...(dropped > 0 ? { largestComponentOnly: true } : {}),
-  };
-}
-
-/** Clears every connected component of the mask but the largest, in place; returns how many were cleared. */
-export function keepLargestComponent(mask: Uint8Array, width: number, height: number): number {
-  const c = components(mask, width, height);
-  if (c.count <= 1) return 0;
-  let best = 0;
-  for (let k = 1; k < c.count; k++) if (c.sizes[k] > c.sizes[best]) best = k;
-  for (let i = 0; i < mask.length; i++) if (mask[i] && c.labels[i] !== best + 1) mask[i] = 0;
-  return c.count - 1;
-}
-
 /** A text prompt's result: the model's scores through the fitted calibration, then maskResult. */
 function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', logits: FloatGrid, presenceLogit: number, iouLogit: number, similarity: number, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, o: { refinedIou?: number; notText: boolean; ignorePresence: boolean; largestComponentOnly: boolean }): Promise<PromptResult> {
   const presenceRaw = sigmoid(presenceLogit);
@@ -803,4 +768,4 @@ function postprocess(prompt: string, structure: Structure | undefined, mode: 'wh
   });
 }
 
-export { logit };
+export { logit, keepLargestComponent, maskResult, type MaskTrust };

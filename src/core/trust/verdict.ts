@@ -11,6 +11,7 @@ export const REASON_CODES = [
   'small_mask',
   'fragmented_mask',
   'prompt_not_text',
+  'adapter_not_calibrated',
 ] as const;
 export type ReasonCode = (typeof REASON_CODES)[number];
 
@@ -53,6 +54,8 @@ export interface TrustInput {
   components: number;
   /** The prompt is markup or script (readPromptText), not the name of anything. */
   notText?: boolean;
+  /** Set when the scores come from something fitted without validation images (an adapter made from a folder without a val split): says what. */
+  uncalibrated?: string;
 }
 
 /** Combines the scores into a verdict; the worst reason decides. */
@@ -92,6 +95,9 @@ export function decideVerdict(t: TrustInput, th: TrustThresholds = DEFAULT_THRES
     if (!t.manyParts && t.components > th.maxComponents) {
       reasons.push({ code: 'fragmented_mask', severity: 'review', message: `The mask falls apart into ${t.components} separate pieces, which is unusual for ${what}.` });
     }
+  }
+  if (t.uncalibrated) {
+    reasons.push({ code: 'adapter_not_calibrated', severity: 'review', message: `${t.uncalibrated} was made with no validation images, so its probabilities, threshold and presence are not calibrated.` });
   }
   const verdict: Verdict = reasons.some((r) => r.severity === 'reject') ? 'reject' : reasons.length ? 'review' : 'accept';
   return { verdict, reasons };

@@ -6,6 +6,8 @@ import { defineOperation } from '../operation.js';
 import { modelKind } from '../../core/models/manifest.js';
 import { bundleGraphInputs } from '../../core/models/graph-inputs.js';
 import { calibrationFor } from '../../core/pipeline/segment.js';
+import { adapterSummary } from '../adapt-from-folder.js';
+import { AdapterSummarySchema } from '../schemas.js';
 
 export const describeModelOperation = defineOperation({
   name: 'describe_model',
@@ -34,12 +36,14 @@ export const describeModelOperation = defineOperation({
       .record(z.string(), z.union([z.array(z.object({ name: z.string(), type: z.string(), shape: z.array(z.union([z.number(), z.string()])) })), z.object({ error: z.string() })]))
       .optional()
       .describe('For an installed bundle: the inputs each ONNX file declares (name, element type, shape with symbolic dimensions by name). The runners choose what to feed from these (e.g. SAM boxes only through input_boxes).'),
+    adapters: z.array(AdapterSummarySchema).optional().describe('Structures taught to this model from labelled images (adapt_structure), with how each was made.'),
     card_markdown: z.string(),
   }),
   async run(ctx, input) {
     const e = ctx.pipeline.registry.entry(input.id);
     const cardPath = path.join(ctx.pipeline.registry.dirOf(e), e.card);
     const installed = ctx.pipeline.registry.installed(e);
+    const adapters = (ctx.pipeline.adapters?.list() ?? []).filter((a) => a.file.base_model.id === e.id);
     return ok({
       id: e.id,
       title: e.title,
@@ -57,6 +61,7 @@ export const describeModelOperation = defineOperation({
         ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, used_by_default_for: sp.structures.filter((s) => calibrationFor(ctx.pipeline, e)?.specialists?.includes(s)) })) }
         : {}),
       ...(installed ? { graph_inputs: await bundleGraphInputs(ctx.pipeline.registry.dirOf(e), e) } : {}),
+      ...(adapters.length ? { adapters: adapters.map(adapterSummary) } : {}),
       card_markdown: existsSync(cardPath) ? readFileSync(cardPath, 'utf8') : '(no model card installed)',
     });
   },

@@ -19,19 +19,26 @@ export const listStructuresOperation = defineOperation({
       description: z.string(),
       parent: z.string().nullable(),
       laterality: z.string().nullable(),
+      adapter: z.string().optional().describe('Set for a structure taught by an adapter (adapt_structure): the adapter id.'),
     })),
   }),
   async run(ctx, input) {
     const v = ctx.pipeline.vocabulary;
-    if (input.modality !== undefined && !v.modalities().includes(input.modality)) {
-      fail('unknown_structure', `no structures for modality "${input.modality}"; known modalities: ${v.modalities().join(', ')}`, 'modality');
+    const adapters = ctx.pipeline.adapters?.list() ?? [];
+    const modalities = [...new Set([...v.modalities(), ...adapters.map((a) => a.structure.modality)])].sort();
+    if (input.modality !== undefined && !modalities.includes(input.modality)) {
+      fail('unknown_structure', `no structures for modality "${input.modality}"; known modalities: ${modalities.join(', ')}`, 'modality');
     }
+    const taught = adapters.filter((a) => input.modality === undefined || a.structure.modality === input.modality);
     return ok({
       vocabulary_version: v.data.version,
-      modalities: v.modalities(),
-      structures: v.list(input.modality).map((s) => ({
-        slug: s.slug, name: s.name, synonyms: s.synonyms, modality: s.modality, description: s.description, parent: s.parent, laterality: s.laterality,
-      })),
+      modalities,
+      structures: [
+        ...v.list(input.modality).map((s) => ({
+          slug: s.slug, name: s.name, synonyms: s.synonyms, modality: s.modality, description: s.description, parent: s.parent, laterality: s.laterality,
+        })),
+        ...taught.map(({ structure: s, file }) => ({ slug: s.slug, name: s.name, synonyms: s.synonyms, modality: s.modality, description: s.description, parent: null, laterality: null, adapter: file.id })),
+      ],
     });
   },
 });

@@ -116,6 +116,7 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
       reasons: r.reasons,
       ...(r.zoomed ? { zoomed: true } : {}),
       ...(r.specialist ? { specialist: r.specialist } : {}),
+      ...(r.adapter ? { adapter: r.adapter } : {}),
       ...(r.largestComponentOnly ? { largest_component_only: true } : {}),
       ...(r.refinedBy ? { refined_by: { model: r.refinedBy.model, box: toOriginal(r.refinedBy.box), predicted_iou: round(r.refinedBy.iou) } } : {}),
       mask_url: `/v1/results/${resultId}/masks/${index}.png`,
