@@ -5,7 +5,7 @@ checkpoint chosen on the val split, scored on test the way the adapters are (Dic
 
     promptseg eval eval/suites/fewshot.json --out runs/fewshot          # writes runs/fewshot/plan.json
     python3 models/train/fewshot_unet.py --plan runs/fewshot/plan.json \\
-        --out eval/results/fewshot/unet.json [--steps 600] [--size 128]
+        --out eval/results/fewshot/unet.json [--steps 600] [--size 128] [--datasets A,B] [--ks 10,all]
 
 The network is unet_specialist.UNet at base width 8 (8-128 channels over 5 scales), on images
 letterboxed to --size, batches of 8 with random crops (70-100% of each side) and grey-level jitter,
@@ -119,15 +119,17 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--datasets", default="", help="comma-separated dataset ids to run (default: every one in the plan)")
+    ap.add_argument("--ks", default="", help="comma-separated k values to run, e.g. 10,all (default: every one in the plan)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     plan = json.load(open(args.plan))
     only = set(filter(None, args.datasets.split(",")))
+    ks = set(filter(None, args.ks.split(",")))
     done = json.load(open(args.out)) if os.path.exists(args.out) else {"recipe": vars(args), "runs": []}
     key = lambda e: (e["dataset"], str(e["k"]), e["draw"])
     have = {key(r) for r in done["runs"]}
     for e in plan:
-        if key(e) in have or (only and e["dataset"] not in only):
+        if key(e) in have or (only and e["dataset"] not in only) or (ks and str(e["k"]) not in ks):
             continue
         t0 = time.time()
         val_dice, test_dice = train_one(e, args, seed=e["draw"] + 1)

@@ -63,6 +63,23 @@ REGION = {
     "monuseg_nuclei_histology": "tissue", "isbi2012_em": "neural_tissue",
 }
 
+# The datasets the shipped model was trained on: the vocabulary serves what the model knows (the
+# newer datasets in ../shared join it with the model that is trained on them).
+SHIPPED = tuple(MODALITY_WORDS)
+
+# Generic words a clinician or an agent uses for "the abnormal thing in this image": resolved at
+# serve time by what the image is (its nearest training set) to the structure the word means there.
+GENERIC_WORDS = ["lesion", "lesions", "tumour", "tumours", "tumor", "tumors", "mass", "masses", "abnormality",
+                 "abnormalities", "anomaly", "finding", "findings", "nodule", "nodules", "pathology"]
+GENERIC_BY_DATASET = {
+    "lgg_flair_mri": "flair_abnormality",
+    "ph2_dermoscopy": "skin_lesion",
+    "endotect2020_polyp_endoscopy": "polyp",
+    "covid19_ct_infection_medseg": "lung_infection",
+    "ct_pulmonary_embolism_fumpe": "pulmonary_embolism",
+    "dc1000_dental_caries_xray": "dental_caries",
+}
+
 EXTRA_NEGATIVES = {
     "jsrt_scr_cxr": ["liver", "left_ventricle", "right_ventricle", "myocardium", "left_atrium", "pulmonary_embolism",
                      "lung_infection", "ground_glass_opacity", "consolidation"],
@@ -89,7 +106,7 @@ def main():
     datasets = []
     for d in sorted(os.listdir(DATA)):
         p = os.path.join(DATA, d, "dataset.json")
-        if not os.path.isfile(p):
+        if not os.path.isfile(p) or d not in SHIPPED:
             continue
         j = json.load(open(p))
         datasets.append(dict(id=d, modality=j["modality"], region=REGION[d], modality_words=MODALITY_WORDS[d],
@@ -110,6 +127,7 @@ def main():
         structures=list(structures.values()), datasets=datasets,
         templates=dict(train=TEMPLATES_TRAIN, eval=TEMPLATES_EVAL),
         nonsense=dict(train=NONSENSE_TRAIN, eval=NONSENSE_EVAL),
+        generic_words=dict(words=GENERIC_WORDS, by_dataset=GENERIC_BY_DATASET),
     )
     out = os.path.join(ROOT, "prompts", "vocabulary.json")
     json.dump(vocab, open(out, "w"), indent=1)

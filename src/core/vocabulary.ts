@@ -26,6 +26,8 @@ export const VocabularySchema = z.object({
   datasets: z.array(z.object({ id: z.string(), modality: z.string(), region: z.string(), modality_words: z.array(z.string()), structures: z.array(z.string()) })),
   templates: z.object({ train: z.array(z.string()), eval: z.array(z.string()) }),
   nonsense: z.object({ train: z.array(z.string()), eval: z.array(z.string()) }),
+  /** Words for "the abnormal thing here" (lesion, tumour, mass...) and, per training set, the structure they mean on its images. */
+  generic_words: z.object({ words: z.array(z.string()), by_dataset: z.record(z.string(), z.string()) }).optional(),
 });
 export type VocabularyData = z.infer<typeof VocabularySchema>;
 
@@ -76,6 +78,31 @@ export class Vocabulary {
     const n = normalizePrompt(phrase);
     const p = this.phrases.find((x) => x.phrase === n);
     return p && this.bySlug.get(p.slug);
+  }
+
+  /** The generic word (lesion, tumour, mass...) a prompt uses in place of a structure's name, when it names no structure. */
+  genericWord(prompt: string): string | undefined {
+    const g = this.data.generic_words;
+    if (!g) return undefined;
+    const words = g.words.map(normalizePrompt);
+    // a structure's synonym that is itself a generic word ("lesion" for the skin lesion, "tumor" for
+    // the FLAIR abnormality) does not settle what the word means on this image
+    const m = this.matchPhrase(prompt);
+    if (m && !words.includes(m.phrase)) return undefined;
+    const n = normalizePrompt(prompt);
+    return g.words.find((_, i) => n.includes(words[i]));
+  }
+
+  /** The structure a generic word means on images like those of a training set, if that set has one. */
+  genericMeaning(dataset: string | null): Structure | undefined {
+    const slug = dataset ? this.data.generic_words?.by_dataset[dataset] : undefined;
+    return slug ? this.bySlug.get(slug) : undefined;
+  }
+
+  /** Every structure a generic word can mean (one per training set with a finding). */
+  genericCandidates(): Structure[] {
+    const slugs = [...new Set(Object.values(this.data.generic_words?.by_dataset ?? {}))];
+    return slugs.map((s) => this.bySlug.get(s)).filter((s): s is Structure => !!s);
   }
 
   list(modality?: string): Structure[] {

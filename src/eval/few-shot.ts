@@ -29,7 +29,7 @@ export async function testDice(model: SegmentationModel, outcome: Awaited<Return
   for (const t of test) {
     if (!t.mask.some((v) => v)) continue;
     const f = await model.encodeImage(letterbox(t.image, model.entry.input.size).pixels);
-    const logits = await adapterLogits(model, outcome.head, headMaps(model.featureMaps!(f)), t.image.width, t.image.height);
+    const logits = await adapterLogits(model, outcome.heads, headMaps(model.featureMaps!(f)), t.image.width, t.image.height);
     out.push(dice(adapterMask(logits, outcome.calibration), t.mask));
   }
   return out;

@@ -15,7 +15,7 @@ import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
 import { principalOf } from '../service/principal.js';
 import { getDicomSeg, getResultArtifact, getVolumeDicomSeg, getVolumeMask } from '../service/result-artifacts.js';
-import { multipartToSegmentInput, readMultipartForm } from './multipart-input.js';
+import { multipartToSegmentInput, multipartToVolumeInput, readMultipartForm } from './multipart-input.js';
 import { problem, problemType } from './problem.js';
 import { renderMetrics } from './metrics.js';
 import { WEB_PAGE_HTML } from './web-page.js';
@@ -208,6 +208,7 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
             content: {
               'application/json': { schema: op.input },
               ...(op.name === 'segment' ? { 'multipart/form-data': { schema: MultipartSegmentSchema } } : {}),
+              ...(op.name === 'segment_volume' ? { 'multipart/form-data': { schema: MultipartVolumeSchema } } : {}),
             },
           },
         }
@@ -283,10 +284,11 @@ async function readBody(c: Context, op: Operation, maxPrompts: number, maxFileBy
       return err('bad_input', 'the request body is not valid JSON');
     }
   }
-  if (type.startsWith('multipart/form-data') && op.name === 'segment') {
+  const multipart = op.name === 'segment' || op.name === 'segment_volume';
+  if (type.startsWith('multipart/form-data') && multipart) {
     try {
       const form = await readMultipartForm(c.req.raw, { maxFileBytes, maxPrompts });
-      const { input, upload } = multipartToSegmentInput(form, maxPrompts);
+      const { input, upload } = (op.name === 'segment' ? multipartToSegmentInput : multipartToVolumeInput)(form, maxPrompts);
       return { ok: true, value: input, upload };
     } catch (e) {
       const ae = (e as { error?: { kind: string } }).error;
@@ -294,8 +296,8 @@ async function readBody(c: Context, op: Operation, maxPrompts: number, maxFileBy
       return err('bad_input', 'the multipart body could not be parsed');
     }
   }
-  if (!type) return err('unsupported_format', `send Content-Type application/json${op.name === 'segment' ? ' or multipart/form-data' : ''}`, 'content-type');
-  return err('unsupported_format', `Content-Type ${type.split(';')[0]} is not accepted here; send application/json${op.name === 'segment' ? ' or multipart/form-data' : ''}`, 'content-type');
+  if (!type) return err('unsupported_format', `send Content-Type application/json${multipart ? ' or multipart/form-data' : ''}`, 'content-type');
+  return err('unsupported_format', `Content-Type ${type.split(';')[0]} is not accepted here; send application/json${multipart ? ' or multipart/form-data' : ''}`, 'content-type');
 }
 
 const ProblemSchema = z.object({
@@ -305,6 +307,15 @@ const ProblemSchema = z.object({
   detail: z.string(),
   field: z.string().optional(),
   request_id: z.string().optional(),
+});
+
+const MultipartVolumeSchema = z.object({
+  image: z.any().describe('A .nii or .nii.gz volume, or a zip archive of one DICOM series (binary).'),
+  prompt: z.array(z.string()).describe('Repeat the field once per prompt.'),
+  axis: z.string().optional().describe('0, 1 or 2 (default 2).'),
+  slice_range: z.string().optional().describe('"first,last" slice indices, inclusive.'),
+  model: z.string().optional(),
+  threshold: z.string().optional(),
 });
 
 const MultipartSegmentSchema = z.object({

@@ -65,9 +65,50 @@ export function readMultipartForm(req: Request, limits: { maxFileBytes: number; 
  * threshold, outputs (comma list or repeatable), overlay (true/false), pixel_spacing_mm ("row,col").
  */
 export function multipartToSegmentInput(form: MultipartForm, maxPrompts: number): { input: Record<string, unknown>; upload: Uint8Array } {
+  const bytes = formFile(form);
+  const prompts = formPrompts(form, maxPrompts);
+  // the file's bytes travel beside the input (RunExtras.upload), never through a base64 string
+  const input: Record<string, unknown> = { image: {}, prompts };
+  const model = first(form.model);
+  if (typeof model === 'string' && model) input.model = model;
+  const th = first(form.threshold);
+  if (typeof th === 'string' && th !== '') input.threshold = Number(th);
+  const outs = all(form.outputs).flatMap((o) => (typeof o === 'string' ? o.split(',').map((x) => x.trim()).filter(Boolean) : []));
+  if (outs.length) input.outputs = outs;
+  const ov = first(form.overlay);
+  if (typeof ov === 'string') input.overlay = ov === 'true' || ov === '1' || ov === 'on';
+  const sp = first(form.pixel_spacing_mm);
+  if (typeof sp === 'string' && sp) input.pixel_spacing_mm = sp.split(',').map(Number);
+  return { input, upload: bytes };
+}
+
+/**
+ * The segment_volume operation's input from a multipart form: image (a .nii/.nii.gz file, or a zip
+ * of one DICOM series), prompt (repeatable) or prompts, axis, slice_range ("first,last"), model, threshold.
+ */
+export function multipartToVolumeInput(form: MultipartForm, maxPrompts: number): { input: Record<string, unknown>; upload: Uint8Array } {
+  const bytes = formFile(form);
+  const input: Record<string, unknown> = { image: {}, prompts: formPrompts(form, maxPrompts) };
+  const model = first(form.model);
+  if (typeof model === 'string' && model) input.model = model;
+  const th = first(form.threshold);
+  if (typeof th === 'string' && th !== '') input.threshold = Number(th);
+  const axis = first(form.axis);
+  if (typeof axis === 'string' && axis !== '') input.axis = Number(axis);
+  const range = first(form.slice_range);
+  if (typeof range === 'string' && range) input.slice_range = range.split(',').map(Number);
+  return { input, upload: bytes };
+}
+
+/** The form's one file (field "image", or "file"). */
+function formFile(form: MultipartForm): Uint8Array {
   const file = first(form.image ?? form.file);
   if (!file || typeof file === 'string') fail('bad_input', 'the form has no image file (field "image")', 'image');
-  const bytes = (file as UploadedFile).bytes;
+  return (file as UploadedFile).bytes;
+}
+
+/** Prompts from repeated "prompt" fields and "prompts" fields (a JSON array or a comma list), counted as they come. */
+function formPrompts(form: MultipartForm, maxPrompts: number): string[] {
   const prompts: string[] = [];
   // counted as they come, so a form with a million prompts is refused without building them all
   const addPrompt = (p: string) => {
@@ -89,19 +130,7 @@ export function multipartToSegmentInput(form: MultipartForm, maxPrompts: number)
       for (const x of arr as unknown[]) addPrompt(String(x));
     } else for (const x of t.split(',')) addPrompt(x.trim());
   }
-  // the file's bytes travel beside the input (RunExtras.upload), never through a base64 string
-  const input: Record<string, unknown> = { image: {}, prompts };
-  const model = first(form.model);
-  if (typeof model === 'string' && model) input.model = model;
-  const th = first(form.threshold);
-  if (typeof th === 'string' && th !== '') input.threshold = Number(th);
-  const outs = all(form.outputs).flatMap((o) => (typeof o === 'string' ? o.split(',').map((x) => x.trim()).filter(Boolean) : []));
-  if (outs.length) input.outputs = outs;
-  const ov = first(form.overlay);
-  if (typeof ov === 'string') input.overlay = ov === 'true' || ov === '1' || ov === 'on';
-  const sp = first(form.pixel_spacing_mm);
-  if (typeof sp === 'string' && sp) input.pixel_spacing_mm = sp.split(',').map(Number);
-  return { input, upload: bytes };
+  return prompts;
 }
 
 const all = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);

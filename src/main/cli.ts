@@ -13,6 +13,7 @@ import { relaunchWithServerMemorySettings } from './relaunch.js';
 import { runMcpStdio } from '../mcp/stdio.js';
 import { evaluateSuite } from '../eval/eval-command.js';
 import { evaluateFewShot } from '../eval/few-shot-suite.js';
+import { evaluateGenericWords } from '../eval/generic-words-suite.js';
 import { IMAGE_TRANSFORMS } from '../core/pipeline/image-tta.js';
 import { fitCalibration, writeCalibration } from '../eval/calibrate.js';
 import { PROJECT_ROOT } from '../config/env.js';
@@ -27,7 +28,7 @@ usage:
   promptseg serve                          start the HTTP API, web page and MCP endpoint (HOST, PORT)
   promptseg mcp                            run the MCP server on stdio
   promptseg segment <image|folder>... --prompt <text> [--prompt <text>...] [--out DIR]
-                    [--model ID] [--threshold P]
+                    [--model ID] [--threshold P] [--generic-words resolve|literal]
                                            write mask PNGs and summary.json per image
   promptseg eval <suite.json> [--split test] [--limit N] [--out DIR] [--model ID...] [--tta N] [--tta-image N|auto]
                                            evaluate models on labelled data (eval/README.md)
@@ -240,10 +241,13 @@ async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]
   const tta = count(values.tta, 'tta', 8), ttaImage = values['tta-image'] === 'auto' ? 'auto' : count(values['tta-image'], 'tta-image', IMAGE_TRANSFORMS.length);
   const suiteFile = positionals[0];
   if (!existsSync(suiteFile)) throw new UsageError(`no suite file ${suiteFile}`);
-  if ((JSON.parse(readFileSync(suiteFile, 'utf8')) as { protocol?: string }).protocol === 'few-shot') {
-    // the few-shot protocol: adapters at several k against zero-shot and task-specific nets (eval/README.md)
+  const protocol = (JSON.parse(readFileSync(suiteFile, 'utf8')) as { protocol?: string }).protocol;
+  if (protocol === 'few-shot' || protocol === 'generic-words') {
+    // the few-shot protocol (adapters at several k against zero-shot and task-specific nets) and
+    // generic words against canonical names (eval/README.md)
     const ctx = createServiceContext(config);
-    const { files } = await evaluateFewShot(ctx, suiteFile, values.out ?? path.join('runs', path.basename(suiteFile, '.json')), (msg) => process.stderr.write(`${msg}\n`));
+    const run = protocol === 'few-shot' ? evaluateFewShot : evaluateGenericWords;
+    const { files } = await run(ctx, suiteFile, values.out ?? path.join('runs', path.basename(suiteFile, '.json')), (msg) => process.stderr.write(`${msg}\n`));
     await disposeServiceContext(ctx);
     process.stdout.write(readFileSync(files[1], 'utf8'));
     process.stderr.write(`promptseg: wrote ${files.join(', ')}\n`);
@@ -287,7 +291,7 @@ async function segmentCommand(config: ReturnType<typeof loadConfig>, args: strin
     parsed = parseArgs({
       args,
       allowPositionals: true,
-      options: { prompt: { type: 'string', multiple: true, short: 'p' }, out: { type: 'string', short: 'o' }, model: { type: 'string' }, threshold: { type: 'string' } },
+      options: { prompt: { type: 'string', multiple: true, short: 'p' }, out: { type: 'string', short: 'o' }, model: { type: 'string' }, threshold: { type: 'string' }, 'generic-words': { type: 'string' } },
     });
   } catch (e) {
     throw new UsageError((e as Error).message);
@@ -312,6 +316,7 @@ async function segmentCommand(config: ReturnType<typeof loadConfig>, args: strin
     const input: Record<string, unknown> = { image: { base64: bytes.toString('base64') }, prompts: values.prompt };
     if (values.model) input.model = values.model;
     if (values.threshold) input.threshold = Number(values.threshold);
+    if (values['generic-words']) input.generic_words = values['generic-words'];
     const r = await runOperation(ctx, volume ? volumeOp : op, input, { via: 'cli' });
     const base = volume ? path.basename(f).replace(/\.nii(\.gz)?$/i, '') : path.basename(f, path.extname(f));
     if (!r.ok) {

@@ -107,6 +107,7 @@ export async function adaptFromFolder(ctx: ServiceContext, p: PreparedAdaptation
       variants: DEFAULT_VARIANTS,
       mirror: false,
       steps: DEFAULT_TRAIN.steps,
+      heads: outcome.heads.length,
       seconds: Math.round(outcome.seconds * 10) / 10,
       cells: outcome.cells,
       created_at: new Date().toISOString(),
@@ -115,7 +116,7 @@ export async function adaptFromFolder(ctx: ServiceContext, p: PreparedAdaptation
     calibration: outcome.calibration,
     familiarity: { count: outcome.familiarity.embeddings.length, dims: outcome.familiarity.embeddings[0].length, embeddings: encodeFloats(outcome.familiarity.embeddings), threshold: outcome.familiarity.threshold },
     validation: outcome.validation ? { images: outcome.validation.images, dice_mean: outcome.validation.dice_mean, dice_ci95: bootstrapCi(outcome.validation.dice) } : null,
-    head: { inputs: outcome.head.inputs, hidden: outcome.head.hidden, ...encodeHead(outcome.head) },
+    heads: outcome.heads.map((h) => ({ inputs: h.inputs, hidden: h.hidden, ...encodeHead(h) })),
   };
   return adapters.add(file);
 }

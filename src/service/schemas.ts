@@ -41,6 +41,18 @@ export const PromptResultSchema = z.object({
   zoomed: z.boolean().optional().describe('Set when the mask comes from the second, closer look at a crop around the first mask.'),
   specialist: z.string().optional().describe("Set when the model's specialist of this name drew the mask (segment's specialist option); presence is still the generalist's."),
   adapter: z.string().optional().describe('Set when an adapter (a structure taught from labelled images: adapt_structure) drew the mask: its id. presence is then the adapter\'s highest pixel probability, calibrated on its validation images where they had images without the structure, and predicted_quality the Dice its calibrated probabilities expect for the mask (2 x the probability summed over the mask / (the probability summed over the image + the mask area)); out_of_distribution then says how unlike the images it was taught on the image is.'),
+  resolution: z
+    .object({
+      word: z.string(),
+      structure: z.string().nullable(),
+      code: z.enum(['generic_word_resolved', 'generic_word_unresolved']),
+      basis: z.enum(['model_presence', 'nearest_training_set']).nullable().describe('model_presence: the model found that finding (the highest presence of those the word can mean); nearest_training_set: it found none, and the finding of the kind of image this looks most like was taken.'),
+      nearest_training_set: z.string().nullable(),
+      candidates: z.record(z.string(), z.number()).describe("The model's presence for each finding the word can mean, on this image."),
+      message: z.string(),
+    })
+    .optional()
+    .describe('Set when the prompt was a generic word (lesion, tumour...): which structure it was read as on this image and why (generic_words).'),
   largest_component_only: z.boolean().optional().describe('Set when smaller connected components were dropped from the mask, keeping the largest (largest_component).'),
   refined_by: z
     .object({ model: z.string(), box: z.tuple([z.number(), z.number(), z.number(), z.number()]), predicted_iou: z.number() })

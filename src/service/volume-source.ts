@@ -28,14 +28,15 @@ export interface VolumeSource {
 }
 
 /**
- * Opens what a segment_volume caller sent: a NIfTI file (base64 or path), or a DICOM series as a
- * folder inside the allowed roots (one file per slice). `keep` names the voxels a NIfTI read
+ * Opens what a segment_volume caller sent: a NIfTI file (base64, path or upload), or a DICOM series as
+ * a folder inside the allowed roots (one file per slice) or a zip archive of one (base64, path or upload). `keep` names the voxels a NIfTI read
  * needs to keep (the slices asked for).
  */
-export async function openVolume(ctx: ServiceContext, image: { base64?: string; path?: string }, keep?: (dims: [number, number, number]) => [number, number]): Promise<VolumeSource> {
+export async function openVolume(ctx: ServiceContext, image: { base64?: string; path?: string }, keep?: (dims: [number, number, number]) => [number, number], upload?: Uint8Array): Promise<VolumeSource> {
   const folder = image.path !== undefined && image.base64 === undefined ? await allowedFolder(ctx, image.path) : undefined;
   if (folder) return seriesSource(ctx, await folderFiles(ctx, folder));
-  const bytes = await readImageBytes(ctx, image);
+  // an uploaded file (multipart) when the input names none
+  const bytes = upload && image.base64 === undefined && image.path === undefined ? upload : await readImageBytes(ctx, image);
   // a zip archive of a series (base64, or a .zip file by path)
   if (isZip(bytes)) return seriesSource(ctx, await readZipFiles(bytes, { maxFiles: MAX_SERIES_FILES, maxBytes: ctx.config.PROMPTSEG_MAX_VOLUME_BYTES }));
   const format = sniffFormat(bytes);

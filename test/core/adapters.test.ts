@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { cellFeatures, HEAD_GRID, positionMap, predictGrid, predictRows, trainPixelHead, type FeatureMap } from '../../src/core/adapters/pixel-head.js';
 import { cellLabels } from '../../src/core/adapters/support.js';
-import { ADAPTER_FORMAT, decodeHead, encodeHead } from '../../src/core/adapters/adapter-file.js';
+import { decodeHead, encodeHead } from '../../src/core/adapters/adapter-file.js';
 import { adaptHead } from '../../src/core/adapters/adapt.js';
 import { seededRandom } from '../../src/core/random.js';
 import { testContext } from '../helpers/service.js';
@@ -25,11 +25,11 @@ describe('the few-shot pixel head', () => {
     for (let q = 0; q < grid.length; q++) worst = Math.max(worst, Math.abs(grid[q] - rows[q]));
     expect(worst).toBeLessThan(1e-3);
     // and the file round trip gives the same head
-    const back = decodeHead({ format: ADAPTER_FORMAT, head: { inputs, hidden: 8, ...encodeHead(head) } } as never);
+    const back = decodeHead({ inputs, hidden: 8, ...encodeHead(head) });
     expect(Array.from(predictGrid(back, maps))).toEqual(Array.from(grid));
     const damaged = { inputs, hidden: 8, ...encodeHead(head) };
     damaged.weights = damaged.weights.replace(/^./, (c) => (c === 'A' ? 'B' : 'A'));
-    expect(() => decodeHead({ head: damaged } as never)).toThrow(/do not match their sha256/);
+    expect(() => decodeHead(damaged)).toThrow(/do not match their sha256/);
   });
 
   it('refuses feature maps other than those it was fitted on', async () => {
@@ -65,12 +65,14 @@ describe('adaptation on the shipped model', () => {
       return { name: `disc at ${cx}`, image: { width: W, height: H, data, format: 'raw' }, mask };
     };
     const support = [img(30), img(60)];
-    const o = { variants: 1, train: { steps: 25 } };
+    const o = { variants: 1, heads: 2, train: { steps: 25 } };
     const a = await adaptHead(model, support, [], { seed: 3, ...o });
     const b = await adaptHead(model, support, [], { seed: 3, ...o });
     const c = await adaptHead(model, support, [], { seed: 4, ...o });
-    expect(Array.from(a.head.w1)).toEqual(Array.from(b.head.w1));
-    expect(Array.from(a.head.w1)).not.toEqual(Array.from(c.head.w1));
+    expect(a.heads).toHaveLength(2);
+    expect(a.heads.map((h) => Array.from(h.w1))).toEqual(b.heads.map((h) => Array.from(h.w1)));
+    expect(Array.from(a.heads[0].w1)).not.toEqual(Array.from(c.heads[0].w1));
+    expect(Array.from(a.heads[0].w1)).not.toEqual(Array.from(a.heads[1].w1));
     expect(a.calibration.fitted_on).toBe('none');
     expect(a.familiarity.embeddings).toHaveLength(2);
   }, 60_000);

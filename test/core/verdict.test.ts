@@ -21,6 +21,7 @@ describe('trust verdict', () => {
       ...codes({ components: 40 }),
       ...codes({ notText: true }),
       ...codes({ uncalibrated: 'The adapter x' }),
+      ...codes({ genericUnresolved: '"lesion" names no finding here' }),
     ]);
     expect([...seen].sort()).toEqual([...REASON_CODES].sort());
   });

@@ -112,6 +112,29 @@ describe('a DICOM series (a folder) as a volume', () => {
     expect(((await bomb.json()) as { detail: string }).detail).toMatch(/larger than it declares|corrupt/);
   });
 
+  it('reads a series uploaded as a zip in the multipart field image (with repeated prompt fields and a slice range), and gives its SEG', { timeout: 60_000 }, async () => {
+    const s = ctSeries(4, 48, 2.5);
+    const form = new FormData();
+    form.append('image', new Blob([zipOf(s.files)], { type: 'application/zip' }), 'series.zip');
+    form.append('prompt', 'lungs');
+    form.append('prompt', 'heart');
+    form.append('slice_range', '1,2');
+    const r = await fetch(`${srv.url}/v1/segment-volume`, { method: 'POST', body: form });
+    expect(r.status).toBe(200);
+    const out = (await r.json()) as { dims: number[]; slices: number[]; results: { prompt: string }[]; dicom_seg_url?: string };
+    expect(out.dims).toEqual([48, 48, 4]);
+    expect(out.slices).toEqual([1, 2]);
+    expect(out.results.map((x) => x.prompt)).toEqual(['lungs', 'heart']);
+    expect(out.dicom_seg_url).toBeDefined();
+    expect((await fetch(`${srv.url}${out.dicom_seg_url}`)).status).toBe(200);
+    // a form without the file is refused naming the field
+    const empty = new FormData();
+    empty.append('prompt', 'lungs');
+    const bad = await fetch(`${srv.url}/v1/segment-volume`, { method: 'POST', body: empty });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { detail: string }).detail).toMatch(/no image file \(field "image"\)/);
+  });
+
   it('refuses mixed series, two slices at one position, a missing slice and a changed orientation, naming the files', async () => {
     const a = ctSeries(4), b = ctSeries(2);
     const problems: [string, { name: string; bytes: Buffer }[], RegExp][] = [

@@ -33,7 +33,7 @@ describe('promptseg CLI', () => {
     expect(bad.stderr).toMatch(/shots is 9, but the folder has 5 images/);
     const r = await cli(['adapt', path.join(dir, 'data'), '--structure', PHANTOM.slug, '--shots', '3', '--seed', '4', '--name', 'cli insert'], env);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/\[#+\] \d+\/\d+ ETA \d+s fitting the head/);
+    expect(r.stderr).toMatch(/\[#+\] \d+\/\d+ ETA \d+s fitting head \d of 3/);
     const made = JSON.parse(r.stdout) as { id: string; k: number; name: string; calibrated_on: string };
     expect(made).toMatchObject({ k: 3, name: 'cli insert', calibrated_on: 'none' });
     const seg = await cli(['segment', path.join(dir, 'data', 'images', 'case04.png'), '--prompt', 'cli insert', '--out', path.join(dir, 'out')], env);

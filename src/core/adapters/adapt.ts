@@ -13,6 +13,8 @@ const CELLS_PER_VIEW = 2048;
 const CELLS_IN_ALL = 65536;
 /** Random variants of each support image (support.ts jittered). */
 export const DEFAULT_VARIANTS = 12;
+/** Heads fitted with different seeds and averaged. */
+export const DEFAULT_HEADS = 3;
 
 export type AdaptProgress = (done: number, total: number, message: string) => void;
 
@@ -22,6 +24,8 @@ export interface AdaptOptions {
   mirror?: boolean;
   /** Random variants (crop and contrast: support.ts jittered) of each support image, besides the image itself. */
   variants?: number;
+  /** Heads fitted with different seeds and averaged (default 3: one head's Dice varies by several points with its seed on a handful of images). */
+  heads?: number;
   /** How pooled embeddings are compared for familiarity (the model's standardisation where its calibration has one). */
   embed?: Embedder;
   train?: Partial<Omit<TrainOptions, 'seed' | 'onStep'>>;
@@ -49,7 +53,8 @@ export interface ValidationFigures {
 }
 
 export interface AdaptOutcome {
-  head: PixelHead;
+  /** The heads fitted (with different seeds); the adapter's logits are their mean. */
+  heads: PixelHead[];
   /** Pooled embeddings of the support images, and the distance from them past which an image is unfamiliar (null: not judged). */
   familiarity: { embeddings: Float32Array[]; threshold: number | null };
   calibration: AdapterCalibration;
@@ -98,11 +103,16 @@ function familiarityThreshold(support: Float32Array[], validation: Float32Array[
 /** What the head reads: the encoder's maps and the cells' positions. */
 export const headMaps = (maps: FeatureMap[]): FeatureMap[] => [...maps, positionMap()];
 
-/** The adapter's logits over an image at its own size (the head's grid mapped as the model's masks are). */
-export async function adapterLogits(model: SegmentationModel, head: PixelHead, maps: FeatureMap[], width: number, height: number): Promise<FloatGrid> {
+/** The adapter's logits over an image at its own size: its heads' mean on the grid, mapped as the model's masks are. */
+export async function adapterLogits(model: SegmentationModel, heads: PixelHead[], maps: FeatureMap[], width: number, height: number): Promise<FloatGrid> {
   const size = model.entry.input.size;
   const b = letterboxGeometry(width, height, size);
-  const grid = { width: HEAD_GRID, height: HEAD_GRID, data: predictGrid(head, maps) };
+  const mean = new Float32Array(HEAD_GRID * HEAD_GRID);
+  for (const h of heads) {
+    const g = predictGrid(h, maps);
+    for (let q = 0; q < mean.length; q++) mean[q] += g[q] / heads.length;
+  }
+  const grid = { width: HEAD_GRID, height: HEAD_GRID, data: mean };
   await yieldTurn();
   return mapGrid(grid, size, width, height, { left: b.left, top: b.top, scaleX: b.innerW / width, scaleY: b.innerH / height });
 }
@@ -120,7 +130,8 @@ export async function adaptHead(model: SegmentationModel, support: LabelledImage
   const jitter = seededRandom(o.seed ^ 0x1177);
   const views = (o.mirror ? support.flatMap((s) => [s, mirrored(s)]) : support).flatMap((s) => [s, ...Array.from({ length: o.variants ?? DEFAULT_VARIANTS }, (_, k) => jittered(s, jitter, k + 1))]);
   const train = { ...DEFAULT_TRAIN, ...o.train };
-  const total = views.length + train.steps + validation.length;
+  const nHeads = o.heads ?? DEFAULT_HEADS;
+  const total = views.length + nHeads * train.steps + validation.length;
   const perView = Math.min(CELLS_PER_VIEW, Math.floor(CELLS_IN_ALL / views.length));
   let inputs: PixelHead['inputs'] | undefined;
   const rows: Float32Array[] = [];
@@ -160,16 +171,23 @@ export async function adaptHead(model: SegmentationModel, support: LabelledImage
     x.set(r, off);
     off += r.length;
   }
-  const head = await trainPixelHead(inputs, x, Uint8Array.from(labels), {
-    ...train,
-    seed: o.seed,
-    onStep: async (step) => {
-      if (step % 20 === 0 || step === train.steps) o.progress?.(views.length + step, total, `fitting the head (step ${step} of ${train.steps})`);
-      await checkpoint();
-    },
-  });
-  const { calibration, validation: figures, pooled } = await calibrate(model, head, validation, (k, name) => o.progress?.(views.length + train.steps + k, total, `validating on ${name}`));
-  return { head, familiarity: { embeddings, threshold: familiarityThreshold(embeddings, pooled, o.embed) }, calibration, validation: figures, cells: { structure: nPos, background: nNeg }, seconds: (performance.now() - t0) / 1000 };
+  const y = Uint8Array.from(labels);
+  const heads: PixelHead[] = [];
+  for (let h = 0; h < nHeads; h++) {
+    const done = views.length + h * train.steps;
+    heads.push(
+      await trainPixelHead(inputs, x, y, {
+        ...train,
+        seed: o.seed * 7919 + h,
+        onStep: async (step) => {
+          if (step % 20 === 0 || step === train.steps) o.progress?.(done + step, total, `fitting head ${h + 1} of ${nHeads} (step ${step} of ${train.steps})`);
+          await checkpoint();
+        },
+      }),
+    );
+  }
+  const { calibration, validation: figures, pooled } = await calibrate(model, heads, validation, (k, name) => o.progress?.(views.length + nHeads * train.steps + k, total, `validating on ${name}`));
+  return { heads, familiarity: { embeddings, threshold: familiarityThreshold(embeddings, pooled, o.embed) }, calibration, validation: figures, cells: { structure: nPos, background: nNeg }, seconds: (performance.now() - t0) / 1000 };
 }
 
 const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
@@ -201,7 +219,7 @@ function dice(pred: Uint8Array, mask: Uint8Array): number {
  * their mean Dice, and presence from the maximum logit where validation images without the
  * structure make it fittable. Without validation images every value is the plain default.
  */
-async function calibrate(model: SegmentationModel, head: PixelHead, validation: LabelledImage[], tick: (k: number, name: string) => void): Promise<{ calibration: AdapterCalibration; validation: ValidationFigures | null; pooled: Float32Array[] }> {
+async function calibrate(model: SegmentationModel, heads: PixelHead[], validation: LabelledImage[], tick: (k: number, name: string) => void): Promise<{ calibration: AdapterCalibration; validation: ValidationFigures | null; pooled: Float32Array[] }> {
   const plain: AdapterCalibration = { fitted_on: 'none', temperature: 1, bias: 0, mask_threshold: 0.5, largest_component: false, presence: { a: 1, b: 0, fitted: false } };
   if (!validation.length) return { calibration: plain, validation: null, pooled: [] };
   const per: { logits: FloatGrid; mask: Uint8Array; max: number }[] = [];
@@ -209,7 +227,7 @@ async function calibrate(model: SegmentationModel, head: PixelHead, validation: 
   for (const [k, v] of validation.entries()) {
     const { maps, pooled } = await mapsOf(model, v.image);
     pooledAll.push(pooled);
-    const logits = await adapterLogits(model, head, maps, v.image.width, v.image.height);
+    const logits = await adapterLogits(model, heads, maps, v.image.width, v.image.height);
     let max = -Infinity;
     for (const z of logits.data) if (z > max) max = z;
     per.push({ logits, mask: v.mask, max });

@@ -30,6 +30,7 @@ export const AdapterFileSchema = z.object({
     variants: z.number().int().nonnegative(),
     mirror: z.boolean(),
     steps: z.number().int().positive(),
+    heads: z.number().int().positive(),
     seconds: z.number(),
     cells: z.object({ structure: z.number().int(), background: z.number().int() }),
     created_at: z.string(),
@@ -46,12 +47,17 @@ export const AdapterFileSchema = z.object({
   /** Pooled image embeddings of the support images (float32 base64, count x dims) and the distance past which an image is unlike them all. */
   familiarity: z.object({ count: z.number().int().nonnegative(), dims: z.number().int().positive(), embeddings: z.string(), threshold: z.number().positive().nullable() }),
   validation: z.object({ images: z.number().int(), dice_mean: z.number(), dice_ci95: z.tuple([z.number(), z.number()]) }).nullable(),
-  head: z.object({
-    inputs: z.array(z.object({ name: z.string(), channels: z.number().int().positive(), height: z.number().int().positive(), width: z.number().int().positive() })),
-    hidden: z.number().int().positive(),
-    weights: z.string(),
-    weights_sha256: z.string(),
-  }),
+  /** The heads whose mean logit is the adapter's (pixel-head.ts). */
+  heads: z
+    .array(
+      z.object({
+        inputs: z.array(z.object({ name: z.string(), channels: z.number().int().positive(), height: z.number().int().positive(), width: z.number().int().positive() })),
+        hidden: z.number().int().positive(),
+        weights: z.string(),
+        weights_sha256: z.string(),
+      }),
+    )
+    .min(1),
 });
 export type AdapterFile = z.infer<typeof AdapterFileSchema>;
 
@@ -80,11 +86,11 @@ export function encodeHead(head: PixelHead): { weights: string; weights_sha256: 
   return { weights: buf.toString('base64'), weights_sha256: createHash('sha256').update(buf).digest('hex') };
 }
 
-/** The head back from a file; throws with what is wrong (checked sizes and hash). */
-export function decodeHead(f: AdapterFile): PixelHead {
-  const buf = Buffer.from(f.head.weights, 'base64');
-  if (createHash('sha256').update(buf).digest('hex') !== f.head.weights_sha256) throw new Error('its weights do not match their sha256 (the file is damaged)');
-  const D = f.head.inputs.reduce((s, m) => s + m.channels, 0), H = f.head.hidden;
+/** One head back from its file record; throws with what is wrong (checked sizes and hash). */
+export function decodeHead(f: AdapterFile['heads'][number]): PixelHead {
+  const buf = Buffer.from(f.weights, 'base64');
+  if (createHash('sha256').update(buf).digest('hex') !== f.weights_sha256) throw new Error('its weights do not match their sha256 (the file is damaged)');
+  const D = f.inputs.reduce((s, m) => s + m.channels, 0), H = f.hidden;
   const sizes = [D, D, D * H, H, H, 1];
   const total = sizes.reduce((s, v) => s + v, 0);
   if (buf.length !== total * 4) throw new Error(`its weights hold ${buf.length / 4} values, the head needs ${total}`);
@@ -93,7 +99,7 @@ export function decodeHead(f: AdapterFile): PixelHead {
   let o = 0;
   const take = (n: number) => all.slice(o, (o += n));
   const [mean, std, w1, b1, w2, b2] = sizes.map(take);
-  return { inputs: f.head.inputs, hidden: H, mean, std, w1, b1, w2, b2: b2[0] };
+  return { inputs: f.inputs, hidden: H, mean, std, w1, b1, w2, b2: b2[0] };
 }
 
 /**

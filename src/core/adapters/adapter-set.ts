@@ -8,7 +8,7 @@ import type { PixelHead } from './pixel-head.js';
 /** An adapter ready to serve: its file, its head, and the structure record prompts resolve to. */
 export interface LoadedAdapter {
   file: AdapterFile;
-  head: PixelHead;
+  heads: PixelHead[];
   /** The support images' pooled embeddings (familiarity). */
   support: Float32Array[];
   structure: Structure;
@@ -100,7 +100,7 @@ export class AdapterSet {
         continue;
       }
       try {
-        byId.set(f.id, { file: f, head: decodeHead(f), support: decodeFloats(f.familiarity.embeddings, f.familiarity.count, f.familiarity.dims), structure: structureOf(f) });
+        byId.set(f.id, { file: f, heads: f.heads.map(decodeHead), support: decodeFloats(f.familiarity.embeddings, f.familiarity.count, f.familiarity.dims), structure: structureOf(f) });
       } catch (e) {
         why((e as Error).message);
       }

@@ -24,7 +24,7 @@ export async function adapterPass(model: SegmentationModel, features: ImageFeatu
   const out: PromptResult[] = [];
   for (const { prompt, adapter } of prompts) {
     const c = adapter.file.calibration;
-    const raw = await adapterLogits(model, adapter.head, maps, image.width, image.height);
+    const raw = await adapterLogits(model, adapter.heads, maps, image.width, image.height);
     // maskResult reads probability = sigmoid(logit / temperature): the bias is taken off first
     const shifted = new Float32Array(raw.data.length);
     let max = -Infinity;

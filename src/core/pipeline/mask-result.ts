@@ -23,6 +23,8 @@ export interface MaskTrust {
   ignorePresence: boolean;
   /** The prompt is markup or script, not a name: no mask, rejected. */
   notText?: boolean;
+  /** Set when a generic word could not be read as a structure on this image: why (the answer is a rejection). */
+  genericUnresolved?: string;
   /** Set when the scores are not calibrated (an adapter made without validation images): what made them. */
   uncalibrated?: string;
   /** Keep only the largest connected component of the mask. */
@@ -36,7 +38,7 @@ export async function maskResult(prompt: string, mode: 'whole' | 'tiled', logits
   const probability = new Float32Array(width * height);
   const mask = new Uint8Array(width * height);
   // markup is no structure name: answered like nonsense, whatever the model's scores
-  const absent = !!t.notText || (t.presence < t.thresholds.presence && !t.ignorePresence);
+  const absent = !!t.notText || !!t.genericUnresolved || (t.presence < t.thresholds.presence && !t.ignorePresence);
   for (let i = 0; i < probability.length; i++) {
     const p = sigmoid(logits.data[i] / t.temperature);
     probability[i] = p;
@@ -63,6 +65,7 @@ export async function maskResult(prompt: string, mode: 'whole' | 'tiled', logits
       oodScore: t.assessment.oodScore,
       notText: t.notText,
       uncalibrated: t.uncalibrated,
+      genericUnresolved: t.genericUnresolved,
     },
     t.thresholds,
   );

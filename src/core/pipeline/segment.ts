@@ -22,6 +22,7 @@ import { cropSquare, pasteSquare, zoomSquare, type Square } from './zoom.js';
 import { maskResult, type MaskTrust } from './mask-result.js';
 import type { AdapterSet, LoadedAdapter } from '../adapters/adapter-set.js';
 import { adapterPass } from './adapter-pass.js';
+import { readGenericWord, unreadResult, type GenericResolution } from './generic-words.js';
 
 /** What the pipeline needs; created once per process and shared by every front door. */
 export interface PipelineContext {
@@ -88,6 +89,8 @@ export interface SegmentRequest {
   largestComponent?: boolean | 'auto';
   /** A box/point model (SAM family) that redraws each produced mask from its box; 'none' turns off the model's default (`refine_with`). */
   refine?: string;
+  /** Generic words (lesion, tumour, mass...): 'resolve' (default) reads them as the finding the image's kind is labelled with; 'literal' sends them to the model as they are. */
+  genericWords?: 'resolve' | 'literal';
   /**
    * Redraw masks with the model's specialist for the structure (an image encoder and mask decoder
    * fine-tuned on it; presence stays the generalist's): 'auto' (default) where the calibration found
@@ -170,6 +173,8 @@ export interface PromptResult {
   specialist?: string;
   /** The adapter (a structure taught from labelled images) that drew the mask, when one did. */
   adapter?: string;
+  /** Set when the prompt was a generic word (lesion, tumour...): how it was read on this image. */
+  resolution?: GenericResolution;
   /** True when only the mask's largest connected component was kept (smaller ones were dropped). */
   largestComponentOnly?: boolean;
 }
@@ -194,27 +199,57 @@ export interface SegmentResult {
 const now = () => performance.now();
 
 /**
- * Text-prompted segmentation of one image for one or more prompts: the model's own structures, and
- * the structures adapters taught it (adapter-pass.ts), on the same cached image features.
+ * Text-prompted segmentation of one image for one or more prompts: the model's own structures;
+ * generic words (lesion, tumour...) read by what the image is (generic-words.ts); and the
+ * structures adapters taught the model (adapter-pass.ts); all on the same cached image features.
  */
 export async function segment(ctx: PipelineContext, req: SegmentRequest): Promise<SegmentResult> {
   const modelId = req.modelId ?? ctx.registry.defaultId;
-  const named = req.prompts.map((p, i) => adapterNamed(ctx, readPromptText(p, i), modelId));
-  if (!named.some(Boolean)) return segmentWithModel(ctx, req);
-  const which = named.flatMap((a, i) => (a ? [{ prompt: readPromptText(req.prompts[i], i).text, adapter: a }] : []));
-  if (req.conformalRecall !== undefined) fail('invalid_argument', `adapters have no conformal thresholds (${which.map((w) => w.adapter.file.name).join(', ')}); ask without conformal_recall`, 'conformal_recall');
-  const base = await segmentWithModel(ctx, { ...req, prompts: req.prompts.filter((_, i) => !named[i]) });
-  const model = ctx.registry.get(modelId);
+  const texts = req.prompts.map((p, i) => readPromptText(p, i));
+  const adapter = texts.map((t) => adapterNamed(ctx, t, modelId));
+  const generic = texts.map((t, i) => (adapter[i] || t.markup || req.genericWords === 'literal' ? undefined : ctx.vocabulary.genericWord(t.text)));
+  if (!adapter.some(Boolean) && !generic.some(Boolean)) return segmentWithModel(ctx, req);
+  if (req.conformalRecall !== undefined && adapter.some(Boolean)) fail('invalid_argument', `adapters have no conformal thresholds (${adapter.filter(Boolean).map((a) => a!.file.name).join(', ')}); ask without conformal_recall`, 'conformal_recall');
+  const own = req.prompts.map((_, i) => i).filter((i) => !adapter[i] && !generic[i]);
+  const base = await segmentWithModel(ctx, { ...req, prompts: own.map((i) => req.prompts[i]) });
+  const results: PromptResult[] = new Array(req.prompts.length);
+  own.forEach((i, k) => (results[i] = base.results[k]));
   const timings = { ...base.timingsMs };
-  let t = now();
-  let cached = true;
-  const f = await wholeImageFeatures(ctx, model, req.image, base.imageSha256, timings, (h) => (cached &&= h));
-  t = now();
-  const extra = await adapterPass(model, f, req.image, which, { threshold: req.threshold, largestComponent: req.largestComponent, embed: embedderFor(ctx, model.entry) });
-  timings.decode_mask += now() - t;
+  let cached = base.cache.imageFeatures !== 'miss' || base.results.length === 0;
+
+  // generic words: the findings they can mean are scanned once, first looks only (their presence),
+  // the word read as the one found (or by the image's nearest training set), then asked by its name
+  let presence: Record<string, number> = {};
+  if (generic.some(Boolean)) {
+    const candidates = ctx.vocabulary.genericCandidates();
+    const scan = await segmentWithModel(ctx, { image: req.image, modelId, prompts: candidates.map((c) => c.name), calibrated: req.calibrated, ttaImage: 0, zoom: false, specialist: false, largestComponent: false, refine: 'none' });
+    for (const k of Object.keys(timings) as StageName[]) timings[k] += scan.timingsMs[k];
+    presence = Object.fromEntries(candidates.map((c, k) => [c.slug, Math.round(scan.results[k].presence * 1e4) / 1e4]));
+  }
+  const read = generic.map((w) => (w ? readGenericWord(ctx.vocabulary, w, base.image, presence) : undefined));
+  const asked = read.map((r, i) => (r?.structure ? i : -1)).filter((i) => i >= 0);
+  if (asked.length) {
+    const more = await segmentWithModel(ctx, { ...req, prompts: asked.map((i) => read[i]!.structure!.name) });
+    for (const k of Object.keys(timings) as StageName[]) timings[k] += more.timingsMs[k];
+    asked.forEach((i, k) => (results[i] = { ...more.results[k], prompt: texts[i].text }));
+  }
+  for (const [i, r] of read.entries()) {
+    if (!r) continue;
+    results[i] ??= await unreadResult(texts[i].text, req.image, r.resolution);
+    results[i].resolution = r.resolution;
+  }
+
+  // adapters: their heads on the model's features of the whole image
+  const taught = adapter.map((a, i) => (a ? i : -1)).filter((i) => i >= 0);
+  if (taught.length) {
+    const model = ctx.registry.get(modelId);
+    const f = await wholeImageFeatures(ctx, model, req.image, base.imageSha256, timings, (h) => (cached &&= h));
+    const t = now();
+    const extra = await adapterPass(model, f, req.image, taught.map((i) => ({ prompt: texts[i].text, adapter: adapter[i]! })), { threshold: req.threshold, largestComponent: req.largestComponent, embed: embedderFor(ctx, model.entry) });
+    timings.decode_mask += now() - t;
+    taught.forEach((i, k) => (results[i] = extra[k]));
+  }
   for (const k of Object.keys(timings) as StageName[]) timings[k] = Math.round(timings[k] * 100) / 100;
-  const own = [...base.results];
-  const results = named.map((a) => (a ? extra.shift()! : own.shift()!));
   const imageFeatures = base.results.length === 0 ? (cached ? 'hit' : 'miss') : cached ? base.cache.imageFeatures : 'partial';
   return { ...base, results, timingsMs: timings, cache: { imageFeatures } };
 }

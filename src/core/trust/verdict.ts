@@ -12,6 +12,7 @@ export const REASON_CODES = [
   'fragmented_mask',
   'prompt_not_text',
   'adapter_not_calibrated',
+  'generic_word_unresolved',
 ] as const;
 export type ReasonCode = (typeof REASON_CODES)[number];
 
@@ -54,6 +55,8 @@ export interface TrustInput {
   components: number;
   /** The prompt is markup or script (readPromptText), not the name of anything. */
   notText?: boolean;
+  /** Set when a generic word (lesion, tumour...) could not be read as a structure on this image: why. */
+  genericUnresolved?: string;
   /** Set when the scores come from something fitted without validation images (an adapter made from a folder without a val split): says what. */
   uncalibrated?: string;
 }
@@ -64,6 +67,10 @@ export function decideVerdict(t: TrustInput, th: TrustThresholds = DEFAULT_THRES
   const reasons: Reason[] = [];
   if (t.notText) {
     reasons.push({ code: 'prompt_not_text', severity: 'reject', message: 'The prompt is markup or script, not the name of a structure, so no mask is returned.' });
+    return { verdict: 'reject', reasons };
+  }
+  if (t.genericUnresolved) {
+    reasons.push({ code: 'generic_word_unresolved', severity: 'reject', message: t.genericUnresolved });
     return { verdict: 'reject', reasons };
   }
   if (t.presence < th.presence) {

@@ -13,7 +13,7 @@ export const segmentVolumeOperation = defineOperation({
   name: 'segment_volume',
   title: 'Segment a 3D volume (NIfTI or a DICOM series) slice by slice',
   description:
-    'Segments each prompted structure in every slice of a NIfTI-1 volume (.nii or .nii.gz) along the chosen axis, or of a DICOM series (a folder of one file per slice, ordered by position along the slice normal; CT in Hounsfield units, windowed per structure), and stacks the slice masks back into a volume. Returns per prompt the volume in mm³ (from the voxel size), the slices where the structure was found, and a NIfTI mask with the input\'s dimensions and affine (by URL / resource).',
+    'Segments each prompted structure in every slice of a NIfTI-1 volume (.nii or .nii.gz) along the chosen axis, or of a DICOM series (a folder of one file per slice, or a zip archive of one: base64, path, or over HTTP the multipart field image; ordered by position along the slice normal; CT in Hounsfield units, windowed per structure), and stacks the slice masks back into a volume. Returns per prompt the volume in mm³ (from the voxel size), the slices where the structure was found, and a NIfTI mask with the input\'s dimensions and affine (by URL / resource).',
   http: { method: 'post', path: '/v1/segment-volume' },
   input: z.object({
     image: z.object({
@@ -62,7 +62,7 @@ export const segmentVolumeOperation = defineOperation({
           return [from * d[0] * d[1], Math.max(from, Math.min(input.slice_range![1] + 1, d[2])) * d[0] * d[1]];
         }
       : undefined;
-    const vol = await openVolume(ctx, input.image, keep);
+    const vol = await openVolume(ctx, input.image, keep, extras?.upload);
     const n = vol.dims[axis];
     const [first, last] = input.slice_range ?? [0, n - 1];
     if (first > last || last >= n) fail('invalid_argument', `slice_range [${first}, ${last}] is outside 0..${n - 1} along axis ${axis}`, 'slice_range');

@@ -31,6 +31,7 @@ export const SegmentInputSchema = z.object({
   zoom: z.enum(['auto', 'on', 'off']).default('auto').describe("Second, closer look at small structures (a crop around the first mask, run again). auto: for the structures where it raised Dice on val (the model's calibration lists them)."),
   specialist: z.enum(['auto', 'on', 'off']).default('auto').describe("Redraw the mask with the model's specialist for the structure, where it has one (list_models shows them: an image encoder and mask decoder fine-tuned on that structure; presence still comes from the generalist). auto: for the structures where it raised Dice on val (the model's calibration lists them)."),
   largest_component: z.enum(['auto', 'on', 'off']).default('auto').describe("Keep only the mask's largest connected component. auto: for the structures where it raised Dice on val (the model's calibration lists them); on: every vocabulary structure; never for conformal masks."),
+  generic_words: z.enum(['resolve', 'literal']).default('resolve').describe("Generic words for a finding (lesion, tumour, mass, abnormality, nodule, finding...) that name no structure: resolve reads them by what the image is (its nearest training set: a FLAIR slice's lesion is its FLAIR abnormality, a dermoscopy image's the skin lesion, a colonoscopy's the polyp) and says so in `resolution`; where the image's kind has no such finding, or the image is unlike all of them, the answer is a rejection naming why. literal: send them to the model as they are."),
   refine: z.string().optional().describe("A box/point model id from list_models (SAM family): each mask is redrawn by that model from the text model's mask box (MedCLIP-SAM style). 'none' turns off a model's default refinement."),
   frame: z.number().int().min(0).optional().describe('DICOM: which frame of a multi-frame file (default 0).'),
   window: z.object({ center: z.number(), width: z.number().positive() }).optional().describe('DICOM grey images: display window in modality units (HU for CT) for every prompt. By default CT uses each structure\'s window (lung, mediastinum, abdomen, bone, brain), other images the file\'s window or robust percentiles.'),
@@ -60,7 +61,7 @@ export const segmentOperation = defineOperation({
     checkCost({ width: image.width, height: image.height, prompts: input.prompts.length, tta: input.tta, ttaImage: input.tta_image, zoom: input.zoom, specialist: input.specialist }, ctx.config.PROMPTSEG_MAX_COST);
     extras?.progress?.(1, 3, 'image decoded');
     const res = await ctx.queue.run(
-      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta, ttaImage: input.tta_image, refine: input.refine, zoom: input.zoom === 'auto' ? 'auto' : input.zoom === 'on', specialist: input.specialist === 'auto' ? 'auto' : input.specialist === 'on', largestComponent: input.largest_component === 'auto' ? 'auto' : input.largest_component === 'on' }),
+      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta, ttaImage: input.tta_image, refine: input.refine, zoom: input.zoom === 'auto' ? 'auto' : input.zoom === 'on', specialist: input.specialist === 'auto' ? 'auto' : input.specialist === 'on', largestComponent: input.largest_component === 'auto' ? 'auto' : input.largest_component === 'on', genericWords: input.generic_words }),
       ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS,
     );
     extras?.progress?.(2, 3, 'masks decoded');
@@ -117,6 +118,7 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
       ...(r.zoomed ? { zoomed: true } : {}),
       ...(r.specialist ? { specialist: r.specialist } : {}),
       ...(r.adapter ? { adapter: r.adapter } : {}),
+      ...(r.resolution ? { resolution: r.resolution } : {}),
       ...(r.largestComponentOnly ? { largest_component_only: true } : {}),
       ...(r.refinedBy ? { refined_by: { model: r.refinedBy.model, box: toOriginal(r.refinedBy.box), predicted_iou: round(r.refinedBy.iou) } } : {}),
       mask_url: `/v1/results/${resultId}/masks/${index}.png`,

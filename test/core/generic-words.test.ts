@@ -1,0 +1,75 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { readGenericWord } from '../../src/core/pipeline/generic-words.js';
+import { Vocabulary } from '../../src/core/vocabulary.js';
+import { operationByName } from '../../src/service/operation-table.js';
+import { runOperation } from '../../src/service/run-operation.js';
+import type { SegmentOutput } from '../../src/service/schemas.js';
+import { chestLikePng } from '../helpers/fixtures.js';
+import { ROOT, SHARED_DATA, sharedMissing } from '../helpers/project.js';
+import { testContext } from '../helpers/service.js';
+
+const vocab = Vocabulary.fromProject(ROOT);
+
+describe('generic words (lesion, tumour, mass...)', () => {
+  it('are told from structure names: a synonym that is itself a generic word does not settle its meaning, a longer name does', () => {
+    expect(vocab.genericWord('lesion')).toBe('lesion');
+    expect(vocab.genericWord('segment the tumor')).toBe('tumor');
+    expect(vocab.genericWord('where is the mass?')).toBe('mass');
+    expect(vocab.genericWord('skin lesion')).toBeUndefined();
+    expect(vocab.genericWord('brain tumor')).toBeUndefined();
+    expect(vocab.genericWord('pigmented lesion')).toBeUndefined();
+    expect(vocab.genericWord('heart')).toBeUndefined();
+  });
+
+  it('are read as the finding the model finds present, else by the image\'s nearest training set, else not at all', () => {
+    const none = Object.fromEntries(vocab.genericCandidates().map((c) => [c.slug, 0.01]));
+    const read = (nearest: string | null, presence: Record<string, number> = none, ood = false) => readGenericWord(vocab, 'lesion', { nearestTrainingSet: nearest, outOfDistribution: ood }, presence);
+    expect(vocab.genericCandidates().map((c) => c.slug).sort()).toEqual(['dental_caries', 'flair_abnormality', 'lung_infection', 'polyp', 'pulmonary_embolism', 'skin_lesion']);
+    // the model's presence decides, even against the nearest set (an image of one kind that looks like another)
+    expect(read('endotect2020_polyp_endoscopy', { ...none, skin_lesion: 0.93, polyp: 0.2 }).resolution).toMatchObject({ code: 'generic_word_resolved', structure: 'skin_lesion', basis: 'model_presence' });
+    expect(read('lgg_flair_mri', { ...none, flair_abnormality: 0.97 }).structure?.slug).toBe('flair_abnormality');
+    // found nowhere: the nearest set's finding (answered as absent by its own verdict)
+    expect(read('lgg_flair_mri').resolution).toMatchObject({ code: 'generic_word_resolved', structure: 'flair_abnormality', basis: 'nearest_training_set' });
+    expect(read('ph2_dermoscopy', none, true).resolution.message).toMatch(/less typical/);
+    // found nowhere, and the kind of image has no finding: not read
+    expect(read('jsrt_scr_cxr').resolution).toMatchObject({ code: 'generic_word_unresolved', structure: null, basis: null });
+    expect(read('jsrt_scr_cxr').resolution.message).toMatch(/chest x-ray .* knows no finding a "lesion" could mean/);
+    expect(read(null).resolution.code).toBe('generic_word_unresolved');
+  });
+
+  it('segment answers a generic word on a radiograph with a rejection naming why; generic_words literal sends it as it is', async () => {
+    const ctx = testContext();
+    const op = operationByName('segment')!;
+    const image = { base64: (await chestLikePng(256)).toString('base64') };
+    const r = await runOperation(ctx, op, { image, prompts: ['heart', 'lesion'] }, { via: 'eval' });
+    expect(r.ok).toBe(true);
+    const [heart, lesion] = (r.value as SegmentOutput).results;
+    expect(heart.resolution).toBeUndefined();
+    expect(heart.structure?.slug).toBe('heart');
+    expect(lesion.verdict).toBe('reject');
+    expect(lesion.mask_produced).toBe(false);
+    expect(lesion.resolution).toMatchObject({ word: 'lesion', code: 'generic_word_unresolved' });
+    expect(Object.keys(lesion.resolution!.candidates)).toHaveLength(6);
+    expect(lesion.reasons.map((x) => x.code)).toEqual(['generic_word_unresolved']);
+    const literal = (await runOperation(ctx, op, { image, prompts: ['lesion'], generic_words: 'literal' }, { via: 'eval' })).value as SegmentOutput;
+    expect(literal.results[0].resolution).toBeUndefined();
+    expect(literal.results[0].structure?.slug).toBe('skin_lesion');
+  }, 30_000);
+
+  it.skipIf(sharedMissing)('on a dermoscopy image and a colonoscopy frame, "lesion" draws the same mask as the finding\'s vocabulary name', async () => {
+    const ctx = testContext();
+    const op = operationByName('segment')!;
+    for (const [ds, slug] of [['ph2_dermoscopy', 'skin_lesion'], ['endotect2020_polyp_endoscopy', 'polyp']]) {
+      const name = vocab.bySlug.get(slug)!.name; // the name a resolved word is asked by
+      const file = readdirSync(path.join(SHARED_DATA, ds, 'images')).sort()[0];
+      const image = { base64: readFileSync(path.join(SHARED_DATA, ds, 'images', file)).toString('base64') };
+      const out = (await runOperation(ctx, op, { image, prompts: [name, 'lesion'], outputs: ['rle'] }, { via: 'eval' })).value as SegmentOutput;
+      const [byName, byWord] = out.results;
+      expect(byWord.resolution?.code, ds).toBe('generic_word_resolved');
+      expect(byWord.structure?.slug).toBe(byName.structure?.slug);
+      expect(byWord.rle).toEqual(byName.rle);
+    }
+  }, 60_000);
+});
