@@ -90,7 +90,23 @@ export class Vocabulary {
     const m = this.matchPhrase(prompt);
     if (m && !words.includes(m.phrase)) return undefined;
     const n = normalizePrompt(prompt);
-    return g.words.find((_, i) => n.includes(words[i]));
+    const i = words.findIndex((w) => n.includes(w));
+    if (i < 0) return undefined;
+    // only the word itself in a request's phrasing ("segment the lesion in this MRI"): a qualified
+    // one ("thyroid nodule", "liver lesion") names a particular structure, not the finding here
+    const rest = n.replace(words[i], ' ').split(' ').filter((w) => w && !this.fillerWords().has(w));
+    return rest.length ? undefined : g.words[i];
+  }
+
+  private filler?: Set<string>;
+
+  /** Words of the prompt templates and modality names: the phrasing around a structure's name, not part of it. */
+  private fillerWords(): Set<string> {
+    if (!this.filler) {
+      const text = [...this.data.templates.train, ...this.data.templates.eval, ...this.data.datasets.flatMap((d) => d.modality_words), 'please me any all visible main this that image scan picture there here'].join(' ');
+      this.filler = new Set(normalizePrompt(text.replace(/\{[sm]\}/g, ' ')).split(' ').filter(Boolean));
+    }
+    return this.filler;
   }
 
   /** The structure a generic word means on images like those of a training set, if that set has one. */

@@ -21,6 +21,11 @@ describe('generic words (lesion, tumour, mass...)', () => {
     expect(vocab.genericWord('brain tumor')).toBeUndefined();
     expect(vocab.genericWord('pigmented lesion')).toBeUndefined();
     expect(vocab.genericWord('heart')).toBeUndefined();
+    expect(vocab.genericWord('segment the lesion in this brain mri')).toBe('lesion');
+    expect(vocab.genericWord('please find the abnormality here')).toBe('abnormality');
+    // a qualified word names a particular structure, which the model may not know: it is not read as "the finding here"
+    expect(vocab.genericWord('thyroid nodule')).toBeUndefined();
+    expect(vocab.genericWord('kidney mass')).toBeUndefined();
   });
 
   it('are read as the finding the model finds present, else by the image\'s nearest training set, else not at all', () => {
