@@ -52,17 +52,19 @@ class WordPiece:
         self.vocab = vocab  # token -> id
 
     @classmethod
-    def build(cls, texts):
+    def build(cls, texts, keep=None):
+        """A vocabulary of the texts' words; with `keep` (an earlier tokenizer's token -> id), every
+        token it has keeps its id and new ones are appended after them, so that a model trained
+        with it can be fine-tuned on a grown vocabulary (train.py copies its embedding rows)."""
         words = set()
         for t in texts:
             words.update(pre_tokenize(t))
         chars = list(string.ascii_lowercase + string.digits)
         punct = [c for c in string.punctuation]
         toks = SPECIALS + chars + punct + ["##" + c for c in chars] + sorted(w for w in words if w not in chars and w not in punct)
-        seen, vocab = set(), {}
+        vocab = dict(keep or {})
         for t in toks:
-            if t not in seen:
-                seen.add(t)
+            if t not in vocab:
                 vocab[t] = len(vocab)
         return cls(vocab)
 

@@ -359,7 +359,11 @@ def main():
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     vocab = json.load(open(os.path.join(ROOT, "prompts", "vocabulary.json")))
-    tok = WordPiece.build(training_texts(vocab))
+    # fine-tuning keeps the tokens the initial weights were trained with at their ids (new words of
+    # a grown vocabulary are appended; their embedding rows start fresh, the others are copied)
+    init_tok = os.path.join(os.path.dirname(a.init), "tokenizer.json") if a.init else None
+    keep = json.load(open(init_tok))["model"]["vocab"] if init_tok and os.path.exists(init_tok) else None
+    tok = WordPiece.build(training_texts(vocab), keep=keep)
     tok.save(a.model_dir)
     state_dir = a.state_dir or os.path.join(a.model_dir, "train-state")
     os.makedirs(state_dir, exist_ok=True)
@@ -383,6 +387,14 @@ def main():
         if unexpected:
             raise SystemExit(f"--init {a.init} has weights this network lacks: {unexpected[:8]}")
         resized = [k for k, v in given.items() if v.shape != own[k].shape]
+        # a grown token embedding keeps its trained rows; only the new tokens' rows start fresh
+        grown = [k for k in resized if given[k].dim() == own[k].dim() and given[k].shape[1:] == own[k].shape[1:] and given[k].shape[0] < own[k].shape[0] and k.endswith("tok.weight")]
+        for k in grown:
+            t = own[k].clone()
+            t[: given[k].shape[0]] = given[k]
+            print(f"{k}: the {given[k].shape[0]} known tokens' rows kept, {t.shape[0] - given[k].shape[0]} new ones fresh", flush=True)
+            given[k] = t
+        resized = [k for k in resized if k not in grown]
         missing, _ = model.load_state_dict({k: v for k, v in given.items() if k not in resized}, strict=False)
         fresh = missing + resized
         print(f"initialised from {a.init}" + (f"; {len(fresh)} tensors new or resized, freshly initialised: {fresh[:6]}{' ...' if len(fresh) > 6 else ''}" if fresh else ""), flush=True)
