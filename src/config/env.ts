@@ -62,6 +62,11 @@ export const ConfigSchema = z.object({
   PROMPTSEG_SHUTDOWN_GRACE_MS: int(5_000, 0),
   /** The secret that keys image ids; random per process when unset (set one shared value for replicas). */
   PROMPTSEG_ID_KEY: z.string().min(16, 'PROMPTSEG_ID_KEY needs at least 16 characters').optional(),
+  /** A DICOMweb server (QIDO-RS, WADO-RS, STOW-RS) series are read from and SEGs stored to, e.g. http://pacs:8042/dicom-web; off when unset. */
+  PROMPTSEG_DICOMWEB_URL: z.string().url().optional(),
+  /** The Authorization header sent to it (e.g. "Bearer ..." or "Basic ..."). */
+  PROMPTSEG_DICOMWEB_AUTH: z.string().optional(),
+  PROMPTSEG_DICOMWEB_TIMEOUT_MS: int(30_000, 100),
   PROMPTSEG_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type Config = z.infer<typeof ConfigSchema>;

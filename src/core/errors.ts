@@ -11,6 +11,7 @@ export const ERROR_KINDS = [
   'unauthorized',
   'forbidden',
   'deadline_exceeded',
+  'upstream_failed',
   'internal',
 ] as const;
 export type ErrorKind = (typeof ERROR_KINDS)[number];

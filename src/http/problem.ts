@@ -14,6 +14,7 @@ export const STATUS_BY_KIND: Record<ErrorKind, number> = {
   unauthorized: 401,
   forbidden: 403,
   deadline_exceeded: 504,
+  upstream_failed: 502,
   internal: 500,
 };
 
@@ -29,6 +30,7 @@ const TITLES: Record<ErrorKind, string> = {
   unauthorized: 'Unauthorized',
   forbidden: 'Forbidden',
   deadline_exceeded: 'Deadline exceeded',
+  upstream_failed: 'The PACS failed',
   internal: 'Internal error',
 };
 

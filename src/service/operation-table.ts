@@ -12,12 +12,14 @@ import { adaptStructureOperation } from './operations/adapt-structure.js';
 import { getJobOperation } from './operations/get-job.js';
 import { listAdaptersOperation } from './operations/list-adapters.js';
 import { deleteAdapterOperation } from './operations/delete-adapter.js';
+import { findSeriesOperation } from './operations/find-series.js';
 
 /** Every operation of the service; HTTP routes and MCP tools are generated from this list. */
 export const OPERATIONS: Operation[] = [
   segmentOperation,
   segmentVolumeOperation,
   segmentRegionOperation,
+  findSeriesOperation,
   assessSegmentationOperation,
   comparePromptsOperation,
   listModelsOperation,

@@ -10,6 +10,7 @@ import type { RasterImage } from '../core/image/raster.js';
 import type { SegSeries } from '../core/image/dicom-seg.js';
 import type { ServiceContext } from './context.js';
 import { readAllowedFile, readImageBytes, realPathInRoots } from './resolve-image.js';
+import { fetchSeries } from './dicomweb.js';
 
 /** What segment_volume needs of a volume, whatever it came as (a NIfTI file, a DICOM series). */
 export interface VolumeSource {
@@ -32,7 +33,9 @@ export interface VolumeSource {
  * a folder inside the allowed roots (one file per slice) or a zip archive of one (base64, path or upload). `keep` names the voxels a NIfTI read
  * needs to keep (the slices asked for).
  */
-export async function openVolume(ctx: ServiceContext, image: { base64?: string; path?: string }, keep?: (dims: [number, number, number]) => [number, number], upload?: Uint8Array): Promise<VolumeSource> {
+export async function openVolume(ctx: ServiceContext, image: { base64?: string; path?: string; dicomweb?: { study_uid: string; series_uid: string } }, keep?: (dims: [number, number, number]) => [number, number], upload?: Uint8Array): Promise<VolumeSource> {
+  // a series in the PACS (DICOMweb WADO-RS)
+  if (image.dicomweb) return seriesSource(ctx, await fetchSeries(ctx.config, image.dicomweb.study_uid, image.dicomweb.series_uid, ctx.config.PROMPTSEG_MAX_VOLUME_BYTES));
   const folder = image.path !== undefined && image.base64 === undefined ? await allowedFolder(ctx, image.path) : undefined;
   if (folder) return seriesSource(ctx, await folderFiles(ctx, folder));
   // an uploaded file (multipart) when the input names none

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { getVolumeDicomSeg } from '../result-artifacts.js';
+import { storeInstances } from '../dicomweb.js';
 import { fail, ok } from '../../core/errors.js';
 import type { SliceAxis } from '../../core/image/nifti.js';
 import { openVolume } from '../volume-source.js';
@@ -19,7 +21,12 @@ export const segmentVolumeOperation = defineOperation({
     image: z.object({
       base64: z.string().optional().describe('The .nii or .nii.gz file as base64.'),
       path: z.string().optional().describe('A NIfTI file, or a folder holding one DICOM series, inside the allowed roots.'),
+      dicomweb: z
+        .object({ study_uid: z.string().regex(/^[0-9.]{1,64}$/, 'a DICOM UID: digits and dots'), series_uid: z.string().regex(/^[0-9.]{1,64}$/, 'a DICOM UID: digits and dots') })
+        .optional()
+        .describe("A series in the server's PACS (PROMPTSEG_DICOMWEB_URL), fetched by WADO-RS; find_series lists them."),
     }),
+    store_seg: z.boolean().default(false).describe('For a DICOM series: store its DICOM SEG in the PACS (STOW-RS) as well; stored_in_pacs says so.'),
     prompts: z.array(z.string().trim().min(1, 'a prompt is empty').max(200)).min(1, 'give at least one prompt').max(8, 'at most 8 prompts per volume'),
     axis: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(2).describe('Voxel axis to slice along (2 = k, axial for RAS volumes).'),
     slice_range: z.tuple([z.number().int().min(0), z.number().int().min(0)]).optional().describe('[first, last] slice index, inclusive; all slices when omitted.'),
@@ -49,6 +56,7 @@ export const segmentVolumeOperation = defineOperation({
     timings_ms: z.object({ total: z.number() }),
     dicom_seg_url: z.string().optional().describe('For a DICOM series: a DICOM SEG of every mask, referencing each source instance (add ?anonymize=true to replace patient identifiers).'),
     dicom_seg_uri: z.string().optional(),
+    stored_in_pacs: z.object({ instances: z.number().int() }).optional().describe('Set when store_seg stored the SEG in the PACS.'),
     disclaimer: z.string(),
   }),
   async run(ctx, input, extras) {
@@ -92,6 +100,14 @@ export const segmentVolumeOperation = defineOperation({
       : undefined;
     ctx.volumes.set(id, { id, createdAt: Date.now(), files, ...(seg?.segments.length ? { seg } : {}) });
     const voxelMm3 = vol.spacing[0] * vol.spacing[1] * vol.spacing[2];
+    let stored: { instances: number } | undefined;
+    if (input.store_seg) {
+      if (!vol.series) fail('invalid_argument', 'store_seg needs a DICOM series (a SEG references its source instances)', 'store_seg');
+      if (!seg?.segments.length) fail('invalid_argument', 'no prompt found its structure in the series, so there is no SEG to store', 'store_seg');
+      const built = getVolumeDicomSeg(ctx, id, false);
+      if (!built.ok) return built;
+      stored = { instances: (await storeInstances(ctx.config, [built.value.bytes])).stored };
+    }
     return ok({
       volume_id: id,
       model: modelId,
@@ -116,6 +132,7 @@ export const segmentVolumeOperation = defineOperation({
       }),
       timings_ms: { total: Math.round(performance.now() - t0) },
       ...(seg?.segments.length ? { dicom_seg_url: `/v1/volumes/${id}/dicom-seg`, dicom_seg_uri: `promptseg://volumes/${id}/dicom-seg` } : {}),
+      ...(stored ? { stored_in_pacs: stored } : {}),
       disclaimer: DISCLAIMER,
     });
   },

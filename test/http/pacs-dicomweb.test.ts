@@ -1,0 +1,99 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import dicomParser from 'dicom-parser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServer, type RunningServer } from '../../src/main/serve.js';
+import { ctSeries } from '../helpers/dicom-fixtures.js';
+import { testConfig } from '../helpers/service.js';
+
+/** Orthanc and its DICOMweb plugin (Debian packages orthanc, orthanc-dicomweb; .ci/run installs them). */
+const PLUGIN = ['/usr/share/orthanc/plugins/libOrthancDicomWeb.so', '/usr/lib/orthanc/libOrthancDicomWeb.so'].find((p) => existsSync(p));
+const noOrthanc = spawnSync('Orthanc', ['--version']).error !== undefined ? 'Orthanc is not installed (Debian package orthanc)' : !PLUGIN ? 'the Orthanc DICOMweb plugin is not installed (Debian package orthanc-dicomweb)' : undefined;
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+
+const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-orthanc-'));
+let orthanc: ChildProcess | undefined;
+let pacs = '';
+let srv: RunningServer;
+const series = ctSeries(5, 64, 2.5);
+
+async function startOrthanc(): Promise<void> {
+  const port = await freePort();
+  const config = { Name: 'promptseg-test', StorageDirectory: path.join(dir, 'db'), IndexDirectory: path.join(dir, 'db'), HttpPort: port, DicomServerEnabled: false, RemoteAccessAllowed: false, AuthenticationEnabled: false, Plugins: [PLUGIN], DicomWeb: { Enable: true, Root: '/dicom-web/' } };
+  writeFileSync(path.join(dir, 'orthanc.json'), JSON.stringify(config));
+  orthanc = spawn('Orthanc', [path.join(dir, 'orthanc.json')], { stdio: 'ignore' });
+  pacs = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    if (await fetch(`${pacs}/system`).then((r) => r.ok, () => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('Orthanc did not start');
+}
+
+const post = (route: string, body: unknown) => fetch(`${srv.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+beforeAll(async () => {
+  if (noOrthanc) return;
+  await startOrthanc();
+  // the series goes into the PACS through Orthanc's own REST API, as a modality would send it
+  for (const f of series.files) expect((await fetch(`${pacs}/instances`, { method: 'POST', body: f.bytes })).ok).toBe(true);
+  srv = await startServer(testConfig({ PROMPTSEG_DICOMWEB_URL: `${pacs}/dicom-web`, PROMPTSEG_DICOMWEB_TIMEOUT_MS: '5000' }), { log: false });
+}, 60_000);
+afterAll(async () => {
+  await srv?.close();
+  orthanc?.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe.skipIf(noOrthanc)(`a real PACS over DICOMweb (Orthanc)${noOrthanc ? `: skipped, ${noOrthanc}` : ''}`, () => {
+  it('finds the series (QIDO-RS), segments it from the PACS (WADO-RS) and stores its SEG back (STOW-RS), which reads back from the PACS', async () => {
+    const found = (await (await fetch(`${srv.url}/v1/pacs/series?modality=CT`)).json()) as { series: { study_uid: string; series_uid: string; modality: string; instances: number | null }[] };
+    expect(found.series).toEqual([expect.objectContaining({ study_uid: series.studyUid, series_uid: series.seriesUid, modality: 'CT' })]);
+    const r = await post('/v1/segment-volume', { image: { dicomweb: { study_uid: series.studyUid, series_uid: series.seriesUid } }, prompts: ['lungs'], store_seg: true });
+    expect(r.status).toBe(200);
+    const out = (await r.json()) as { dims: number[]; stored_in_pacs?: { instances: number }; dicom_seg_url: string; results: { slices_present: number[] }[] };
+    expect(out.dims).toEqual([64, 64, 5]);
+    expect(out.stored_in_pacs).toEqual({ instances: 1 });
+    // the SEG is in the PACS now, in the same study, and references the source series
+    const segs = (await (await fetch(`${srv.url}/v1/pacs/series?modality=SEG&study_uid=${series.studyUid}`)).json()) as { series: { series_uid: string }[] };
+    expect(segs.series).toHaveLength(1);
+    const wado = await fetch(`${pacs}/dicom-web/studies/${series.studyUid}/series/${segs.series[0].series_uid}`, { headers: { accept: 'multipart/related; type="application/dicom"' } });
+    const body = new Uint8Array(await wado.arrayBuffer());
+    const { multipartParts } = await import('../../src/service/dicomweb.js');
+    const [seg] = multipartParts(body, wado.headers.get('content-type') ?? '');
+    const ds = dicomParser.parseDicom(seg);
+    expect(ds.string('x00080016')).toBe('1.2.840.10008.5.1.4.1.1.66.4');
+    const frames = Number(ds.string('x00280008'));
+    expect(frames).toBe(out.results[0].slices_present.length);
+    const referenced = ds.elements.x00081115.items![0].dataSet!.string('x0020000e');
+    expect(referenced).toBe(series.seriesUid);
+  }, 60_000);
+
+  it('a series the PACS does not have, a PACS that errs and one that is gone: clear errors, nothing stored', async () => {
+    const missing = await post('/v1/segment-volume', { image: { dicomweb: { study_uid: series.studyUid, series_uid: '1.2.3.4.5' } }, prompts: ['lungs'] });
+    expect(missing.status).toBe(400);
+    expect(((await missing.json()) as { detail: string }).detail).toMatch(/the PACS has no such series/);
+    const before = ((await (await fetch(`${pacs}/statistics`)).json()) as { CountInstances: number }).CountInstances;
+    orthanc!.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 300));
+    const gone = await post('/v1/segment-volume', { image: { dicomweb: { study_uid: series.studyUid, series_uid: series.seriesUid } }, prompts: ['lungs'], store_seg: true });
+    expect(gone.status).toBe(502);
+    expect(((await gone.json()) as { detail: string }).detail).toMatch(/the PACS could not be reached for fetching series/);
+    const list = await fetch(`${srv.url}/v1/pacs/series`);
+    expect(list.status).toBe(502);
+    // back up on the same storage: nothing was added by the failed request
+    await startOrthanc();
+    expect(((await (await fetch(`${pacs}/statistics`)).json()) as { CountInstances: number }).CountInstances).toBe(before);
+  }, 60_000);
+});
