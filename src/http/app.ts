@@ -14,7 +14,7 @@ import { OPERATIONS } from '../service/operation-table.js';
 import type { Operation } from '../service/operation.js';
 import { runOperation } from '../service/run-operation.js';
 import { principalOf } from '../service/principal.js';
-import { getDicomSeg, getResultArtifact, getVolumeDicomSeg, getVolumeMask } from '../service/result-artifacts.js';
+import { getDicomSeg, getResultArtifact, getVolumeDicomSeg, getVolumeMask, getVolumePreview } from '../service/result-artifacts.js';
 import { multipartToSegmentInput, multipartToVolumeInput, readMultipartForm } from './multipart-input.js';
 import { problem, problemType } from './problem.js';
 import { renderMetrics } from './metrics.js';
@@ -148,6 +148,13 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
     if (!r.ok) return problem(c, r.error);
     return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': 'attachment; filename="seg.dcm"' } });
   });
+  app.get('/v1/volumes/:id/previews/:file', (c) => {
+    const m = /^(\d+)\.png$/.exec(c.req.param('file'));
+    if (!m) return problem(c, { kind: 'invalid_argument', message: 'expected <slice index>.png', field: 'file' });
+    const r = getVolumePreview(ctx, c.req.param('id'), Number(m[1]));
+    if (!r.ok) return problem(c, r.error);
+    return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'cache-control': 'private, max-age=600' } });
+  });
   app.get('/v1/volumes/:id/masks/:file', (c) => {
     const m = /^(\d+)\.nii\.gz$/.exec(c.req.param('file'));
     if (!m) return problem(c, { kind: 'invalid_argument', message: 'expected <index>.nii.gz', field: 'file' });
@@ -256,15 +263,17 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
   const handle = async (c: Context, signal: AbortSignal) => {
     let input: unknown;
     let upload: Uint8Array | undefined;
+    let uploads: { name: string; bytes: Uint8Array }[] | undefined;
     if (op.http.method === 'post') {
       const parsed = await readBody(c, op, ctx.config.PROMPTSEG_MAX_PROMPTS, ctx.config.PROMPTSEG_MAX_BODY_BYTES);
       if (!parsed.ok) return problem(c, parsed.error);
       input = parsed.value;
       upload = parsed.upload;
+      uploads = parsed.uploads?.map((f, i) => ({ name: f.filename || `file-${i + 1}`, bytes: f.bytes }));
     } else {
       input = { ...c.req.query(), ...Object.fromEntries(params.map((p) => [p, c.req.param(p)])) };
     }
-    const r = await runOperation(ctx, op, input, { via: 'http', principal: principalOf(c.req.header('authorization')), signal, upload });
+    const r = await runOperation(ctx, op, input, { via: 'http', principal: principalOf(c.req.header('authorization')), signal, upload, uploads });
     if (!r.ok) return problem(c, r.error);
     return c.json(r.value as object, 200);
   };
@@ -273,7 +282,7 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
   else app.get(honoPath, handler);
 }
 
-async function readBody(c: Context, op: Operation, maxPrompts: number, maxFileBytes: number): Promise<{ ok: true; value: unknown; upload?: Uint8Array } | ReturnType<typeof err>> {
+async function readBody(c: Context, op: Operation, maxPrompts: number, maxFileBytes: number): Promise<{ ok: true; value: unknown; upload?: Uint8Array; uploads?: { filename: string; bytes: Uint8Array }[] } | ReturnType<typeof err>> {
   const type = (c.req.header('content-type') ?? '').toLowerCase();
   if (type.startsWith('application/json')) {
     const text = await c.req.text();
@@ -287,9 +296,9 @@ async function readBody(c: Context, op: Operation, maxPrompts: number, maxFileBy
   const multipart = op.name === 'segment' || op.name === 'segment_volume';
   if (type.startsWith('multipart/form-data') && multipart) {
     try {
-      const form = await readMultipartForm(c.req.raw, { maxFileBytes, maxPrompts });
-      const { input, upload } = (op.name === 'segment' ? multipartToSegmentInput : multipartToVolumeInput)(form, maxPrompts);
-      return { ok: true, value: input, upload };
+      const form = await readMultipartForm(c.req.raw, { maxFileBytes, maxPrompts, maxFiles: op.name === 'segment_volume' ? 2048 : 4 });
+      const { input, upload, uploads }: ReturnType<typeof multipartToVolumeInput> = op.name === 'segment' ? multipartToSegmentInput(form, maxPrompts) : multipartToVolumeInput(form, maxPrompts);
+      return { ok: true, value: input, upload, uploads };
     } catch (e) {
       const ae = (e as { error?: { kind: string } }).error;
       if (ae) return { ok: false, error: ae as never };
@@ -310,8 +319,9 @@ const ProblemSchema = z.object({
 });
 
 const MultipartVolumeSchema = z.object({
-  image: z.any().describe('A .nii or .nii.gz volume, or a zip archive of one DICOM series (binary).'),
+  image: z.any().describe('A .nii or .nii.gz volume, a zip archive of one DICOM series, or the series\' DICOM files themselves (repeat the field once per file).'),
   prompt: z.array(z.string()).describe('Repeat the field once per prompt.'),
+  previews: z.string().optional().describe('true to keep a preview PNG of every slice (previews_url).'),
   axis: z.string().optional().describe('0, 1 or 2 (default 2).'),
   slice_range: z.string().optional().describe('"first,last" slice indices, inclusive.'),
   model: z.string().optional(),

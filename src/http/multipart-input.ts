@@ -19,8 +19,9 @@ const MAX_FIELD_BYTES = 64 * 1024;
  * chunk at a time instead of in one pass over the whole body; text fields are capped at 64 KiB and
  * files at maxFileBytes. Malformed bodies, oversized parts and too many parts are typed errors.
  */
-export function readMultipartForm(req: Request, limits: { maxFileBytes: number; maxPrompts: number }): Promise<MultipartForm> {
+export function readMultipartForm(req: Request, limits: { maxFileBytes: number; maxPrompts: number; maxFiles?: number }): Promise<MultipartForm> {
   const { maxFileBytes, maxPrompts } = limits;
+  const maxFiles = limits.maxFiles ?? 4;
   return new Promise((resolve, reject) => {
     const form: MultipartForm = {};
     const add = (name: string, v: string | UploadedFile) => {
@@ -29,7 +30,7 @@ export function readMultipartForm(req: Request, limits: { maxFileBytes: number; 
     };
     let bb: busboy.Busboy;
     try {
-      bb = busboy({ headers: { 'content-type': req.headers.get('content-type') ?? '' }, limits: { fileSize: maxFileBytes, files: 4, fields: 256, fieldSize: MAX_FIELD_BYTES, parts: 260 } });
+      bb = busboy({ headers: { 'content-type': req.headers.get('content-type') ?? '' }, limits: { fileSize: maxFileBytes, files: maxFiles, fields: 256, fieldSize: MAX_FIELD_BYTES, parts: 256 + maxFiles } });
     } catch {
       return reject(new AppFailure({ kind: 'bad_input', message: 'the multipart body has no boundary in its Content-Type' }));
     }
@@ -48,7 +49,13 @@ export function readMultipartForm(req: Request, limits: { maxFileBytes: number; 
       stream.on('limit', () => refuse(new AppFailure({ kind: 'too_large', message: `the file "${name.slice(0, 40)}" is over ${maxFileBytes} bytes`, field: name.slice(0, 40) })));
       stream.on('end', () => add(name, { filename: info.filename, bytes: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) }));
     });
-    bb.on('filesLimit', () => refuse(new AppFailure({ kind: 'bad_input', message: 'the form has more than 4 files; send one image' })));
+    // every file counts against one budget (a series of many slices arrives as many parts)
+    let total = 0;
+    bb.on('file', (_n, stream) => stream.on('data', (c: Buffer) => {
+      total += c.length;
+      if (total > maxFileBytes) refuse(new AppFailure({ kind: 'too_large', message: `the uploaded files are over ${maxFileBytes} bytes in all` }));
+    }));
+    bb.on('filesLimit', () => refuse(new AppFailure({ kind: 'bad_input', message: maxFiles > 4 ? `the form has more than ${maxFiles} files` : 'the form has more than 4 files; send one image' })));
     for (const ev of ['partsLimit', 'fieldsLimit'] as const) bb.on(ev, () => refuse(new AppFailure({ kind: 'invalid_argument', message: `the form has more than 256 fields; a request takes at most ${maxPrompts} prompts`, field: 'prompts' })));
     bb.on('error', () => refuse(new AppFailure({ kind: 'bad_input', message: 'the multipart body could not be parsed' })));
     bb.on('close', () => resolve(form));
@@ -83,12 +90,17 @@ export function multipartToSegmentInput(form: MultipartForm, maxPrompts: number)
 }
 
 /**
- * The segment_volume operation's input from a multipart form: image (a .nii/.nii.gz file, or a zip
- * of one DICOM series), prompt (repeatable) or prompts, axis, slice_range ("first,last"), model, threshold.
+ * The segment_volume operation's input from a multipart form: image (a .nii/.nii.gz file, a zip of
+ * one DICOM series, or the series' files themselves, the field repeated), prompt (repeatable) or
+ * prompts, axis, slice_range ("first,last"), model, threshold, previews.
  */
-export function multipartToVolumeInput(form: MultipartForm, maxPrompts: number): { input: Record<string, unknown>; upload: Uint8Array } {
-  const bytes = formFile(form);
+export function multipartToVolumeInput(form: MultipartForm, maxPrompts: number): { input: Record<string, unknown>; upload: Uint8Array; uploads?: UploadedFile[] } {
+  const files = all(form.image ?? form.file).filter((f): f is UploadedFile => typeof f !== 'string');
+  if (!files.length) fail('bad_input', 'the form has no image file (field "image")', 'image');
+  const bytes = files[0].bytes;
   const input: Record<string, unknown> = { image: {}, prompts: formPrompts(form, maxPrompts) };
+  const previews = first(form.previews);
+  if (typeof previews === 'string') input.previews = previews === 'true' || previews === '1' || previews === 'on';
   const model = first(form.model);
   if (typeof model === 'string' && model) input.model = model;
   const th = first(form.threshold);
@@ -97,7 +109,8 @@ export function multipartToVolumeInput(form: MultipartForm, maxPrompts: number):
   if (typeof axis === 'string' && axis !== '') input.axis = Number(axis);
   const range = first(form.slice_range);
   if (typeof range === 'string' && range) input.slice_range = range.split(',').map(Number);
-  return { input, upload: bytes };
+  // several files: the slices of one DICOM series
+  return { input, upload: bytes, ...(files.length > 1 ? { uploads: files } : {}) };
 }
 
 /** The form's one file (field "image", or "file"). */

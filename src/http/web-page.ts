@@ -20,6 +20,8 @@ export const WEB_PAGE_HTML = `<!doctype html>
   button:disabled { background: #555; }
   #stage { position: relative; display: inline-block; max-width: 100%; }
   #stage canvas { max-width: 100%; height: auto; display: block; }
+  #vform { margin-top: 1.5rem; border-top: 1px solid #333; padding-top: .5rem; }
+  #slice { width: 100%; } #sliceImg { image-rendering: pixelated; width: 384px; max-width: 100%; margin-top: .5rem; }
   table { border-collapse: collapse; margin-top: 1rem; width: 100%; }
   td, th { border-bottom: 1px solid #333; padding: .35rem .5rem; text-align: left; vertical-align: top; }
   .swatch { display: inline-block; width: .9rem; height: .9rem; border-radius: 2px; vertical-align: middle; margin-right: .3rem; }
@@ -32,6 +34,7 @@ export const WEB_PAGE_HTML = `<!doctype html>
 <body>
 <header><b>promptseg</b><span>text-prompted medical image segmentation with trust figures</span></header>
 <main>
+  <div>
   <form id="form">
     <label for="image">Image (PNG, JPEG, WebP, TIFF, DICOM, 2D NIfTI)</label>
     <input id="image" name="image" type="file" accept="image/*,.dcm,.nii,.gz,application/dicom">
@@ -45,10 +48,32 @@ heart</textarea>
     <input id="token" type="password" autocomplete="off">
     <button id="run" type="submit">Segment</button>
     <div id="status" role="status"></div>
+  </form>
+  <form id="vform">
+    <label for="volume">Volume or DICOM series: a .nii / .nii.gz, a .zip of a series, or the series' files</label>
+    <input id="volume" type="file" multiple accept=".nii,.gz,.zip,.dcm,application/dicom,application/zip">
+    <label for="folder">or a folder holding one series</label>
+    <input id="folder" type="file" webkitdirectory multiple>
+    <label for="vprompts">Prompts, one per line</label>
+    <textarea id="vprompts" rows="2">lungs
+heart</textarea>
+    <button id="vrun" type="submit">Segment volume</button>
+    <div id="vstatus" role="status"></div>
     <p class="note">Structures the model knows: <a href="/v1/structures" target="_blank">/v1/structures</a>. API: <a href="/docs">/docs</a>. Research use only; not for clinical decisions.</p>
   </form>
+  </div>
   <section>
     <div id="stage"><canvas id="canvas" width="1" height="1"></canvas></div>
+    <div id="viewer" hidden>
+      <label for="slice">Slice <span id="sliceLabel"></span></label>
+      <input id="slice" type="range" min="0" max="0" value="0">
+      <div><img id="sliceImg" alt="the slice with the masks over it"></div>
+      <table id="vresults">
+        <thead><tr><th>prompt</th><th>volume (mm³)</th><th>slices where found</th><th>verdicts (accept / review / reject)</th><th>mask</th></tr></thead>
+        <tbody></tbody>
+      </table>
+      <p id="seg"></p>
+    </div>
     <table id="results" hidden>
       <thead><tr><th>prompt</th><th>verdict</th><th>presence</th><th>quality</th><th>area (px)</th><th>reasons</th><th>mask</th></tr></thead>
       <tbody></tbody>
@@ -123,6 +148,66 @@ async function draw(file, body) {
   $('results').hidden = false;
 }
 $('results').addEventListener('click', async (ev) => {
+  const a = ev.target.closest('a[data-url]'); if (!a) return;
+  ev.preventDefault();
+  const blob = await fetchBlob(a.dataset.url);
+  const link = document.createElement('a'); link.href = URL.createObjectURL(blob); link.download = a.dataset.name; link.click();
+});
+$('vform').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const files = [...$('volume').files, ...$('folder').files].filter((f) => !f.name.startsWith('.'));
+  if (!files.length) { $('vstatus').textContent = 'Choose a volume, a zip of a series, its files or its folder first.'; return; }
+  const prompts = $('vprompts').value.split(/\\n|,/).map((s) => s.trim()).filter(Boolean);
+  if (!prompts.length) { $('vstatus').textContent = 'Type at least one prompt.'; return; }
+  const fd = new FormData();
+  for (const f of files) fd.append('image', f, f.name);
+  for (const p of prompts) fd.append('prompt', p);
+  fd.append('previews', 'true');
+  $('vrun').disabled = true; $('vstatus').textContent = 'Segmenting ' + (files.length > 1 ? files.length + ' files' : files[0].name) + '…';
+  try {
+    const r = await fetch('/v1/segment-volume', { method: 'POST', body: fd, headers: authHeaders() });
+    const body = await r.json();
+    if (!r.ok) { $('vstatus').textContent = (body.title || 'Error') + ': ' + (body.detail || r.status); return; }
+    showVolume(body);
+    $('vstatus').textContent = 'Done in ' + (body.timings_ms.total / 1000).toFixed(1) + ' s: ' + body.dims.join(' x ') + ' voxels.';
+  } catch (e) { $('vstatus').textContent = 'Failed: ' + e.message; }
+  finally { $('vrun').disabled = false; }
+});
+let volume;
+function showVolume(body) {
+  volume = body;
+  const [first, last] = body.slices;
+  const found = body.results.flatMap((r) => r.slices_present);
+  const start = found.length ? found[Math.floor(found.length / 2)] : first;
+  $('slice').min = String(first); $('slice').max = String(last); $('slice').value = String(start);
+  const tbody = $('vresults').querySelector('tbody'); tbody.innerHTML = '';
+  for (const res of body.results) {
+    const tr = document.createElement('tr');
+    const v = res.verdicts;
+    const cells = [
+      '<span class="swatch"></span>' + escapeHtml(res.prompt),
+      res.volume_mm3.toFixed(0),
+      res.slices_present.length ? res.slices_present[0] + '–' + res.slices_present[res.slices_present.length - 1] + ' (' + res.slices_present.length + ')' : 'none',
+      v.accept + ' / ' + v.review + ' / ' + v.reject,
+      '<a href="#" data-url="' + res.mask_url + '" data-name="mask-' + res.index + '.nii.gz">NIfTI</a>',
+    ];
+    tr.innerHTML = cells.map((x) => '<td>' + x + '</td>').join('');
+    tr.querySelector('.swatch').style.background = 'rgb(' + COLOURS[res.index % COLOURS.length].join(',') + ')';
+    tbody.appendChild(tr);
+  }
+  $('seg').innerHTML = body.dicom_seg_url ? '<a href="#" data-url="' + body.dicom_seg_url + '" data-name="seg.dcm">DICOM SEG of the series</a>' : '';
+  $('viewer').hidden = false;
+  return showSlice();
+}
+async function showSlice() {
+  const k = $('slice').value;
+  $('sliceLabel').textContent = k + ' of ' + volume.slices[0] + '–' + volume.slices[1];
+  const blob = await fetchBlob(volume.previews_url.replace('{k}', k));
+  $('sliceImg').src = URL.createObjectURL(blob);
+  $('sliceImg').dataset.slice = k;
+}
+$('slice').addEventListener('input', () => { showSlice().catch((e) => { $('vstatus').textContent = 'Failed: ' + e.message; }); });
+$('viewer').addEventListener('click', async (ev) => {
   const a = ev.target.closest('a[data-url]'); if (!a) return;
   ev.preventDefault();
   const blob = await fetchBlob(a.dataset.url);

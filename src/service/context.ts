@@ -22,6 +22,8 @@ export interface StoredVolume {
   id: string;
   createdAt: number;
   files: Buffer[];
+  /** Per segmented slice (in order), a PNG of the slice with the masks over it, when asked for. */
+  previews?: { slice: number; png: Buffer }[];
   seg?: { series: SegSeries; segments: { label: string; slug?: string; slices: Uint8Array[] }[] };
 }
 
@@ -91,7 +93,7 @@ export function createServiceContext(config: Config): ServiceContext {
     results: new Lru(config.PROMPTSEG_RESULTS_KEPT, { maxBytes: config.PROMPTSEG_RESULTS_BYTES, sizeOf: storedResultBytes }),
     volumes: new Lru(Math.max(2, Math.ceil(config.PROMPTSEG_RESULTS_KEPT / 8)), {
       maxBytes: config.PROMPTSEG_RESULTS_BYTES,
-      sizeOf: (v) => v.files.reduce((n, f) => n + f.byteLength, 0) + (v.seg?.segments.reduce((n, s) => n + s.slices.reduce((m, x) => m + x.byteLength, 0), 0) ?? 0),
+      sizeOf: (v) => v.files.reduce((n, f) => n + f.byteLength, 0) + (v.previews?.reduce((n, p) => n + p.png.byteLength, 0) ?? 0) + (v.seg?.segments.reduce((n, s) => n + s.slices.reduce((m, x) => m + x.byteLength, 0), 0) ?? 0),
     }),
     startedAt: Date.now(),
     version: pkg.version,

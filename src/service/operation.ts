@@ -15,6 +15,8 @@ export interface RunExtras {
   signal?: AbortSignal;
   /** An image uploaded as a file (multipart), used when the input's image names none. */
   upload?: Uint8Array;
+  /** Several files uploaded at once (multipart): the slices of one DICOM series. */
+  uploads?: { name: string; bytes: Uint8Array }[];
 }
 
 /**

@@ -45,6 +45,16 @@ export function getVolumeDicomSeg(ctx: ServiceContext, id: string, anonymize: bo
   return ok({ bytes, mimeType: 'application/dicom' });
 }
 
+/** The preview PNG of one slice of a volume result (segment_volume with previews). */
+export function getVolumePreview(ctx: ServiceContext, id: string, slice: number): Result<{ bytes: Buffer; mimeType: string }> {
+  const v = ctx.volumes.get(id);
+  if (!v) return err('invalid_argument', `volume result ${id} is unknown or has expired`, 'volume_id');
+  if (!v.previews) return err('invalid_argument', `volume result ${id} was made without previews (ask segment_volume with previews: true)`, 'volume_id');
+  const p = v.previews.find((x) => x.slice === slice);
+  if (!p) return err('invalid_argument', `volume result ${id} has no slice ${slice}; its slices are ${v.previews[0]?.slice}..${v.previews.at(-1)?.slice}`, 'file');
+  return ok({ bytes: p.png, mimeType: 'image/png' });
+}
+
 /** One prompt's NIfTI mask of a volume result. */
 export function getVolumeMask(ctx: ServiceContext, id: string, index: number): Result<{ bytes: Buffer; mimeType: string }> {
   const v = ctx.volumes.get(id);

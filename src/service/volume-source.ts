@@ -33,7 +33,12 @@ export interface VolumeSource {
  * a folder inside the allowed roots (one file per slice) or a zip archive of one (base64, path or upload). `keep` names the voxels a NIfTI read
  * needs to keep (the slices asked for).
  */
-export async function openVolume(ctx: ServiceContext, image: { base64?: string; path?: string; dicomweb?: { study_uid: string; series_uid: string } }, keep?: (dims: [number, number, number]) => [number, number], upload?: Uint8Array): Promise<VolumeSource> {
+export async function openVolume(ctx: ServiceContext, image: { base64?: string; path?: string; dicomweb?: { study_uid: string; series_uid: string } }, keep?: (dims: [number, number, number]) => [number, number], upload?: Uint8Array, uploads?: { name: string; bytes: Uint8Array }[]): Promise<VolumeSource> {
+  // the files of a series uploaded together (multipart)
+  if (uploads && uploads.length > 1 && image.base64 === undefined && image.path === undefined) {
+    if (uploads.length > MAX_SERIES_FILES) fail('too_large', `${uploads.length} files uploaded; a series takes at most ${MAX_SERIES_FILES}`, 'image');
+    return seriesSource(ctx, uploads);
+  }
   // a series in the PACS (DICOMweb WADO-RS)
   if (image.dicomweb) return seriesSource(ctx, await fetchSeries(ctx.config, image.dicomweb.study_uid, image.dicomweb.series_uid, ctx.config.PROMPTSEG_MAX_VOLUME_BYTES));
   const folder = image.path !== undefined && image.base64 === undefined ? await allowedFolder(ctx, image.path) : undefined;

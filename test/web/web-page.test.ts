@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser } from 'playwright-core';
 import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { chestLikePng } from '../helpers/fixtures.js';
+import { ctSeries } from '../helpers/dicom-fixtures.js';
 import { testConfig } from '../helpers/service.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -28,6 +29,41 @@ describe.skipIf(!!noChromium)(`web page in headless Chromium${noChromium ? ` (sk
     await browser?.close();
     await srv?.close();
   });
+
+  it('opens a DICOM series (its files), segments it and steps through its slices with the masks over them', async () => {
+    const series = ctSeries(4, 64, 2.5);
+    const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-web-series-'));
+    const files = series.files.map((f) => {
+      const p = path.join(dir, f.name);
+      writeFileSync(p, f.bytes);
+      return p;
+    });
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(srv.url + '/');
+    await page.setInputFiles('#volume', files);
+    await page.fill('#vprompts', 'lungs');
+    await page.click('#vrun');
+    await page.waitForSelector('#viewer:not([hidden]) #vresults tbody tr', { timeout: 60_000 });
+    expect(await page.textContent('#vstatus')).toMatch(/Done in [\d.]+ s: 64 x 64 x 4 voxels/);
+    const shown = async () => page.$eval('#sliceImg', (img) => ({ slice: (img as HTMLImageElement).dataset.slice, w: (img as HTMLImageElement).naturalWidth, loaded: (img as HTMLImageElement).complete }));
+    await page.waitForFunction(() => (document.getElementById('sliceImg') as HTMLImageElement).naturalWidth > 0);
+    const before = await shown();
+    expect(before.w).toBe(64);
+    // step to another slice: a different preview is fetched and shown
+    const other = before.slice === '0' ? '3' : '0';
+    await page.$eval('#slice', (el, v) => {
+      (el as HTMLInputElement).value = v;
+      el.dispatchEvent(new Event('input'));
+    }, other);
+    await page.waitForFunction((v) => (document.getElementById('sliceImg') as HTMLImageElement).dataset.slice === v, other);
+    expect((await shown()).slice).toBe(other);
+    expect(await page.textContent('#sliceLabel')).toContain(`${other} of 0–3`);
+    expect(await page.textContent('#seg')).toContain('DICOM SEG of the series');
+    expect(errors).toEqual([]);
+    await page.close();
+  }, 90_000);
 
   it('uploads an image, draws the masks over it and shows presence and trust per prompt', async () => {
     const page = await browser.newPage();

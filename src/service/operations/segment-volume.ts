@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { getVolumeDicomSeg } from '../result-artifacts.js';
+import { renderOverlay } from '../../core/image/overlay.js';
 import { storeInstances } from '../dicomweb.js';
 import { fail, ok } from '../../core/errors.js';
 import type { SliceAxis } from '../../core/image/nifti.js';
@@ -26,6 +27,7 @@ export const segmentVolumeOperation = defineOperation({
         .optional()
         .describe("A series in the server's PACS (PROMPTSEG_DICOMWEB_URL), fetched by WADO-RS; find_series lists them."),
     }),
+    previews: z.boolean().default(false).describe('Keep a PNG of each segmented slice with the masks over it (at most 384 px), served at previews_url with the slice index: what the web page steps through.'),
     store_seg: z.boolean().default(false).describe('For a DICOM series: store its DICOM SEG in the PACS (STOW-RS) as well; stored_in_pacs says so.'),
     prompts: z.array(z.string().trim().min(1, 'a prompt is empty').max(200)).min(1, 'give at least one prompt').max(8, 'at most 8 prompts per volume'),
     axis: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(2).describe('Voxel axis to slice along (2 = k, axial for RAS volumes).'),
@@ -56,6 +58,7 @@ export const segmentVolumeOperation = defineOperation({
     timings_ms: z.object({ total: z.number() }),
     dicom_seg_url: z.string().optional().describe('For a DICOM series: a DICOM SEG of every mask, referencing each source instance (add ?anonymize=true to replace patient identifiers).'),
     dicom_seg_uri: z.string().optional(),
+    previews_url: z.string().optional().describe('With previews: the URL of slice k\'s preview is this with {k} replaced.'),
     stored_in_pacs: z.object({ instances: z.number().int() }).optional().describe('Set when store_seg stored the SEG in the PACS.'),
     disclaimer: z.string(),
   }),
@@ -70,7 +73,7 @@ export const segmentVolumeOperation = defineOperation({
           return [from * d[0] * d[1], Math.max(from, Math.min(input.slice_range![1] + 1, d[2])) * d[0] * d[1]];
         }
       : undefined;
-    const vol = await openVolume(ctx, input.image, keep, extras?.upload);
+    const vol = await openVolume(ctx, input.image, keep, extras?.upload, extras?.uploads);
     const n = vol.dims[axis];
     const [first, last] = input.slice_range ?? [0, n - 1];
     if (first > last || last >= n) fail('invalid_argument', `slice_range [${first}, ${last}] is outside 0..${n - 1} along axis ${axis}`, 'slice_range');
@@ -78,6 +81,7 @@ export const segmentVolumeOperation = defineOperation({
     const masks = input.prompts.map(() => vol.slab(axis, first, last)); // only the slices asked for
     const per = input.prompts.map(() => ({ slices: [] as number[], maxPresence: 0, verdicts: { accept: 0, review: 0, reject: 0 }, structure: null as string | null }));
     let modelId = '';
+    const previews: { slice: number; png: Buffer }[] = [];
     for (let k = first; k <= last; k++) {
       const img = vol.slice(axis, k, input.window ? [input.window.center, input.window.width] : undefined);
       const res = await ctx.queue.run(() => segment(ctx.pipeline, { image: img, prompts: input.prompts, modelId: input.model, threshold: input.threshold }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
@@ -89,6 +93,7 @@ export const segmentVolumeOperation = defineOperation({
         per[i].verdicts[r.verdict]++;
         per[i].structure = r.structure?.slug ?? null;
       });
+      if (input.previews) previews.push({ slice: k, png: await renderOverlay(img, res.results.map((r) => r.mask), 384) });
       extras?.progress?.(k - first + 1, last - first + 1, `slice ${k}`);
     }
     const id = randomUUID();
@@ -98,7 +103,7 @@ export const segmentVolumeOperation = defineOperation({
     const seg = vol.series
       ? { series: vol.series.seg, segments: masks.map((m, i) => ({ label: input.prompts[i], slug: per[i].structure ?? undefined, slices: vol.series!.slices(m) })).filter((x, i) => per[i].slices.length > 0) }
       : undefined;
-    ctx.volumes.set(id, { id, createdAt: Date.now(), files, ...(seg?.segments.length ? { seg } : {}) });
+    ctx.volumes.set(id, { id, createdAt: Date.now(), files, ...(input.previews ? { previews } : {}), ...(seg?.segments.length ? { seg } : {}) });
     const voxelMm3 = vol.spacing[0] * vol.spacing[1] * vol.spacing[2];
     let stored: { instances: number } | undefined;
     if (input.store_seg) {
@@ -132,6 +137,7 @@ export const segmentVolumeOperation = defineOperation({
       }),
       timings_ms: { total: Math.round(performance.now() - t0) },
       ...(seg?.segments.length ? { dicom_seg_url: `/v1/volumes/${id}/dicom-seg`, dicom_seg_uri: `promptseg://volumes/${id}/dicom-seg` } : {}),
+      ...(input.previews ? { previews_url: `/v1/volumes/${id}/previews/{k}.png` } : {}),
       ...(stored ? { stored_in_pacs: stored } : {}),
       disclaimer: DISCLAIMER,
     });
