@@ -97,3 +97,32 @@ describe.skipIf(noOrthanc)(`a real PACS over DICOMweb (Orthanc)${noOrthanc ? `: 
     expect(((await (await fetch(`${pacs}/statistics`)).json()) as { CountInstances: number }).CountInstances).toBe(before);
   }, 60_000);
 });
+
+describe('a PACS that fails mid-way (a server made to fail)', () => {
+  it('a time-out, a 500 and a series transfer broken off mid-way each give a clear upstream_failed error (HTTP 502) naming what failed', async () => {
+    const http = await import('node:http');
+    const behaviours: Record<string, (res: import('node:http').ServerResponse) => void> = {
+      '/slow': () => undefined, // never answers
+      '/err': (res) => res.writeHead(500, 'Internal Server Error').end('boom'),
+      '/cut': (res) => {
+        res.writeHead(200, { 'content-type': 'multipart/related; type="application/dicom"; boundary=XYZ' });
+        res.write('--XYZ\r\nContent-Type: application/dicom\r\n\r\n' + 'x'.repeat(1000));
+        setTimeout(() => res.destroy(), 50); // the connection drops before the part ends
+      },
+    };
+    const fake = http.createServer((req, res) => behaviours[`/${(req.url ?? '').split('/')[1]}`]?.(res));
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', () => r()));
+    const port = (fake.address() as { port: number }).port;
+    const { fetchSeries } = await import('../../src/service/dicomweb.js');
+    const config = (p: string) => testConfig({ PROMPTSEG_DICOMWEB_URL: `http://127.0.0.1:${port}/${p}`, PROMPTSEG_DICOMWEB_TIMEOUT_MS: '500' });
+    const failure = (p: string) => fetchSeries(config(p), '1.2.3', '1.2.3.4', 1e8).then(() => undefined, (e: { error: { kind: string; message: string } }) => e.error);
+    try {
+      expect(await failure('slow')).toMatchObject({ kind: 'upstream_failed', message: expect.stringMatching(/did not answer fetching series within 500 ms/) });
+      expect(await failure('err')).toMatchObject({ kind: 'upstream_failed', message: expect.stringMatching(/answered fetching series with 500/) });
+      expect(await failure('cut')).toMatchObject({ kind: 'upstream_failed', message: expect.stringMatching(/broke off/) });
+    } finally {
+      fake.closeAllConnections();
+      await new Promise((r) => fake.close(r));
+    }
+  }, 30_000);
+});
