@@ -35,6 +35,15 @@ EXTRA = {
     "skin_lesion": dict(eval=["pigmented lesion"], description="Pigmented skin lesion on a dermoscopy image."),
 }
 
+# SNOMED CT codes (code, meaning) of the structures that have one we are sure of: DICOM SEG's
+# segmented property type; the others are coded in the private scheme 99PROMPTSEG by their slug.
+SNOMED = {
+    "heart": ("80891009", "Heart"), "liver": ("10200004", "Liver"), "lungs": ("39607008", "Lung"),
+    "left_lung": ("44029006", "Left lung"), "right_lung": ("3341006", "Right lung"),
+    "left_ventricle": ("87878005", "Left ventricle"), "right_ventricle": ("53085002", "Right ventricle"),
+    "left_atrium": ("82471001", "Left atrium"), "myocardium": ("74281007", "Myocardium"),
+}
+
 MODALITY_WORDS = {
     "jsrt_scr_cxr": ["chest x-ray", "radiograph", "cxr", "chest film"],
     "dc1000_dental_caries_xray": ["dental x-ray", "panoramic radiograph", "dental radiograph"],
@@ -118,7 +127,7 @@ def main():
                 slug=s["slug"], name=s["name"].split(" (")[0], synonyms=syn, eval_synonyms=e["eval"],
                 modality=j["modality"], datasets=[d], region=REGION[d], description=e["description"],
                 parent=e.get("parent"), laterality=e.get("laterality"), scale=e.get("scale", "whole"),
-                window=e.get("window"),
+                window=e.get("window"), snomed=list(SNOMED[s["slug"]]) if s["slug"] in SNOMED else None,
             )
     vocab = dict(
         version="2026-11-27.1",

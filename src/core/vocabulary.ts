@@ -15,6 +15,8 @@ export const StructureSchema = z.object({
   laterality: z.string().nullable(),
   scale: z.enum(['whole', 'tiled']),
   window: z.string().nullable(),
+  /** SNOMED CT [code, meaning] where the structure has one (DICOM SEG's segmented property type). */
+  snomed: z.tuple([z.string(), z.string()]).nullable().optional(),
 });
 export type Structure = z.infer<typeof StructureSchema>;
 

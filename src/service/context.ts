@@ -24,7 +24,7 @@ export interface StoredVolume {
   files: Buffer[];
   /** Per segmented slice (in order), a PNG of the slice with the masks over it, when asked for. */
   previews?: { slice: number; png: Buffer }[];
-  seg?: { series: SegSeries; segments: { label: string; slug?: string; slices: Uint8Array[] }[] };
+  seg?: { series: SegSeries; segments: { label: string; slug?: string; description?: string; slices: Uint8Array[] }[] };
 }
 
 /**

@@ -41,7 +41,8 @@ export function getVolumeDicomSeg(ctx: ServiceContext, id: string, anonymize: bo
   const v = ctx.volumes.get(id);
   if (!v) return err('invalid_argument', `volume result ${id} is unknown or has expired`, 'volume_id');
   if (!v.seg) return err('invalid_argument', `volume result ${id} was not made from a DICOM series or found nothing, so there is no DICOM SEG`, 'volume_id');
-  const bytes = buildSeriesDicomSeg(v.seg.series, v.seg.segments.map((s) => ({ ...s, label: s.slug ? (ctx.pipeline.vocabulary.bySlug.get(s.slug)?.name ?? s.label) : s.label })), { anonymize, version: ctx.version });
+  const vocab = ctx.pipeline.vocabulary;
+  const bytes = buildSeriesDicomSeg(v.seg.series, v.seg.segments.map((s) => ({ ...s, label: s.slug ? (vocab.bySlug.get(s.slug)?.name ?? s.label) : s.label, snomed: s.slug ? vocab.bySlug.get(s.slug)?.snomed : undefined })), { anonymize, version: ctx.version });
   return ok({ bytes, mimeType: 'application/dicom' });
 }
 
@@ -73,7 +74,14 @@ export function getDicomSeg(ctx: ServiceContext, id: string, anonymize: boolean)
   const { width, height } = stored.original ?? stored.result;
   const segments = stored.result.results
     .filter((r) => r.maskProduced)
-    .map((r) => ({ label: r.structure?.name ?? r.prompt, slug: r.structure?.slug, mask: stored.original ? upscaleMask(r.mask, w, h, width, height) : r.mask }));
+    .map((r) => ({
+      label: r.structure?.name ?? r.prompt,
+      slug: r.structure?.slug,
+      snomed: r.structure ? ctx.pipeline.vocabulary.bySlug.get(r.structure.slug)?.snomed : undefined,
+      // the trust verdict where a reader of the SEG sees it: the segment's description
+      description: `promptseg ${r.verdict}, presence ${r.presence.toFixed(2)}${r.reasons.length ? `: ${r.reasons.map((x) => x.code).join(', ')}` : ''}`,
+      mask: stored.original ? upscaleMask(r.mask, w, h, width, height) : r.mask,
+    }));
   if (!segments.length) return err('invalid_argument', `result ${id} produced no masks; a DICOM SEG needs at least one segment`, 'result_id');
   // the SEG's frames match the source image's rows and columns
   const bytes = buildDicomSeg({ ...stored.dicom, rows: height, columns: width, spacing: stored.spacing }, segments, { anonymize, version: ctx.version, model: stored.result.modelId });

@@ -27,7 +27,7 @@ describe('DICOM SEG output, read back with dicom-parser (an independent parser)'
     const a = new Uint8Array(64 * 64), b = new Uint8Array(64 * 64);
     for (let i = 0; i < 300; i++) a[i * 3] = 1;
     b[64 * 10 + 5] = 1;
-    const seg = buildDicomSeg({ ...img.dicom!, rows: 64, columns: 64, spacing: img.spacing }, [{ label: 'lungs', slug: 'lungs', mask: a }, { label: 'heart', slug: 'heart', mask: b }]);
+    const seg = buildDicomSeg({ ...img.dicom!, rows: 64, columns: 64, spacing: img.spacing }, [{ label: 'lungs', slug: 'lungs', mask: a }, { label: 'heart', slug: 'heart', snomed: ['80891009', 'Heart'], description: 'promptseg review, presence 0.97: small_mask', mask: b }]);
     const ds = dicomParser.parseDicom(new Uint8Array(seg));
     expect(ds.string('x00080016')).toBe('1.2.840.10008.5.1.4.1.1.66.4');
     expect(ds.string('x00080060')).toBe('SEG');
@@ -40,7 +40,12 @@ describe('DICOM SEG output, read back with dicom-parser (an independent parser)'
     expect([ds.uint16('x00280010'), ds.uint16('x00280011'), ds.uint16('x00280100')]).toEqual([64, 64, 1]);
     const segs = ds.elements.x00620002.items!.map((it) => it.dataSet!);
     expect(segs.map((s) => s.string('x00620005'))).toEqual(['lungs', 'heart']);
+    // a structure with a SNOMED CT code (the vocabulary's) is coded by it, one without by its slug in the declared private scheme
     expect(segs[1].elements.x0062000f.items![0].dataSet!.string('x00080100')).toBe('80891009');
+    expect(segs[1].elements.x0062000f.items![0].dataSet!.string('x00080102')).toBe('SCT');
+    expect(segs[0].elements.x0062000f.items![0].dataSet!.string('x00080102')).toBe('99PROMPTSEG');
+    // the trust verdict is where a viewer shows it: the segment's description
+    expect(segs[1].string('x00620006')).toBe('promptseg review, presence 0.97: small_mask');
     const px = ds.elements.x7fe00010;
     const bits = new Uint8Array(seg.buffer, seg.byteOffset + px.dataOffset, px.length);
     expect(Array.from(unpack(bits, 0, 4096))).toEqual(Array.from(a));

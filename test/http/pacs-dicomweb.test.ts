@@ -78,6 +78,10 @@ describe.skipIf(noOrthanc)(`a real PACS over DICOMweb (Orthanc)${noOrthanc ? `: 
     expect(frames).toBe(out.results[0].slices_present.length);
     const referenced = ds.elements.x00081115.items![0].dataSet!.string('x0020000e');
     expect(referenced).toBe(series.seriesUid);
+    // the segment is coded by the vocabulary's SNOMED CT code, and says how the slices were judged
+    const segment = ds.elements.x00620002.items![0].dataSet!;
+    expect(segment.elements.x0062000f.items![0].dataSet!.string('x00080100')).toBe('39607008');
+    expect(segment.string('x00620006')).toMatch(/^promptseg slices: \d+ accept, \d+ review, \d+ reject$/);
   }, 60_000);
 
   it('a series the PACS does not have, a PACS that errs and one that is gone: clear errors, nothing stored', async () => {

@@ -11,17 +11,14 @@ const data = (dcmjs as unknown as {
 
 export interface SegSegment {
   label: string;
-  /** Vocabulary slug, used as the code when no standard code is known. */
+  /** Vocabulary slug, used as the code (private scheme 99PROMPTSEG) when there is no SNOMED CT code. */
   slug?: string;
+  /** SNOMED CT [code, meaning] from the vocabulary, where the structure has one. */
+  snomed?: [string, string] | null;
+  /** What a reader of the SEG should know of the mask: the trust verdict and its reasons (SegmentDescription). */
+  description?: string;
   mask: Uint8Array;
 }
-
-/** SNOMED CT codes for the structures we are sure of; other structures use the private scheme 99PROMPTSEG. */
-const SCT: Record<string, [string, string]> = {
-  heart: ['80891009', 'Heart'],
-  liver: ['10200004', 'Liver'],
-  lungs: ['39607008', 'Lung'],
-};
 
 /** Packs a 0/1 mask into DICOM's 1-bit frames (first pixel in the least significant bit). */
 export function packBits(frames: Uint8Array[]): Uint8Array {
@@ -83,7 +80,7 @@ export interface SegSeries {
  * position; every instance of the series is referenced. `slices[k]` of a segment is its mask on the
  * k-th instance, rows as stored.
  */
-export function buildSeriesDicomSeg(series: SegSeries, segments: { label: string; slug?: string; slices: Uint8Array[] }[], opts: SegOptions = {}): Buffer {
+export function buildSeriesDicomSeg(series: SegSeries, segments: (Omit<SegSegment, 'mask'> & { slices: Uint8Array[] })[], opts: SegOptions = {}): Buffer {
   const frames: SegFrame[] = [];
   segments.forEach((s, i) =>
     s.slices.forEach((mask, k) => {
@@ -102,7 +99,7 @@ export function buildSeriesDicomSeg(series: SegSeries, segments: { label: string
 
 const SEGMENT_DIMENSION = { pointer: 0x0062000b, group: 0x0062000a, label: 'Segment' };
 
-function writeSeg(source: SegSource, segments: { label: string; slug?: string }[], frames: SegFrame[], layout: SegLayout, opts: SegOptions): Buffer {
+function writeSeg(source: SegSource, segments: Omit<SegSegment, 'mask'>[], frames: SegFrame[], layout: SegLayout, opts: SegOptions): Buffer {
   if (!frames.length) throw new Error('a SEG needs at least one frame');
   const version = opts.version ?? '0.1.0';
   const sopInstanceUid = data.DicomMetaDictionary.uid();
@@ -132,7 +129,7 @@ function writeSeg(source: SegSource, segments: { label: string; slug?: string }[
   };
   const ref = (x: { sopClassUid?: string; sopInstanceUid?: string }) => ({ ReferencedSOPClassUID: x.sopClassUid, ReferencedSOPInstanceUID: x.sopInstanceUid });
   const dimensionOrganizationUid = data.DicomMetaDictionary.uid();
-  const usesPrivateCodes = segments.some((s) => !(s.slug && SCT[s.slug]));
+  const usesPrivateCodes = segments.some((s) => !s.snomed);
   const dataset: Naturalized = {
     SOPClassUID: segSop,
     SOPInstanceUID: sopInstanceUid,
@@ -175,10 +172,11 @@ function writeSeg(source: SegSource, segments: { label: string; slug?: string }[
       ? { CodingSchemeIdentificationSequence: [{ CodingSchemeDesignator: '99PROMPTSEG', CodingSchemeName: 'promptseg structure vocabulary (prompts/vocabulary.json slugs)', CodingSchemeResponsibleOrganization: 'promptseg' }] }
       : {}),
     SegmentSequence: segments.map((s, i) => {
-      const code = s.slug && SCT[s.slug] ? { CodeValue: SCT[s.slug][0], CodingSchemeDesignator: 'SCT', CodeMeaning: SCT[s.slug][1] } : { CodeValue: (s.slug ?? 'free_text').slice(0, 16), CodingSchemeDesignator: '99PROMPTSEG', CodeMeaning: s.label.slice(0, 64) };
+      const code = s.snomed ? { CodeValue: s.snomed[0], CodingSchemeDesignator: 'SCT', CodeMeaning: s.snomed[1] } : { CodeValue: (s.slug ?? 'free_text').slice(0, 16), CodingSchemeDesignator: '99PROMPTSEG', CodeMeaning: s.label.slice(0, 64) };
       return {
         SegmentNumber: i + 1,
         SegmentLabel: s.label.slice(0, 64),
+        ...(s.description ? { SegmentDescription: s.description.slice(0, 64) } : {}),
         SegmentAlgorithmType: 'AUTOMATIC',
         SegmentAlgorithmName: 'promptseg',
         SegmentedPropertyCategoryCodeSequence: [{ CodeValue: '123037004', CodingSchemeDesignator: 'SCT', CodeMeaning: 'Anatomical Structure' }],

@@ -101,7 +101,12 @@ export const segmentVolumeOperation = defineOperation({
     for (const [i, m] of masks.entries()) files.push(await vol.write(m, `promptseg mask: ${input.prompts[i]}`));
     // a series keeps its masks per instance for its SEG (only prompts that drew something)
     const seg = vol.series
-      ? { series: vol.series.seg, segments: masks.map((m, i) => ({ label: input.prompts[i], slug: per[i].structure ?? undefined, slices: vol.series!.slices(m) })).filter((x, i) => per[i].slices.length > 0) }
+      ? {
+          series: vol.series.seg,
+          segments: masks
+            .map((m, i) => ({ label: input.prompts[i], slug: per[i].structure ?? undefined, description: `promptseg slices: ${per[i].verdicts.accept} accept, ${per[i].verdicts.review} review, ${per[i].verdicts.reject} reject`, slices: vol.series!.slices(m) }))
+            .filter((x, i) => per[i].slices.length > 0),
+        }
       : undefined;
     ctx.volumes.set(id, { id, createdAt: Date.now(), files, ...(input.previews ? { previews } : {}), ...(seg?.segments.length ? { seg } : {}) });
     const voxelMm3 = vol.spacing[0] * vol.spacing[1] * vol.spacing[2];
