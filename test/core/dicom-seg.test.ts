@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import dicomParser from 'dicom-parser';
+import dcmjs from 'dcmjs';
 import { describe, expect, it } from 'vitest';
 import { decodeImage } from '../../src/core/image/decode.js';
 import { buildDicomSeg } from '../../src/core/image/dicom-seg.js';
@@ -51,6 +52,14 @@ describe('DICOM SEG output, read back with dicom-parser (an independent parser)'
     expect(Array.from(unpack(bits, 0, 4096))).toEqual(Array.from(a));
     expect(Array.from(unpack(bits, 1, 4096))).toEqual(Array.from(b));
     expect(ds.string('x00100020')).toBe('SYNTH-001');
+    // dcmjs, the library users read SEGs with, reads the same masks back
+    const d = (dcmjs as unknown as { data: { DicomMessage: { readFile(b: ArrayBuffer): { dict: object } }; DicomMetaDictionary: { naturalizeDataset(d: object): Record<string, unknown> } } }).data;
+    const nat = d.DicomMetaDictionary.naturalizeDataset(d.DicomMessage.readFile(seg.buffer.slice(seg.byteOffset, seg.byteOffset + seg.byteLength)).dict);
+    expect(nat.NumberOfFrames).toBe(2);
+    expect((nat.SegmentSequence as { SegmentLabel: string }[]).map((x) => x.SegmentLabel)).toEqual(['lungs', 'heart']);
+    const pd = new Uint8Array((nat.PixelData as ArrayBuffer[])[0]);
+    expect(Array.from(unpack(pd, 0, 4096))).toEqual(Array.from(a));
+    expect(Array.from(unpack(pd, 1, 4096))).toEqual(Array.from(b));
   });
 
   it('anonymize replaces patient identifiers but keeps the references', async () => {

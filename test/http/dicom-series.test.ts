@@ -5,6 +5,7 @@ import { gunzipSync } from 'node:zlib';
 import * as nifti from 'nifti-reader-js';
 import { spawnSync } from 'node:child_process';
 import dicomParser from 'dicom-parser';
+import dcmjs from 'dcmjs';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../src/main/serve.js';
@@ -88,6 +89,11 @@ describe('a DICOM series (a folder) as a volume', () => {
           expect((bits[bit >> 3] >> (bit & 7)) & 1).toBe(vox[k * 4096 + q] ? 1 : 0);
         }
       });
+      // dcmjs reads the same frames back
+      const d = (dcmjs as unknown as { data: { DicomMessage: { readFile(b: ArrayBuffer): { dict: object } }; DicomMetaDictionary: { naturalizeDataset(d: object): Record<string, unknown> } } }).data;
+      const nat = d.DicomMetaDictionary.naturalizeDataset(d.DicomMessage.readFile(seg.buffer.slice(seg.byteOffset, seg.byteOffset + seg.byteLength)).dict);
+      expect(nat.NumberOfFrames).toBe(present.length);
+      expect(Buffer.from((nat.PixelData as ArrayBuffer[])[0]).equals(Buffer.from(bits))).toBe(true);
       if (!noValidator) {
         const file = path.join(root, `series-seg-${anonymize}.dcm`);
         writeFileSync(file, seg);
