@@ -190,8 +190,6 @@ export async function adaptHead(model: SegmentationModel, support: LabelledImage
   return { heads, familiarity: { embeddings, threshold: familiarityThreshold(embeddings, pooled, o.embed) }, calibration, validation: figures, cells: { structure: nPos, background: nNeg }, seconds: (performance.now() - t0) / 1000 };
 }
 
-const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
-
 /** The logit at which the calibrated probability reaches p. */
 export const logitCut = (c: AdapterCalibration, p: number): number => c.bias + c.temperature * Math.log(p / (1 - p));
 
