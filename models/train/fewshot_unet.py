@@ -22,17 +22,14 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from unet_specialist import UNet  # noqa: E402
+from data import letterbox as data_letterbox, letterbox_geometry  # noqa: E402
 
 
 def letterbox(arr, size, resample):
+    """data.py's letterbox of an array, with the geometry that maps logits back to the image."""
     h, w = arr.shape[:2]
-    s = size / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    img = Image.fromarray(arr).resize((nw, nh), resample)
-    out = np.zeros((size, size) + arr.shape[2:], dtype=arr.dtype)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    out[top:top + nh, left:left + nw] = np.asarray(img)
-    return out, (top, left, nh, nw)
+    nh, nw, top, left = letterbox_geometry(h, w, size)
+    return data_letterbox(Image.fromarray(arr), size, resample), (top, left, nh, nw)
 
 
 def read_case(root, structure, case):

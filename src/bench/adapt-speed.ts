@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { loadConfig } from '../config/env.js';
-import { seededRandom } from '../core/random.js';
+import { seededRandom } from '../core/stats.js';
 import { adaptFromFolder, prepareAdaptation } from '../service/adapt-from-folder.js';
 import { createServiceContext } from '../service/context.js';
 import { machine } from './bench-helpers.js';

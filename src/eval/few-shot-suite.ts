@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { segment } from '../core/pipeline/segment.js';
-import { seededRandom } from '../core/random.js';
+import { seededRandom } from '../core/stats.js';
 import type { ServiceContext } from '../service/context.js';
 import { drawCases, openLabelledFolder } from '../service/labelled-folder.js';
 import { bootstrapCi, dice, mean } from './metrics.js';

@@ -3,18 +3,11 @@
  * spacing, AUROC, ECE, and bootstrap confidence intervals. Masks are 1 byte per pixel, row-major.
  */
 
+import { percentile } from '../core/stats.js';
+
 export interface Spacing {
   row: number;
   col: number;
-}
-
-export function dice(a: Uint8Array, b: Uint8Array): number {
-  let inter = 0, sa = 0, sb = 0;
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i] ? 1 : 0, y = b[i] ? 1 : 0;
-    sa += x; sb += y; inter += x & y;
-  }
-  return sa + sb === 0 ? 1 : (2 * inter) / (sa + sb);
 }
 
 export function iou(a: Uint8Array, b: Uint8Array): number {
@@ -102,14 +95,6 @@ function directedDistances(from: Uint8Array, toDist: Float64Array): number[] {
   return out;
 }
 
-export function percentile(values: number[], p: number): number {
-  if (!values.length) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  const pos = (p / 100) * (s.length - 1);
-  const lo = Math.floor(pos), hi = Math.ceil(pos);
-  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
-}
-
 export interface SurfaceMetrics {
   /** 95th percentile Hausdorff distance (max of the two directed 95th percentiles); Infinity when one mask is empty. */
   hd95: number;
@@ -165,21 +150,5 @@ export function calibration(probs: ArrayLike<number>, labels: ArrayLike<number>,
   return { ece, table };
 }
 
-export { seededRandom } from '../core/random.js';
-import { seededRandom } from '../core/random.js';
-
-export const mean = (v: number[]): number => (v.length ? v.reduce((s, x) => s + x, 0) / v.length : NaN);
-
-/** Percentile bootstrap 95% interval of the mean. */
-export function bootstrapCi(values: number[], iterations = 1000, seed = 1): [number, number] {
-  if (values.length === 0) return [NaN, NaN];
-  if (values.length === 1) return [values[0], values[0]];
-  const rnd = seededRandom(seed);
-  const means: number[] = [];
-  for (let it = 0; it < iterations; it++) {
-    let s = 0;
-    for (let i = 0; i < values.length; i++) s += values[Math.floor(rnd() * values.length)];
-    means.push(s / values.length);
-  }
-  return [percentile(means, 2.5), percentile(means, 97.5)];
-}
+// implemented once in core (adaptation and its calibration use them too)
+export { bootstrapCi, dice, mean, percentile, seededRandom } from '../core/stats.js';

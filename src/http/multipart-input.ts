@@ -43,18 +43,18 @@ export function readMultipartForm(req: Request, limits: { maxFileBytes: number; 
       if (info.valueTruncated) return refuse(new AppFailure({ kind: 'invalid_argument', message: `the form field "${name.slice(0, 40)}" is over ${MAX_FIELD_BYTES} bytes (a request takes a few prompts of a few words)`, field: name.slice(0, 40) }));
       add(name, value);
     });
+    // every file counts against one budget too (a series of many slices arrives as many parts)
+    let total = 0;
     bb.on('file', (name, stream, info) => {
       const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('data', (c: Buffer) => {
+        chunks.push(c);
+        total += c.length;
+        if (total > maxFileBytes) refuse(new AppFailure({ kind: 'too_large', message: `the uploaded files are over ${maxFileBytes} bytes in all` }));
+      });
       stream.on('limit', () => refuse(new AppFailure({ kind: 'too_large', message: `the file "${name.slice(0, 40)}" is over ${maxFileBytes} bytes`, field: name.slice(0, 40) })));
       stream.on('end', () => add(name, { filename: info.filename, bytes: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) }));
     });
-    // every file counts against one budget (a series of many slices arrives as many parts)
-    let total = 0;
-    bb.on('file', (_n, stream) => stream.on('data', (c: Buffer) => {
-      total += c.length;
-      if (total > maxFileBytes) refuse(new AppFailure({ kind: 'too_large', message: `the uploaded files are over ${maxFileBytes} bytes in all` }));
-    }));
     bb.on('filesLimit', () => refuse(new AppFailure({ kind: 'bad_input', message: maxFiles > 4 ? `the form has more than ${maxFiles} files` : 'the form has more than 4 files; send one image' })));
     for (const ev of ['partsLimit', 'fieldsLimit'] as const) bb.on(ev, () => refuse(new AppFailure({ kind: 'invalid_argument', message: `the form has more than 256 fields; a request takes at most ${maxPrompts} prompts`, field: 'prompts' })));
     bb.on('error', () => refuse(new AppFailure({ kind: 'bad_input', message: 'the multipart body could not be parsed' })));

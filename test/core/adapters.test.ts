@@ -3,7 +3,7 @@ import { cellFeatures, HEAD_GRID, positionMap, predictGrid, predictRows, trainPi
 import { cellLabels } from '../../src/core/adapters/support.js';
 import { decodeHead, encodeHead } from '../../src/core/adapters/adapter-file.js';
 import { adaptHead } from '../../src/core/adapters/adapt.js';
-import { seededRandom } from '../../src/core/random.js';
+import { seededRandom } from '../../src/core/stats.js';
 import { testContext } from '../helpers/service.js';
 
 const rnd = seededRandom(11);

@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
-import { seededRandom } from '../../src/core/random.js';
+import { seededRandom } from '../../src/core/stats.js';
 
 export const PHANTOM = { slug: 'phantom_insert', name: 'phantom insert', synonyms: ['bright test insert'] };
 

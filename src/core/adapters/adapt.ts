@@ -1,7 +1,7 @@
 import type { FloatGrid } from '../image/raster.js';
 import { letterbox, letterboxGeometry, mapGrid } from '../image/resize.js';
 import type { SegmentationModel } from '../models/model.js';
-import { seededRandom } from '../random.js';
+import { dice, seededRandom } from '../stats.js';
 import { checkpoint, yieldTurn } from '../pipeline/cancel.js';
 import { keepLargestComponent } from '../image/mask-stats.js';
 import { fitPlatt } from '../trust/calibration.js';
@@ -199,17 +199,6 @@ export function adapterMask(logits: FloatGrid, c: AdapterCalibration): Uint8Arra
   const m = Uint8Array.from(logits.data, (z) => (z >= cut ? 1 : 0));
   if (c.largest_component) keepLargestComponent(m, logits.width, logits.height);
   return m;
-}
-
-function dice(pred: Uint8Array, mask: Uint8Array): number {
-  let inter = 0, a = 0, b = 0;
-  for (let q = 0; q < mask.length; q++) {
-    const p = pred[q];
-    if (p) a++;
-    if (mask[q]) b++;
-    if (p && mask[q]) inter++;
-  }
-  return a + b === 0 ? 1 : (2 * inter) / (a + b);
 }
 
 /**

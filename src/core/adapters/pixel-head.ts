@@ -1,4 +1,4 @@
-import { seededRandom } from '../random.js';
+import { seededRandom } from '../stats.js';
 
 /**
  * The few-shot head: a two-layer perceptron over the frozen image encoder's multi-scale features,
