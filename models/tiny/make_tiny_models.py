@@ -4,6 +4,9 @@ deterministic weights, so that `npm test` runs the real loading, tokenisation, p
 post-processing code of every runner without the hub.
 
     /usr/bin/python3 models/tiny/make_tiny_models.py     # needs python3-torch and python3-onnx
+    /usr/bin/python3 models/tiny/make_tiny_models.py --full-size models/.peer/clipseg-rd64-full
+        # instead: only a full-size CLIPSeg rd64-refined bundle with random weights (~600 MB, git-ignored)
+        # and its manifest.json, for timing that architecture (src/bench/clipseg-peer.ts)
 
 Bundles (real counterpart in parentheses):
   clipseg-tiny/       (Xenova/clipseg-rd64-refined)  onnx/model.onnx + onnx/model_quantized.onnx,
@@ -142,6 +145,206 @@ def make_clipseg():
     export(m, args, path, ["input_ids", "attention_mask", "pixel_values"], ["logits", "conditional_embeddings", "pooled_output"],
            {"input_ids": {0: "n", 1: "len"}, "attention_mask": {0: "n", 1: "len"}, "logits": {0: "n"}, "conditional_embeddings": {0: "n"}})
     shutil.copyfile(path, os.path.join(out, "onnx", "model_quantized.onnx"))
+
+
+# ---------------------------------------------------------------- full-size CLIPSeg rd64-refined (random weights)
+# Sizes of CIDAS/clipseg-rd64-refined (its config.json): CLIP ViT-B/16 vision tower run at 352 px, the
+# CLIP text transformer, projection_dim 512, reduce_dim 64, extract_layers [3, 6, 9], 4 decoder heads,
+# decoder_intermediate_size 2048, use_complex_transposed_convolution true. Only for timing a peer:
+# same tensor shapes and FLOPs, random weights, not loadable from any checkpoint.
+FULL = {"image": 352, "patch": 16, "v_width": 768, "v_layers": 12, "v_heads": 12, "v_mlp": 3072,
+        "vocab": 49408, "positions": 77, "t_width": 512, "t_layers": 12, "t_heads": 8, "t_mlp": 2048,
+        "proj": 512, "reduce": 64, "extract": [3, 6, 9], "d_heads": 4, "d_mlp": 2048}
+
+
+class FullAttention(nn.Module):
+    """Multi-head self-attention with q, k, v and out projections (biases), scaled by head_dim^-0.5."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.h, self.scale = heads, (d // heads) ** -0.5
+        self.q, self.k, self.v, self.o = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, x, bias=None):
+        n, l, d = x.shape[0], x.shape[1], x.shape[2]
+        split = lambda t: t.reshape(n, l, self.h, -1).transpose(1, 2)
+        q, k, v = split(self.q(x) * self.scale), split(self.k(x)), split(self.v(x))
+        a = q @ k.transpose(-1, -2)
+        if bias is not None:
+            a = a + bias
+        o = (a.softmax(-1) @ v).transpose(1, 2).reshape(n, l, d)
+        return self.o(o)
+
+
+def quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)
+
+
+class FullEncoderLayer(nn.Module):
+    """CLIP encoder layer: pre-LN attention and pre-LN MLP (quick_gelu), each with a residual."""
+
+    def __init__(self, d, heads, mlp):
+        super().__init__()
+        self.ln1, self.attn, self.ln2 = nn.LayerNorm(d), FullAttention(d, heads), nn.LayerNorm(d)
+        self.fc1, self.fc2 = nn.Linear(d, mlp), nn.Linear(mlp, d)
+
+    def forward(self, x, bias=None):
+        x = x + self.attn(self.ln1(x), bias)
+        return x + self.fc2(quick_gelu(self.fc1(self.ln2(x))))
+
+
+class FullDecoderLayer(nn.Module):
+    """CLIPSeg decoder layer: post-LN attention and post-LN MLP (ReLU, as the decoder's layers are built)."""
+
+    def __init__(self, d, heads, mlp):
+        super().__init__()
+        self.attn, self.ln1 = FullAttention(d, heads), nn.LayerNorm(d)
+        self.fc1, self.fc2, self.ln2 = nn.Linear(d, mlp), nn.Linear(mlp, d), nn.LayerNorm(d)
+
+    def forward(self, x):
+        x = self.ln1(x + self.attn(x))
+        return self.ln2(x + self.fc2(torch.relu(self.fc1(x))))
+
+
+class FullVision(nn.Module):
+    """CLIP ViT-B/16 at 352 px: 22 x 22 patches + class token (485 positions, the interpolated table
+    stored directly), pre-LN, 12 layers; returns every hidden state and the post-LN class token."""
+
+    def __init__(self, c=FULL):
+        super().__init__()
+        d, g = c["v_width"], c["image"] // c["patch"]
+        self.patch = nn.Conv2d(3, d, c["patch"], c["patch"], bias=False)
+        self.cls = nn.Parameter(torch.randn(d) * 0.02)
+        self.pos = nn.Parameter(torch.randn(g * g + 1, d) * 0.02)
+        self.pre_ln, self.post_ln = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.layers = nn.ModuleList([FullEncoderLayer(d, c["v_heads"], c["v_mlp"]) for _ in range(c["v_layers"])])
+
+    def forward(self, pixel_values):
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], 1, -1), x], 1) + self.pos
+        x = self.pre_ln(x)
+        states = [x]
+        for layer in self.layers:
+            x = layer(x)
+            states.append(x)
+        return states, self.post_ln(x[:, 0])
+
+
+class FullText(nn.Module):
+    """CLIP text transformer: token + position embeddings, 12 pre-LN layers under a causal mask and
+    the attention mask, final LN, the EOS token's state (the largest id, as CLIP pools) projected."""
+
+    def __init__(self, c=FULL):
+        super().__init__()
+        d, p = c["t_width"], c["positions"]
+        self.tok = nn.Embedding(c["vocab"], d)
+        self.pos = nn.Parameter(torch.randn(p, d) * 0.01)
+        self.layers = nn.ModuleList([FullEncoderLayer(d, c["t_heads"], c["t_mlp"]) for _ in range(c["t_layers"])])
+        self.final_ln = nn.LayerNorm(d)
+        self.proj = nn.Linear(d, c["proj"], bias=False)
+        self.register_buffer("causal", torch.triu(torch.full((p, p), -1e9), 1))
+
+    def forward(self, input_ids, attention_mask):
+        l = input_ids.shape[1]
+        x = self.tok(input_ids) + self.pos[:l]
+        bias = self.causal[:l, :l][None, None] + (1.0 - attention_mask[:, None, None, :].float()) * -1e9
+        for layer in self.layers:
+            x = layer(x, bias)
+        x = self.final_ln(x)
+        eos = input_ids.to(torch.int32).argmax(-1)
+        pooled = x.gather(1, eos.long()[:, None, None].expand(-1, 1, x.shape[2]))[:, 0]
+        return self.proj(pooled)
+
+
+class FullCLIPSeg(nn.Module):
+    """input_ids [N,L], attention_mask [N,L], pixel_values [1,3,352,352] -> logits [N,352,352],
+    conditional_embeddings [N,512], pooled_output [1,512]. The vision tower runs once; its layer 3, 6
+    and 9 states are reduced to 64 channels once and broadcast over the N prompts; the deepest,
+    FiLM-modulated by each prompt's embedding, starts the 3 decoder layers (N x 485 tokens); the
+    refined head (conv 3x3, transposed convs 4/4 and 4/4) upsamples 22 x 22 to 352 x 352."""
+
+    def __init__(self, c=FULL):
+        super().__init__()
+        r = c["reduce"]
+        self.c = c
+        self.vision, self.text = FullVision(c), FullText(c)
+        self.visual_proj = nn.Linear(c["v_width"], c["proj"], bias=False)
+        self.film_mul, self.film_add = nn.Linear(c["proj"], r), nn.Linear(c["proj"], r)
+        self.reduces = nn.ModuleList([nn.Linear(c["v_width"], r) for _ in c["extract"]])
+        self.layers = nn.ModuleList([FullDecoderLayer(r, c["d_heads"], c["d_mlp"]) for _ in c["extract"]])
+        k = c["patch"] // 4
+        self.head = nn.Sequential(nn.Conv2d(r, r, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(r, r // 2, k, k), nn.ReLU(),
+                                  nn.ConvTranspose2d(r // 2, 1, k, k))
+
+    def forward(self, input_ids, attention_mask, pixel_values):
+        states, pooled = self.vision(pixel_values)
+        pooled_output = self.visual_proj(pooled)
+        cond = self.text(input_ids, attention_mask)
+        acts = [states[i + 1] for i in self.c["extract"]][::-1]  # deepest first, as the decoder reads them
+        out = None
+        for i, (a, layer, reduce) in enumerate(zip(acts, self.layers, self.reduces)):
+            out = reduce(a) if out is None else reduce(a) + out
+            if i == 0:  # conditional_layer 0
+                out = self.film_mul(cond)[:, None, :] * out + self.film_add(cond)[:, None, :]
+            out = layer(out)
+        g = self.c["image"] // self.c["patch"]
+        out = out[:, 1:, :].transpose(1, 2).reshape(-1, self.c["reduce"], g, g)
+        return self.head(out)[:, 0], cond, pooled_output
+
+
+def make_clipseg_full(out):
+    """Writes only a full-size CLIPSeg rd64-refined bundle with random weights into `out` (the tiny
+    CLIP tokenizer: its ids stay below the full vocabulary) and a manifest.json there with one entry
+    (dir "."), for timing the peer architecture through the project's CLIPSeg runner."""
+    out = os.path.abspath(out)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    c = FULL
+    tok, tcfg, V = clip_tokenizer()
+    S = c["image"]
+    write_json(os.path.join(out, "tokenizer.json"), tok)
+    write_json(os.path.join(out, "tokenizer_config.json"), tcfg)
+    write_json(os.path.join(out, "special_tokens_map.json"), {k: tcfg[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")})
+    write_json(os.path.join(out, "config.json"), {
+        "model_type": "clipseg", "architectures": ["CLIPSegForImageSegmentation"], "conditional_layer": 0,
+        "decoder_attention_dropout": 0.0, "decoder_hidden_act": "quick_gelu", "decoder_intermediate_size": c["d_mlp"],
+        "decoder_num_attention_heads": c["d_heads"], "extract_layers": c["extract"], "projection_dim": c["proj"],
+        "reduce_dim": c["reduce"], "use_complex_transposed_convolution": True,
+        "text_config": {"model_type": "clipseg_text_model", "vocab_size": c["vocab"], "max_position_embeddings": c["positions"],
+                        "hidden_size": c["t_width"], "intermediate_size": c["t_mlp"], "num_hidden_layers": c["t_layers"],
+                        "num_attention_heads": c["t_heads"], "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+                        "bos_token_id": V - 2, "eos_token_id": V - 1},
+        "vision_config": {"model_type": "clipseg_vision_model", "image_size": S, "patch_size": c["patch"], "hidden_size": c["v_width"],
+                          "intermediate_size": c["v_mlp"], "num_hidden_layers": c["v_layers"], "num_attention_heads": c["v_heads"],
+                          "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5},
+        "random_weights_peer_model": True, "tokenizer_note": f"tiny CLIP BPE tokenizer ({V} ids) of models/tiny/make_tiny_models.py"})
+    write_json(os.path.join(out, "preprocessor_config.json"), {"image_processor_type": "ViTImageProcessor", "processor_class": "CLIPSegProcessor",
+               "do_resize": True, "size": {"height": S, "width": S}, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255,
+               "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]})
+    m = FullCLIPSeg(c)
+    args = (torch.randint(0, V, (2, 5)), torch.ones(2, 5, dtype=torch.long), torch.randn(1, 3, S, S))
+    with torch.no_grad():
+        logits, cond, pooled = m.eval()(*args)
+    assert tuple(logits.shape) == (2, S, S) and tuple(cond.shape) == (2, c["proj"]) and tuple(pooled.shape) == (1, c["proj"]), (logits.shape, cond.shape, pooled.shape)
+    print(f"full-size CLIPSeg: {sum(p.numel() for p in m.parameters()) / 1e6:.1f} M parameters")
+    export(m, args, os.path.join(out, "onnx", "model.onnx"), ["input_ids", "attention_mask", "pixel_values"],
+           ["logits", "conditional_embeddings", "pooled_output"],
+           {"input_ids": {0: "n", 1: "len"}, "attention_mask": {0: "n", 1: "len"}, "logits": {0: "n"}, "conditional_embeddings": {0: "n"}})
+    names = ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "onnx/model.onnx"]
+    files = {n: {"sha256": sha256(os.path.join(out, n)), "bytes": os.path.getsize(os.path.join(out, n))} for n in names}
+    entry = {"id": "clipseg-rd64-random", "title": "CLIPSeg rd64-refined architecture, random weights (fp32)", "runner": "clipseg-transformers",
+             "dtype": "fp32", "verified_with_real_weights": False,
+             "description": "Architecture of CIDAS/clipseg-rd64-refined (CLIP ViT-B/16 at 352 px, CLIP text transformer, rd64 refined decoder) "
+                            "with random weights, in the layout of Xenova/clipseg-rd64-refined; for timing only, says nothing about accuracy.",
+             "dir": ".", "files": files,
+             "input": {"size": S, "channels": "RGB", "letterbox": "longer side resized to size, centred, zero padding; then the CLIPSeg image processor",
+                       "mask_stride": 1, "tile": {"size": S, "stride": S * 3 // 4, "native_max_side": S}},
+             "vocabulary_version": "none",
+             "license": {"code": "Apache-2.0", "weights": "generated random weights, no licence restrictions", "training_data": "none (untrained)"},
+             "card": os.path.relpath(os.path.join(HERE, "README.md"), out)}
+    write_json(os.path.join(out, "manifest.json"), {"default": entry["id"], "models": [entry]})
+    for n in names:
+        print(f"{n}: {files[n]['bytes']} bytes")
 
 
 class TinySamVision(nn.Module):
@@ -327,7 +530,16 @@ def make_biomedclip():
     export(TinyImageTower(16, P), (torch.randn(1, 3, S, S),), os.path.join(out, "image_encoder.onnx"), ["pixel_values"], ["image_embeds", "patch_embeds"], {})
 
 
+FULL_SIZE_OUT = None
 if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description="Writes the tiny test bundles (default) or, with --full-size, only a full-size CLIPSeg bundle.")
+    ap.add_argument("--full-size", metavar="OUTDIR", help="write only a full-size CLIPSeg rd64-refined bundle with random weights "
+                    "(about 600 MB, for benchmarks) and its manifest.json into OUTDIR; keep OUTDIR out of git (models/.peer/ is ignored)")
+    FULL_SIZE_OUT = ap.parse_args().full_size
+if __name__ == "__main__" and FULL_SIZE_OUT:
+    make_clipseg_full(FULL_SIZE_OUT)
+elif __name__ == "__main__":
     make_clipseg()
     make_sam("slimsam-tiny", TinySamBoxDecoder)
     with torch.random.fork_rng():  # the other bundles' weights do not depend on this one
@@ -382,5 +594,5 @@ def write_manifest():
     write_json(os.path.join(HERE, "manifest.json"), {"models": entries})
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and not FULL_SIZE_OUT:
     write_manifest()

@@ -1,51 +1,203 @@
 /**
- * npm run bench: starts the server in this process and measures, for a 512 px image, the HTTP
- * latency of the first prompt on a new image (image encoder runs) and of each further prompt on
- * the same image (cached features), then requests per second. Prints figures; asserts nothing.
+ * npm run bench: starts the server in this process and measures, in one run, the model's own stage
+ * times and the HTTP latency around them, for a 512 px image, and prints each HTTP figure as a ratio
+ * to the model time it contains (the machine's noise cancels in a ratio):
+ *   - a further prompt on the same image (cached image features, text embedding not cached)
+ *     against the text encoder + mask decoder;
+ *   - the first prompt on a new image against image encoder + text encoder + mask decoder + PNG decode;
+ *   - further prompts of structures whose calibration adds passes ('auto': specialist, second look,
+ *     image copies), reported apart;
+ *   - requests per second with 4 concurrent clients (new image + 2 prompts), and with
+ *     BENCH_BASELINE=<commit> the same against that commit's server (a built git worktree), in turns;
+ *   - the CLIPSeg peer (rd64-refined architecture, random weights; clipseg-peer.ts) and the
+ *     built-in model through the same pipeline, one new image and 1, 4 and 8 prompts.
+ * Prints figures; asserts nothing.
  */
-import { loadConfig } from '../config/env.js';
+import path from 'node:path';
+import sharp from 'sharp';
+import { loadConfig, PROJECT_ROOT } from '../config/env.js';
+import { decodeImage } from '../core/image/decode.js';
+import type { RasterImage } from '../core/image/raster.js';
+import { segment } from '../core/pipeline/segment.js';
 import { startServer } from '../main/serve.js';
+import { startBaselineServer } from './baseline-server.js';
+import { openClipsegPeer } from './clipseg-peer.js';
 import { benchImage, fmt, machine, percentileOf } from './bench-helpers.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 20);
 const SIZE = 512;
+const PEER_DIR = process.env.BENCH_PEER_DIR ?? path.join(PROJECT_ROOT, 'models', '.peer', 'clipseg-rd64-full');
+const p50 = (v: number[]) => percentileOf(v, 50);
+const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+
+/** A colonoscopy-like view: a red field in a black vignette with a paler bump (what the model calls a polyp). */
+async function colonoscopyLikePng(variant: number): Promise<Buffer> {
+  const W = 384, H = 320, rgb = Buffer.alloc(W * H * 3);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const grain = (Math.imul(x * 131 + y * 7 + variant * 977, 0x9e3779b1) >>> 29) - 3;
+      const c = Math.hypot(x - 192, y - 160) > 176 ? [0, 0, 0] : Math.hypot(x - 240, y - 128) < 40 ? [220, 140, 120] : [170, 80, 70];
+      rgb.set(c.map((v) => Math.max(0, Math.min(255, v + (v ? grain : 0)))), (y * W + x) * 3);
+    }
+  }
+  return sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();
+}
+
+/** A histology-like field of dark nuclei on a pale background (tiled prompts). */
+async function histologyLikePng(variant: number): Promise<Buffer> {
+  const W = 512, H = 512, rgb = Buffer.alloc(W * H * 3);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const nucleus = ((x + variant) % 29 - 14) ** 2 + ((y + 2 * variant) % 23 - 11) ** 2 < 36;
+      rgb.set(nucleus ? [90, 40, 130] : [235, 190, 220], (y * W + x) * 3);
+    }
+  }
+  return sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();
+}
 
 async function main(): Promise<void> {
-  const srv = await startServer(loadConfig({ ...process.env, PORT: '0', PROMPTSEG_LOG_LEVEL: 'silent' }), { log: false });
-  await srv.ctx.pipeline.registry.get().load();
-  const post = async (body: object) => {
+  const config = loadConfig({ ...process.env, PORT: '0', PROMPTSEG_LOG_LEVEL: 'silent' });
+  const srv = await startServer(config, { log: false });
+  const pipeline = srv.ctx.pipeline;
+  const model = pipeline.registry.get();
+  await model.load();
+  const post = async (url: string, body: object) => {
     const t0 = performance.now();
-    const r = await fetch(`${srv.url}/v1/segment`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    const j = (await r.json()) as { image_id: string };
+    const r = await fetch(`${url}/v1/segment`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const j = (await r.json()) as { image_id: string; results: { specialist?: string; zoomed?: boolean; mode: string }[]; tta?: { image_transforms: string[] } };
     if (r.status !== 200) throw new Error(`status ${r.status}: ${JSON.stringify(j)}`);
     return { ms: performance.now() - t0, j };
   };
+  const limits = { maxPixels: config.PROMPTSEG_MAX_PIXELS };
+
+  // the model's own stage times, in this process and run
+  const s = model.entry.input.size;
+  const enc: number[] = [], txt: number[] = [], dec: number[] = [], png: number[] = [];
+  const names = ['left lung', 'heart', 'right lung', 'left clavicle', 'lungs', 'right clavicle'];
+  let feats = await model.encodeImage(new Uint8Array(3 * s * s).fill(100));
+  await model.decode(feats, await model.encodeText(['warm-up']));
+  for (let i = 0; i < ROUNDS * 2; i++) {
+    const bytes = await benchImage(SIZE, 5000 + i);
+    let t = performance.now();
+    const img = await decodeImage(bytes, limits);
+    png.push(performance.now() - t);
+    const px = new Uint8Array(3 * s * s).map((_, q) => img.data[q % img.data.length]);
+    t = performance.now();
+    feats = await model.encodeImage(px);
+    enc.push(performance.now() - t);
+    t = performance.now();
+    const e = await model.encodeText([`${names[i % names.length]} ${i}`]); // a new text each time: no cache
+    txt.push(performance.now() - t);
+    t = performance.now();
+    await model.decode(feats, e);
+    dec.push(performance.now() - t);
+  }
+  const textDecoder = p50(txt.map((v, i) => v + dec[i]));
+  const firstModel = p50(enc.map((v, i) => v + txt[i] + dec[i] + png[i]));
+
+  // HTTP: first prompt on a new image, then further prompts on it (text embeddings not cached, as in the model figure)
   const further = ['right lung', 'heart', 'left clavicle', 'lungs'];
-  // warm-up
-  await post({ image: { base64: (await benchImage(SIZE, 999)).toString('base64') }, prompts: ['left lung'] });
+  await post(srv.url, { image: { base64: (await benchImage(SIZE, 999)).toString('base64') }, prompts: ['left lung'] });
   const first: number[] = [], next: number[] = [];
   for (let i = 0; i < ROUNDS; i++) {
     const img = (await benchImage(SIZE, i)).toString('base64');
-    const a = await post({ image: { base64: img }, prompts: ['left lung'] });
+    pipeline.textCache.clear();
+    const a = await post(srv.url, { image: { base64: img }, prompts: ['left lung'] });
     first.push(a.ms);
-    for (const p of further) next.push((await post({ image: { image_id: a.j.image_id }, prompts: [p] })).ms);
-  }
-  const imgs = await Promise.all(Array.from({ length: 8 }, (_, i) => benchImage(SIZE, 1000 + i)));
-  const n = 40;
-  const t0 = performance.now();
-  let k = 0;
-  await Promise.all(Array.from({ length: 4 }, async () => {
-    while (k < n) {
-      const i = k++;
-      await post({ image: { base64: imgs[i % imgs.length].toString('base64') }, prompts: ['left lung', 'heart'] });
+    for (const p of further) {
+      pipeline.textCache.clear();
+      next.push((await post(srv.url, { image: { image_id: a.j.image_id }, prompts: [p] })).ms);
     }
-  }));
-  const rps = n / ((performance.now() - t0) / 1000);
-  console.log(`promptseg HTTP latency, ${SIZE}x${SIZE} PNG, model ${srv.ctx.pipeline.registry.defaultId}, ${srv.ctx.config.PROMPTSEG_THREADS} intra-op threads`);
-  console.log(`machine: ${machine()}`);
-  console.log(`first prompt on a new image   p50 ${fmt(percentileOf(first, 50))} ms  p95 ${fmt(percentileOf(first, 95))} ms  (n=${first.length})`);
-  console.log(`further prompt, same image    p50 ${fmt(percentileOf(next, 50))} ms  p95 ${fmt(percentileOf(next, 95))} ms  (n=${next.length})`);
-  console.log(`throughput, new image + 2 prompts per request, 4 concurrent clients: ${rps.toFixed(2)} requests/s`);
+  }
+
+  // structures whose calibration adds passes
+  const autoRows: string[] = [];
+  for (const [label, make, prompt] of [['polyp, colonoscopy-like 384x320', colonoscopyLikePng, 'polyp'], ['cell nuclei, histology-like 512x512', histologyLikePng, 'cell nuclei']] as const) {
+    const times: number[] = [];
+    let passes = '';
+    for (let i = 0; i < Math.max(3, ROUNDS / 4); i++) {
+      const a = await post(srv.url, { image: { base64: (await make(i)).toString('base64') }, prompts: ['heart'] });
+      const b = await post(srv.url, { image: { image_id: a.j.image_id }, prompts: [prompt] });
+      times.push(b.ms);
+      const r = b.j.results[0];
+      passes = [r.mode, r.specialist && `specialist ${r.specialist}`, r.zoomed && 'second look', b.j.tta?.image_transforms.length && `${b.j.tta.image_transforms.length} image copies`].filter(Boolean).join(', ');
+    }
+    autoRows.push(`  ${label.padEnd(38)} further prompt p50 ${fmt(p50(times))} ms  (${passes})`);
+  }
+
+  // throughput: new image + 2 prompts per request, 4 concurrent clients
+  let batch = 0;
+  const throughput = async (url: string) => {
+    const n = 40, start = 2000 + 100 * batch++; // new images every time: no cache hits on either server
+    const fresh = await Promise.all(Array.from({ length: n }, (_, i) => benchImage(SIZE, start + i)));
+    const t0 = performance.now();
+    let k = 0;
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      while (k < n) {
+        const i = k++;
+        await post(url, { image: { base64: fresh[i].toString('base64') }, prompts: ['left lung', 'heart'] });
+      }
+    }));
+    return n / ((performance.now() - t0) / 1000);
+  };
+  await throughput(srv.url); // warm-up
+  const baselineCommit = process.env.BENCH_BASELINE;
+  const base = baselineCommit ? await startBaselineServer(baselineCommit, { PROMPTSEG_THREADS: String(config.PROMPTSEG_THREADS) }) : undefined;
+  const rpsNow: number[] = [], rpsBase: number[] = [];
+  if (base && 'url' in base) await throughput(base.url); // warm-up
+  for (let r = 0; r < 3; r++) {
+    rpsNow.push(await throughput(srv.url));
+    if (base && 'url' in base) rpsBase.push(await throughput(base.url));
+  }
+  if (base && 'url' in base) base.close();
+
+  // the peer, through the same pipeline as the built-in model
+  const peerRows: string[] = [];
+  const peer = await openClipsegPeer(PEER_DIR, config.PROMPTSEG_THREADS, pipeline.vocabulary);
+  if ('skipped' in peer) peerRows.push(`  skipped: ${peer.skipped}`);
+  else {
+    const chest = (i: number) => benchImage(SIZE, 7000 + i).then((b) => decodeImage(b, limits));
+    const timeIt = async (ctx: typeof pipeline, image: RasterImage, prompts: string[]) => {
+      const t = performance.now();
+      await segment(ctx, { image, prompts });
+      return performance.now() - t;
+    };
+    const peerRounds = Math.max(3, Math.round(ROUNDS / 5));
+    for (const n of [1, 4, 8]) {
+      const prompts = Array.from({ length: n }, (_, i) => ['left lung', 'heart', 'right lung', 'left clavicle', 'right clavicle', 'lungs', 'trachea', 'spine'][i]);
+      const ours: number[] = [], theirs: number[] = [];
+      await timeIt(peer.ctx, await chest(900 + n), prompts); // warm-ups
+      await timeIt(pipeline, await chest(950 + n), prompts);
+      // each model's rounds together (alternating, each would start with the other's weights in the CPU caches)
+      for (let r = 0; r < peerRounds; r++) ours.push(await timeIt(pipeline, await chest(100 * n + r), prompts));
+      for (let r = 0; r < peerRounds; r++) theirs.push(await timeIt(peer.ctx, await chest(100 * n + 50 + r), prompts));
+      peerRows.push(`  one new image, ${n} prompt${n > 1 ? 's' : ' '}: promptseg p50 ${fmt(p50(ours))} ms, ${peer.id} p50 ${fmt(p50(theirs))} ms: promptseg ${(p50(theirs) / p50(ours)).toFixed(1)}x faster${n === 4 ? '  (goal >= 20x)' : ''}`);
+    }
+    await peer.close();
+  }
+
+  const out = [
+    `promptseg bench: ${SIZE}x${SIZE} PNG, model ${pipeline.registry.defaultId} (input ${s}), ${config.PROMPTSEG_THREADS} intra-op threads, ${ROUNDS} rounds`,
+    `machine: ${machine()}`,
+    'the model, in this process (p50):',
+    `  image encoder ${fmt(p50(enc))} ms, text encoder ${fmt(p50(txt))} ms, mask decoder ${fmt(p50(dec))} ms, PNG decode ${fmt(p50(png))} ms`,
+    `  text encoder + mask decoder ${fmt(textDecoder)} ms; image encoder + text encoder + mask decoder + PNG decode ${fmt(firstModel)} ms`,
+    'over HTTP (p50), as a ratio to the model time it contains:',
+    `  further prompt, same image     ${fmt(p50(next))} ms (p95 ${fmt(percentileOf(next, 95))})  = ${ratio(p50(next), textDecoder)} text encoder + mask decoder  (target <= 1.25x)`,
+    `  first prompt on a new image    ${fmt(p50(first))} ms (p95 ${fmt(percentileOf(first, 95))})  = ${ratio(p50(first), firstModel)} image + text encoder + mask decoder + PNG decode  (target <= 1.25x)`,
+    "structures whose calibration adds passes ('auto'):",
+    ...autoRows,
+    'throughput, new image + 2 prompts per request, 4 concurrent clients:',
+    `  this checkout: ${rpsNow.map((v) => v.toFixed(1)).join(', ')} requests/s (median ${p50(rpsNow).toFixed(1)})`,
+    ...(base === undefined
+      ? ['  (set BENCH_BASELINE=<commit> to measure that commit in the same run)']
+      : 'skipped' in base
+        ? [`  baseline skipped: ${base.skipped}`]
+        : [`  ${base.sha.slice(0, 12)}: ${rpsBase.map((v) => v.toFixed(1)).join(', ')} requests/s (median ${p50(rpsBase).toFixed(1)}); this checkout ${ratio(p50(rpsNow), p50(rpsBase))} its throughput  (target >= 1.8x)`]),
+    'the CLIPSeg peer, through the same pipeline (segment(): masks, statistics, trust), in this process:',
+    ...peerRows,
+  ];
+  console.log(out.join('\n'));
   await srv.close();
 }
 

@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeImage } from '../core/image/decode.js';
-import { assessImage, keepLargestComponent, segmentWithModel as segment, type SegmentRequest } from '../core/pipeline/segment.js';
+import { assessImage, keepLargestComponent, probabilityMap, segmentWithModel as segment, type SegmentRequest } from '../core/pipeline/segment.js';
 import { fitPlatt, fitTemperature, kthNearest, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ServiceContext } from '../service/context.js';
@@ -82,21 +82,22 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
         const gt = await readCaseMask(o.dataRoot, id, s.slug, c, { width: w, height: h });
         const gsum = gt.reduce((a, v) => a + v, 0);
         const r = res.results[k];
+        const prob = probabilityMap(r);
         presZ.push(logit(r.presenceRaw));
         presY.push(gsum > 0 ? 1 : 0);
         if (gsum === 0) continue;
         for (let j = 0; j < pixels; j++) {
           const i = Math.floor(rnd() * w * h);
-          pz.push(logit(r.probability[i]));
+          pz.push(logit(prob[i]));
           py.push(gt[i]);
         }
         const recallAt = GRID.map(() => 0);
         for (let i = 0; i < gt.length; i++) {
           if (!gt[i]) continue;
-          const p = r.probability[i];
+          const p = prob[i];
           for (let g = 0; g < GRID.length && GRID[g] <= p; g++) recallAt[g]++;
         }
-        present.push({ slug: s.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), diceAt: diceByThreshold(r.probability, gt, gsum), diceLargest: largestComponentDice(r.mask, gt, w, h), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
+        present.push({ slug: s.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), diceAt: diceByThreshold(prob, gt, gsum), diceLargest: largestComponentDice(r.mask, gt, w, h), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
       }
       for (let k = prompts.length; k < res.results.length; k++) {
         presZ.push(logit(res.results[k].presenceRaw));

@@ -9,7 +9,7 @@ import { runOperation } from '../service/run-operation.js';
 import type { Operation } from '../service/operation.js';
 import type { SegmentOutput } from '../service/schemas.js';
 import { nonMedicalImages } from './ood-probe.js';
-import { calibrationFor } from '../core/pipeline/segment.js';
+import { calibrationFor, probabilityMap } from '../core/pipeline/segment.js';
 import { logit } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import { auroc, bootstrapCi, calibration, dice, iou, mean, percentile, seededRandom, surfaceMetrics } from './metrics.js';
@@ -130,6 +130,8 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
         for (const s of ds.structures) gts.set(s.slug, await readCaseMask(dataRoot, ds.id, s.slug, c, { width: w, height: h }));
         prompts.forEach((p, i) => {
           const res = stored.results[i];
+          let probMemo: Float32Array | undefined;
+          const prob = () => (probMemo ??= probabilityMap(res));
           const gt = p.set === 'canonical' || p.set === 'eval_only' ? gts.get(p.structure!)! : undefined;
           const gtPresent = !!gt && gt.some((x) => x === 1);
           let d: number | null = null, io: number | null = null, hd: number | null = null, nsd: number | null = null;
@@ -146,9 +148,9 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
             if (p.set === 'canonical' && suite.calibration_pixels_per_case > 0) {
               for (let k = 0; k < suite.calibration_pixels_per_case; k++) {
                 const j = Math.floor(rnd() * w * h);
-                calib[model].p.push(res.probability[j]);
+                calib[model].p.push(prob()[j]);
                 calib[model].y.push(gt[j]);
-                if (cal) calib[model].raw.push(sigmoid(logit(res.probability[j]) * cal.pixel_temperature));
+                if (cal) calib[model].raw.push(sigmoid(logit(prob()[j]) * cal.pixel_temperature));
               }
             }
           }
@@ -161,7 +163,7 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
               for (let j = 0; j < gt.length; j++) {
                 if (!gt[j]) continue;
                 total++;
-                if (res.probability[j] >= th) hit++;
+                if (prob()[j] >= th) hit++;
               }
               conformalRecall[level] = hit / total;
             }

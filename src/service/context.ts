@@ -4,11 +4,11 @@ import path from 'node:path';
 import type { Config } from '../config/env.js';
 import { PROJECT_ROOT } from '../config/env.js';
 import { ModelRegistry } from '../core/models/registry.js';
-import { createPipelineContext, type PipelineContext, type SegmentResult } from '../core/pipeline/segment.js';
+import { createPipelineContext, probabilityMap, type PipelineContext, type SegmentResult } from '../core/pipeline/segment.js';
 import { Lru } from '../core/pipeline/lru.js';
 import { yieldTurn } from '../core/pipeline/cancel.js';
 import { toGreyLevels } from '../core/image/mask-encode.js';
-import type { RasterImage } from '../core/image/raster.js';
+import type { GridSource, RasterImage } from '../core/image/raster.js';
 import type { DicomSource } from '../core/image/dicom.js';
 import type { SegSeries } from '../core/image/dicom-seg.js';
 import { Vocabulary } from '../core/vocabulary.js';
@@ -28,15 +28,17 @@ export interface StoredVolume {
 }
 
 /**
- * A result kept for downloads. Its full-resolution maps are kept as the 8-bit images they are
- * served as (a quarter of float32): the probability map, and the pixel uncertainty map where
- * paraphrase TTA measured one. The result's own float maps are dropped.
+ * A result kept for downloads. A prompt's probability map is kept as what makes it: the model's
+ * grid and where it sits (when the mask's logits were interpolated from it and nothing else:
+ * the map is drawn when fetched, off the request path), or else as the 8-bit image it is served as
+ * (a quarter of float32). The pixel uncertainty map where paraphrase TTA measured one is kept 8-bit.
+ * The result's own full-resolution float maps are dropped.
  */
 export interface StoredResult {
   id: string;
   createdAt: number;
   result: SegmentResult;
-  maps: { probability: Uint8Array; ttaSpread?: Uint8Array }[];
+  maps: { probability?: Uint8Array; source?: { grid: GridSource; temperature: number }; ttaSpread?: Uint8Array }[];
   /** The source DICOM's identity and geometry, when the image came from DICOM (for DICOM SEG). */
   dicom?: DicomSource;
   spacing?: { row: number; col: number };
@@ -107,8 +109,8 @@ export function createServiceContext(config: Config): ServiceContext {
 /** Bytes a stored result holds: its masks and 8-bit maps. */
 function storedResultBytes(s: StoredResult): number {
   let n = 0;
-  for (const r of s.result.results) n += r.mask.byteLength + r.probability.byteLength + (r.ttaStd?.byteLength ?? 0);
-  for (const m of s.maps) n += m.probability.byteLength + (m.ttaSpread?.byteLength ?? 0);
+  for (const r of s.result.results) n += r.mask.byteLength + r.logits.data.byteLength + (r.ttaStd?.byteLength ?? 0);
+  for (const m of s.maps) n += (m.probability?.byteLength ?? 0) + (m.source?.grid.grid.data.byteLength ?? 0) + (m.ttaSpread?.byteLength ?? 0);
   return n;
 }
 
@@ -117,9 +119,11 @@ export async function storableResult(id: string, result: SegmentResult, extra: P
   const maps: StoredResult['maps'] = [];
   for (const r of result.results) {
     await yieldTurn(); // a full-image pass per map
-    maps.push({ probability: toGreyLevels(r.probability), ...(r.ttaStd ? { ttaSpread: toGreyLevels(r.ttaStd, 2) } : {}) });
+    const grey = r.logits.from ? { source: { grid: r.logits.from, temperature: r.temperature } } : { probability: toGreyLevels(probabilityMap(r)) };
+    maps.push({ ...grey, ...(r.ttaStd ? { ttaSpread: toGreyLevels(r.ttaStd, 2) } : {}) });
   }
-  const results = keepFloatMaps ? result.results : result.results.map((r) => ({ ...r, probability: new Float32Array(0), ttaStd: undefined }));
+  const none = { width: 0, height: 0, data: new Float32Array(0) };
+  const results = keepFloatMaps ? result.results : result.results.map((r) => ({ ...r, logits: none, ttaStd: undefined }));
   return { id, createdAt: Date.now(), result: { ...result, results }, maps, ...extra };
 }
 

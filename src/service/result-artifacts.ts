@@ -1,5 +1,7 @@
 import { err, ok, type Result } from '../core/errors.js';
-import { greyToPng, maskToPng } from '../core/image/mask-encode.js';
+import { greyToPng, maskToPng, toGreyLevels } from '../core/image/mask-encode.js';
+import { mapGrid } from '../core/image/resize.js';
+import { probabilityMap } from '../core/pipeline/mask-result.js';
 import { upscaleMask } from '../core/image/working-resolution.js';
 import { entropyBits } from '../core/trust/scores.js';
 import { buildDicomSeg, buildSeriesDicomSeg } from '../core/image/dicom-seg.js';
@@ -23,12 +25,14 @@ export async function getResultArtifact(ctx: ServiceContext, id: string, kind: s
   // neighbour (as its statistics were counted), maps resampled smoothly
   const { width, height } = stored.original ?? stored.result;
   const size = stored.original ? { width, height } : undefined;
+  // a probability map kept as the model's grid is drawn now, as it would have been when the result was made
+  const probability = () => maps.probability ?? toGreyLevels(probabilityMap({ logits: mapGrid(maps.source!.grid.grid, maps.source!.grid.gridSpan, w, h, maps.source!.grid.place), temperature: maps.source!.temperature }));
   let bytes: Buffer;
   if (kind === 'masks') bytes = await maskToPng(size ? upscaleMask(r.mask, w, h, width, height) : r.mask, width, height);
-  else if (kind === 'probability') bytes = await greyToPng(maps.probability, w, h, size);
+  else if (kind === 'probability') bytes = await greyToPng(probability(), w, h, size);
   // uncertainty: the spread across paraphrases when TTA ran (scaled so 0.5 std is white), else the
   // binary entropy of the kept 8-bit probability
-  else bytes = await greyToPng(maps.ttaSpread ?? entropyMap(maps.probability), w, h, size);
+  else bytes = await greyToPng(maps.ttaSpread ?? entropyMap(probability()), w, h, size);
   return ok({ bytes, mimeType: 'image/png', width, height });
 }
 

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import sharp from 'sharp';
 import { cocoRleToMask, maskToCocoRle, maskToPng, maskToPolygons } from '../../src/core/image/mask-encode.js';
-import { maskStats } from '../../src/core/image/mask-stats.js';
+import { components, maskStats } from '../../src/core/image/mask-stats.js';
+import { seededRandom } from '../../src/core/stats.js';
 import { letterbox, letterboxGeometry, roundHalfEven } from '../../src/core/image/resize.js';
 import { decodeImage, sniffFormat } from '../../src/core/image/decode.js';
 import { AppFailure } from '../../src/core/errors.js';
@@ -52,6 +53,21 @@ describe('mask encodings', () => {
     expect(s.components).toBe(2);
     expect(s.largestComponentPx).toBe(5);
     expect(maskStats(new Uint8Array(4), 2, 2)).toMatchObject({ areaPx: 0, bbox: null, components: 0 });
+  });
+
+  it('mask stats count the components a flood fill labels, on random masks of every density, and read only the rectangle given', () => {
+    const rnd = seededRandom(11);
+    for (let t = 0; t < 200; t++) {
+      const w = 3 + Math.floor(rnd() * 40), h = 3 + Math.floor(rnd() * 40), density = rnd();
+      const m = Uint8Array.from({ length: w * h }, () => (rnd() < density ? 1 : 0));
+      const flood = components(m, w, h);
+      const s = maskStats(m, w, h);
+      expect(s.components).toBe(flood.count);
+      expect(s.largestComponentPx).toBe(flood.sizes.length ? Math.max(...flood.sizes) : 0);
+      // a rectangle holding every mask pixel gives the same figures
+      const b = s.bbox;
+      expect(maskStats(m, w, h, b ? { x: b[0], y: b[1], w: b[2], h: b[3] } : null)).toEqual(s);
+    }
   });
 
   it('mask PNG decodes back to the same size and pixels', async () => {

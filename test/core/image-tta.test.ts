@@ -2,7 +2,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { IMAGE_TRANSFORMS } from '../../src/core/pipeline/image-tta.js';
 import { ModelRegistry } from '../../src/core/models/registry.js';
-import { calibrationFor, createPipelineContext, segment } from '../../src/core/pipeline/segment.js';
+import { calibrationFor, createPipelineContext, probabilityMap, segment } from '../../src/core/pipeline/segment.js';
 import { Vocabulary } from '../../src/core/vocabulary.js';
 import type { RasterImage } from '../../src/core/image/raster.js';
 import { chestLikePng, greyPng } from '../helpers/fixtures.js';
@@ -101,7 +101,7 @@ describe('image-side test-time augmentation', () => {
       const once = await segment(ctx, { image: wide, prompts: ['skin lesion'], ttaImage: 0 });
       for (const r of [...turned.results, ...once.results]) expect(r.mask).toHaveLength(200 * 120);
       // the copies are mapped back onto the original pixels: the averaged probability map follows the single look's
-      const a = turned.results[0].probability, b = once.results[0].probability;
+      const a = probabilityMap(turned.results[0]), b = probabilityMap(once.results[0]);
       const mean = (v: Float32Array) => v.reduce((s, x) => s + x, 0) / v.length;
       const ma = mean(a), mb = mean(b);
       let sab = 0, saa = 0, sbb = 0;

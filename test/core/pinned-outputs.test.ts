@@ -4,7 +4,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ModelRegistry } from '../../src/core/models/registry.js';
-import { createPipelineContext, segment, type SegmentRequest, type SegmentResult } from '../../src/core/pipeline/segment.js';
+import { createPipelineContext, probabilityMap, segment, type SegmentRequest, type SegmentResult } from '../../src/core/pipeline/segment.js';
 import { Vocabulary } from '../../src/core/vocabulary.js';
 import { decodeImage } from '../../src/core/image/decode.js';
 import type { RasterImage } from '../../src/core/image/raster.js';
@@ -31,9 +31,9 @@ const hash = (h: ReturnType<typeof createHash>, a: ArrayBufferView | undefined) 
 function digest(res: SegmentResult): string {
   const h = createHash('sha256');
   for (const r of res.results) {
-    const { mask, probability, ttaStd, ...rest } = r;
+    const { mask, logits, temperature, ttaStd, ...rest } = r;
     hash(h, mask);
-    hash(h, probability);
+    hash(h, probabilityMap({ logits, temperature }));
     hash(h, ttaStd);
     h.update(JSON.stringify(rest));
   }

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { ModelRegistry } from '../../src/core/models/registry.js';
-import { createPipelineContext, segment } from '../../src/core/pipeline/segment.js';
+import { createPipelineContext, probabilityMap, segment } from '../../src/core/pipeline/segment.js';
 import { segmentRegions } from '../../src/core/pipeline/segment-region.js';
 import { Vocabulary } from '../../src/core/vocabulary.js';
 import { AppFailure } from '../../src/core/errors.js';
@@ -77,7 +77,7 @@ describe('pretrained bundle runners on the tiny test bundles (models/tiny)', () 
     // one batched call gives what three single calls give (padding and per-prompt slicing are right)
     for (let i = 0; i < prompts.length; i++) {
       const single = await segment(ctx, { image: img, prompts: [prompts[i]], modelId: 'clipseg-tiny' });
-      const a = together.results[i].probability, b = single.results[0].probability;
+      const a = probabilityMap(together.results[i]), b = probabilityMap(single.results[0]);
       let d = 0;
       for (let q = 0; q < a.length; q++) d = Math.max(d, Math.abs(a[q] - b[q]));
       expect(d).toBeLessThan(1e-4);

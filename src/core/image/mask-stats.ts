@@ -7,19 +7,25 @@ export interface MaskStats {
   largestComponentPx: number;
 }
 
-/** Area, bounding box, centroid and 8-connected components of a mask. */
-export function maskStats(mask: Uint8Array, width: number, height: number): MaskStats {
+/**
+ * Area, bounding box, centroid and 8-connected components of a mask. `within`, when given, is a
+ * rectangle known to hold every mask pixel (null: the mask is empty); only it is read.
+ */
+export function maskStats(mask: Uint8Array, width: number, height: number, within?: PixelRect | null): MaskStats {
+  const r = within === undefined ? { x: 0, y: 0, w: width, h: height } : within;
   let area = 0, sx = 0, sy = 0, x0 = width, y0 = height, x1 = -1, y1 = -1;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      if (mask[y * width + x]) {
-        area++; sx += x; sy += y;
-        if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+  if (r) {
+    for (let y = r.y; y < r.y + r.h; y++) {
+      for (let x = r.x; x < r.x + r.w; x++) {
+        if (mask[y * width + x]) {
+          area++; sx += x; sy += y;
+          if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+        }
       }
     }
   }
   if (area === 0) return { areaPx: 0, bbox: null, centroid: null, components: 0, largestComponentPx: 0 };
-  const { count, sizes } = components(mask, width, height);
+  const { count, sizes } = componentSizes(mask, width, { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 });
   return {
     areaPx: area,
     bbox: [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
@@ -34,6 +40,56 @@ let stackBuffer = new Int32Array(0);
 function scratchStack(n: number): Int32Array {
   if (stackBuffer.length < n) stackBuffer = new Int32Array(n);
   return stackBuffer;
+}
+
+/** A rectangle of pixels: left, top, width, height. */
+export interface PixelRect {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+/**
+ * How many 8-connected components a mask has and their sizes, looking only inside `rect`, which
+ * must hold every mask pixel (its bounding box): what components() counts, from runs of mask
+ * pixels along rows joined to the runs they touch in the row above (union-find), without a label
+ * per pixel. Sizes come in no particular order.
+ */
+export function componentSizes(mask: Uint8Array, width: number, rect: PixelRect): { count: number; sizes: number[] } {
+  const parent: number[] = [], size: number[] = [];
+  const find = (a: number): number => {
+    while (parent[a] !== a) a = parent[a] = parent[parent[a]];
+    return a;
+  };
+  let prev: number[] = [], cur: number[] = []; // runs of the row above and this row: start, end (inclusive), run id
+  for (let y = rect.y; y < rect.y + rect.h; y++) {
+    cur = [];
+    const row = y * width;
+    let k = 0; // first run above that may touch
+    for (let x = rect.x; x < rect.x + rect.w; x++) {
+      if (!mask[row + x]) continue;
+      const a = x;
+      while (x + 1 < rect.x + rect.w && mask[row + x + 1]) x++;
+      const id = parent.length;
+      parent.push(id);
+      size.push(x - a + 1);
+      // runs above touching [a - 1, x + 1] (8-connected)
+      while (k < prev.length && prev[k + 1] < a - 1) k += 3;
+      for (let j = k; j < prev.length && prev[j] <= x + 1; j += 3) {
+        const ra = find(prev[j + 2]), rb = find(id);
+        if (ra !== rb) {
+          parent[rb] = ra;
+          size[ra] += size[rb];
+        }
+      }
+      cur.push(a, x, id);
+    }
+    prev = cur;
+  }
+  const sizes: number[] = [];
+  for (let i = 0; i < parent.length; i++) if (parent[i] === i) sizes.push(size[i]);
+  return { count: sizes.length, sizes };
 }
 
 /** Labels 8-connected components with an explicit stack (no recursion depth limit). */

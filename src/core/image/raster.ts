@@ -18,4 +18,21 @@ export interface FloatGrid {
   width: number;
   height: number;
   data: Float32Array;
+  /** Set by mapGrid: the smaller grid and placement these values were interpolated from (mapGrid(from...) makes them again). Never set on a grid whose data is changed afterwards. */
+  from?: GridSource;
+}
+
+/** How a grid was made by mapGrid: from `grid` covering `gridSpan` input pixels, placed by `place`. */
+export interface GridSource {
+  grid: FloatGrid;
+  gridSpan: number;
+  place: GridPlacement;
+}
+
+/** Where an image sits in a model input: its offset and the input pixels per image pixel. */
+export interface GridPlacement {
+  left: number;
+  top: number;
+  scaleX: number;
+  scaleY: number;
 }

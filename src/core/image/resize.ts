@@ -1,4 +1,5 @@
-import type { FloatGrid, RasterImage } from './raster.js';
+import { GridSampler } from './grid-sampler.js';
+import type { FloatGrid, GridPlacement, RasterImage } from './raster.js';
 
 /**
  * Triangle-filter resampling with the filter widened by the downscale factor (antialiased
@@ -31,37 +32,60 @@ function weights(inSize: number, outSize: number): { start: Int32Array; count: I
   return { start, count, w, stride };
 }
 
-/** Resizes interleaved 8-bit RGB to outW x outH. */
+/** Resizes interleaved 8-bit RGB to outW x outH. A grey image (R = G = B everywhere) is resampled once and copied to the three channels: the same values. */
 export function resizeRgb(img: RasterImage, outW: number, outH: number): Uint8Array {
   const { width: W, height: H, data } = img;
-  const wx = weights(W, outW);
-  const wy = weights(H, outH);
-  const tmp = new Float32Array(H * outW * 3);
+  if (!isGrey(data)) return resizePlanes(data, W, H, outW, outH, 3);
+  const plane = new Uint8Array(W * H);
+  for (let i = 0; i < plane.length; i++) plane[i] = data[i * 3];
+  const small = resizePlanes(plane, W, H, outW, outH, 1);
+  const out = new Uint8Array(outW * outH * 3);
+  for (let i = 0; i < small.length; i++) out[i * 3] = out[i * 3 + 1] = out[i * 3 + 2] = small[i];
+  return out;
+}
+
+function isGrey(rgb: Uint8Array): boolean {
+  for (let i = 0; i < rgb.length; i += 3) if (rgb[i] !== rgb[i + 1] || rgb[i] !== rgb[i + 2]) return false;
+  return true;
+}
+
+/** Separable resampling of `ch` (1 or 3) interleaved 8-bit channels: along rows, rounded to 8 bits as PIL does between the passes, then along columns. */
+function resizePlanes(data: Uint8Array, W: number, H: number, outW: number, outH: number, ch: 1 | 3): Uint8Array {
+  const wx = weights(W, outW), wy = weights(H, outH);
+  const tmp = new Uint8Array(H * outW * ch);
   for (let y = 0; y < H; y++) {
     for (let o = 0; o < outW; o++) {
+      const s = wx.start[o], n = wx.count[o], w0 = o * wx.stride, q = (y * outW + o) * ch;
+      if (ch === 1) {
+        let v = 0;
+        for (let j = 0; j < n; j++) v += wx.w[w0 + j] * data[y * W + s + j];
+        tmp[q] = clamp255(Math.round(v));
+        continue;
+      }
       let r = 0, g = 0, b = 0;
-      const s = wx.start[o];
-      for (let j = 0; j < wx.count[o]; j++) {
-        const k = wx.w[o * wx.stride + j];
-        const p = (y * W + s + j) * 3;
+      for (let j = 0; j < n; j++) {
+        const k = wx.w[w0 + j], p = (y * W + s + j) * 3;
         r += k * data[p]; g += k * data[p + 1]; b += k * data[p + 2];
       }
-      const q = (y * outW + o) * 3;
-      // PIL rounds to 8 bits between the two passes
       tmp[q] = clamp255(Math.round(r)); tmp[q + 1] = clamp255(Math.round(g)); tmp[q + 2] = clamp255(Math.round(b));
     }
   }
-  const out = new Uint8Array(outW * outH * 3);
+  const out = new Uint8Array(outW * outH * ch);
   for (let o = 0; o < outH; o++) {
-    const s = wy.start[o];
+    const s = wy.start[o], n = wy.count[o], w0 = o * wy.stride;
     for (let x = 0; x < outW; x++) {
+      const q = (o * outW + x) * ch;
+      if (ch === 1) {
+        let v = 0;
+        for (let j = 0; j < n; j++) v += wy.w[w0 + j] * tmp[(s + j) * outW + x];
+        out[q] = clamp255(Math.round(v));
+        continue;
+      }
       let r = 0, g = 0, b = 0;
-      for (let j = 0; j < wy.count[o]; j++) {
-        const k = wy.w[o * wy.stride + j];
-        const p = ((s + j) * outW + x) * 3;
+      for (let j = 0; j < n; j++) {
+        const k = wy.w[w0 + j], p = ((s + j) * outW + x) * 3;
         r += k * tmp[p]; g += k * tmp[p + 1]; b += k * tmp[p + 2];
       }
-      const q = (o * outW + x) * 3;
       out[q] = clamp255(Math.round(r)); out[q + 1] = clamp255(Math.round(g)); out[q + 2] = clamp255(Math.round(b));
     }
   }
@@ -136,16 +160,7 @@ export function sampleBilinear(g: FloatGrid, x: number, y: number): number {
  * Maps a grid covering `gridSpan` input pixels (e.g. 128 logits over a 256 letterbox) back to an
  * outW x outH image, given where that image sits in the input (offset and scale).
  */
-export function mapGrid(g: FloatGrid, gridSpan: number, outW: number, outH: number, place: { left: number; top: number; scaleX: number; scaleY: number }): FloatGrid {
-  const out = new Float32Array(outW * outH);
-  const k = g.width / gridSpan;
-  for (let v = 0; v < outH; v++) {
-    const yIn = place.top + (v + 0.5) * place.scaleY; // input-space coordinate (pixel edges)
-    const gy = yIn * k - 0.5;
-    for (let u = 0; u < outW; u++) {
-      const xIn = place.left + (u + 0.5) * place.scaleX;
-      out[v * outW + u] = sampleBilinear(g, xIn * k - 0.5, gy);
-    }
-  }
-  return { width: outW, height: outH, data: out };
+export function mapGrid(g: FloatGrid, gridSpan: number, outW: number, outH: number, place: GridPlacement): FloatGrid {
+  const from = { grid: g, gridSpan, place };
+  return { width: outW, height: outH, data: new GridSampler(from, outW, outH).values(), from };
 }

@@ -27,7 +27,13 @@ export function localTransformersId(dir: string): string {
   return path.basename(dir);
 }
 
-export const sessionOptions = (threads: number) => ({ intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' as const });
+/**
+ * onnxruntime session options. Every session has its own intra-op thread pool, and a process holds
+ * several (image encoder, text encoder, mask decoder, specialists...): pools whose idle threads
+ * spin take the cores from each other and from the event loop, so they wait without spinning
+ * (on 2 cores this halves the image encoder's and mask decoder's own times; `npm run bench:model`).
+ */
+export const sessionOptions = (threads: number) => ({ intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' as const, extra: { session: { intra_op: { allow_spinning: '0' } } } });
 
 /** Loads a runner's sessions once, on first use; a failed load is retried by the next call. */
 export abstract class LazyRunner {

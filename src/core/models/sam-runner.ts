@@ -1,6 +1,5 @@
 import * as ort from 'onnxruntime-node';
 import { AutoProcessor, RawImage, SamModel, Tensor, type Processor } from '@huggingface/transformers';
-import { fail } from '../errors.js';
 import { Lru } from '../pipeline/lru.js';
 import type { RegionMask, RegionMaskModel, RegionPrompt } from './model.js';
 import { bundleDir, localTransformersId, sessionOptions, LazyRunner } from './local-bundle.js';

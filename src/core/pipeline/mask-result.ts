@@ -1,6 +1,7 @@
 import { yieldTurn } from './cancel.js';
 import type { FloatGrid, RasterImage } from '../image/raster.js';
-import { keepLargestComponent, maskStats } from '../image/mask-stats.js';
+import { RectTracker, samplerOf, type GridSampler } from '../image/grid-sampler.js';
+import { keepLargestComponent, maskStats, type PixelRect } from '../image/mask-stats.js';
 import { sigmoid, summariseUncertainty } from '../trust/scores.js';
 import { decideVerdict, type TrustThresholds } from '../trust/verdict.js';
 import type { Structure } from '../vocabulary.js';
@@ -32,25 +33,76 @@ export interface MaskTrust {
   assessment: Pick<ImageAssessment, 'outOfDistribution' | 'oodScore'>;
 }
 
-/** Logits at the image size -> probability, mask, geometry, uncertainty and verdict of one prompt. */
+/**
+ * The mask of logits at a pixel probability threshold: 1 where sigmoid(logit / temperature) >=
+ * threshold. Pixels clearly on one side of the threshold's logit are decided by comparison, those
+ * within a hair of it by the probability itself, so the mask is the one the probabilities give.
+ * Logits interpolated from a model's grid are thresholded cell by cell without making them all.
+ */
+export function thresholdMask(logits: FloatGrid, temperature: number, threshold: number, sampler?: GridSampler): { mask: Uint8Array; bounds: PixelRect | null } {
+  const cut = Math.log(threshold / (1 - threshold));
+  // the margin, a millionth of the cut (relative), is far wider than the rounding of logit x
+  // temperature or of an interpolation; too flat a sigmoid near 0 or 1 to trust one: no margin
+  const exactOnly = threshold < 1e-6 || threshold > 1 - 1e-6;
+  const hi = exactOnly ? Infinity : (cut + 1e-6 * Math.max(1, Math.abs(cut))) * temperature;
+  const lo = exactOnly ? -Infinity : (cut - 1e-6 * Math.max(1, Math.abs(cut))) * temperature;
+  const decide = (l: number) => (l > hi ? 1 : l < lo ? 0 : sigmoid(l / temperature) >= threshold ? 1 : 0);
+  if (sampler) return sampler.threshold(hi, lo, decide);
+  const d = logits.data, w = logits.width;
+  const mask = new Uint8Array(d.length);
+  const b = new RectTracker();
+  for (let i = 0; i < d.length; i++) {
+    if (!decide(d[i])) continue;
+    mask[i] = 1;
+    b.add(i % w, (i - (i % w)) / w);
+  }
+  return { mask, bounds: b.rect() };
+}
+
+const probabilities = new WeakMap<FloatGrid, { temperature: number; map: Float32Array }>();
+
+/** A result's pixel probabilities (float32, at the image size): sigmoid(logit / temperature), made when first asked for. */
+export function probabilityMap(r: Pick<PromptResult, 'logits' | 'temperature'>): Float32Array {
+  const known = probabilities.get(r.logits);
+  if (known && known.temperature === r.temperature) return known.map;
+  const d = r.logits.data, map = new Float32Array(d.length);
+  for (let i = 0; i < d.length; i++) map[i] = sigmoid(d[i] / r.temperature);
+  probabilities.set(r.logits, { temperature: r.temperature, map });
+  return map;
+}
+
+/** How far around the mask its boundary band reaches (px): the uncertainty summary's pixels lie within the mask's box widened by it. */
+const UNCERTAINTY_BAND = 2;
+
+/** Pixel i's value for the pixels of a box widened by `band`, interpolated once for that rectangle. */
+function regionReader(sampler: GridSampler, bbox: [number, number, number, number], band: number, width: number, height: number): (i: number) => number {
+  const x0 = Math.max(0, bbox[0] - band), y0 = Math.max(0, bbox[1] - band);
+  const r = { x: x0, y: y0, w: Math.min(width - 1, bbox[0] + bbox[2] - 1 + band) - x0 + 1, h: Math.min(height - 1, bbox[1] + bbox[3] - 1 + band) - y0 + 1 };
+  const v = sampler.region(r);
+  return (i) => {
+    const x = i % width;
+    return v[((i - x) / width - y0) * r.w + x - x0];
+  };
+}
+
+/** Logits at the image size -> mask, geometry, uncertainty and verdict of one prompt (probabilities only where they are summarised). */
 export async function maskResult(prompt: string, mode: 'whole' | 'tiled', logits: FloatGrid, image: RasterImage, threshold: number, t: MaskTrust): Promise<PromptResult> {
   const { width, height } = image;
-  const probability = new Float32Array(width * height);
-  const mask = new Uint8Array(width * height);
   // markup is no structure name: answered like nonsense, whatever the model's scores
   const absent = !!t.notText || !!t.genericUnresolved || (t.presence < t.thresholds.presence && !t.ignorePresence);
-  for (let i = 0; i < probability.length; i++) {
-    const p = sigmoid(logits.data[i] / t.temperature);
-    probability[i] = p;
-    if (!absent && p >= threshold) mask[i] = 1;
-  }
-  // three full-image passes, with a turn of the event loop between them (each is about 100 ms on a
-  // 4-megapixel working image): health checks and other clients are answered in between
+  // logits interpolated from the model's grid and not yet made are read from the grid where needed
+  const sampler = samplerOf(logits);
+  const { mask, bounds } = absent ? { mask: new Uint8Array(width * height), bounds: null } : thresholdMask(logits, t.temperature, threshold, sampler);
+  // full-image passes, with a turn of the event loop between them: health checks and other
+  // clients are answered in between
   await yieldTurn();
   const dropped = t.largestComponentOnly ? keepLargestComponent(mask, width, height) : 0;
-  const stats = maskStats(mask, width, height);
+  const stats = maskStats(mask, width, height, bounds); // the mask lies within the thresholded bounds (the largest component too)
   await yieldTurn();
-  const uncertainty = summariseUncertainty(probability, mask, width, height);
+  const temperature = t.temperature;
+  const logitAt = sampler && stats.bbox ? regionReader(sampler, stats.bbox, UNCERTAINTY_BAND, width, height) : ((d) => (i: number) => d[i])(logits.data);
+  // the probability as the float32 map holds it
+  const uncertainty = summariseUncertainty((i) => Math.fround(sigmoid(logitAt(i) / temperature)), mask, width, height, stats.bbox, UNCERTAINTY_BAND);
   const { verdict, reasons } = decideVerdict(
     {
       structureName: t.structure?.name ?? t.structureName,
@@ -86,7 +138,8 @@ export async function maskResult(prompt: string, mode: 'whole' | 'tiled', logits
     verdict,
     reasons,
     mask,
-    probability,
+    logits,
+    temperature,
     ...(dropped > 0 ? { largestComponentOnly: true } : {}),
   };
 }

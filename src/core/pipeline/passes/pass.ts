@@ -1,0 +1,86 @@
+import type { FloatGrid, RasterImage } from '../../image/raster.js';
+import type { Calibration } from '../../trust/calibration.js';
+import type { Structure } from '../../vocabulary.js';
+import type { Look, ModelRun } from '../model-views.js';
+import type { Refinement, SegmentRequest } from '../segment.js';
+import type { Square } from '../zoom.js';
+
+/**
+ * The pipeline's passes. A request becomes one plan per prompt (plan.ts); each pass declares
+ * which prompts it serves and returns logits to merge into them; the prompt's members are then
+ * averaged, redrawing passes run on the merged logits, and trust and post-processing run once
+ * (segment.ts). A new pass is one file here and a line in the list in plan.ts.
+ */
+
+/** One prompt of the request, as planned and as the passes have drawn it so far. */
+export interface PromptPlan {
+  /** The prompt's place in the request. */
+  index: number;
+  text: string;
+  /** True when the prompt is markup or script, not a name (answered as nonsense). */
+  markup: boolean;
+  structure: Structure | undefined;
+  mode: 'whole' | 'tiled';
+  /** Paraphrases of the prompt (text-side TTA), each one more member. */
+  paraphrases: string[];
+  /** Text embeddings: the prompt's own, then its paraphrases'. */
+  embeds: Float32Array[];
+  /**
+   * What the prompt's mask is averaged from: [0] the prompt's own look (its scores are the first
+   * look's: redrawing passes replace its logits only), then its paraphrases', then image copies'.
+   */
+  members: Look[];
+  /** Set by the specialist pass: the specialist that redrew the prompt's own look. */
+  specialist?: string;
+  /** Set by the second look: the crop it looked at, and the logits it was pasted over. */
+  closer?: { sq: Square; crop: RasterImage; first: FloatGrid };
+  /** Set by a redrawing pass after merging (refine): the box model that redrew the mask. */
+  refinedBy?: Refinement;
+  /** Per-pixel variance of the members' probabilities, when there is more than one. */
+  variance?: Float32Array;
+}
+
+/** What the passes of one request share. */
+export interface PassState {
+  run: ModelRun;
+  req: SegmentRequest;
+  image: RasterImage;
+  imageSha256: string;
+  /** The model's fitted calibration as the request uses it (none when it asks for raw scores). */
+  cal: Calibration | undefined;
+  prompts: PromptPlan[];
+  /** The whole image's pooled embedding (the first look's), for the OOD score. */
+  embedding?: Float32Array;
+  /** The image transforms that ran (image-side TTA), for the response. */
+  imageTransforms: string[];
+  /** Image-encoder passes served from the feature cache (hits) and run (misses). */
+  featureCache: { hits: number; misses: number };
+}
+
+/** A look a pass drew for a prompt: it replaces the prompt's own look's logits, or joins its members. */
+export interface Drawn {
+  prompt: number;
+  how: 'replace' | 'join';
+  look: Look;
+}
+
+export interface Pass {
+  /** What the pass is, as tests and profiles name it. */
+  name: string;
+  /** The prompts (their indices) this pass works on, given the plan and what earlier passes drew. */
+  serves(s: PassState): number[];
+  /** Draws those prompts: looks to merge, in the order they join. */
+  run(s: PassState, prompts: number[]): Promise<Drawn[]>;
+}
+
+/** Raw presence below which extra passes (a table-given image TTA count, a specialist) are not spent on a prompt (the calibrated presence threshold sits near raw 0.5). */
+export const EXTRA_PASS_MIN_PRESENCE = 0.1;
+
+/** Merges a pass's looks into the prompts, in order. */
+export function mergeDrawn(s: PassState, drawn: Drawn[]): void {
+  for (const d of drawn) {
+    const m = s.prompts[d.prompt].members;
+    if (d.how === 'replace') m[0] = { ...m[0], logits: d.look.logits };
+    else m.push(d.look);
+  }
+}
