@@ -18,6 +18,8 @@ Bundles (real counterpart in parentheses):
                       takes points only (input_points, input_labels), as optimum's SamOnnxConfig exports
   biomedclip-tiny/    (the output of models/convert/biomedclip_to_onnx.py)  text_encoder.onnx,
                       image_encoder.onnx, BERT WordPiece tokenizer, CLIP image processor
+  taskseg-tiny/       (a task-specific U-Net of models/train/task_baselines.py)  model.onnx + meta.json;
+                      `--task-net-tiny` writes only these two files
 The tiny graphs compute simple, deterministic functions (documented per class below); they are
 not trained and say nothing about accuracy. model_quantized.onnx of clipseg-tiny is the same
 graph as model.onnx (it exercises the runner's file choice, not quantisation).
@@ -530,21 +532,58 @@ def make_biomedclip():
     export(TinyImageTower(16, P), (torch.randn(1, 3, S, S),), os.path.join(out, "image_encoder.onnx"), ["pixel_values"], ["image_embeds", "patch_embeds"], {})
 
 
+# ---------------------------------------------------------------- task-specific network (task_baselines.py)
+class TinyTaskNet(nn.Module):
+    """pixels [1,3,S,S] raw 0..255 RGB -> logits [1,2,S,S]: channel 0 ("bright") = (mean over RGB - 128) / 8,
+    channel 1 ("dark") = (96 - mean over RGB) / 8. No weights."""
+
+    def forward(self, pixels):
+        m = pixels.mean(1, keepdim=True)
+        return torch.cat([(m - 128.0) / 8.0, (96.0 - m) / 8.0], 1)
+
+
+def make_task_net_tiny():
+    """taskseg-tiny/: model.onnx and meta.json in the layout task_baselines.py exports
+    (format promptseg-task-net/1), 64 px, not tiled, two structures; untrained and deterministic."""
+    out = os.path.join(HERE, "taskseg-tiny")
+    S = 64
+    onnx_path = os.path.join(out, "model.onnx")
+    export(TinyTaskNet(), (torch.zeros(1, 3, S, S),), onnx_path, ["pixels"], ["logits"], {})
+    write_json(os.path.join(out, "meta.json"), {
+        "format": "promptseg-task-net/1", "dataset": "tiny_task", "structures": ["bright", "dark"], "input_size": S,
+        "tiled": False, "tile": {"size": S, "stride": S * 3 // 4, "native_max_side": S},
+        "arch": {"unet_base": 0, "params": 0},
+        "train": {"cases": 0, "steps": 0, "batch": 0, "lr": 0, "elastic": 0, "seed": 0, "flips": False},
+        "checkpoint_step": 0, "val_dice": {}, "onnx_sha256": sha256(onnx_path),
+        "command": "/usr/bin/python3 models/tiny/make_tiny_models.py --task-net-tiny",
+        "description": "tiny test task net (untrained): bright = (mean RGB - 128) / 8, dark = (96 - mean RGB) / 8"})
+
+
 FULL_SIZE_OUT = None
+TASK_NET_TINY = False
 if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser(description="Writes the tiny test bundles (default) or, with --full-size, only a full-size CLIPSeg bundle.")
     ap.add_argument("--full-size", metavar="OUTDIR", help="write only a full-size CLIPSeg rd64-refined bundle with random weights "
                     "(about 600 MB, for benchmarks) and its manifest.json into OUTDIR; keep OUTDIR out of git (models/.peer/ is ignored)")
-    FULL_SIZE_OUT = ap.parse_args().full_size
+    ap.add_argument("--task-net-tiny", action="store_true", help="write only taskseg-tiny/model.onnx and meta.json "
+                    "(a tiny task-specific network in task_baselines.py's export format); every other file stays as it is")
+    _args = ap.parse_args()
+    FULL_SIZE_OUT, TASK_NET_TINY = _args.full_size, _args.task_net_tiny
 if __name__ == "__main__" and FULL_SIZE_OUT:
     make_clipseg_full(FULL_SIZE_OUT)
+elif __name__ == "__main__" and TASK_NET_TINY:
+    make_task_net_tiny()
+    for f in ("model.onnx", "meta.json"):
+        p = os.path.join(HERE, "taskseg-tiny", f)
+        print(f"taskseg-tiny/{f}: {os.path.getsize(p)} bytes")
 elif __name__ == "__main__":
     make_clipseg()
     make_sam("slimsam-tiny", TinySamBoxDecoder)
     with torch.random.fork_rng():  # the other bundles' weights do not depend on this one
         make_sam("slimsam-tiny-points", TinySamPointDecoder, vision_from="slimsam-tiny")
     make_biomedclip()
+    make_task_net_tiny()  # no weights, no random draws
     for root, _, files in sorted(os.walk(HERE)):
         for f in sorted(files):
             if f != os.path.basename(__file__) and not f.endswith(".md") and f != "manifest.json":
@@ -594,5 +633,5 @@ def write_manifest():
     write_json(os.path.join(HERE, "manifest.json"), {"models": entries})
 
 
-if __name__ == "__main__" and not FULL_SIZE_OUT:
+if __name__ == "__main__" and not FULL_SIZE_OUT and not TASK_NET_TINY:
     write_manifest()

@@ -36,14 +36,16 @@ def block(ci, co):
 
 
 class UNet(nn.Module):
-    """[B,3,S,S] -> mask logits of its one structure [B,1,S,S]; channels base x (1, 2, 4, 8, 16) over 5 scales."""
+    """[B,3,S,S] -> mask logits [B,outputs,S,S] (by default of its one structure, [B,1,S,S]);
+    channels base x (1, 2, 4, 8, 16) over 5 scales. outputs > 1: one logit map per structure
+    (task_baselines.py); the weight names do not depend on it."""
 
-    def __init__(self, base=16):
+    def __init__(self, base=16, outputs=1):
         super().__init__()
         c = [base * m for m in (1, 2, 4, 8, 16)]
         self.down = nn.ModuleList([block(3, c[0])] + [block(c[i - 1], c[i]) for i in range(1, 5)])
         self.up = nn.ModuleList([block(c[i] + c[i + 1], c[i]) for i in range(4)])
-        self.out = nn.Conv2d(c[0], 1, 1)
+        self.out = nn.Conv2d(c[0], outputs, 1)
 
     def forward(self, x):
         skips = []

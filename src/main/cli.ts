@@ -14,6 +14,7 @@ import { runMcpStdio } from '../mcp/stdio.js';
 import { evaluateSuite } from '../eval/eval-command.js';
 import { evaluateFewShot } from '../eval/few-shot-suite.js';
 import { evaluateGenericWords } from '../eval/generic-words-suite.js';
+import { evaluateTaskSpecific } from '../eval/task-specific-suite.js';
 import { IMAGE_TRANSFORMS } from '../core/pipeline/image-tta.js';
 import { fitCalibration, writeCalibration } from '../eval/calibrate.js';
 import { PROJECT_ROOT } from '../config/env.js';
@@ -242,11 +243,11 @@ async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]
   const suiteFile = positionals[0];
   if (!existsSync(suiteFile)) throw new UsageError(`no suite file ${suiteFile}`);
   const protocol = (JSON.parse(readFileSync(suiteFile, 'utf8')) as { protocol?: string }).protocol;
-  if (protocol === 'few-shot' || protocol === 'generic-words') {
-    // the few-shot protocol (adapters at several k against zero-shot and task-specific nets) and
-    // generic words against canonical names (eval/README.md)
+  if (protocol === 'few-shot' || protocol === 'generic-words' || protocol === 'task-specific') {
+    // the few-shot protocol (adapters at several k against zero-shot and task-specific nets),
+    // generic words against canonical names, and the generalist against each dataset's own net (eval/README.md)
     const ctx = createServiceContext(config);
-    const run = protocol === 'few-shot' ? evaluateFewShot : evaluateGenericWords;
+    const run = protocol === 'few-shot' ? evaluateFewShot : protocol === 'generic-words' ? evaluateGenericWords : evaluateTaskSpecific;
     const { files } = await run(ctx, suiteFile, values.out ?? path.join('runs', path.basename(suiteFile, '.json')), (msg) => process.stderr.write(`${msg}\n`));
     await disposeServiceContext(ctx);
     process.stdout.write(readFileSync(files[1], 'utf8'));

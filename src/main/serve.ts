@@ -12,7 +12,7 @@ import { createServiceContext, disposeServiceContext, type ServiceContext } from
  * --expose-gc (as `npm start` does) and nothing is in flight for a second, one collection runs
  * once the external memory (buffers) has grown by 64 MB since the last.
  */
-function idleCollector(ctx: ServiceContext): () => void {
+function idleCollector(ctx: ServiceContext, inFlight: () => number): () => void {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (!gc) return () => undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -23,7 +23,9 @@ function idleCollector(ctx: ServiceContext): () => void {
     if (timer) return;
     timer = setTimeout(() => {
       timer = undefined;
-      const busy = ctx.queue.active + ctx.queue.depth + ctx.decodeQueue.active + ctx.uploadQueue.active > 0;
+      // any request still open (reading an upload, inflating a volume, making masks outside the
+      // inference queue) would wait out the whole collection
+      const busy = inFlight() + ctx.queue.active + ctx.queue.depth + ctx.decodeQueue.active + ctx.uploadQueue.active > 0;
       if (busy || process.memoryUsage().external < after + 64 * 1024 * 1024) return;
       gc();
       after = process.memoryUsage().external;
@@ -67,8 +69,15 @@ export async function startServer(config: Config, opts: { warm?: boolean; log?: 
   const server = await new Promise<ServerType>((resolve) => {
     const s = serve({ fetch: app.fetch, hostname: config.HOST, port: config.PORT }, () => resolve(s));
   });
-  const collector = idleCollector(ctx);
-  server.on('request', (_req, res) => res.on('finish', collector));
+  let open = 0;
+  const collector = idleCollector(ctx, () => open);
+  server.on('request', (_req, res) => {
+    open++;
+    res.once('close', () => {
+      open--;
+      collector();
+    });
+  });
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.PORT;
   const url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;

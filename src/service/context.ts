@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Config } from '../config/env.js';
 import { PROJECT_ROOT } from '../config/env.js';
 import { ModelRegistry } from '../core/models/registry.js';
-import { createPipelineContext, probabilityMap, type PipelineContext, type SegmentResult } from '../core/pipeline/segment.js';
+import { createPipelineContext, probabilityMap, type ModelSlot, type PipelineContext, type SegmentResult } from '../core/pipeline/segment.js';
 import { Lru } from '../core/pipeline/lru.js';
 import { yieldTurn } from '../core/pipeline/cancel.js';
 import { toGreyLevels } from '../core/image/mask-encode.js';
@@ -125,6 +125,11 @@ export async function storableResult(id: string, result: SegmentResult, extra: P
   const none = { width: 0, height: 0, data: new Float32Array(0) };
   const results = keepFloatMaps ? result.results : result.results.map((r) => ({ ...r, logits: none, ttaStd: undefined }));
   return { id, createdAt: Date.now(), result: { ...result, results }, maps, ...extra };
+}
+
+/** The pipeline's model work in a slot of the inference queue (its post-processing runs outside). */
+export function modelSlot(ctx: ServiceContext): ModelSlot {
+  return (work) => ctx.queue.run(work, ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
 }
 
 export function count(ctx: ServiceContext, name: string, by = 1): void {

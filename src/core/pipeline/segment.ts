@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { fail } from '../errors.js';
 import { readPromptText, type PromptText } from '../prompt-text.js';
-import { checkpoint } from './cancel.js';
+import { checkpoint, yieldTurn } from './cancel.js';
 import type { FloatGrid, RasterImage } from '../image/raster.js';
 import { keepLargestComponent, type MaskStats } from '../image/mask-stats.js';
 import type { ModelRegistry } from '../models/registry.js';
@@ -204,15 +204,15 @@ const now = () => performance.now();
  * generic words (lesion, tumour...) read by what the image is (generic-words.ts); and the
  * structures adapters taught the model (adapter-pass.ts); all on the same cached image features.
  */
-export async function segment(ctx: PipelineContext, req: SegmentRequest): Promise<SegmentResult> {
+export async function segment(ctx: PipelineContext, req: SegmentRequest, slot: ModelSlot = directly): Promise<SegmentResult> {
   const modelId = req.modelId ?? ctx.registry.defaultId;
   const texts = req.prompts.map((p, i) => readPromptText(p, i));
   const adapter = texts.map((t) => adapterNamed(ctx, t, modelId));
   const generic = texts.map((t, i) => (adapter[i] || t.markup || req.genericWords === 'literal' ? undefined : ctx.vocabulary.genericWord(t.text)));
-  if (!adapter.some(Boolean) && !generic.some(Boolean)) return segmentWithModel(ctx, req);
+  if (!adapter.some(Boolean) && !generic.some(Boolean)) return segmentWithModel(ctx, req, slot);
   if (req.conformalRecall !== undefined && adapter.some(Boolean)) fail('invalid_argument', `adapters have no conformal thresholds (${adapter.filter(Boolean).map((a) => a!.file.name).join(', ')}); ask without conformal_recall`, 'conformal_recall');
   const own = req.prompts.map((_, i) => i).filter((i) => !adapter[i] && !generic[i]);
-  const base = await segmentWithModel(ctx, { ...req, prompts: own.map((i) => req.prompts[i]) });
+  const base = await segmentWithModel(ctx, { ...req, prompts: own.map((i) => req.prompts[i]) }, slot);
   const results: PromptResult[] = new Array(req.prompts.length);
   own.forEach((i, k) => (results[i] = base.results[k]));
   const timings = { ...base.timingsMs };
@@ -223,14 +223,14 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   let presence: Record<string, number> = {};
   if (generic.some(Boolean)) {
     const candidates = ctx.vocabulary.genericCandidates();
-    const scan = await segmentWithModel(ctx, { image: req.image, modelId, prompts: candidates.map((c) => c.name), calibrated: req.calibrated, ttaImage: 0, zoom: false, specialist: false, largestComponent: false, refine: 'none' });
+    const scan = await segmentWithModel(ctx, { image: req.image, modelId, prompts: candidates.map((c) => c.name), calibrated: req.calibrated, ttaImage: 0, zoom: false, specialist: false, largestComponent: false, refine: 'none' }, slot);
     for (const k of Object.keys(timings) as StageName[]) timings[k] += scan.timingsMs[k];
     presence = Object.fromEntries(candidates.map((c, k) => [c.slug, Math.round(scan.results[k].presence * 1e4) / 1e4]));
   }
   const read = generic.map((w) => (w ? readGenericWord(ctx.vocabulary, w, base.image, presence) : undefined));
   const asked = read.map((r, i) => (r?.structure ? i : -1)).filter((i) => i >= 0);
   if (asked.length) {
-    const more = await segmentWithModel(ctx, { ...req, prompts: asked.map((i) => read[i]!.structure!.name) });
+    const more = await segmentWithModel(ctx, { ...req, prompts: asked.map((i) => read[i]!.structure!.name) }, slot);
     for (const k of Object.keys(timings) as StageName[]) timings[k] += more.timingsMs[k];
     asked.forEach((i, k) => (results[i] = { ...more.results[k], prompt: texts[i].text }));
   }
@@ -244,7 +244,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest): Promis
   const taught = adapter.map((a, i) => (a ? i : -1)).filter((i) => i >= 0);
   if (taught.length) {
     const model = ctx.registry.get(modelId);
-    const f = await wholeImageFeatures({ ctx, model, entry: model.entry, timings, hit: (h) => (cached &&= h) }, req.image, base.imageSha256);
+    const f = await slot(() => wholeImageFeatures({ ctx, model, entry: model.entry, timings, hit: (h) => (cached &&= h) }, req.image, base.imageSha256));
     const t = now();
     const extra = await adapterPass(model, f, req.image, taught.map((i) => ({ prompt: texts[i].text, adapter: adapter[i]! })), { threshold: req.threshold, largestComponent: req.largestComponent, embed: embedderFor(ctx, model.entry) });
     timings.decode_mask += now() - t;
@@ -271,20 +271,31 @@ function adapterNamed(ctx: PipelineContext, text: PromptText, modelId: string): 
 }
 
 /**
+ * Runs the work that needs the model (a slot of the service's inference queue, say); what follows
+ * (masks, statistics, trust) runs outside it, so the next request's model work need not wait for it.
+ */
+export type ModelSlot = <T>(work: () => Promise<T>) => Promise<T>;
+const directly: ModelSlot = (work) => work();
+
+/**
  * Text-prompted segmentation of one image by the model alone (segment() adds adapters' prompts and
  * generic words): each prompt planned (plan.ts), its members drawn by the look passes, averaged,
- * redrawn by the redrawing passes, then trust and post-processing once per prompt.
+ * redrawn by the redrawing passes (all of that in the model slot), then trust and post-processing
+ * once per prompt.
  */
-export async function segmentWithModel(ctx: PipelineContext, req: SegmentRequest): Promise<SegmentResult> {
-  const s = await planRequest(ctx, req);
-  for (const pass of LOOK_PASSES) await runPass(s, pass);
-  let t = now();
-  mergeMembers(s);
+export async function segmentWithModel(ctx: PipelineContext, req: SegmentRequest, slot: ModelSlot = directly): Promise<SegmentResult> {
+  const { s, assessment } = await slot(async () => {
+    const s = await planRequest(ctx, req);
+    for (const pass of LOOK_PASSES) await runPass(s, pass);
+    const t = now();
+    await mergeMembers(s);
+    const assessment = assessmentOf(s.image, s.cal, s.embedding ?? new Float32Array(0), appearanceOf(s.image));
+    s.run.timings.postprocess += now() - t;
+    for (const pass of REDRAW_PASSES) await runPass(s, pass);
+    return { s, assessment };
+  });
   const { image, cal, run } = s;
-  const assessment = assessmentOf(image, cal, s.embedding ?? new Float32Array(0), appearanceOf(image));
-  run.timings.postprocess += now() - t;
-  for (const pass of REDRAW_PASSES) await runPass(s, pass);
-  t = now();
+  const t = now();
   const results: PromptResult[] = [];
   for (const p of s.prompts) {
     await checkpoint(); // full-resolution post-processing is the slow part on large images
@@ -318,15 +329,21 @@ async function runPass(s: PassState, pass: Pass): Promise<void> {
  * quality and similarity averaged over them, and the per-pixel variance of their probabilities
  * (what the uncertainty map and the TTA disagreement report).
  */
-function mergeMembers(s: PassState): void {
+async function mergeMembers(s: PassState): Promise<void> {
   const temperature = s.cal ? s.cal.pixel_temperature : 1;
   for (const p of s.prompts) {
     const members = p.members, n = members.length;
     if (n < 2) continue;
-    const size = members[0].logits.data.length;
+    await checkpoint(); // a full-resolution pass over every member of the prompt
+    const data: Float32Array[] = [];
+    for (const m of members) {
+      data.push(m.logits.data); // a deferred grid is made here
+      await yieldTurn();
+    }
+    const size = data[0].length;
     const mean = new Float32Array(size), vr = new Float32Array(size);
-    const data = members.map((m) => m.logits.data);
     for (let q = 0; q < size; q++) {
+      if ((q & 0x3ffff) === 0 && q) await yieldTurn(); // every 256 K pixels: members x sigmoid is slow on a large image
       let s1 = 0, s2 = 0, z = 0;
       for (const d of data) {
         const v = sigmoid(d[q] / temperature);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { fail, ok } from '../../core/errors.js';
 import { segment } from '../../core/pipeline/segment.js';
+import { modelSlot } from '../context.js';
 import { upscaledStats } from '../../core/image/working-resolution.js';
 import { defineOperation } from '../operation.js';
 import { ImageInputSchema, resolveImage } from '../resolve-image.js';
@@ -27,7 +28,7 @@ export const comparePromptsOperation = defineOperation({
   async run(ctx, input, extras) {
     if (input.model !== undefined) ctx.pipeline.registry.entry(input.model);
     const { id, image } = await resolveImage(ctx, input.image, undefined, {}, { principal: extras?.principal });
-    const res = await ctx.queue.run(() => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
+    const res = await segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold }, modelSlot(ctx));
     if (res.results.length < 2) fail('internal', 'comparison produced fewer than two results');
     const pairs = [];
     let consistent = true;

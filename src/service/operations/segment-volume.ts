@@ -7,6 +7,7 @@ import { fail, ok } from '../../core/errors.js';
 import type { SliceAxis } from '../../core/image/nifti.js';
 import { openVolume } from '../volume-source.js';
 import { segment } from '../../core/pipeline/segment.js';
+import { modelSlot } from '../context.js';
 import { defineOperation } from '../operation.js';
 import { DISCLAIMER, MaskThresholdSchema } from '../schemas.js';
 
@@ -84,7 +85,7 @@ export const segmentVolumeOperation = defineOperation({
     const previews: { slice: number; png: Buffer }[] = [];
     for (let k = first; k <= last; k++) {
       const img = vol.slice(axis, k, input.window ? [input.window.center, input.window.width] : undefined);
-      const res = await ctx.queue.run(() => segment(ctx.pipeline, { image: img, prompts: input.prompts, modelId: input.model, threshold: input.threshold }), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
+      const res = await segment(ctx.pipeline, { image: img, prompts: input.prompts, modelId: input.model, threshold: input.threshold }, modelSlot(ctx));
       modelId = res.modelId;
       res.results.forEach((r, i) => {
         vol.place(masks[i], k, r.mask);

@@ -5,7 +5,7 @@ import { maskToCocoRle, maskToPng, maskToPolygons } from '../../core/image/mask-
 import { renderOverlay } from '../../core/image/overlay.js';
 import { segment } from '../../core/pipeline/segment.js';
 import { IMAGE_TRANSFORMS } from '../../core/pipeline/image-tta.js';
-import { count, storableResult, type ServiceContext } from '../context.js';
+import { count, modelSlot, storableResult, type ServiceContext } from '../context.js';
 import type { SegmentResult } from '../../core/pipeline/segment.js';
 import type { RasterImage } from '../../core/image/raster.js';
 import { defineOperation } from '../operation.js';
@@ -60,9 +60,11 @@ export const segmentOperation = defineOperation({
     const { id: imageId, image } = await resolveImage(ctx, input.image, input.pixel_spacing_mm, { frame: input.frame, window: win }, { principal: extras?.principal, upload: extras?.upload });
     checkCost({ width: image.width, height: image.height, prompts: input.prompts.length, tta: input.tta, ttaImage: input.tta_image, zoom: input.zoom, specialist: input.specialist }, ctx.config.PROMPTSEG_MAX_COST);
     extras?.progress?.(1, 3, 'image decoded');
-    const res = await ctx.queue.run(
-      () => segment(ctx.pipeline, { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta, ttaImage: input.tta_image, refine: input.refine, zoom: input.zoom === 'auto' ? 'auto' : input.zoom === 'on', specialist: input.specialist === 'auto' ? 'auto' : input.specialist === 'on', largestComponent: input.largest_component === 'auto' ? 'auto' : input.largest_component === 'on', genericWords: input.generic_words }),
-      ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS,
+    // the model's passes take a slot of the inference queue; masks and trust are made outside it
+    const res = await segment(
+      ctx.pipeline,
+      { image, prompts: input.prompts, modelId: input.model, threshold: input.threshold, conformalRecall: input.conformal_recall, tta: input.tta, ttaImage: input.tta_image, refine: input.refine, zoom: input.zoom === 'auto' ? 'auto' : input.zoom === 'on', specialist: input.specialist === 'auto' ? 'auto' : input.specialist === 'on', largestComponent: input.largest_component === 'auto' ? 'auto' : input.largest_component === 'on', genericWords: input.generic_words },
+      modelSlot(ctx),
     );
     extras?.progress?.(2, 3, 'masks decoded');
     const out = await segmentOutput(ctx, res, imageId, image, input.outputs);
