@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import os from 'node:os';
 import sharp from 'sharp';
 
@@ -20,3 +21,14 @@ export function benchImage(size: number, variant: number): Promise<Buffer> {
 }
 
 export const fmt = (v: number) => v.toFixed(1);
+
+/** A TCP port free on the loopback interface now (for a server started next). */
+export const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });

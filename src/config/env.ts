@@ -67,6 +67,10 @@ export const ConfigSchema = z.object({
   /** The Authorization header sent to it (e.g. "Bearer ..." or "Basic ..."). */
   PROMPTSEG_DICOMWEB_AUTH: z.string().optional(),
   PROMPTSEG_DICOMWEB_TIMEOUT_MS: int(30_000, 100),
+  /** Redis (or Valkey) for batch jobs (`promptseg batch`, `promptseg worker`, GET /v1/batches/{id}), e.g. redis://redis:6379; off when unset. */
+  PROMPTSEG_REDIS_URL: z.string().regex(/^rediss?:\/\//, 'PROMPTSEG_REDIS_URL is a redis:// or rediss:// URL').optional(),
+  /** How long a batch job stays with a worker that stopped answering (killed, hung) before another takes it. */
+  PROMPTSEG_BATCH_LOCK_MS: int(30_000, 500),
   PROMPTSEG_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type Config = z.infer<typeof ConfigSchema>;

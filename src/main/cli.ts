@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { readdir, readFile, mkdir, writeFile, stat } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -7,7 +7,9 @@ import { loadConfig } from '../config/env.js';
 import { createServiceContext, disposeServiceContext } from '../service/context.js';
 import { operationByName } from '../service/operation-table.js';
 import { runOperation } from '../service/run-operation.js';
-import { getResultArtifact, getVolumeMask } from '../service/result-artifacts.js';
+import { segmentFile } from '../service/segment-file.js';
+import { expandInputs, UsageError } from './input-files.js';
+import { batchCommand, workerCommand } from './batch-commands.js';
 import { startServer } from './serve.js';
 import { relaunchWithServerMemorySettings } from './relaunch.js';
 import { runMcpStdio } from '../mcp/stdio.js';
@@ -47,9 +49,12 @@ usage:
                                            to PROMPTSEG_ADAPTERS_DIR (default adapters/), served from then on
   promptseg adapters list                  list adapters, and adapter files that are not served (why)
   promptseg adapters remove <id>           delete an adapter
+  promptseg batch submit <image|folder|list.txt>... --prompt <text> [--prompt <text>...] --out DIR [--model ID] [--threshold P]
+                                           queue one job per image on Redis (PROMPTSEG_REDIS_URL); prints the batch id
+  promptseg batch status <id>              progress, failures with reasons, the summary once complete
+  promptseg worker [--concurrency N]       run queued batch jobs (as many workers on as many machines as wanted)
 `;
 
-class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -91,6 +96,14 @@ async function main(argv: string[]): Promise<number> {
       return printOp(config, 'list_models', {});
     case 'adapt':
       return adaptCommand(config, rest);
+    case 'batch':
+      return batchCommand(config, rest);
+    case 'worker': {
+      // a long-running process too: the same memory settings as the server
+      const relaunched = relaunchWithServerMemorySettings();
+      if (relaunched) return relaunched;
+      return workerCommand(config, rest);
+    }
     case 'adapters': {
       if (rest[0] === 'list') return printOp(config, 'list_adapters', {});
       if (rest[0] === 'remove' && rest[1]) return printOp(config, 'delete_adapter', { id: rest[1] });
@@ -266,26 +279,6 @@ async function evalCommand(config: ReturnType<typeof loadConfig>, args: string[]
   return Object.keys(summary.presence).length ? 0 : 1;
 }
 
-const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.dcm', '.nii', '.gz']);
-const isNifti = (f: string) => /\.nii(\.gz)?$/i.test(f);
-
-async function expandInputs(args: string[]): Promise<string[]> {
-  const out: string[] = [];
-  for (const a of args) {
-    let st;
-    try {
-      st = await stat(a);
-    } catch {
-      throw new UsageError(`no such file or folder: ${a}`);
-    }
-    if (st.isDirectory()) {
-      const names = (await readdir(a)).filter((n) => IMAGE_EXT.has(path.extname(n).toLowerCase()) && (!n.toLowerCase().endsWith('.gz') || isNifti(n))).sort();
-      out.push(...names.map((n) => path.join(a, n)));
-    } else out.push(a);
-  }
-  return out;
-}
-
 async function segmentCommand(config: ReturnType<typeof loadConfig>, args: string[]): Promise<number> {
   let parsed;
   try {
@@ -305,36 +298,19 @@ async function segmentCommand(config: ReturnType<typeof loadConfig>, args: strin
   const outDir = values.out ?? 'promptseg-out';
   await mkdir(outDir, { recursive: true });
   const ctx = createServiceContext(config);
-  const op = operationByName('segment')!;
   const summary: unknown[] = [];
   let failures = 0;
   const t0 = Date.now();
-  const volumeOp = operationByName('segment_volume')!;
+  const threshold = values.threshold ? Number(values.threshold) : undefined;
   for (const [i, f] of files.entries()) {
-    const bytes = await readFile(f);
-    // volumes go slice by slice and come back as NIfTI masks with the input's affine; 2D images as PNG masks
-    const volume = isNifti(f);
-    const input: Record<string, unknown> = { image: { base64: bytes.toString('base64') }, prompts: values.prompt };
-    if (values.model) input.model = values.model;
-    if (values.threshold) input.threshold = Number(values.threshold);
-    if (values['generic-words']) input.generic_words = values['generic-words'];
-    const r = await runOperation(ctx, volume ? volumeOp : op, input, { via: 'cli' });
-    const base = volume ? path.basename(f).replace(/\.nii(\.gz)?$/i, '') : path.basename(f, path.extname(f));
+    const r = await segmentFile(ctx, f, { prompts: values.prompt, model: values.model, threshold, genericWords: values['generic-words'] });
     if (!r.ok) {
       failures++;
       summary.push({ file: f, error: r.error });
       process.stderr.write(`\npromptseg: ${f}: ${r.error.message}\n`);
     } else {
-      const v = r.value as { result_id?: string; volume_id?: string; results: { index: number; prompt: string }[] };
-      const masks: string[] = [];
-      for (const res of v.results) {
-        const art = volume ? getVolumeMask(ctx, v.volume_id!, res.index) : await getResultArtifact(ctx, v.result_id!, 'masks', res.index);
-        if (!art.ok) continue;
-        const name = `${base}__${slug(res.prompt)}${volume ? '.nii.gz' : '.png'}`;
-        await writeFile(path.join(outDir, name), art.value.bytes);
-        masks.push(name);
-      }
-      summary.push({ file: f, ...stripUrls(v), mask_files: masks });
+      for (const m of r.masks) await writeFile(path.join(outDir, m.name), m.bytes);
+      summary.push(r.summary);
     }
     if (files.length > 1) progressBar(i + 1, files.length, t0);
   }
@@ -344,12 +320,6 @@ async function segmentCommand(config: ReturnType<typeof loadConfig>, args: strin
   process.stderr.write(`promptseg: wrote ${files.length - failures} result(s) to ${outDir}${failures ? `, ${failures} failed` : ''}\n`);
   return failures === files.length ? 1 : 0;
 }
-
-function stripUrls(v: object): object {
-  return JSON.parse(JSON.stringify(v, (k, val) => (k === 'mask_url' || k === 'mask_uri' ? undefined : val))) as object;
-}
-
-const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_|_$/g, '').slice(0, 60) || 'prompt';
 
 function progressBar(done: number, total: number, t0: number, label = ''): void {
   const width = 30;

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/env.js';
@@ -69,6 +70,8 @@ export interface ServiceContext {
   idKey: Buffer;
   /** Keep stored results' float maps too (the evaluation samples them); servers keep 8-bit maps only. */
   keepFloatMaps: boolean;
+  /** The Redis client of batch status reads (PROMPTSEG_REDIS_URL), made on first use. */
+  redis?: Redis;
   /** Background jobs (adaptations) and the queue they run on, one at a time. */
   jobs: JobStore;
   jobQueue: InferenceQueue;
@@ -140,4 +143,5 @@ export async function disposeServiceContext(ctx: ServiceContext): Promise<void> 
   ctx.draining = true;
   await ctx.queue.idle();
   await ctx.pipeline.registry.dispose();
+  ctx.redis?.disconnect();
 }

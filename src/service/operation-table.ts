@@ -10,6 +10,7 @@ import { segmentVolumeOperation } from './operations/segment-volume.js';
 import { segmentRegionOperation } from './operations/segment-region.js';
 import { adaptStructureOperation } from './operations/adapt-structure.js';
 import { getJobOperation } from './operations/get-job.js';
+import { getBatchOperation } from './operations/get-batch.js';
 import { listAdaptersOperation } from './operations/list-adapters.js';
 import { deleteAdapterOperation } from './operations/delete-adapter.js';
 import { findSeriesOperation } from './operations/find-series.js';
@@ -27,6 +28,7 @@ export const OPERATIONS: Operation[] = [
   listStructuresOperation,
   adaptStructureOperation,
   getJobOperation,
+  getBatchOperation,
   listAdaptersOperation,
   deleteAdapterOperation,
   healthOperation,
