@@ -54,6 +54,8 @@ export const ConfigSchema = z.object({
   PROMPTSEG_ALLOWED_HOSTS: list,
   /** Serve /metrics without a token even when tokens are configured. */
   PROMPTSEG_PUBLIC_METRICS: flag(false),
+  /** Streamable HTTP MCP without sessions: every request stands alone, so replicas behind a load balancer need no sticky routing. */
+  PROMPTSEG_MCP_STATELESS: flag(false),
   /** Streamable HTTP MCP sessions: at most this many in all, per token, and idle this long before they are closed. */
   PROMPTSEG_MCP_SESSIONS: int(64, 1),
   PROMPTSEG_MCP_SESSIONS_PER_TOKEN: int(16, 1),
@@ -69,6 +71,8 @@ export const ConfigSchema = z.object({
   PROMPTSEG_DICOMWEB_TIMEOUT_MS: int(30_000, 100),
   /** Redis (or Valkey) for batch jobs (`promptseg batch`, `promptseg worker`, GET /v1/batches/{id}), e.g. redis://redis:6379; off when unset. */
   PROMPTSEG_REDIS_URL: z.string().regex(/^rediss?:\/\//, 'PROMPTSEG_REDIS_URL is a redis:// or rediss:// URL').optional(),
+  /** With PROMPTSEG_REDIS_URL: how long results, volume results and image_ids stay in Redis for every replica (seconds). */
+  PROMPTSEG_SHARED_TTL_S: int(3600, 10),
   /** How long a batch job stays with a worker that stopped answering (killed, hung) before another takes it. */
   PROMPTSEG_BATCH_LOCK_MS: int(30_000, 500),
   PROMPTSEG_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

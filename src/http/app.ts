@@ -131,8 +131,8 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
     return c.json({ ready, default_model: id, models_loaded: ctx.pipeline.registry.loadedIds() }, ready ? 200 : 503);
   });
   app.get('/metrics', (c) => c.text(renderMetrics(ctx), 200, { 'content-type': 'text/plain; version=0.0.4' }));
-  app.get('/v1/results/:id/dicom-seg', (c) => {
-    const r = getDicomSeg(ctx, c.req.param('id'), c.req.query('anonymize') === 'true');
+  app.get('/v1/results/:id/dicom-seg', async (c) => {
+    const r = await getDicomSeg(ctx, c.req.param('id'), c.req.query('anonymize') === 'true');
     if (!r.ok) return problem(c, r.error);
     return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': 'attachment; filename="seg.dcm"' } });
   });
@@ -143,22 +143,22 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
     if (!r.ok) return problem(c, r.error);
     return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'cache-control': 'private, max-age=600' } });
   });
-  app.get('/v1/volumes/:id/dicom-seg', (c) => {
-    const r = getVolumeDicomSeg(ctx, c.req.param('id'), c.req.query('anonymize') === 'true');
+  app.get('/v1/volumes/:id/dicom-seg', async (c) => {
+    const r = await getVolumeDicomSeg(ctx, c.req.param('id'), c.req.query('anonymize') === 'true');
     if (!r.ok) return problem(c, r.error);
     return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': 'attachment; filename="seg.dcm"' } });
   });
-  app.get('/v1/volumes/:id/previews/:file', (c) => {
+  app.get('/v1/volumes/:id/previews/:file', async (c) => {
     const m = /^(\d+)\.png$/.exec(c.req.param('file'));
     if (!m) return problem(c, { kind: 'invalid_argument', message: 'expected <slice index>.png', field: 'file' });
-    const r = getVolumePreview(ctx, c.req.param('id'), Number(m[1]));
+    const r = await getVolumePreview(ctx, c.req.param('id'), Number(m[1]));
     if (!r.ok) return problem(c, r.error);
     return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'cache-control': 'private, max-age=600' } });
   });
-  app.get('/v1/volumes/:id/masks/:file', (c) => {
+  app.get('/v1/volumes/:id/masks/:file', async (c) => {
     const m = /^(\d+)\.nii\.gz$/.exec(c.req.param('file'));
     if (!m) return problem(c, { kind: 'invalid_argument', message: 'expected <index>.nii.gz', field: 'file' });
-    const r = getVolumeMask(ctx, c.req.param('id'), Number(m[1]));
+    const r = await getVolumeMask(ctx, c.req.param('id'), Number(m[1]));
     if (!r.ok) return problem(c, r.error);
     return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': `attachment; filename="mask-${m[1]}.nii.gz"` } });
   });

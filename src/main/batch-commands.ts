@@ -65,7 +65,7 @@ export async function workerCommand(config: Config, args: string[]): Promise<num
   const url = redisUrl(config);
   // the worker's own inference queue takes as many at once as it runs jobs; each image is seen once,
   // so its features are not kept for another prompt, and a result only until its masks are written
-  const ctx = createServiceContext({ ...config, PROMPTSEG_CONCURRENCY: Math.max(config.PROMPTSEG_CONCURRENCY, concurrency), PROMPTSEG_CACHE_IMAGES: 1, PROMPTSEG_RESULTS_KEPT: 2 * concurrency + 2 });
+  const ctx = createServiceContext({ ...config, PROMPTSEG_CONCURRENCY: Math.max(config.PROMPTSEG_CONCURRENCY, concurrency), PROMPTSEG_CACHE_IMAGES: 1, PROMPTSEG_RESULTS_KEPT: 2 * concurrency + 2, PROMPTSEG_REDIS_URL: undefined }); // its results are for its own outputs, not shared
   await ctx.pipeline.registry.get().load();
   const worker = startBatchWorker(ctx, url, { concurrency, lockMs: config.PROMPTSEG_BATCH_LOCK_MS });
   process.stderr.write(`promptseg worker: taking batch jobs from ${url.replace(/\/\/[^@]*@/, '//')} (${concurrency} at a time)\n`);

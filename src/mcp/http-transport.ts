@@ -16,6 +16,15 @@ export interface McpHttpHandle {
 const jsonRpcError = (status: number, code: number, message: string) =>
   new Response(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }), { status, headers: { 'content-type': 'application/json' } });
 
+/** A request's JSON body, or the JSON-RPC error response saying it is not JSON. */
+async function jsonBody(req: Request): Promise<unknown> {
+  try {
+    return await req.clone().json();
+  } catch {
+    return jsonRpcError(400, -32700, 'the request body is not valid JSON');
+  }
+}
+
 /**
  * Streamable HTTP MCP at /mcp: a fresh McpServer and transport per session, behind the app's
  * Host and Origin checks (DNS rebinding), bearer-token auth and body limit.
@@ -27,6 +36,10 @@ export function mountMcpHttp(app: OpenAPIHono, ctx: ServiceContext): McpHttpHand
     idleMs: ctx.config.PROMPTSEG_MCP_SESSION_IDLE_MS,
   });
 
+  if (ctx.config.PROMPTSEG_MCP_STATELESS) {
+    mountStateless(app, ctx);
+    return { closeAll: async () => undefined };
+  }
   app.all('/mcp', async (c) => {
     const sid = c.req.header('mcp-session-id');
     const principal = principalOf(c.req.header('authorization'));
@@ -37,12 +50,8 @@ export function mountMcpHttp(app: OpenAPIHono, ctx: ServiceContext): McpHttpHand
       return s.transport.handleRequest(c.req.raw);
     }
     if (c.req.method !== 'POST') return jsonRpcError(400, -32000, 'no mcp-session-id header: send initialize first');
-    let body: unknown;
-    try {
-      body = await c.req.json();
-    } catch {
-      return jsonRpcError(400, -32700, 'the request body is not valid JSON');
-    }
+    const body = await jsonBody(c.req.raw);
+    if (body instanceof Response) return body;
     const isInit = (m: unknown) => typeof m === 'object' && m !== null && (m as { method?: string }).method === 'initialize';
     if (!(Array.isArray(body) ? body.some(isInit) : isInit(body))) return jsonRpcError(400, -32000, 'no mcp-session-id header: send initialize first');
     sessions.reserve(principal);
@@ -64,4 +73,24 @@ export function mountMcpHttp(app: OpenAPIHono, ctx: ServiceContext): McpHttpHand
     return transport.handleRequest(c.req.raw, { parsedBody: body });
   });
   return { closeAll: () => sessions.closeAll() };
+}
+
+/**
+ * Stateless Streamable HTTP (PROMPTSEG_MCP_STATELESS): a fresh server and transport per POST, no
+ * session id, each answer a whole JSON response (no progress notifications). Every tool call
+ * carries what it needs (image_id, result ids), which any replica resolves through the shared
+ * store (PROMPTSEG_REDIS_URL), so no session state has to follow a client between replicas.
+ */
+function mountStateless(app: OpenAPIHono, ctx: ServiceContext): void {
+  app.all('/mcp', async (c) => {
+    if (c.req.method !== 'POST') return jsonRpcError(405, -32000, 'this server runs MCP without sessions (PROMPTSEG_MCP_STATELESS): POST each request');
+    const body = await jsonBody(c.req.raw);
+    if (body instanceof Response) return body;
+    const server = createMcpServer(ctx, { principal: principalOf(c.req.header('authorization')) });
+    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true, maxRequestBodySize: mcpMessageLimit(ctx.config) });
+    await server.connect(transport);
+    const res = await transport.handleRequest(c.req.raw, { parsedBody: body });
+    void server.close();
+    return res;
+  });
 }

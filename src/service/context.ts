@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { SharedStore } from './shared-store.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/env.js';
@@ -16,7 +17,7 @@ import { Vocabulary } from '../core/vocabulary.js';
 import { InferenceQueue } from './inference-queue.js';
 import { AdapterSet } from '../core/adapters/adapter-set.js';
 import { modelFilesFingerprint } from '../core/trust/calibration.js';
-import { MemoryJobStore, type JobStore } from './jobs.js';
+import { MemoryJobStore, SharedJobStore, type JobStore } from './jobs.js';
 
 /** A volume result kept for downloads: one NIfTI mask per prompt, and for a DICOM series what its SEG needs. */
 export interface StoredVolume {
@@ -72,6 +73,8 @@ export interface ServiceContext {
   keepFloatMaps: boolean;
   /** The Redis client of batch status reads (PROMPTSEG_REDIS_URL), made on first use. */
   redis?: Redis;
+  /** State shared with other replicas (results, volumes, image_ids) when PROMPTSEG_REDIS_URL is set. */
+  shared?: SharedStore;
   /** Background jobs (adaptations) and the queue they run on, one at a time. */
   jobs: JobStore;
   jobQueue: InferenceQueue;
@@ -86,10 +89,11 @@ export function createServiceContext(config: Config): ServiceContext {
     const e = registry.entries().find((x) => x.id === id);
     return e && modelFilesFingerprint(e.files);
   });
+  const shared = config.PROMPTSEG_REDIS_URL ? SharedStore.open(config.PROMPTSEG_REDIS_URL, config.PROMPTSEG_SHARED_TTL_S) : undefined;
   return {
     config,
     pipeline,
-    jobs: new MemoryJobStore(),
+    jobs: shared ? new SharedJobStore(shared) : new MemoryJobStore(),
     jobQueue: new InferenceQueue(1, 8),
     queue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY, config.PROMPTSEG_QUEUE_SIZE),
     decodeQueue: new InferenceQueue(config.PROMPTSEG_CONCURRENCY, config.PROMPTSEG_QUEUE_SIZE),
@@ -105,6 +109,7 @@ export function createServiceContext(config: Config): ServiceContext {
     counters: new Map(),
     draining: false,
     keepFloatMaps: false,
+    ...(shared ? { shared } : {}),
     idKey: config.PROMPTSEG_ID_KEY ? Buffer.from(config.PROMPTSEG_ID_KEY, 'utf8') : randomBytes(32),
   };
 }
@@ -130,6 +135,32 @@ export async function storableResult(id: string, result: SegmentResult, extra: P
   return { id, createdAt: Date.now(), result: { ...result, results }, maps, ...extra };
 }
 
+/** A kept result: this process's, or (with shared state) one another replica made; undefined when unknown or expired. */
+export const storedResultOf = (ctx: ServiceContext, id: string) => keptHereOrShared(ctx, ctx.results, 'result', id);
+
+/** A kept volume result, as storedResultOf. */
+export const storedVolumeOf = (ctx: ServiceContext, id: string) => keptHereOrShared(ctx, ctx.volumes, 'volume', id);
+
+async function keptHereOrShared<T>(ctx: ServiceContext, here: Lru<string, T>, kind: 'result' | 'volume', id: string): Promise<T | undefined> {
+  const local = here.get(id);
+  if (local || !ctx.shared) return local;
+  const shared = await ctx.shared.get<T>(kind, id);
+  if (shared) here.set(id, shared);
+  return shared;
+}
+
+/** Keeps a result here, and with shared state for every replica. */
+export async function keepResult(ctx: ServiceContext, stored: StoredResult): Promise<void> {
+  ctx.results.set(stored.id, stored);
+  await ctx.shared?.put('result', stored.id, stored);
+}
+
+/** Keeps a volume result here, and with shared state for every replica. */
+export async function keepVolume(ctx: ServiceContext, v: StoredVolume): Promise<void> {
+  ctx.volumes.set(v.id, v);
+  await ctx.shared?.put('volume', v.id, v);
+}
+
 /** The pipeline's model work in a slot of the inference queue (its post-processing runs outside). */
 export function modelSlot(ctx: ServiceContext): ModelSlot {
   return (work) => ctx.queue.run(work, ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
@@ -144,4 +175,5 @@ export async function disposeServiceContext(ctx: ServiceContext): Promise<void> 
   await ctx.queue.idle();
   await ctx.pipeline.registry.dispose();
   ctx.redis?.disconnect();
+  ctx.shared?.close();
 }

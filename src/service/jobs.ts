@@ -47,3 +47,34 @@ export class MemoryJobStore implements JobStore {
     return j && structuredClone(j);
   }
 }
+
+/**
+ * Jobs of this process, each change also written to the store replicas share, so that any replica
+ * answers get_job for a job another one runs. Writes go out in order on one connection and are not
+ * awaited (an adaptation's progress must not wait on Redis); a failed write is retried by the next.
+ */
+export class SharedJobStore implements JobStore {
+  private readonly local = new MemoryJobStore();
+
+  constructor(private readonly shared: { put(kind: 'job', id: string, value: unknown): Promise<void> }) {}
+
+  private mirror(id: string): void {
+    const j = this.local.get(id);
+    if (j) this.shared.put('job', id, j).catch(() => undefined);
+  }
+
+  create(kind: Job['kind']): Job {
+    const job = this.local.create(kind);
+    this.mirror(job.id);
+    return job;
+  }
+
+  update(id: string, patch: Partial<Omit<Job, 'id' | 'kind' | 'created_at'>>): void {
+    this.local.update(id, patch);
+    this.mirror(id);
+  }
+
+  get(id: string): Job | undefined {
+    return this.local.get(id);
+  }
+}

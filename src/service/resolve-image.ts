@@ -33,7 +33,7 @@ export async function resolveImage(ctx: ServiceContext, input: ImageInput, spaci
   if (caller.upload && !given.length) return remember(ctx, caller.upload, spacing, decode, principal);
   if (given.length !== 1) fail('invalid_argument', `give exactly one of image.base64, image.path or image.image_id (got ${given.length ? given.join(', ') : 'none'})`, 'image');
   if (input.image_id !== undefined) {
-    const img = recallImage(ctx, principal, input.image_id);
+    const img = recallImage(ctx, principal, input.image_id) ?? (await recallShared(ctx, principal, input.image_id));
     if (!img) fail('invalid_argument', `image_id ${input.image_id} is not (or no longer) held by this server; send the image again`, 'image.image_id');
     return { id: input.image_id, image: withSpacing(img!, spacing) };
   }
@@ -46,7 +46,21 @@ async function remember(ctx: ServiceContext, bytes: Uint8Array, spacing: [number
   const image = await ctx.decodeQueue.run(async () => await workingImage(await decodeImage(bytes, { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS, ...decode }), ctx.config.PROMPTSEG_WORK_MAX_PIXELS), ctx.config.PROMPTSEG_REQUEST_TIMEOUT_MS);
   const id = imageIdFor(ctx.idKey, principal, createHash('sha256').update(bytes).digest('hex'), decode.frame !== undefined || decode.window ? JSON.stringify(decode) : '');
   ctx.images.set(imageKey(principal, id), image);
+  // with shared state, the bytes (not the decoded pixels: a fraction of their size) for other replicas
+  await ctx.shared?.put('image', sharedImageKey(principal, id), { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), decode });
   return { id, image: withSpacing(image, spacing) };
+}
+
+/** An image id's key in the shared store: the caller's id hashed with the principal, never the token itself. */
+const sharedImageKey = (principal: string, id: string) => createHash('sha256').update(`${principal}\u0000${id}`).digest('hex');
+
+/** An image_id another replica was given: its bytes from the shared store, decoded here as they were there. */
+async function recallShared(ctx: ServiceContext, principal: string, id: string): Promise<RasterImage | undefined> {
+  if (!ctx.shared) return undefined;
+  const held = await ctx.shared.get<{ bytes: Buffer; decode: DecodeOptions }>('image', sharedImageKey(principal, id));
+  if (!held) return undefined;
+  const { image } = await remember(ctx, held.bytes, undefined, held.decode, principal);
+  return image;
 }
 
 /** Images are held per caller: an id is found only by the principal it was given to. */

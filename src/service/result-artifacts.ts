@@ -5,7 +5,7 @@ import { probabilityMap } from '../core/pipeline/mask-result.js';
 import { upscaleMask } from '../core/image/working-resolution.js';
 import { entropyBits } from '../core/trust/scores.js';
 import { buildDicomSeg, buildSeriesDicomSeg } from '../core/image/dicom-seg.js';
-import type { ServiceContext } from './context.js';
+import { storedResultOf, storedVolumeOf, type ServiceContext } from './context.js';
 
 export const ARTIFACT_KINDS = ['masks', 'probability', 'uncertainty'] as const;
 
@@ -14,7 +14,7 @@ export const ARTIFACT_KINDS = ['masks', 'probability', 'uncertainty'] as const;
  * uncertainty map (binary entropy, 0..1 bits), each as a PNG at the image's full size.
  */
 export async function getResultArtifact(ctx: ServiceContext, id: string, kind: string, index: number): Promise<Result<{ bytes: Buffer; mimeType: string; width: number; height: number }>> {
-  const stored = ctx.results.get(id);
+  const stored = await storedResultOf(ctx, id);
   if (!stored) return err('invalid_argument', `result ${id} is unknown or has expired (the last ${ctx.config.PROMPTSEG_RESULTS_KEPT} results are kept)`, 'result_id');
   if (!(ARTIFACT_KINDS as readonly string[]).includes(kind)) return err('invalid_argument', `unknown artifact "${kind}"; use one of ${ARTIFACT_KINDS.join(', ')}`, 'kind');
   const r = stored.result.results[index];
@@ -41,8 +41,8 @@ const ENTROPY_LEVELS = Uint8Array.from({ length: 256 }, (_, v) => Math.round(ent
 const entropyMap = (p: Uint8Array) => p.map((v) => ENTROPY_LEVELS[v]);
 
 /** A DICOM SEG of a volume result made from a DICOM series: a frame per segment and slice where it was found. */
-export function getVolumeDicomSeg(ctx: ServiceContext, id: string, anonymize: boolean): Result<{ bytes: Buffer; mimeType: string }> {
-  const v = ctx.volumes.get(id);
+export async function getVolumeDicomSeg(ctx: ServiceContext, id: string, anonymize: boolean): Promise<Result<{ bytes: Buffer; mimeType: string }>> {
+  const v = await storedVolumeOf(ctx, id);
   if (!v) return err('invalid_argument', `volume result ${id} is unknown or has expired`, 'volume_id');
   if (!v.seg) return err('invalid_argument', `volume result ${id} was not made from a DICOM series or found nothing, so there is no DICOM SEG`, 'volume_id');
   const vocab = ctx.pipeline.vocabulary;
@@ -51,8 +51,8 @@ export function getVolumeDicomSeg(ctx: ServiceContext, id: string, anonymize: bo
 }
 
 /** The preview PNG of one slice of a volume result (segment_volume with previews). */
-export function getVolumePreview(ctx: ServiceContext, id: string, slice: number): Result<{ bytes: Buffer; mimeType: string }> {
-  const v = ctx.volumes.get(id);
+export async function getVolumePreview(ctx: ServiceContext, id: string, slice: number): Promise<Result<{ bytes: Buffer; mimeType: string }>> {
+  const v = await storedVolumeOf(ctx, id);
   if (!v) return err('invalid_argument', `volume result ${id} is unknown or has expired`, 'volume_id');
   if (!v.previews) return err('invalid_argument', `volume result ${id} was made without previews (ask segment_volume with previews: true)`, 'volume_id');
   const p = v.previews.find((x) => x.slice === slice);
@@ -61,8 +61,8 @@ export function getVolumePreview(ctx: ServiceContext, id: string, slice: number)
 }
 
 /** One prompt's NIfTI mask of a volume result. */
-export function getVolumeMask(ctx: ServiceContext, id: string, index: number): Result<{ bytes: Buffer; mimeType: string }> {
-  const v = ctx.volumes.get(id);
+export async function getVolumeMask(ctx: ServiceContext, id: string, index: number): Promise<Result<{ bytes: Buffer; mimeType: string }>> {
+  const v = await storedVolumeOf(ctx, id);
   if (!v) return err('invalid_argument', `volume result ${id} is unknown or has expired`, 'volume_id');
   const f = v.files[index];
   if (!f) return err('invalid_argument', `volume result ${id} has ${v.files.length} prompt(s); index ${index} is out of range`, 'index');
@@ -70,8 +70,8 @@ export function getVolumeMask(ctx: ServiceContext, id: string, index: number): R
 }
 
 /** A DICOM SEG with one segment per prompt that produced a mask, referencing the source DICOM. */
-export function getDicomSeg(ctx: ServiceContext, id: string, anonymize: boolean): Result<{ bytes: Buffer; mimeType: string }> {
-  const stored = ctx.results.get(id);
+export async function getDicomSeg(ctx: ServiceContext, id: string, anonymize: boolean): Promise<Result<{ bytes: Buffer; mimeType: string }>> {
+  const stored = await storedResultOf(ctx, id);
   if (!stored) return err('invalid_argument', `result ${id} is unknown or has expired`, 'result_id');
   if (!stored.dicom) return err('invalid_argument', `result ${id} was not made from a DICOM image, so there is no series to reference`, 'result_id');
   const { width: w, height: h } = stored.result;

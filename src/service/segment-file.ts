@@ -43,7 +43,7 @@ export async function segmentFile(ctx: ServiceContext, file: string, req: FileRe
   const v = r.value as { result_id?: string; volume_id?: string; results: { index: number; prompt: string }[] };
   const masks: { name: string; bytes: Uint8Array }[] = [];
   for (const res of v.results) {
-    const art = volume ? getVolumeMask(ctx, v.volume_id!, res.index) : await getResultArtifact(ctx, v.result_id!, 'masks', res.index);
+    const art = volume ? await getVolumeMask(ctx, v.volume_id!, res.index) : await getResultArtifact(ctx, v.result_id!, 'masks', res.index);
     if (!art.ok) continue;
     masks.push({ name: `${baseName(file)}__${slug(res.prompt)}${volume ? '.nii.gz' : '.png'}`, bytes: art.value.bytes });
   }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { fail, ok } from '../../core/errors.js';
 import { upscaledComponents } from '../../core/image/working-resolution.js';
+import { storedResultOf } from '../context.js';
 import { defineOperation } from '../operation.js';
 import { ReasonSchema } from '../schemas.js';
 
@@ -34,7 +35,7 @@ export const assessSegmentationOperation = defineOperation({
     explanation: z.string(),
   }),
   async run(ctx, input) {
-    const stored = ctx.results.get(input.result_id);
+    const stored = await storedResultOf(ctx, input.result_id);
     if (!stored) fail('invalid_argument', `result ${input.result_id} is unknown or has expired; segment the image again`, 'result_id');
     const res = stored!.result;
     const r = res.results[input.index];

@@ -7,7 +7,7 @@ import { fail, ok } from '../../core/errors.js';
 import type { SliceAxis } from '../../core/image/nifti.js';
 import { openVolume } from '../volume-source.js';
 import { segment } from '../../core/pipeline/segment.js';
-import { modelSlot } from '../context.js';
+import { keepVolume, modelSlot } from '../context.js';
 import { defineOperation } from '../operation.js';
 import { DISCLAIMER, MaskThresholdSchema } from '../schemas.js';
 
@@ -109,13 +109,13 @@ export const segmentVolumeOperation = defineOperation({
             .filter((x, i) => per[i].slices.length > 0),
         }
       : undefined;
-    ctx.volumes.set(id, { id, createdAt: Date.now(), files, ...(input.previews ? { previews } : {}), ...(seg?.segments.length ? { seg } : {}) });
+    await keepVolume(ctx, { id, createdAt: Date.now(), files, ...(input.previews ? { previews } : {}), ...(seg?.segments.length ? { seg } : {}) });
     const voxelMm3 = vol.spacing[0] * vol.spacing[1] * vol.spacing[2];
     let stored: { instances: number } | undefined;
     if (input.store_seg) {
       if (!vol.series) fail('invalid_argument', 'store_seg needs a DICOM series (a SEG references its source instances)', 'store_seg');
       if (!seg?.segments.length) fail('invalid_argument', 'no prompt found its structure in the series, so there is no SEG to store', 'store_seg');
-      const built = getVolumeDicomSeg(ctx, id, false);
+      const built = await getVolumeDicomSeg(ctx, id, false);
       if (!built.ok) return built;
       stored = { instances: (await storeInstances(ctx.config, [built.value.bytes])).stored };
     }

@@ -5,7 +5,7 @@ import { maskToCocoRle, maskToPng, maskToPolygons } from '../../core/image/mask-
 import { renderOverlay } from '../../core/image/overlay.js';
 import { segment } from '../../core/pipeline/segment.js';
 import { IMAGE_TRANSFORMS } from '../../core/pipeline/image-tta.js';
-import { count, modelSlot, storableResult, type ServiceContext } from '../context.js';
+import { count, keepResult, modelSlot, storableResult, type ServiceContext } from '../context.js';
 import type { SegmentResult } from '../../core/pipeline/segment.js';
 import type { RasterImage } from '../../core/image/raster.js';
 import { defineOperation } from '../operation.js';
@@ -84,7 +84,7 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
   const statsOf = (r: SegmentResult['results'][number]) => (o ? upscaledStats(r.mask, res.width, res.height, W, H) : r.stats);
   const fullMask = (r: SegmentResult['results'][number]) => (o ? upscaleMask(r.mask, res.width, res.height, W, H) : r.mask);
   const toOriginal = (b: [number, number, number, number]): [number, number, number, number] => (o ? [(b[0] * W) / res.width, (b[1] * H) / res.height, (b[2] * W) / res.width, (b[3] * H) / res.height].map((v) => Math.round(v * 100) / 100) as [number, number, number, number] : b);
-  ctx.results.set(resultId, await storableResult(resultId, res, { dicom: image.dicom, spacing, ...(o ? { original: { width: W, height: H } } : {}) }, ctx.keepFloatMaps));
+  await keepResult(ctx, await storableResult(resultId, res, { dicom: image.dicom, spacing, ...(o ? { original: { width: W, height: H } } : {}) }, ctx.keepFloatMaps));
   count(ctx, 'segment_prompts_total', res.results.length);
   const want = new Set(outputs);
   const results = [];
