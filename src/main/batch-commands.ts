@@ -3,6 +3,8 @@ import type { loadConfig } from '../config/env.js';
 import { batchStatus, redisClient, startBatchWorker, submitBatch } from '../service/batch.js';
 import { createServiceContext, disposeServiceContext } from '../service/context.js';
 import { expandInputs, UsageError } from './input-files.js';
+import { findSeries } from '../service/dicomweb.js';
+import { seriesInput } from '../service/segment-file.js';
 
 type Config = ReturnType<typeof loadConfig>;
 
@@ -29,21 +31,34 @@ export async function batchCommand(config: Config, args: string[]): Promise<numb
   if (sub !== 'submit') throw new UsageError('usage: promptseg batch submit <image|folder|list.txt>... --prompt <text> --out DIR | promptseg batch status <id>');
   let parsed;
   try {
-    parsed = parseArgs({ args: rest, allowPositionals: true, options: { prompt: { type: 'string', multiple: true, short: 'p' }, out: { type: 'string', short: 'o' }, model: { type: 'string' }, threshold: { type: 'string' } } });
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      options: { prompt: { type: 'string', multiple: true, short: 'p' }, out: { type: 'string', short: 'o' }, model: { type: 'string' }, threshold: { type: 'string' }, 'pacs-study': { type: 'string' }, 'pacs-modality': { type: 'string' }, 'pacs-limit': { type: 'string' }, 'store-seg': { type: 'boolean' } },
+    });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
   const { values, positionals } = parsed;
-  if (!positionals.length) throw new UsageError('give at least one image, folder or list file (.txt, one path per line)');
+  const pacs = values['pacs-study'] !== undefined || values['pacs-modality'] !== undefined;
+  if (!positionals.length && !pacs) throw new UsageError('give at least one image, folder or list file (.txt, one path per line), or a PACS query (--pacs-study UID, --pacs-modality CT)');
   if (!values.prompt?.length) throw new UsageError('give at least one --prompt');
   if (!values.out) throw new UsageError('give --out: the folder (shared by the workers) the masks and summary.json go to');
   const threshold = values.threshold === undefined ? undefined : Number(values.threshold);
   if (threshold !== undefined && !(threshold > 0 && threshold < 1)) throw new UsageError('--threshold is a probability between 0 and 1');
   const inputs = await expandInputs(positionals, { lists: true });
-  if (!inputs.length) throw new UsageError('no images found (dcm, png, jpg, webp, tif, nii)');
+  if (pacs) {
+    // one job per series the PACS query finds (QIDO-RS); each is read by the worker (WADO-RS)
+    if (!config.PROMPTSEG_DICOMWEB_URL) throw new UsageError('a PACS query needs PROMPTSEG_DICOMWEB_URL (here and for every worker)');
+    const limit = values['pacs-limit'] === undefined ? 100 : Number(values['pacs-limit']);
+    if (!(Number.isInteger(limit) && limit >= 1 && limit <= 1000)) throw new UsageError('--pacs-limit is a whole number from 1 to 1000');
+    const found = await findSeries(config, { study_uid: values['pacs-study'], modality: values['pacs-modality'], limit });
+    inputs.push(...found.map((s) => seriesInput(s.study_uid, s.series_uid)));
+  }
+  if (!inputs.length) throw new UsageError(pacs ? 'the PACS query found no series' : 'no images found (dcm, png, jpg, webp, tif, nii)');
   let spec;
   try {
-    spec = await submitBatch(redisUrl(config), { inputs, prompts: values.prompt, out: values.out, model: values.model, threshold });
+    spec = await submitBatch(redisUrl(config), { inputs, prompts: values.prompt, out: values.out, model: values.model, threshold, storeSeg: values['store-seg'] });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

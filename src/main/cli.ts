@@ -50,7 +50,9 @@ usage:
   promptseg adapters list                  list adapters, and adapter files that are not served (why)
   promptseg adapters remove <id>           delete an adapter
   promptseg batch submit <image|folder|list.txt>... --prompt <text> [--prompt <text>...] --out DIR [--model ID] [--threshold P]
-                                           queue one job per image on Redis (PROMPTSEG_REDIS_URL); prints the batch id
+                    [--pacs-study UID] [--pacs-modality CT] [--pacs-limit N] [--store-seg]
+                                           queue one job per image (or per PACS series found) on Redis
+                                           (PROMPTSEG_REDIS_URL); prints the batch id
   promptseg batch status <id>              progress, failures with reasons, the summary once complete
   promptseg worker [--concurrency N]       run queued batch jobs (as many workers on as many machines as wanted)
 `;

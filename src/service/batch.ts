@@ -66,7 +66,7 @@ export async function submitBatch(url: string, spec: Omit<BatchSpec, 'id' | 'cre
     if (seen.has(b)) throw new Error(`two inputs are named ${b} (${seen.get(b)} and ${f}); outputs are named by the input, so give distinct names`);
     seen.set(b, f);
   }
-  const full: BatchSpec = { ...spec, inputs: spec.inputs.map((f) => path.resolve(f)), out: path.resolve(spec.out), id: randomUUID(), created: new Date().toISOString() };
+  const full: BatchSpec = { ...spec, inputs: spec.inputs.map((f) => (f.startsWith('dicomweb:') ? f : path.resolve(f))), out: path.resolve(spec.out), id: randomUUID(), created: new Date().toISOString() };
   const redis = redisClient(url);
   const queue = new Queue<JobData>(QUEUE, { connection: { url, maxRetriesPerRequest: null }, prefix: BULL_PREFIX });
   try {

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { ctSeries } from '../helpers/dicom-fixtures.js';
 import { testConfig } from '../helpers/service.js';
+import { ROOT } from '../helpers/project.js';
+import { noRedis, TestRedis } from '../helpers/redis.js';
 
 /** Orthanc and its DICOMweb plugin (Debian packages orthanc, orthanc-dicomweb; .ci/run installs them). */
 const PLUGIN = ['/usr/share/orthanc/plugins/libOrthancDicomWeb.so', '/usr/lib/orthanc/libOrthancDicomWeb.so'].find((p) => existsSync(p));
@@ -100,6 +102,28 @@ describe.skipIf(noOrthanc)(`a real PACS over DICOMweb (Orthanc)${noOrthanc ? `: 
     await startOrthanc();
     expect(((await (await fetch(`${pacs}/statistics`)).json()) as { CountInstances: number }).CountInstances).toBe(before);
   }, 60_000);
+  it.skipIf(noRedis)(`a batch over a PACS query: one job per series found, each segmented from the PACS by a worker into NIfTI masks and a DICOM SEG${noRedis ? ` (skipped: ${noRedis})` : ''}`, async () => {
+    const redis = await TestRedis.start();
+    const out = mkdtempSync(path.join(tmpdir(), 'promptseg-pacs-batch-'));
+    const env = { ...process.env, PROMPTSEG_REDIS_URL: redis.url, PROMPTSEG_DICOMWEB_URL: `${pacs}/dicom-web`, PROMPTSEG_LOG_LEVEL: 'silent', PROMPTSEG_RELAUNCH: '0', PROMPTSEG_THREADS: '1' };
+    const cli = path.join(ROOT, 'dist', 'main', 'cli.js');
+    const worker = spawn(process.execPath, [cli, 'worker'], { env, stdio: 'ignore' });
+    try {
+      const submit = spawnSync(process.execPath, [cli, 'batch', 'submit', '--pacs-modality', 'CT', '--prompt', 'lungs', '--out', out], { env, encoding: 'utf8' });
+      expect(submit.status, submit.stderr).toBe(0);
+      const id = submit.stdout.trim();
+      for (let i = 0; i < 300 && !existsSync(path.join(out, 'summary.json')); i++) await new Promise((r) => setTimeout(r, 100));
+      const summary = JSON.parse(readFileSync(path.join(out, 'summary.json'), 'utf8')) as { batch: string; total: number; done: number; results: { file: string; dims: number[]; mask_files: string[] }[] };
+      expect([summary.batch, summary.total, summary.done]).toEqual([id, 1, 1]);
+      expect(summary.results[0]).toMatchObject({ file: `dicomweb:${series.studyUid}/${series.seriesUid}`, dims: [64, 64, 5] });
+      expect(readdirSync(out).sort()).toEqual([`${series.seriesUid}__lungs.nii.gz`, `${series.seriesUid}__seg.dcm`, 'summary.json']);
+      const seg = dicomParser.parseDicom(readFileSync(path.join(out, `${series.seriesUid}__seg.dcm`)));
+      expect(seg.elements.x00081115.items![0].dataSet!.string('x0020000e')).toBe(series.seriesUid);
+    } finally {
+      worker.kill('SIGTERM');
+      await redis.down();
+    }
+  }, 90_000);
 });
 
 describe('a PACS that fails mid-way (a server made to fail)', () => {
