@@ -18,6 +18,10 @@ export async function runOperation(ctx: ServiceContext, op: Operation, raw: unkn
     count(ctx, `op_${op.name}_errors_invalid_argument`);
     return err('invalid_argument', `${field ? `${field}: ` : ''}${i.message}`, field);
   }
+  if (ctx.shared && ctx.pipeline.adapters) {
+    // adapters made or removed on other replicas; without Redis for a moment, this replica's own serve on
+    await ctx.shared.syncAdapters(ctx.pipeline.adapters).catch(() => undefined);
+  }
   try {
     // one deadline for the whole request (queue wait included), cut short when the caller leaves
     const remote = extras.via === 'http' || extras.via === 'mcp'; // the CLI and eval run to the end

@@ -1,10 +1,13 @@
 import type { Redis } from 'ioredis';
+import { AdapterFileSchema, type AdapterFile } from '../core/adapters/adapter-file.js';
+import type { AdapterSet } from '../core/adapters/adapter-set.js';
 import { KEY_PREFIX, redisClient } from './batch.js';
 
 /**
  * State that replicas behind one load balancer share, on Redis (PROMPTSEG_REDIS_URL): results
- * with their masks and maps, volume results with their NIfTI and DICOM SEG makings, and the image
- * bytes behind each image_id, so any replica answers any URL, resource or image_id. Each entry
+ * with their masks and maps, volume results with their NIfTI and DICOM SEG makings, the image
+ * bytes behind each image_id, background jobs' state and the adapters, so any replica answers any
+ * URL, resource, image_id, job or adapter's name. Each entry
  * expires `ttlSeconds` after it was written (Redis's own memory limit and eviction policy bound the
  * rest). Image features stay each replica's own cache: recomputing them costs one encoder pass.
  * Keys are namespaced and versioned (`promptseg:v1:result:<id>`...).
@@ -28,10 +31,49 @@ export class SharedStore {
     return b ? (decode(b) as T) : undefined;
   }
 
+  /**
+   * Adapters (structures taught from labelled images) for every replica: each adapter file is
+   * published to a hash, removals to a set, and a version counter says when either changed; a
+   * replica brings its adapters folder up to date (writing files atomically, removing removed
+   * ones) when it sees a new version.
+   */
+  async publishAdapter(f: AdapterFile): Promise<void> {
+    await this.redis.multi().hset(ADAPTERS, f.id, JSON.stringify(f)).srem(ADAPTERS_REMOVED, f.id).incr(ADAPTERS_VERSION).exec();
+  }
+
+  async withdrawAdapter(id: string): Promise<void> {
+    await this.redis.multi().hdel(ADAPTERS, id).sadd(ADAPTERS_REMOVED, id).incr(ADAPTERS_VERSION).exec();
+  }
+
+  private adaptersSeen: string | null = null;
+
+  async syncAdapters(set: AdapterSet): Promise<void> {
+    const version = await this.redis.get(ADAPTERS_VERSION);
+    if (version === this.adaptersSeen) return;
+    const [published, removed] = await Promise.all([this.redis.hgetall(ADAPTERS), this.redis.smembers(ADAPTERS_REMOVED)]);
+    const here = new Set(set.list().map((a) => a.file.id));
+    for (const [id, json] of Object.entries(published)) {
+      if (here.has(id)) continue;
+      const parsed = AdapterFileSchema.safeParse(JSON.parse(json));
+      if (!parsed.success) continue;
+      try {
+        set.add(parsed.data);
+      } catch {
+        // a name this replica serves otherwise (an adapter of its own): listed as not served there
+      }
+    }
+    for (const id of removed) if (here.has(id)) set.remove(id);
+    this.adaptersSeen = version;
+  }
+
   close(): void {
     this.redis.disconnect();
   }
 }
+
+const ADAPTERS = `${KEY_PREFIX}:adapters`;
+const ADAPTERS_REMOVED = `${KEY_PREFIX}:adapters:removed`;
+const ADAPTERS_VERSION = `${KEY_PREFIX}:adapters:version`;
 
 type Typed = Uint8Array | Int16Array | Uint16Array | Int32Array | Float32Array | Float64Array;
 const TYPES: Record<string, new (b: ArrayBuffer, o: number, n: number) => Typed> = { Uint8Array, Int16Array, Uint16Array, Int32Array, Float32Array, Float64Array };

@@ -1,4 +1,7 @@
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,6 +9,7 @@ import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { drawnChestRadiographPng } from '../helpers/fixtures.js';
 import { noRedis, TestRedis } from '../helpers/redis.js';
 import { testConfig } from '../helpers/service.js';
+import { makeLabelledFolder, PHANTOM } from '../helpers/labelled-folder.js';
 
 /**
  * Three replicas sharing a real Redis behind a round-robin proxy made here: consecutive requests
@@ -18,12 +22,15 @@ describe.skipIf(noRedis)(`replicas sharing state on Redis${noRedis ? `: skipped,
   let proxy: Server;
   let proxyUrl = '';
   const hits: number[] = [];
+  const root = mkdtempSync(path.join(tmpdir(), 'promptseg-replicas-'));
+  const folder = path.join(root, 'phantom');
 
   beforeAll(async () => {
     redis = await TestRedis.start();
-    for (let i = 0; i < 3; i++) {
-      replicas.push(await startServer(testConfig({ PROMPTSEG_REDIS_URL: redis.url, PROMPTSEG_ID_KEY: 'a-key-every-replica-shares', PROMPTSEG_MCP_STATELESS: 'true' }), { log: false }));
-    }
+    await makeLabelledFolder(folder, { n: 12, splits: { train: 6, val: 3 } });
+    // each replica its own adapters folder: adapters reach the others through Redis
+    const shared = { PROMPTSEG_REDIS_URL: redis.url, PROMPTSEG_ID_KEY: 'a-key-every-replica-shares', PROMPTSEG_MCP_STATELESS: 'true', PROMPTSEG_ALLOWED_ROOTS: root };
+    for (let i = 0; i < 3; i++) replicas.push(await startServer(testConfig({ ...shared, PROMPTSEG_ADAPTERS_DIR: path.join(root, `adapters-${i}`) }), { log: false }));
     let next = 0;
     proxy = createServer((req, res) => {
       const k = next++ % replicas.length;
@@ -87,6 +94,38 @@ describe.skipIf(noRedis)(`replicas sharing state on Redis${noRedis ? `: skipped,
     }
     throw new Error('the job never reached the other replica');
   });
+
+  it('a structure taught on one replica (adapt_structure) is followed on the others (its job), served by them, and removed from all', async () => {
+    const api = async (route: string, body?: object) => {
+      const r = await fetch(`${proxyUrl}${route}`, body ? { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) } : {});
+      return { status: r.status, json: (await r.json()) as Record<string, any> };
+    };
+    hits.length = 0;
+    const started = await api('/v1/adapters', { folder, structure: PHANTOM.slug, shots: 4, seed: 2 });
+    expect(started.status).toBe(200);
+    const ranOn = hits[0];
+    let job = started.json;
+    const seenOn = new Set<number>();
+    for (let i = 0; i < 600 && !['succeeded', 'failed'].includes(job.status); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      const r = await api(`/v1/jobs/${started.json.id}`);
+      seenOn.add(hits[hits.length - 1]);
+      if (r.status === 200) job = r.json;
+    }
+    expect(job.status).toBe('succeeded');
+    expect([...seenOn].filter((k) => k !== ranOn).length).toBeGreaterThan(0); // followed on replicas that did not run it
+    const listed = await Promise.all([0, 1, 2].map(() => api('/v1/adapters')));
+    for (const l of listed) expect(l.json.adapters.map((a: { id: string }) => a.id)).toContain(job.result.adapter.id);
+    const png = readFileSync(path.join(folder, 'images', 'case11.png')).toString('base64');
+    const used = await Promise.all([0, 1, 2].map(() => api('/v1/segment', { image: { base64: png }, prompts: [PHANTOM.name] })));
+    for (const u of used) expect(u.json.results[0].adapter).toBe(job.result.adapter.id);
+    // each replica holds the adapter's file in its own folder now
+    for (let i = 0; i < 3; i++) expect(readdirSync(path.join(root, `adapters-${i}`))).toEqual([`${job.result.adapter.id}.json`]);
+    const del = await fetch(`${proxyUrl}/v1/adapters/${job.result.adapter.id}`, { method: 'DELETE' });
+    expect(del.status).toBe(200);
+    const after = await Promise.all([0, 1, 2].map(() => api('/v1/adapters')));
+    for (const l of after) expect(l.json.adapters).toEqual([]);
+  }, 180_000);
 
   it('an MCP client works across replicas (stateless Streamable HTTP): tools, a segmentation and its resource', async () => {
     const client = new Client({ name: 'promptseg-replicas', version: '1.0.0' });

@@ -48,7 +48,10 @@ export const adaptStructureOperation = defineOperation({
         return a;
       }, 24 * 3600_000),
     ).then(
-      (a) => ctx.jobs.update(job.id, { status: 'succeeded', finished_at: new Date().toISOString(), progress: { done: 1, total: 1, message: `adapter ${a.file.id} made` }, result: { adapter: adapterSummary(a) } }),
+      async (a) => {
+        await ctx.shared?.publishAdapter(a.file); // every replica serves it from its next request
+        ctx.jobs.update(job.id, { status: 'succeeded', finished_at: new Date().toISOString(), progress: { done: 1, total: 1, message: `adapter ${a.file.id} made` }, result: { adapter: adapterSummary(a) } });
+      },
       (e) => {
         const error = e instanceof AppFailure ? e.error : { kind: 'internal' as const, message: 'an internal error occurred; it has been logged' };
         if (!(e instanceof AppFailure)) process.stderr.write(`[promptseg] adaptation ${job.id} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);

@@ -11,6 +11,7 @@ export const deleteAdapterOperation = defineOperation({
   output: z.object({ deleted: z.string() }),
   async run(ctx, input) {
     if (!ctx.pipeline.adapters?.remove(input.id)) fail('unknown_structure', `no adapter ${input.id}`, 'id');
+    await ctx.shared?.withdrawAdapter(input.id); // and from every replica
     return ok({ deleted: input.id });
   },
 });
