@@ -60,7 +60,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from data import NATIVE_MAX, SIZE, _load_case  # noqa: E402
 from train import ROOT, augment  # noqa: E402
-from unet_specialist import UNet  # noqa: E402
+from unet_specialist import UNet, add_recipe_args  # noqa: E402
 import evaluate as ev  # noqa: E402
 
 FORMAT = "promptseg-task-net/1"
@@ -375,16 +375,7 @@ def main():
     which.add_argument("--dataset", help="one dataset id of --data")
     which.add_argument("--all", action="store_true", help="every dataset of index.json, skipping those whose model.onnx exists")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "baselines"), help="each dataset goes to OUT/<dataset>/")
-    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "medseg2d"))
-    ap.add_argument("--cache", default=os.path.join(ROOT, "models", ".cache"))
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--base", type=int, default=16)
-    ap.add_argument("--elastic", type=float, default=0.5)
-    ap.add_argument("--val-every", type=int, default=250)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    add_recipe_args(ap, steps=3000, elastic=0.5, val_every=250)
     ap.add_argument("--workers", type=int, default=2, help="processes that read the images the first time (then cached)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--export-only", action="store_true", help="only export OUT/<dataset>/best.pt")

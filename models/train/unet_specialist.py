@@ -98,22 +98,27 @@ def crops(d, idx, n, g):
     return torch.cat(xs), torch.cat(ys)
 
 
+def add_recipe_args(ap, steps, elastic, val_every):
+    """The options a U-Net run of this file or task_baselines.py takes alike: data, cache, schedule, size, threads, seed."""
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "medseg2d"))
+    ap.add_argument("--cache", default=os.path.join(ROOT, "models", ".cache"))
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--base", type=int, default=16)
+    ap.add_argument("--elastic", type=float, default=elastic)
+    ap.add_argument("--val-every", type=int, default=val_every)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--seed", type=int, default=0)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--dataset", default="isbi2012_em", help="one dataset of one structure (its first)")
     ap.add_argument("--max-cases", type=int, default=None, help="validate on the split's first N cases (validate.py takes 40)")
-    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "medseg2d"))
-    ap.add_argument("--cache", default=os.path.join(ROOT, "models", ".cache"))
-    ap.add_argument("--steps", type=int, default=2400)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--base", type=int, default=16)
-    ap.add_argument("--elastic", type=float, default=0.7)
+    add_recipe_args(ap, steps=2400, elastic=0.7, val_every=300)
     ap.add_argument("--transpose", type=float, default=0.5)
-    ap.add_argument("--val-every", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-every", type=int, default=1,
                     help="train on every Nth training case only (a learning curve: 2 halves the data, evenly spread)")
     ap.add_argument("--eval-only", action="store_true", help="Dice of the run's last.pt (or --ckpt) on --split")
