@@ -99,7 +99,7 @@ export async function batchStatus(redis: Redis, id: string): Promise<BatchStatus
 /**
  * Writes bytes to a file of the batch's folder whole or not at all: first under .partial/ in that
  * folder (a worker killed while writing leaves its piece there, never under the output's name),
- * then renamed into place. The batch's last job removes .partial/.
+ * then renamed into place. The batch's last job removes .partial/, then writes summary.json.
  */
 async function writeWhole(out: string, name: string, bytes: Uint8Array | string): Promise<void> {
   const partial = path.join(out, PARTIAL);
@@ -136,8 +136,11 @@ export function startBatchWorker(ctx: ServiceContext, url: string, o: { concurre
     if (Object.keys(done).length + Object.keys(failed).length < spec.inputs.length) return;
     // every worker that sees the batch complete writes the same summary: its content depends only on the record
     const entries = spec.inputs.map((file, i) => (done[i] ? JSON.parse(done[i]) : { file, error: JSON.parse(failed[i] ?? '{}') }));
-    await writeWhole(spec.out, 'summary.json', JSON.stringify({ batch: spec.id, total: spec.inputs.length, done: Object.keys(done).length, failed: Object.keys(failed).length, results: entries }, null, 2));
+    // .partial/ goes first (every output is in place), so that summary.json marks a finished folder
     await rm(path.join(spec.out, PARTIAL), { recursive: true, force: true });
+    const tmp = path.join(spec.out, `.summary.json.${process.pid}-${randomUUID().slice(0, 8)}`);
+    await writeFile(tmp, JSON.stringify({ batch: spec.id, total: spec.inputs.length, done: Object.keys(done).length, failed: Object.keys(failed).length, results: entries }, null, 2));
+    await rename(tmp, path.join(spec.out, 'summary.json'));
   };
   const worker = new Worker<JobData>(
     QUEUE,

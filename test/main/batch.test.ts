@@ -70,7 +70,9 @@ describe.skipIf(noRedis)(`batch jobs on a real Redis with BullMQ${noRedis ? `: s
     return r.stdout.trim();
   };
   /** Every good input has exactly one mask, nothing half-written is left, and the summary's counts match. */
-  const checkOutputs = (out: string, names: string[], bad: number) => {
+  const checkOutputs = async (out: string, names: string[], bad: number) => {
+    // a second worker that saw the batch complete may still be renaming its identical summary
+    for (let i = 0; i < 50 && readdirSync(out).some((f) => f.startsWith('.')); i++) await new Promise((r) => setTimeout(r, 100));
     const files = readdirSync(out).sort();
     const masks = files.filter((f) => f.endsWith('__left_lung.png'));
     expect(masks).toEqual(names.filter((n) => n.startsWith('img')).map((n) => `${path.basename(n, '.png')}__left_lung.png`).sort());
@@ -95,7 +97,7 @@ describe.skipIf(noRedis)(`batch jobs on a real Redis with BullMQ${noRedis ? `: s
     for (const f of s.failures) expect([f.kind, f.reason]).toEqual(['unsupported_format', expect.stringMatching(/./)]);
     // summary.json is written by the last job; wait for its rename
     for (let i = 0; i < 50 && !existsSync(path.join(out, 'summary.json')); i++) await new Promise((r) => setTimeout(r, 100));
-    checkOutputs(out, names, 2);
+    await checkOutputs(out, names, 2);
     // both workers did part of it: the killed one before it died, the other the rest and its lost job
     const by = new Set((JSON.parse(readFileSync(path.join(out, 'summary.json'), 'utf8')) as { results: { worker?: string }[] }).results.map((x) => x.worker?.split(':')[1]).filter(Boolean));
     expect([...by].sort()).toEqual([String(a.pid), String(b.pid)].sort());
@@ -122,7 +124,7 @@ describe.skipIf(noRedis)(`batch jobs on a real Redis with BullMQ${noRedis ? `: s
     const s = await waitFor(id, (st) => st.pending === 0 && !!st.summary, 120_000);
     expect([s.total, s.done, s.failed]).toEqual([60, 60, 0]);
     for (let i = 0; i < 50 && !existsSync(path.join(out, 'summary.json')); i++) await new Promise((r) => setTimeout(r, 100));
-    checkOutputs(out, names, 0);
+    await checkOutputs(out, names, 0);
     w.kill('SIGTERM');
   }, 240_000);
 
