@@ -49,18 +49,17 @@ Data: read in place from --data (dataset.json for the structure slugs, splits.js
 masks/<slug>/) with data._load_case in a Pool, cached (train and val cases only) in
 models/.cache/task-<dataset>.npz.
 """
-import argparse, json, math, os, shlex, shutil, subprocess, sys, tempfile, time, warnings
+import argparse, json, os, shlex, shutil, subprocess, sys, tempfile, time, warnings
 from multiprocessing import Pool
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from data import NATIVE_MAX, SIZE, _load_case  # noqa: E402
 from train import ROOT, augment  # noqa: E402
-from unet_specialist import UNet, add_recipe_args  # noqa: E402
+from unet_specialist import UNet, add_recipe_args, train_step  # noqa: E402
 import evaluate as ev  # noqa: E402
 
 FORMAT = "promptseg-task-net/1"
@@ -240,18 +239,9 @@ def train(a, d, out, log):
     t0, s0 = time.time(), step
     model.train()
     while step < a.steps:
-        lr = a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps))
-        for pg in opt.param_groups:
-            pg["lr"] = lr
         x, y = crops(d, idx, a.batch, g)
         x, y = augment(x.to(dev), y.to(dev), flip_ok, g, a.elastic, ELASTIC_PX)
-        lg = model(x)
-        p = torch.sigmoid(lg)
-        soft_dice = 1 - (2 * (p * y).sum((2, 3)) + 1) / (p.sum((2, 3)) + y.sum((2, 3)) + 1)
-        loss = F.binary_cross_entropy_with_logits(lg, y) + soft_dice.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, lr = train_step(model, opt, x, y, a.lr, step, a.steps)
         step += 1
         if step % 20 == 0 or step == a.steps:
             el = time.time() - t0

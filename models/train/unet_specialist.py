@@ -98,6 +98,22 @@ def crops(d, idx, n, g):
     return torch.cat(xs), torch.cat(ys)
 
 
+def train_step(model, opt, x, y, base_lr, step, steps):
+    """One optimiser step of the U-Net recipe at a cosine learning rate: BCE + soft Dice (per sample
+    and structure, smoothing 1, averaged). Returns the loss and the learning rate used."""
+    lr = base_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+    for pg in opt.param_groups:
+        pg["lr"] = lr
+    lg = model(x)
+    p = torch.sigmoid(lg)
+    soft_dice = 1 - (2 * (p * y).sum((2, 3)) + 1) / (p.sum((2, 3)) + y.sum((2, 3)) + 1)
+    loss = F.binary_cross_entropy_with_logits(lg, y) + soft_dice.mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, lr
+
+
 def add_recipe_args(ap, steps, elastic, val_every):
     """The options a U-Net run of this file or task_baselines.py takes alike: data, cache, schedule, size, threads, seed."""
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "medseg2d"))
@@ -168,18 +184,9 @@ def main():
     t0, seen0 = time.time(), step
     model.train()
     while step < a.steps:
-        lr = a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps))
-        for pg in opt.param_groups:
-            pg["lr"] = lr
         x, y = crops(d, idx, a.batch, g)
         x, y = augment(x, y, flip_ok, g, a.elastic, 6.0, a.transpose)
-        lg = model(x)
-        p = torch.sigmoid(lg)
-        soft_dice = 1 - (2 * (p * y).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + y.sum((1, 2, 3)) + 1)
-        loss = F.binary_cross_entropy_with_logits(lg, y) + soft_dice.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss, lr = train_step(model, opt, x, y, a.lr, step, a.steps)
         step += 1
         if step % 20 == 0:
             rate = (step - seen0) * a.batch / (time.time() - t0)

@@ -143,19 +143,6 @@ export function toTensorData(pixels: Uint8Array, w: number, h: number, mean: num
   return out;
 }
 
-/** Bilinear sample of a grid at continuous pixel-centre coordinates (clamped at the edges). */
-export function sampleBilinear(g: FloatGrid, x: number, y: number): number {
-  const xc = Math.min(Math.max(x, 0), g.width - 1);
-  const yc = Math.min(Math.max(y, 0), g.height - 1);
-  const x0 = Math.floor(xc), y0 = Math.floor(yc);
-  const x1 = Math.min(x0 + 1, g.width - 1), y1 = Math.min(y0 + 1, g.height - 1);
-  const fx = xc - x0, fy = yc - y0;
-  const d = g.data, W = g.width;
-  const a = d[y0 * W + x0] * (1 - fx) + d[y0 * W + x1] * fx;
-  const b = d[y1 * W + x0] * (1 - fx) + d[y1 * W + x1] * fx;
-  return a * (1 - fy) + b * fy;
-}
-
 /**
  * Maps a grid covering `gridSpan` input pixels (e.g. 128 logits over a 256 letterbox) back to an
  * outW x outH image, given where that image sits in the input (offset and scale).
