@@ -118,6 +118,24 @@ class Dataset:
         return [self.index[c] for c in self.splits[split] if c in self.index]
 
 
+DEFAULT_VOCABULARY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "prompts", "vocabulary.json")
+
+
+def load_vocabulary(path=None):
+    """The structure vocabulary (make_vocabulary.py's output): prompts/vocabulary.json unless given."""
+    return json.load(open(path or DEFAULT_VOCABULARY))
+
+
+def negative_slugs(vocab, ds_id):
+    """Structures a dataset's images can be asked for as absent: those of other body regions, less
+    the ones its images may show unlabelled (`may_show`) and those found in almost any tissue
+    (`never_negative`: vessels, nerves)."""
+    d = next(x for x in vocab["datasets"] if x["id"] == ds_id)
+    shown = set(d.get("may_show", []))
+    return [s["slug"] for s in vocab["structures"]
+            if s["region"] != d["region"] and s["slug"] not in shown and not s.get("never_negative")]
+
+
 def load_all(root, vocab, cache_dir):
     os.makedirs(cache_dir, exist_ok=True)
     out = []

@@ -6,7 +6,7 @@ import json, math, os
 import numpy as np
 import torch
 
-from data import SIZE
+from data import SIZE, negative_slugs
 from net import FEATURES
 
 MEAN, STD = 0.5, 0.25
@@ -117,13 +117,13 @@ def auroc(pos, neg):
 
 def validate(model, datasets, vocab, tok, split="val", max_cases=40, tile_upscale=1):
     by_slug = {s["slug"]: s for s in vocab["structures"]}
-    others = lambda region: [s["slug"] for s in vocab["structures"] if s["region"] != region]
+    others = lambda ds_id: negative_slugs(vocab, ds_id)
     rng = np.random.RandomState(0)
     dices, pos, neg, empty_ok = {}, [], [], []
     for d in datasets:
         idx = d.split_idx(split)[:max_cases]
         texts = [by_slug[s]["name"] for s in d.slugs]
-        neg_slugs = list(rng.choice(others(d.region), 2, replace=False))
+        neg_slugs = list(rng.choice(others(d.id), 2, replace=False))
         neg_texts = [by_slug[s]["name"] for s in neg_slugs] + [vocab["nonsense"]["eval"][rng.randint(len(vocab["nonsense"]["eval"]))]]
         e = encode_text(model, tok, texts + neg_texts)
         for i in idx:

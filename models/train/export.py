@@ -101,6 +101,26 @@ def export_image_and_decoder(ie, de, img, feats, emb, image_path, decoder_path):
                       dynamic_axes={"text_embeds": {0: "n"}, "mask_logits": {0: "n"}, "presence_logit": {0: "n"}, "iou_logit": {0: "n"}, "similarity": {0: "n"}})
 
 
+def specialists_to_keep(out, ck, input_ids):
+    """The specialists' parity outputs, when the checkpoint's text encoder is the replaced one's for every
+    token that one knew (same token ids for the parity prompts, same transformer, same rows)."""
+    old = torch.load(os.path.join(out, "weights.pt"), map_location="cpu")["model"]
+    new = ck["model"]
+    differ = []
+    for k, v in old.items():
+        if not k.startswith("text."):
+            continue
+        w = new[k][: v.shape[0]] if k == "text.tok.weight" else new[k]
+        if w.shape != v.shape or not torch.equal(w, v):
+            differ.append(k)
+    if differ:
+        raise SystemExit(f"--keep-specialists: the text encoder differs from the replaced weights.pt in {differ[:4]}; train with --freeze-known-text or export the specialists again")
+    parity = json.load(open(os.path.join(out, "parity.json")))
+    if parity["input_ids"] != input_ids.tolist():
+        raise SystemExit("--keep-specialists: the tokenizer gives the parity prompts other token ids than the replaced one")
+    return dict(parity=parity.get("specialists", {}))
+
+
 def manifest_path(model_dir):
     """The manifest beside the model folder."""
     return os.path.join(os.path.dirname(os.path.normpath(model_dir)), "manifest.json")
@@ -124,6 +144,7 @@ def main():
     ap.add_argument("--ckpt", default="best")
     ap.add_argument("--specialist", default=None, help="export the checkpoint's image encoder and mask decoder as this specialist of the shipped model")
     ap.add_argument("--structures", default="", help="with --specialist: comma-separated structure slugs it draws")
+    ap.add_argument("--keep-specialists", action="store_true", help="keep the model's specialists: allowed when the checkpoint's text encoder embeds every token the replaced weights knew exactly as they did (train.py --freeze-known-text), which is what the specialists' decoders were trained on")
     a = ap.parse_args()
     if a.specialist:
         return export_specialist(a)
@@ -136,6 +157,7 @@ def main():
     img = parity_image()
     prompts = ["left lung", "heart", "banana"]
     it, mt = token_batch(tok, prompts)
+    kept = specialists_to_keep(out, ck, it) if a.keep_specialists else None
     te, ie, de = TextExport(model.text).eval(), ImageExport(model.image).eval(), DecoderExport(model.decoder).eval()
     with torch.no_grad():
         ref_text = model.text(it, mt)
@@ -156,6 +178,8 @@ def main():
         mask_logits=[round(v, 5) for v in outs[0].flatten()[::step].tolist()],
         presence_logit=outs[1].tolist(), iou_logit=outs[2].tolist(), similarity=outs[3].tolist(),
     )
+    if kept:
+        parity["specialists"] = kept["parity"]
     json.dump(parity, open(os.path.join(out, "parity.json"), "w"))
     files = {}
     for f in ["text_encoder.onnx", "image_encoder.onnx", "mask_decoder.onnx", "tokenizer.json", "tokenizer_config.json"]:
@@ -165,8 +189,11 @@ def main():
     man = json.load(open(man_path))
     for m in man["models"]:
         if m["dir"] == os.path.basename(os.path.normpath(out)):
-            m["files"] = files
-            m.pop("specialists", None)  # fine-tuned from the weights this replaces: export them again
+            if kept:  # the specialists' own graphs stay beside the new ones
+                m["files"] = {**{f: v for f, v in m["files"].items() if any(f in (s["image_encoder"], s["mask_decoder"]) for s in m.get("specialists", []))}, **files}
+            else:
+                m["files"] = files
+                m.pop("specialists", None)  # fine-tuned from the weights this replaces: export them again
             m["input"]["mask_stride"] = SIZE // outs[0].shape[-1]  # the grid the decoder really draws
             m["training"] = dict(checkpoint=a.ckpt, step=ck["step"], arch=ck.get("arch", {}), val=ck.get("val"))
     json.dump(man, open(man_path, "w"), indent=1)

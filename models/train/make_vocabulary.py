@@ -2,8 +2,16 @@
 
 Run once when the vocabulary changes (it reads ../shared only for the datasets' own names and
 synonyms; the committed JSON is what training and the service use).
+
+    /usr/bin/python3 models/train/make_vocabulary.py                 # the shipped model's datasets
+    /usr/bin/python3 models/train/make_vocabulary.py --all -o runs/vocab-all/vocabulary.json
+        # every dataset in ../shared/data/medseg2d: the vocabulary a model trained on all of them
+        # serves (train.py --vocabulary); prompts/vocabulary.json becomes it when that model ships
+
+A structure can be labelled in several datasets, even of different modalities (ground-glass
+opacity on CT and on radiographs): it is one entry whose `datasets` and `modalities` list them all.
 """
-import json, os, sys
+import argparse, json, os, re, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "..", "shared", "data", "medseg2d")
@@ -33,7 +41,24 @@ EXTRA = {
     "flair_abnormality": dict(eval=["low-grade glioma"], description="FLAIR-hyperintense lower-grade glioma region on brain MRI.", window="brain"),
     "cell_nuclei": dict(eval=["cell nucleus"], scale="tiled", description="Cell nuclei on H&E-stained histology."),
     "skin_lesion": dict(eval=["pigmented lesion"], description="Pigmented skin lesion on a dermoscopy image."),
+    "optic_disc": dict(eval=["optic papilla"], description="Optic disc (optic nerve head) on a colour fundus photograph centred on it."),
+    "optic_cup": dict(eval=["central cup of the disc"], parent="optic_disc", description="Optic cup, the central excavation inside the optic disc."),
+    "whole_tumor": dict(eval=["entire glioma extent"], description="Whole glioma on brain MRI: tumour core and peritumoural oedema (the FLAIR abnormality).", window="brain"),
+    "peritumoral_edema": dict(eval=["oedema around the glioma"], parent="whole_tumor", description="Peritumoural oedema: the whole tumour less its core, on FLAIR MRI.", window="brain"),
+    "tumor_core": dict(eval=["glioma core"], parent="whole_tumor", description="Tumour core (enhancing, necrotic and non-enhancing parts) on post-contrast T1 MRI.", window="brain"),
+    "enhancing_tumor": dict(eval=["enhancing part of the glioma"], parent="tumor_core", description="Contrast-enhancing tumour on post-contrast T1 MRI.", window="brain"),
+    "necrotic_tumor_core": dict(eval=["necrotic part of the glioma"], parent="tumor_core", description="Necrotic and non-enhancing tumour core on post-contrast T1 MRI.", window="brain"),
+    "cardiomediastinum": dict(eval=["mediastinal silhouette"], description="Heart and mediastinum together on a chest radiograph.", drop=["cardiac silhouette"]),
+    "airways": dict(eval=["tracheobronchial air column"], description="Trachea and main bronchi on a chest radiograph."),
+    "vertebral_body": dict(eval=["lumbar vertebrae"], description="Vertebral bodies (T11 to L5) on sagittal T2 lumbar spine MRI.", window="bone"),
+    "foot_ulcer": dict(eval=["diabetic foot wound"], description="Foot ulcer (the wound area) on a clinical photograph."),
+    "nerve": dict(eval=["nerve plexus"], description="Peripheral nerve or nerve plexus on regional-anaesthesia ultrasound.", never_negative=True),
+    "blood_vessel": dict(eval=["vascular lumen"], description="Artery or vein (one class) on regional-anaesthesia ultrasound.", never_negative=True),
 }
+
+# Eval-only phrasings that a larger vocabulary makes ambiguous ("blood vessels" would also name
+# blood_vessel): replaced when the structure they would collide with is in the vocabulary.
+EVAL_WHEN = {("retinal_vessels", "blood_vessel"): ["retinal blood vessels"]}
 
 # SNOMED CT codes (code, meaning) of the structures that have one we are sure of: DICOM SEG's
 # segmented property type; the others are coded in the private scheme 99PROMPTSEG by their slug.
@@ -59,6 +84,13 @@ MODALITY_WORDS = {
     "drive_fundus": ["fundus photo", "retinal image", "fundus image"],
     "monuseg_nuclei_histology": ["histology slide", "h&e image", "pathology image"],
     "isbi2012_em": ["electron microscopy image", "em image", "micrograph"],
+    "drishti_gs1_optic_disc_cup": ["fundus photo", "optic disc photograph", "fundus image"],
+    "brats2015_deepmedic_t1c": ["brain mri", "t1 post-contrast mri", "mri slice"],
+    "brats2015_deepmedic_flair": ["brain mri", "flair mri", "mri slice"],
+    "gb_covid_cxr": ["chest x-ray", "radiograph", "cxr", "portable chest film"],
+    "lumbar_vb_mri_chu": ["spine mri", "lumbar mri", "sagittal mri"],
+    "fuseg_foot_ulcer": ["photograph", "wound photo", "clinical photo"],
+    "usgra_nerve_vessel_us": ["ultrasound", "nerve block ultrasound", "sonogram"],
 }
 
 # Datasets in one region may show each other's structures unlabelled, so they never serve as
@@ -70,11 +102,20 @@ REGION = {
     "dc1000_dental_caries_xray": "teeth", "lgg_flair_mri": "brain", "hc18_fetal_head_us": "fetus",
     "endotect2020_polyp_endoscopy": "colon", "ph2_dermoscopy": "skin", "drive_fundus": "retina",
     "monuseg_nuclei_histology": "tissue", "isbi2012_em": "neural_tissue",
+    "drishti_gs1_optic_disc_cup": "retina", "brats2015_deepmedic_t1c": "brain", "brats2015_deepmedic_flair": "brain",
+    "gb_covid_cxr": "thorax", "lumbar_vb_mri_chu": "spine", "fuseg_foot_ulcer": "foot", "usgra_nerve_vessel_us": "limb_neck",
 }
+
+# Structures of another region that a dataset's images may still show, unlabelled: never that
+# dataset's negatives (chest and abdominal CT and radiographs show vertebrae). Structures marked
+# never_negative (vessels, nerves) are found in almost any tissue and are nobody's negative.
+MAY_SHOW = {d: ["vertebral_body"] for d, r in REGION.items() if r == "thorax"}
 
 # The datasets the shipped model was trained on: the vocabulary serves what the model knows (the
 # newer datasets in ../shared join it with the model that is trained on them).
-SHIPPED = tuple(MODALITY_WORDS)
+SHIPPED = ("jsrt_scr_cxr", "dc1000_dental_caries_xray", "covid19_ct_infection_medseg", "ct_pulmonary_embolism_fumpe",
+           "chaos_ct_liver_mini", "lgg_flair_mri", "acdc_cardiac_mri", "la2018_left_atrium_lge_mri", "hc18_fetal_head_us",
+           "endotect2020_polyp_endoscopy", "ph2_dermoscopy", "drive_fundus", "monuseg_nuclei_histology", "isbi2012_em")
 
 # Generic words a clinician or an agent uses for "the abnormal thing in this image": resolved at
 # serve time by what the image is (its nearest training set) to the structure the word means there.
@@ -87,6 +128,10 @@ GENERIC_BY_DATASET = {
     "covid19_ct_infection_medseg": "lung_infection",
     "ct_pulmonary_embolism_fumpe": "pulmonary_embolism",
     "dc1000_dental_caries_xray": "dental_caries",
+    "brats2015_deepmedic_flair": "whole_tumor",
+    "brats2015_deepmedic_t1c": "tumor_core",
+    "gb_covid_cxr": "ground_glass_opacity",
+    "fuseg_foot_ulcer": "foot_ulcer",
 }
 
 EXTRA_NEGATIVES = {
@@ -110,37 +155,84 @@ NONSENSE_TRAIN = ["banana", "hello world", "asdf", "pizza", "a cat", "car", "the
                   "where is the rainbow", "the airplane", "music", "test", "foo bar", "123"]
 NONSENSE_EVAL = ["hello", "bicycle", "zzzz", "coffee mug", "ocean waves", "segment the teapot"]
 
-def main():
-    structures = {}
-    datasets = []
-    for d in sorted(os.listdir(DATA)):
-        p = os.path.join(DATA, d, "dataset.json")
-        if not os.path.isfile(p) or d not in SHIPPED:
-            continue
-        j = json.load(open(p))
-        datasets.append(dict(id=d, modality=j["modality"], region=REGION[d], modality_words=MODALITY_WORDS[d],
-                             structures=[s["slug"] for s in j["structures"]], extra_negatives=EXTRA_NEGATIVES.get(d, [])))
-        for s in j["structures"]:
-            e = EXTRA[s["slug"]]
-            syn = [x for x in s["synonyms"] if x not in e["eval"]]
-            structures[s["slug"]] = dict(
-                slug=s["slug"], name=s["name"].split(" (")[0], synonyms=syn, eval_synonyms=e["eval"],
-                modality=j["modality"], datasets=[d], region=REGION[d], description=e["description"],
+def norm(text):
+    """A phrase as the tokenizer sees it, for collision checks: lower case, letters and digits."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower().replace("'s", "")))
+
+
+def structure_entry(slug, given, ds, modality):
+    e = EXTRA[slug]
+    return dict(slug=slug, name=given["name"].split(" (")[0], synonyms=[], eval_synonyms=list(e["eval"]),
+                modality=modality, datasets=[], region=REGION[ds], description=e["description"],
                 parent=e.get("parent"), laterality=e.get("laterality"), scale=e.get("scale", "whole"),
-                window=e.get("window"), snomed=list(SNOMED[s["slug"]]) if s["slug"] in SNOMED else None,
-            )
+                window=e.get("window"), snomed=list(SNOMED[slug]) if slug in SNOMED else None)
+
+
+def build(ids):
+    structures, datasets = {}, []
+    for d in ids:
+        j = json.load(open(os.path.join(DATA, d, "dataset.json")))
+        entry = dict(id=d, modality=j["modality"], region=REGION[d], modality_words=MODALITY_WORDS[d],
+                     structures=[s["slug"] for s in j["structures"]], extra_negatives=EXTRA_NEGATIVES.get(d, []))
+        datasets.append(entry)
+        for s in j["structures"]:
+            st = structures.setdefault(s["slug"], structure_entry(s["slug"], s, d, j["modality"]))
+            st["datasets"].append(d)
+            if j["modality"] != st["modality"]:
+                st.setdefault("modalities", [st["modality"]]).append(j["modality"])
+            dropped = {norm(x) for x in EXTRA[s["slug"]].get("drop", [])}
+            for x in s["synonyms"]:
+                if norm(x) not in dropped and norm(x) not in {norm(y) for y in st["synonyms"] + st["eval_synonyms"]}:
+                    st["synonyms"].append(x)
+    for (slug, other), phrasing in EVAL_WHEN.items():
+        if slug in structures and other in structures:
+            structures[slug]["eval_synonyms"] = phrasing
+    for entry in datasets:
+        shown = [s for s in MAY_SHOW.get(entry["id"], []) if s in structures]
+        if shown:
+            entry["may_show"] = shown
+    for st in structures.values():
+        if EXTRA[st["slug"]].get("never_negative"):
+            st["never_negative"] = True
+    check_unambiguous(structures)
+    return structures, datasets
+
+
+def check_unambiguous(structures):
+    """Every name and synonym, trained or eval-only, names one structure."""
+    owner = {}
+    for st in structures.values():
+        for x in [st["name"], st["slug"].replace("_", " ")] + st["synonyms"] + st["eval_synonyms"]:
+            k = norm(x)
+            if owner.setdefault(k, st["slug"]) != st["slug"]:
+                raise SystemExit(f"'{x}' names both {owner[k]} and {st['slug']}: give one of them another phrasing")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--all", action="store_true", help="every dataset in ../shared/data/medseg2d, not only the shipped model's")
+    ap.add_argument("-o", "--out", default=os.path.join(ROOT, "prompts", "vocabulary.json"))
+    a = ap.parse_args()
+    present = sorted(d for d in os.listdir(DATA) if os.path.isfile(os.path.join(DATA, d, "dataset.json")))
+    ids = present if a.all else [d for d in present if d in SHIPPED]
+    unknown = [d for d in ids if d not in REGION]
+    if unknown:
+        raise SystemExit(f"no vocabulary entries for {', '.join(unknown)}: add them to MODALITY_WORDS, REGION and EXTRA")
+    structures, datasets = build(ids)
+    generic = {d: s for d, s in GENERIC_BY_DATASET.items() if d in ids}
     vocab = dict(
-        version="2026-11-27.1",
+        version="2026-11-27.1" if not a.all else "2026-12-05.1",
         note="Left/right are the patient's sides. eval_synonyms, templates.eval and nonsense.eval are never used in training.",
         windows={"lung": [-600, 1500], "mediastinum": [50, 350], "abdomen": [40, 400], "bone": [400, 1800], "brain": [40, 80]},
         structures=list(structures.values()), datasets=datasets,
         templates=dict(train=TEMPLATES_TRAIN, eval=TEMPLATES_EVAL),
         nonsense=dict(train=NONSENSE_TRAIN, eval=NONSENSE_EVAL),
-        generic_words=dict(words=GENERIC_WORDS, by_dataset=GENERIC_BY_DATASET),
+        generic_words=dict(words=GENERIC_WORDS, by_dataset=generic),
     )
-    out = os.path.join(ROOT, "prompts", "vocabulary.json")
-    json.dump(vocab, open(out, "w"), indent=1)
-    print("wrote", out, len(structures), "structures")
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    json.dump(vocab, open(a.out, "w"), indent=1)
+    print("wrote", a.out, len(structures), "structures,", len(datasets), "datasets")
+
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from data import load_all  # noqa: E402
+from data import load_all, load_vocabulary  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -48,8 +48,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "models", ".pack"))
     ap.add_argument("--splits", default="train")
     ap.add_argument("--quality", type=int, default=90)
+    ap.add_argument("--vocabulary", default=None, help="the vocabulary whose datasets are packed (default prompts/vocabulary.json)")
     a = ap.parse_args()
-    vocab = json.load(open(os.path.join(ROOT, "prompts", "vocabulary.json")))
+    vocab = load_vocabulary(a.vocabulary)
     total = 0
     for d in load_all(a.data, vocab, a.cache):
         if "test" in a.splits.split(","):

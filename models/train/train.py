@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from data import SIZE, PromptSampler, load_all  # noqa: E402
+from data import SIZE, PromptSampler, load_all, load_vocabulary, negative_slugs  # noqa: E402
 from net import FEATURES, PromptSegNet  # noqa: E402
 from tokenizer import WordPiece  # noqa: E402
 import evaluate as ev  # noqa: E402
@@ -53,7 +53,7 @@ class Batcher:
         self.weights = w / w.sum()
         # with small_weight > 0, whole-image cases whose structures are small are drawn more often
         self.case_weights = [self.small_case_weights(d, t, small_weight) for d, t in zip(datasets, self.train_idx)]
-        self.all_slugs = [(s["slug"], s["region"]) for s in vocab["structures"]]
+        self.negatives = {d.id: negative_slugs(vocab, d.id) for d in datasets}
 
     @staticmethod
     def small_case_weights(d, idx, power):
@@ -108,7 +108,7 @@ class Batcher:
         if self.rng.random() < 0.25:
             return self.prompts.nonsense_prompt(), None
         extra = next(x.get("extra_negatives", []) for x in self.vocab["datasets"] if x["id"] == d.id)
-        slug = self.rng.choice([s for s, r in self.all_slugs if r != d.region] + extra * 2)
+        slug = self.rng.choice(self.negatives[d.id] + extra * 2)
         words = next(x["modality_words"] for x in self.vocab["datasets"] if x["id"] == self.vocab_ds_of(slug))
         return self.prompts.phrase(slug, words), slug
 
@@ -310,6 +310,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "medseg2d"))
     ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "promptseg-builtin"))
+    ap.add_argument("--vocabulary", default=None, help="the vocabulary to train (make_vocabulary.py's output; default prompts/vocabulary.json)")
     ap.add_argument("--cache", default=os.path.join(ROOT, "models", ".cache"))
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--batch", type=int, default=16)
@@ -350,6 +351,7 @@ def main():
     ap.add_argument("--vflip", type=float, default=0.3, help="probability of a vertical flip where anatomy allows flips (augment; 0 with --transpose 0 keeps every sample's up and down, as a label convention tied to the image axes needs)")
     ap.add_argument("--degrade", type=float, default=0.0, help="probability of an acquisition degradation of a sample: noise, blur or a lower resolution (augment)")
     ap.add_argument("--head", type=int, default=0, help="channels of the mask decoder's full-resolution head (net.py; 0: none); a resumed run keeps its checkpoint's")
+    ap.add_argument("--freeze-known-text", action="store_true", help="with --init and a grown vocabulary: the text encoder stays as initialised for every token it knew (its transformer and those tokens' embeddings are frozen; only the new tokens' rows train), so a phrase of known words embeds exactly as before and specialists fine-tuned on those embeddings stay valid")
     ap.add_argument("--bn-frozen", action="store_true", help="keep every BatchNorm's statistics as given (eval mode) while training, as a network rebuilt from ONNX graphs needs (from_onnx.py)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -358,7 +360,7 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    vocab = json.load(open(os.path.join(ROOT, "prompts", "vocabulary.json")))
+    vocab = load_vocabulary(a.vocabulary)
     # fine-tuning keeps the tokens the initial weights were trained with at their ids (new words of
     # a grown vocabulary are appended; their embedding rows start fresh, the others are copied)
     init_tok = os.path.join(os.path.dirname(a.init), "tokenizer.json") if a.init else None
@@ -404,6 +406,16 @@ def main():
         for k, p in model.named_parameters():
             p.requires_grad_(k.startswith(train_only))
         print(f"training only {train_only}: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} of {sum(p.numel() for p in model.parameters()):,} weights", flush=True)
+    known_rows = None
+    if a.freeze_known_text:
+        if not keep:
+            raise SystemExit("--freeze-known-text needs --init weights with a tokenizer.json beside them")
+        for k, p in model.named_parameters():
+            if k.startswith("text.") and k != "text.tok.weight":
+                p.requires_grad_(False)
+        # AdamW's decay and moments would still move rows with zero gradient: they are put back after each step
+        known_rows = model.text.tok.weight.detach()[: len(keep)].clone()
+        print(f"text encoder frozen but for the {len(tok.vocab) - len(keep)} new tokens' embeddings", flush=True)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=1e-4)
     if resume:
         opt.load_state_dict(resume["opt"])
@@ -483,6 +495,9 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
         opt.step()
+        if known_rows is not None:
+            with torch.no_grad():
+                model.text.tok.weight[: len(known_rows)] = known_rows
         step += 1
         for kk, v in parts.items():
             agg[kk] = agg.get(kk, 0.0) + v

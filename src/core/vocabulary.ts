@@ -7,7 +7,9 @@ export const StructureSchema = z.object({
   name: z.string(),
   synonyms: z.array(z.string()),
   eval_synonyms: z.array(z.string()),
+  /** The modality of the structure's first training set; `modalities` lists every one it is labelled in. */
   modality: z.string(),
+  modalities: z.array(z.string()).optional(),
   datasets: z.array(z.string()),
   region: z.string(),
   description: z.string(),
@@ -17,6 +19,8 @@ export const StructureSchema = z.object({
   window: z.string().nullable(),
   /** SNOMED CT [code, meaning] where the structure has one (DICOM SEG's segmented property type). */
   snomed: z.tuple([z.string(), z.string()]).nullable().optional(),
+  /** Found in almost any tissue (vessels, nerves): never asked for as an absent structure. */
+  never_negative: z.boolean().optional(),
 });
 export type Structure = z.infer<typeof StructureSchema>;
 
@@ -25,7 +29,13 @@ export const VocabularySchema = z.object({
   note: z.string(),
   windows: z.record(z.string(), z.tuple([z.number(), z.number()])),
   structures: z.array(StructureSchema),
-  datasets: z.array(z.object({ id: z.string(), modality: z.string(), region: z.string(), modality_words: z.array(z.string()), structures: z.array(z.string()) })),
+  datasets: z.array(z.object({
+    id: z.string(), modality: z.string(), region: z.string(), modality_words: z.array(z.string()), structures: z.array(z.string()),
+    /** Same-region structures these images never show (asked for as absent in training and evaluation). */
+    extra_negatives: z.array(z.string()).optional(),
+    /** Other regions' structures these images may show unlabelled (a chest CT shows vertebrae): never their absent prompts. */
+    may_show: z.array(z.string()).optional(),
+  })),
   templates: z.object({ train: z.array(z.string()), eval: z.array(z.string()) }),
   nonsense: z.object({ train: z.array(z.string()), eval: z.array(z.string()) }),
   /** Words for "the abnormal thing here" (lesion, tumour, mass...) and, per training set, the structure they mean on its images. */
@@ -124,10 +134,25 @@ export class Vocabulary {
   }
 
   list(modality?: string): Structure[] {
-    return this.data.structures.filter((s) => !modality || s.modality === modality);
+    return this.data.structures.filter((s) => !modality || modalitiesOf(s).includes(modality));
   }
 
   modalities(): string[] {
-    return [...new Set(this.data.structures.map((s) => s.modality))].sort();
+    return [...new Set(this.data.structures.flatMap(modalitiesOf))].sort();
   }
+
+  /** Structures a training set's images can be asked for as absent: those of other body regions, less
+   * those its images may show unlabelled and those found in almost any tissue (training's rule). An
+   * unknown set (data the vocabulary does not describe) gets every structure. */
+  absentCandidates(datasetId: string): Structure[] {
+    const d = this.data.datasets.find((x) => x.id === datasetId);
+    if (!d) return this.data.structures;
+    const shown = new Set(d.may_show ?? []);
+    return this.data.structures.filter((s) => s.region !== d.region && !shown.has(s.slug) && !s.never_negative);
+  }
+}
+
+/** Every modality a structure is labelled in. */
+export function modalitiesOf(s: Structure): string[] {
+  return s.modalities ?? [s.modality];
 }

@@ -67,8 +67,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   let done = 0, cases = 0;
   for (const { id, cases: list } of plan) {
     const meta = JSON.parse(readFileSync(path.join(o.dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
-    const region = vocab.data.datasets.find((d) => d.id === id)?.region;
-    const others = vocab.data.structures.filter((s) => s.region !== region);
+    const others = vocab.absentCandidates(id);
     for (const [ci, c] of list.entries()) {
       const image = await decodeImage(await readFile(caseImagePath(o.dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const prompts = meta.structures.map((s) => vocab.bySlug.get(s.slug)?.name ?? s.slug);

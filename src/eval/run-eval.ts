@@ -97,8 +97,7 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
     const cal = calibrationFor(ctx.pipeline, ctx.pipeline.registry.entry(model));
     const rnd = seededRandom(suite.seed);
     for (const { ds, cases } of plan) {
-      const region = vocab.data.datasets.find((d) => d.id === ds.id)?.region;
-      const otherRegion = vocab.data.structures.filter((s) => s.region !== region);
+      const otherRegion = vocab.absentCandidates(ds.id);
       for (const [ci, c] of cases.entries()) {
         const bytes = await readFile(caseImagePath(dataRoot, ds.id, c, ds.image_ext));
         const prompts: { prompt: string; structure: string | null; set: PromptSet }[] = [];

@@ -44,6 +44,20 @@ describe('generic words (lesion, tumour, mass...)', () => {
     expect(read(null).resolution.code).toBe('generic_word_unresolved');
   });
 
+  it('where the model finds several findings, reads the one of the image\'s nearest training set (the vocabulary of every dataset)', () => {
+    const all = Vocabulary.load(path.join(ROOT, 'prompts', 'vocabulary-all-datasets.json'));
+    const none = Object.fromEntries(all.genericCandidates().map((c) => [c.slug, 0.01]));
+    const read = (nearest: string, presence: Record<string, number>) => readGenericWord(all, 'tumour', { nearestTrainingSet: nearest, outOfDistribution: false }, presence);
+    // a post-contrast glioma slice: the FLAIR abnormality and whole tumour are there too, but the word means its core
+    const t1c = read('brats2015_deepmedic_t1c', { ...none, flair_abnormality: 0.96, whole_tumor: 0.93, tumor_core: 0.81 });
+    expect(t1c.resolution).toMatchObject({ structure: 'tumor_core', basis: 'model_presence' });
+    expect(t1c.resolution.message).toMatch(/3 of them are found; this one is the finding of the kind of image/);
+    expect(read('brats2015_deepmedic_flair', { ...none, flair_abnormality: 0.96, whole_tumor: 0.93 }).structure?.slug).toBe('whole_tumor');
+    // the nearest set's finding not found: the highest presence among those found
+    expect(read('lgg_flair_mri', { ...none, whole_tumor: 0.9, tumor_core: 0.7 }).resolution).toMatchObject({ structure: 'whole_tumor', basis: 'model_presence' });
+    expect(read('lgg_flair_mri', { ...none, whole_tumor: 0.9, tumor_core: 0.7 }).resolution.message).toMatch(/this one with the highest presence/);
+  });
+
   it('segment answers a generic word on a radiograph with a rejection naming why; generic_words literal sends it as it is', async () => {
     const ctx = testContext();
     const op = operationByName('segment')!;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Vocabulary } from '../../src/core/vocabulary.js';
+import path from 'node:path';
+import { modalitiesOf, normalizePrompt, Vocabulary } from '../../src/core/vocabulary.js';
 import { ROOT } from '../helpers/project.js';
 
 describe('structure vocabulary', () => {
@@ -26,5 +27,79 @@ describe('structure vocabulary', () => {
   it('lists structures by modality', () => {
     expect(v.list('ultrasound').map((s) => s.slug)).toEqual(['fetal_head']);
     expect(v.modalities()).toContain('xray');
+  });
+});
+
+describe('the vocabulary of every medseg2d dataset (prompts/vocabulary-all-datasets.json, make_vocabulary.py --all)', () => {
+  const v = Vocabulary.load(path.join(ROOT, 'prompts', 'vocabulary-all-datasets.json'));
+  const shipped = Vocabulary.fromProject(ROOT);
+
+  it('covers 36 structures of 21 datasets, each phrase naming one structure', () => {
+    expect(v.data.structures).toHaveLength(36);
+    expect(v.data.datasets).toHaveLength(21);
+    const owner = new Map<string, string>();
+    for (const s of v.data.structures) {
+      for (const p of [s.name, s.slug.replace(/_/g, ' '), ...s.synonyms, ...s.eval_synonyms]) {
+        const n = normalizePrompt(p.replace(/'s\b/g, ''));
+        expect(owner.get(n) ?? s.slug, `"${p}"`).toBe(s.slug);
+        owner.set(n, s.slug);
+      }
+      for (const e of s.eval_synonyms) expect(s.synonyms).not.toContain(e);
+    }
+    // "cardiac silhouette" stays the heart's; the cardiomediastinum is asked for by its own names
+    expect(v.match('cardiac silhouette')?.slug).toBe('heart');
+    expect(v.match('cardiomediastinal silhouette')?.slug).toBe('cardiomediastinum');
+    expect(v.match('blood vessel')?.slug).toBe('blood_vessel');
+    expect(v.match('retinal blood vessels')?.slug).toBe('retinal_vessels');
+  });
+
+  it('keeps the shipped structures as they are, apart from phrasings a new structure would share', () => {
+    for (const s of shipped.data.structures) {
+      const n = v.bySlug.get(s.slug)!;
+      expect(n, s.slug).toBeDefined();
+      expect([n.region, n.parent, n.laterality, n.scale, n.window]).toEqual([s.region, s.parent, s.laterality, s.scale, s.window]);
+      for (const syn of s.synonyms) expect(n.synonyms, s.slug).toContain(syn);
+    }
+  });
+
+  it('nests tumour sub-regions and the cup in the disc, with no laterality', () => {
+    const chain = (slug: string): string[] => { const p = v.bySlug.get(slug)!.parent; return p ? [p, ...chain(p)] : []; };
+    expect(chain('enhancing_tumor')).toEqual(['tumor_core', 'whole_tumor']);
+    expect(chain('necrotic_tumor_core')).toEqual(['tumor_core', 'whole_tumor']);
+    expect(chain('peritumoral_edema')).toEqual(['whole_tumor']);
+    expect(chain('optic_cup')).toEqual(['optic_disc']);
+    for (const s of ['optic_disc', 'optic_cup', 'whole_tumor', 'vertebral_body', 'nerve']) expect(v.bySlug.get(s)!.laterality).toBeNull();
+    for (const s of v.data.structures) if (s.parent) expect(v.bySlug.has(s.parent), s.parent).toBe(true);
+  });
+
+  it('lets one structure be labelled in two modalities', () => {
+    const ggo = v.bySlug.get('ground_glass_opacity')!;
+    expect(ggo.datasets).toEqual(['covid19_ct_infection_medseg', 'gb_covid_cxr']);
+    expect(modalitiesOf(ggo)).toEqual(['ct', 'xray']);
+    expect(v.list('xray').map((s) => s.slug)).toEqual(expect.arrayContaining(['consolidation', 'ground_glass_opacity', 'left_lung', 'cardiomediastinum']));
+    expect(v.list('ct').map((s) => s.slug)).toContain('consolidation');
+    expect(v.modalities()).toEqual(expect.arrayContaining(['photograph', 'fundus', 'mri', 'ultrasound']));
+  });
+
+  it('asks for absent structures only where the images cannot show them', () => {
+    const chest = v.absentCandidates('covid19_ct_infection_medseg').map((s) => s.slug);
+    expect(chest).not.toContain('vertebral_body'); // chest CT shows the spine, unlabelled
+    expect(chest).not.toContain('airways');         // same region
+    expect(chest).toContain('optic_disc');
+    for (const d of v.data.datasets) {
+      const slugs = v.absentCandidates(d.id).map((s) => s.slug);
+      expect(slugs).not.toContain('blood_vessel');
+      expect(slugs).not.toContain('nerve');
+      for (const own of d.structures) expect(slugs).not.toContain(own);
+    }
+    expect(v.absentCandidates('drive_fundus').map((s) => s.slug)).not.toContain('optic_disc');
+    expect(v.absentCandidates('lgg_flair_mri').map((s) => s.slug)).not.toContain('whole_tumor');
+  });
+
+  it('reads generic words on the new datasets as their findings', () => {
+    expect(v.genericMeaning('brats2015_deepmedic_flair')?.slug).toBe('whole_tumor');
+    expect(v.genericMeaning('fuseg_foot_ulcer')?.slug).toBe('foot_ulcer');
+    expect(v.genericMeaning('lumbar_vb_mri_chu')).toBeUndefined();
+    expect(v.genericWord('segment the tumour')).toBe('tumour');
   });
 });

@@ -26,7 +26,9 @@ const FOUND = 0.5;
 /**
  * Reads a generic word by what the image is, as the model sees it: of the findings the word can
  * mean (one per training set that has one: vocabulary generic_words), the one the model finds
- * present with the highest presence; if it finds none, the finding of the image's nearest training
+ * present; where it finds several (a glioma slice shows the FLAIR abnormality, the whole tumour and
+ * its core), the finding of the image's nearest training set if it is among them, else the one
+ * with the highest presence; if it finds none, the finding of the image's nearest training
  * set (k-NN on the pooled embedding and appearance, calibration.json), which will then mostly be
  * answered as absent; if that set has none either, nothing (the word is not read, and the answer
  * says why).
@@ -36,11 +38,14 @@ export function readGenericWord(vocabulary: Vocabulary, word: string, image: Pic
   const kind = nearest ? (vocabulary.data.datasets.find((d) => d.id === nearest)?.modality_words[0] ?? nearest) : undefined;
   const base = { word, nearest_training_set: nearest, candidates: presence };
   const unusual = image.outOfDistribution ? ' The image is less typical of its kind than the images the model was validated on.' : '';
-  const best = Object.entries(presence).sort((a, b) => b[1] - a[1])[0];
+  const own = vocabulary.genericMeaning(nearest)?.slug;
+  const found = Object.entries(presence).filter(([, p]) => p >= FOUND).sort((a, b) => b[1] - a[1]);
+  const best = found.find(([slug]) => slug === own) ?? found[0];
   if (best && best[1] >= FOUND) {
     const s = vocabulary.bySlug.get(best[0])!;
+    const others = found.length > 1 ? ` (${found.length} of them are found; ${best[0] === own ? 'this one is the finding of the kind of image this looks most like' : 'this one with the highest presence'})` : '';
     const where = kind ? `; the image looks most like a ${kind} (nearest training set ${nearest})` : '';
-    return { structure: s, resolution: { ...base, structure: s.slug, code: 'generic_word_resolved', basis: 'model_presence', message: `"${word}" read as ${s.name}: of the findings it can mean, the model finds that one here (presence ${(100 * best[1]).toFixed(0)}%)${where}.${unusual} Name another structure to override.` } };
+    return { structure: s, resolution: { ...base, structure: s.slug, code: 'generic_word_resolved', basis: 'model_presence', message: `"${word}" read as ${s.name}: of the findings it can mean, the model finds that one here (presence ${(100 * best[1]).toFixed(0)}%)${others}${where}.${unusual} Name another structure to override.` } };
   }
   const s = vocabulary.genericMeaning(nearest);
   if (s) return { structure: s, resolution: { ...base, structure: s.slug, code: 'generic_word_resolved', basis: 'nearest_training_set', message: `"${word}" read as ${s.name}, the finding of the kind of image this looks most like (a ${kind}, nearest training set ${nearest}); the model finds none of the findings it can mean here.${unusual} Name another structure to override.` } };

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { fail, ok } from '../../core/errors.js';
+import { modalitiesOf } from '../../core/vocabulary.js';
 import { defineOperation } from '../operation.js';
 
 export const listStructuresOperation = defineOperation({
@@ -16,6 +17,7 @@ export const listStructuresOperation = defineOperation({
       name: z.string(),
       synonyms: z.array(z.string()),
       modality: z.string(),
+      modalities: z.array(z.string()).describe('Every modality the structure is known in (ground-glass opacity: ct and xray).'),
       description: z.string(),
       parent: z.string().nullable(),
       laterality: z.string().nullable(),
@@ -35,9 +37,9 @@ export const listStructuresOperation = defineOperation({
       modalities,
       structures: [
         ...v.list(input.modality).map((s) => ({
-          slug: s.slug, name: s.name, synonyms: s.synonyms, modality: s.modality, description: s.description, parent: s.parent, laterality: s.laterality,
+          slug: s.slug, name: s.name, synonyms: s.synonyms, modality: s.modality, modalities: modalitiesOf(s), description: s.description, parent: s.parent, laterality: s.laterality,
         })),
-        ...taught.map(({ structure: s, file }) => ({ slug: s.slug, name: s.name, synonyms: s.synonyms, modality: s.modality, description: s.description, parent: null, laterality: null, adapter: file.id })),
+        ...taught.map(({ structure: s, file }) => ({ slug: s.slug, name: s.name, synonyms: s.synonyms, modality: s.modality, modalities: [s.modality], description: s.description, parent: null, laterality: null, adapter: file.id })),
       ],
     });
   },
