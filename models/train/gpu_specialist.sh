@@ -10,8 +10,8 @@
 # Back here: validate.py --datasets isbi2012_em on the snapshots; average.py ... --frozen-from
 # models/promptseg-builtin/weights.pt (the float16 snapshots round the frozen text encoder, which
 # export.py --specialist refuses); export.py --ckpt ... --specialist em --structures cell_membranes.
-# Eleventh session, one H200: 3.3 minutes gave 1,775 steps of 64 (~555 images/s over the run;
-# 222 s for the whole call). The device tool's 64 MiB: models/README.md, eleventh session.
+# On one H200: 3.3 minutes gave 1,775 steps of 64 (~555 images/s over the run;
+# 222 s for the whole call). The device tool's 64 MiB: models/README.md (One H200 lease).
 # PYTHON=/usr/bin/python3 DEVICE=cpu WORKERS=1 BATCH=2 OUT=/tmp/o bash models/train/gpu_specialist.sh ... 0.3 checks it on a CPU.
 set -u
 INIT=${1:?usage: gpu_specialist.sh INIT DATASET MINUTES [extra train.py arguments]}

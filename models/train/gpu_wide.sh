@@ -8,7 +8,7 @@
 #   bash models/train/gpu_wide.sh 7        # 7 minutes of training + ~1 of data loading and the autocast check
 # Back here: /usr/bin/python3 models/train/validate.py <files_at>/snapshot-*.pt, then export.py.
 # bfloat16 autocast (--amp) is tried for 20 steps first; if that fails the run trains in float32.
-# Eleventh session, one H200: bfloat16 passed its check; 7 minutes gave 5,564 steps of 64 (~845
+# On one H200: bfloat16 passed its check; 7 minutes gave 5,564 steps of 64 (~845
 # images/s), 498 s for the whole call (model card, Training 11; not shipped).
 # PYTHON=/usr/bin/python3 DEVICE=cpu WORKERS=1 BATCH=2 AMP_CHECK_STEPS=2 OUT=/tmp/o bash models/train/gpu_wide.sh 0.5 checks it on a CPU.
 set -u

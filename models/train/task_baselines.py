@@ -47,7 +47,8 @@ line that started the training), "export_check" (the parity check's runtime and 
 
 Data: read in place from --data (dataset.json for the structure slugs, splits.json, images/,
 masks/<slug>/) with data._load_case in a Pool, cached (train and val cases only) in
-models/.cache/task-<dataset>.npz.
+models/.cache/task-<dataset>.npz; or, where a dataset folder holds pack.py's pack.npz (for a GPU
+machine: `pack.py --splits train,val --out models/.pack-tv`, then --data models/.pack-tv), from it.
 """
 import argparse, json, os, shlex, shutil, subprocess, sys, tempfile, time, warnings
 from multiprocessing import Pool
@@ -57,7 +58,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from data import NATIVE_MAX, SIZE, _load_case  # noqa: E402
+from data import NATIVE_MAX, SIZE, _load_case, _unpack_case  # noqa: E402
 from train import ROOT, augment  # noqa: E402
 from unet_specialist import UNet, add_recipe_args, train_step  # noqa: E402
 import evaluate as ev  # noqa: E402
@@ -86,6 +87,10 @@ class TaskData:
         self.cases = [c for s in SPLITS for c in splits[s]]
         at = {c: i for i, c in enumerate(self.cases)}
         self.split = {s: [at[c] for c in splits[s]] for s in SPLITS}
+        packed = os.path.join(root, ds_id, "pack.npz")
+        if os.path.exists(packed):
+            self._take(self._unpack(packed, workers))
+            return
         path = os.path.join(cache_dir, f"task-{ds_id}.npz")
         if os.path.exists(path):
             z = np.load(path)
@@ -111,6 +116,21 @@ class TaskData:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
         self._take(arrays)
+
+    def _unpack(self, path, workers):
+        """pack.py's bundle (train and val cases) -> the arrays the cache holds."""
+        z = np.load(path, allow_pickle=True)
+        at = {str(c): i for i, c in enumerate(z["cases"])}
+        missing = [c for c in self.cases if c not in at]
+        if missing:
+            raise SystemExit(f"{path} lacks {len(missing)} train/val cases, e.g. {missing[:3]}: pack with --splits train,val")
+        k = len(self.slugs)
+        imgs, masks = (z["native_images"], z["native_masks"]) if self.tiled else (z["images"], z["masks"])
+        with Pool(workers) as pool:
+            res = pool.map(_unpack_case, [(imgs[at[c]], masks[at[c]], k) for c in self.cases], chunksize=16)
+        if self.tiled:
+            return {**{f"img{i}": r[0] for i, r in enumerate(res)}, **{f"mask{i}": r[1] for i, r in enumerate(res)}}
+        return {"images": np.stack([r[0] for r in res]), "masks": np.stack([r[1] for r in res])}
 
     def _take(self, z):
         if self.tiled:
