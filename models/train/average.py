@@ -6,7 +6,13 @@ checkpoint: a cheap ensemble that costs nothing at inference.
 
 Floating-point tensors (weights and BatchNorm running statistics) are averaged; integer ones (the
 BatchNorm batch counters) are taken from the last checkpoint. The checkpoints must share the
-architecture and vocabulary; anything else is refused with the name of what differs.
+architecture and vocabulary; anything else is refused with the name of what differs. One
+exception: a grown vocabulary trained with the known tokens frozen (train.py --freeze-known-text)
+averages with the weights it started from, whose token rows it holds unchanged; the new tokens'
+rows come from the checkpoints that have them. `--weights` gives each checkpoint its share:
+
+    python3 models/train/average.py models/promptseg-builtin/weights.pt runs/all/snap/snapshot-100.pt \
+        --weights 0.5,0.5 -o runs/all/soup.pt
 
 A specialist's text encoder is frozen, but snapshots stored in float16 (a GPU run's
 --snapshot-half) round it, and export.py --specialist refuses text weights that differ from the
@@ -30,25 +36,47 @@ def arch_of(ck):
     return PromptSegNet(1, **(ck.get("arch") or {})).arch
 
 
-def average(paths):
+TOKENS = "text.tok.weight"
+
+
+def grow_tokens(cks, paths):
+    """Gives every checkpoint the largest vocabulary's token rows, where its own rows are the first
+    rows of that one's unchanged (a vocabulary grown with its known tokens frozen); refuses otherwise."""
+    big = max(range(len(cks)), key=lambda i: cks[i]["vocab_size"])
+    rows = cks[big]["model"][TOKENS]
+    for p, ck in zip(paths, cks):
+        own = ck["model"][TOKENS]
+        if own.shape[0] == rows.shape[0]:
+            continue
+        if own.shape[0] > rows.shape[0] or not torch.equal(own.float(), rows[: own.shape[0]].float()):
+            raise SystemExit(f"{p}: vocabulary size {ck['vocab_size']} differs from {paths[big]}'s {cks[big]['vocab_size']}, "
+                             "and its token rows are not the first rows of that one's (train the grown one with --freeze-known-text)")
+        ck["model"][TOKENS] = torch.cat([own, rows[own.shape[0]:].to(own.dtype)])
+        ck["vocab_size"] = cks[big]["vocab_size"]
+
+
+def average(paths, weights=None):
     cks = [torch.load(p, map_location="cpu") for p in paths]
+    weights = weights or [1.0 / len(cks)] * len(cks)
+    if len(weights) != len(cks) or abs(sum(weights) - 1) > 1e-6:
+        raise SystemExit(f"--weights: give one share per checkpoint ({len(cks)}), summing to 1")
+    if len({ck["vocab_size"] for ck in cks}) > 1:
+        grow_tokens(cks, paths)
     first = cks[0]
     for p, ck in zip(paths[1:], cks[1:]):
         if arch_of(ck) != arch_of(first):
             raise SystemExit(f"{p}: architecture {arch_of(ck)} differs from {paths[0]}'s {arch_of(first)}")
-        if ck["vocab_size"] != first["vocab_size"]:
-            raise SystemExit(f"{p}: vocabulary size {ck['vocab_size']} differs from {paths[0]}'s {first['vocab_size']}")
         if ck["model"].keys() != first["model"].keys():
             diff = sorted(set(ck["model"]) ^ set(first["model"]))
             raise SystemExit(f"{p}: weights differ in name from {paths[0]}'s: {diff[:5]}")
     out = {}
     for k, v in cks[-1]["model"].items():
         if v.is_floating_point():
-            out[k] = sum(ck["model"][k].float() for ck in cks) / len(cks)
+            out[k] = sum(w * ck["model"][k].float() for w, ck in zip(weights, cks))
         else:
             out[k] = v.clone()
     return dict(model=out, step=cks[-1].get("step"), vocab_size=first["vocab_size"], arch=arch_of(first),
-                averaged=[os.path.relpath(p) for p in paths])
+                averaged=[os.path.relpath(p) for p in paths], shares=weights)
 
 
 def take_frozen(avg, path, prefix="text."):
@@ -72,6 +100,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("ckpts", nargs="+")
     ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--weights", default="", help="comma-separated shares, one per checkpoint, summing to 1 (default: equal)")
     ap.add_argument("--frozen-from", default=None, help="take the text encoder's tensors exactly from this checkpoint (the shipped weights.pt), for a specialist")
     a = ap.parse_args()
     if len(a.ckpts) < 2:
@@ -79,7 +108,7 @@ def main():
     for p in a.ckpts + ([a.frozen_from] if a.frozen_from else []):
         if not os.path.isfile(p):
             raise SystemExit(f"{p}: no such checkpoint")
-    avg = average(a.ckpts)
+    avg = average(a.ckpts, [float(w) for w in a.weights.split(",")] if a.weights else None)
     if a.frozen_from:
         avg = take_frozen(avg, a.frozen_from)
     torch.save(avg, a.out)
