@@ -134,6 +134,14 @@ GENERIC_BY_DATASET = {
     "fuseg_foot_ulcer": "foot_ulcer",
 }
 
+# Names that mean different structures on different images, read like the generic words where a
+# prompt uses them alone: "vessels" on a fundus photograph are the retinal vessels, on a nerve-block
+# ultrasound the arteries and veins. Written into the vocabulary when every structure is in it.
+SHARED_NAMES = [
+    dict(words=["vessel", "vessels", "blood vessels"],
+         by_dataset={"drive_fundus": "retinal_vessels", "usgra_nerve_vessel_us": "blood_vessel"}),
+]
+
 EXTRA_NEGATIVES = {
     "jsrt_scr_cxr": ["liver", "left_ventricle", "right_ventricle", "myocardium", "left_atrium", "pulmonary_embolism",
                      "lung_infection", "ground_glass_opacity", "consolidation"],
@@ -220,6 +228,7 @@ def main():
         raise SystemExit(f"no vocabulary entries for {', '.join(unknown)}: add them to MODALITY_WORDS, REGION and EXTRA")
     structures, datasets = build(ids)
     generic = {d: s for d, s in GENERIC_BY_DATASET.items() if d in ids}
+    shared = [n for n in SHARED_NAMES if all(d in ids for d in n["by_dataset"])]
     vocab = dict(
         version="2026-11-27.1" if not a.all else "2026-12-05.1",
         note="Left/right are the patient's sides. eval_synonyms, templates.eval and nonsense.eval are never used in training.",
@@ -227,7 +236,7 @@ def main():
         structures=list(structures.values()), datasets=datasets,
         templates=dict(train=TEMPLATES_TRAIN, eval=TEMPLATES_EVAL),
         nonsense=dict(train=NONSENSE_TRAIN, eval=NONSENSE_EVAL),
-        generic_words=dict(words=GENERIC_WORDS, by_dataset=generic),
+        generic_words=dict(words=GENERIC_WORDS, by_dataset=generic, **(dict(shared_names=shared) if shared else {})),
     )
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     json.dump(vocab, open(a.out, "w"), indent=1)

@@ -24,6 +24,10 @@ export const StructureSchema = z.object({
 });
 export type Structure = z.infer<typeof StructureSchema>;
 
+/** Words whose structure depends on the image, and per training set the structure they mean on its images. */
+const WordSenseSchema = z.object({ words: z.array(z.string()), by_dataset: z.record(z.string(), z.string()) });
+export type WordSense = z.infer<typeof WordSenseSchema>;
+
 export const VocabularySchema = z.object({
   version: z.string(),
   note: z.string(),
@@ -38,8 +42,9 @@ export const VocabularySchema = z.object({
   })),
   templates: z.object({ train: z.array(z.string()), eval: z.array(z.string()) }),
   nonsense: z.object({ train: z.array(z.string()), eval: z.array(z.string()) }),
-  /** Words for "the abnormal thing here" (lesion, tumour, mass...) and, per training set, the structure they mean on its images. */
-  generic_words: z.object({ words: z.array(z.string()), by_dataset: z.record(z.string(), z.string()) }).optional(),
+  /** Words for "the abnormal thing here" (lesion, tumour, mass...) and, per training set, the structure they mean on its images;
+   * `shared_names`: names of structures of different images in the same words ("vessels": the retina's or a limb's), read likewise. */
+  generic_words: WordSenseSchema.extend({ shared_names: z.array(WordSenseSchema).optional() }).optional(),
 });
 export type VocabularyData = z.infer<typeof VocabularySchema>;
 
@@ -92,11 +97,30 @@ export class Vocabulary {
     return p && this.bySlug.get(p.slug);
   }
 
-  /** The generic word (lesion, tumour, mass...) a prompt uses in place of a structure's name, when it names no structure. */
-  genericWord(prompt: string): string | undefined {
+  /** Every set of words read by the image: the generic words for a finding, then shared names. */
+  private senses(): WordSense[] {
     const g = this.data.generic_words;
-    if (!g) return undefined;
-    const words = g.words.map(normalizePrompt);
+    return g ? [g, ...(g.shared_names ?? [])] : [];
+  }
+
+  /** The set of words a generic word or shared name belongs to. */
+  senseOf(word: string): WordSense | undefined {
+    return this.senses().find((s) => s.words.includes(word));
+  }
+
+  /** The generic word (lesion, tumour, mass...) or shared name (vessels) a prompt uses in place of a structure's name, when it names no structure. */
+  genericWord(prompt: string): string | undefined {
+    for (const sense of this.senses()) {
+      const w = this.wordOf(prompt, sense);
+      if (w) return w;
+    }
+    return undefined;
+  }
+
+  /** The word of this set a prompt uses, if it uses one in place of a structure's name (longest first: "blood vessels" before "vessels"). */
+  private wordOf(prompt: string, sense: WordSense): string | undefined {
+    const given = [...sense.words].sort((a, b) => b.length - a.length);
+    const words = given.map(normalizePrompt);
     // a structure's synonym that is itself a generic word ("lesion" for the skin lesion, "tumor" for
     // the FLAIR abnormality) does not settle what the word means on this image
     const m = this.matchPhrase(prompt);
@@ -107,7 +131,7 @@ export class Vocabulary {
     // only the word itself in a request's phrasing ("segment the lesion in this MRI"): a qualified
     // one ("thyroid nodule", "liver lesion") names a particular structure, not the finding here
     const rest = n.replace(words[i], ' ').split(' ').filter((w) => w && !this.fillerWords().has(w));
-    return rest.length ? undefined : g.words[i];
+    return rest.length ? undefined : given[i];
   }
 
   private filler?: Set<string>;
@@ -121,15 +145,17 @@ export class Vocabulary {
     return this.filler;
   }
 
-  /** The structure a generic word means on images like those of a training set, if that set has one. */
-  genericMeaning(dataset: string | null): Structure | undefined {
-    const slug = dataset ? this.data.generic_words?.by_dataset[dataset] : undefined;
+  /** The structure a generic word (by default one for a finding) means on images like those of a training set, if that set has one. */
+  genericMeaning(dataset: string | null, word?: string): Structure | undefined {
+    const sense = word ? this.senseOf(word) : this.data.generic_words;
+    const slug = dataset ? sense?.by_dataset[dataset] : undefined;
     return slug ? this.bySlug.get(slug) : undefined;
   }
 
-  /** Every structure a generic word can mean (one per training set with a finding). */
-  genericCandidates(): Structure[] {
-    const slugs = [...new Set(Object.values(this.data.generic_words?.by_dataset ?? {}))];
+  /** Every structure a generic word (by default one for a finding) can mean: one per training set that has one. */
+  genericCandidates(word?: string): Structure[] {
+    const sense = word ? this.senseOf(word) : this.data.generic_words;
+    const slugs = [...new Set(Object.values(sense?.by_dataset ?? {}))];
     return slugs.map((s) => this.bySlug.get(s)).filter((s): s is Structure => !!s);
   }
 

@@ -58,6 +58,33 @@ describe('generic words (lesion, tumour, mass...)', () => {
     expect(read('lgg_flair_mri', { ...none, whole_tumor: 0.9, tumor_core: 0.7 }).resolution.message).toMatch(/this one with the highest presence/);
   });
 
+  it('read a shared name ("vessels") by the image too: the retina\'s on a fundus photograph, arteries and veins on a nerve-block ultrasound', async () => {
+    const all = Vocabulary.load(path.join(ROOT, 'prompts', 'vocabulary-all-datasets.json'));
+    expect(all.genericWord('segment the vessels')).toBe('vessels');
+    expect(all.genericWord('blood vessels')).toBe('blood vessels');
+    expect(all.genericWord('vessel')).toBe('vessel');
+    expect(all.genericWord('retinal vessels')).toBeUndefined(); // named in full: no reading
+    expect(all.genericWord('blood vessel')).toBeUndefined();
+    expect(all.genericCandidates('vessels').map((c) => c.slug).sort()).toEqual(['blood_vessel', 'retinal_vessels']);
+    expect(all.genericCandidates('lesion').map((c) => c.slug)).not.toContain('blood_vessel');
+    const read = (nearest: string, presence: Record<string, number>) => readGenericWord(all, 'vessels', { nearestTrainingSet: nearest, outOfDistribution: false }, presence);
+    expect(read('usgra_nerve_vessel_us', { retinal_vessels: 0.02, blood_vessel: 0.3 }).resolution).toMatchObject({ structure: 'blood_vessel', basis: 'nearest_training_set' });
+    expect(read('drive_fundus', { retinal_vessels: 0.97, blood_vessel: 0.6 }).resolution).toMatchObject({ structure: 'retinal_vessels', basis: 'model_presence' });
+    // the scan asks the structures the word can mean, and no others
+    const ctx = testContext();
+    ctx.pipeline.vocabulary = all;
+    const r = await runOperation(ctx, operationByName('segment')!, { image: { base64: (await chestLikePng(256)).toString('base64') }, prompts: ['vessels', 'lesion'] }, { via: 'eval' });
+    expect(r.ok).toBe(true);
+    const [vessels, lesion] = (r.value as SegmentOutput).results;
+    expect(Object.keys(vessels.resolution!.candidates).sort()).toEqual(['blood_vessel', 'retinal_vessels']);
+    expect(vessels.resolution!.word).toBe('vessels');
+    expect(Object.keys(lesion.resolution!.candidates)).not.toContain('blood_vessel');
+    expect(Object.keys(lesion.resolution!.candidates)).toContain('foot_ulcer');
+    // the shipped vocabulary has no shared names: "vessels" names the retinal vessels as before
+    expect(vocab.genericWord('vessels')).toBeUndefined();
+    expect(vocab.match('vessels')?.slug).toBe('retinal_vessels');
+  });
+
   it('segment answers a generic word on a radiograph with a rejection naming why; generic_words literal sends it as it is', async () => {
     const ctx = testContext();
     const op = operationByName('segment')!;

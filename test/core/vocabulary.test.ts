@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { modalitiesOf, normalizePrompt, Vocabulary } from '../../src/core/vocabulary.js';
-import { ROOT } from '../helpers/project.js';
+import { ROOT, SHARED_DATA, sharedMissing } from '../helpers/project.js';
 
 describe('structure vocabulary', () => {
   const v = Vocabulary.fromProject(ROOT);
@@ -94,6 +95,19 @@ describe('the vocabulary of every medseg2d dataset (prompts/vocabulary-all-datas
     }
     expect(v.absentCandidates('drive_fundus').map((s) => s.slug)).not.toContain('optic_disc');
     expect(v.absentCandidates('lgg_flair_mri').map((s) => s.slug)).not.toContain('whole_tumor');
+  });
+
+  it.skipIf(sharedMissing)('names every structure of every medseg2d dataset, with the datasets that label it', () => {
+    const index = JSON.parse(readFileSync(path.join(SHARED_DATA, 'index.json'), 'utf8')) as { id: string }[];
+    expect(v.data.datasets.map((d) => d.id).sort()).toEqual(index.map((d) => d.id).sort());
+    for (const { id } of index) {
+      const meta = JSON.parse(readFileSync(path.join(SHARED_DATA, id, 'dataset.json'), 'utf8')) as { modality: string; structures: { slug: string }[] };
+      for (const s of meta.structures) {
+        const st = v.bySlug.get(s.slug);
+        expect(st?.datasets, `${id}/${s.slug}`).toContain(id);
+        expect(modalitiesOf(st!)).toContain(meta.modality);
+      }
+    }
   });
 
   it('reads generic words on the new datasets as their findings', () => {

@@ -38,7 +38,7 @@ export function readGenericWord(vocabulary: Vocabulary, word: string, image: Pic
   const kind = nearest ? (vocabulary.data.datasets.find((d) => d.id === nearest)?.modality_words[0] ?? nearest) : undefined;
   const base = { word, nearest_training_set: nearest, candidates: presence };
   const unusual = image.outOfDistribution ? ' The image is less typical of its kind than the images the model was validated on.' : '';
-  const own = vocabulary.genericMeaning(nearest)?.slug;
+  const own = vocabulary.genericMeaning(nearest, word)?.slug;
   const found = Object.entries(presence).filter(([, p]) => p >= FOUND).sort((a, b) => b[1] - a[1]);
   const best = found.find(([slug]) => slug === own) ?? found[0];
   if (best && best[1] >= FOUND) {
@@ -47,7 +47,7 @@ export function readGenericWord(vocabulary: Vocabulary, word: string, image: Pic
     const where = kind ? `; the image looks most like a ${kind} (nearest training set ${nearest})` : '';
     return { structure: s, resolution: { ...base, structure: s.slug, code: 'generic_word_resolved', basis: 'model_presence', message: `"${word}" read as ${s.name}: of the findings it can mean, the model finds that one here (presence ${(100 * best[1]).toFixed(0)}%)${others}${where}.${unusual} Name another structure to override.` } };
   }
-  const s = vocabulary.genericMeaning(nearest);
+  const s = vocabulary.genericMeaning(nearest, word);
   if (s) return { structure: s, resolution: { ...base, structure: s.slug, code: 'generic_word_resolved', basis: 'nearest_training_set', message: `"${word}" read as ${s.name}, the finding of the kind of image this looks most like (a ${kind}, nearest training set ${nearest}); the model finds none of the findings it can mean here.${unusual} Name another structure to override.` } };
   const why = kind ? `The image looks most like a ${kind} (nearest training set ${nearest}), on which the model knows no finding a "${word}" could mean, and it finds none of the others here` : `The model finds none of the findings "${word}" can mean here, and has no statistics to tell what kind of image this is`;
   return { resolution: { ...base, structure: null, code: 'generic_word_unresolved', basis: null, message: `${why}: name the structure (list_structures).` } };

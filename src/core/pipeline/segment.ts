@@ -218,16 +218,18 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest, slot: M
   const timings = { ...base.timingsMs };
   let cached = base.cache.imageFeatures !== 'miss' || base.results.length === 0;
 
-  // generic words: the findings they can mean are scanned once, first looks only (their presence),
-  // the word read as the one found (or by the image's nearest training set), then asked by its name
+  // generic words and shared names: the structures they can mean are scanned once, first looks only
+  // (their presence), each word read as the one found (or by the image's nearest training set), then
+  // asked by its name
   let presence: Record<string, number> = {};
   if (generic.some(Boolean)) {
-    const candidates = ctx.vocabulary.genericCandidates();
+    const candidates = [...new Map(generic.filter((w): w is string => !!w).flatMap((w) => ctx.vocabulary.genericCandidates(w)).map((c) => [c.slug, c])).values()];
     const scan = await segmentWithModel(ctx, { image: req.image, modelId, prompts: candidates.map((c) => c.name), calibrated: req.calibrated, ttaImage: 0, zoom: false, specialist: false, largestComponent: false, refine: 'none' }, slot);
     for (const k of Object.keys(timings) as StageName[]) timings[k] += scan.timingsMs[k];
     presence = Object.fromEntries(candidates.map((c, k) => [c.slug, Math.round(scan.results[k].presence * 1e4) / 1e4]));
   }
-  const read = generic.map((w) => (w ? readGenericWord(ctx.vocabulary, w, base.image, presence) : undefined));
+  const presenceOf = (w: string) => Object.fromEntries(ctx.vocabulary.genericCandidates(w).map((c) => [c.slug, presence[c.slug]]));
+  const read = generic.map((w) => (w ? readGenericWord(ctx.vocabulary, w, base.image, presenceOf(w)) : undefined));
   const asked = read.map((r, i) => (r?.structure ? i : -1)).filter((i) => i >= 0);
   if (asked.length) {
     const more = await segmentWithModel(ctx, { ...req, prompts: asked.map((i) => read[i]!.structure!.name) }, slot);
