@@ -351,7 +351,7 @@ def main():
     ap.add_argument("--vflip", type=float, default=0.3, help="probability of a vertical flip where anatomy allows flips (augment; 0 with --transpose 0 keeps every sample's up and down, as a label convention tied to the image axes needs)")
     ap.add_argument("--degrade", type=float, default=0.0, help="probability of an acquisition degradation of a sample: noise, blur or a lower resolution (augment)")
     ap.add_argument("--head", type=int, default=0, help="channels of the mask decoder's full-resolution head (net.py; 0: none); a resumed run keeps its checkpoint's")
-    ap.add_argument("--freeze-known-text", action="store_true", help="with --init and a grown vocabulary: the text encoder stays as initialised for every token it knew (its transformer and those tokens' embeddings are frozen; only the new tokens' rows train), so a phrase of known words embeds exactly as before and specialists fine-tuned on those embeddings stay valid")
+    ap.add_argument("--freeze-known-text", nargs="?", const="init", default=None, metavar="TOKENIZER_DIR", help="with --init and a grown vocabulary: the text encoder stays as initialised for every token it knew (its transformer and those tokens' embeddings are frozen; only the new tokens' rows train), so a phrase of known words embeds exactly as before and specialists fine-tuned on those embeddings stay valid. The known tokens are those of the --init weights' tokenizer.json, or of the one in TOKENIZER_DIR (models/promptseg-builtin, to go on training a grown model whose new rows should keep learning)")
     ap.add_argument("--bn-frozen", action="store_true", help="keep every BatchNorm's statistics as given (eval mode) while training, as a network rebuilt from ONNX graphs needs (from_onnx.py)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -408,6 +408,10 @@ def main():
         print(f"training only {train_only}: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} of {sum(p.numel() for p in model.parameters()):,} weights", flush=True)
     known_rows = None
     if a.freeze_known_text:
+        if a.freeze_known_text != "init":
+            keep = json.load(open(os.path.join(a.freeze_known_text, "tokenizer.json")))["model"]["vocab"]
+            if any(tok.vocab.get(t) != i for t, i in keep.items()):
+                raise SystemExit(f"--freeze-known-text {a.freeze_known_text}: its tokens are not the first ones of this run's tokenizer, at the same ids")
         if not keep:
             raise SystemExit("--freeze-known-text needs --init weights with a tokenizer.json beside them")
         for k, p in model.named_parameters():
