@@ -102,7 +102,7 @@ def export_image_and_decoder(ie, de, img, feats, emb, image_path, decoder_path):
 
 
 def specialists_to_keep(out, ck, input_ids):
-    """The specialists' parity outputs, when the checkpoint's text encoder is the replaced one's for every
+    """The specialists' parity outputs ({} when there are none), when the checkpoint's text encoder is the replaced one's for every
     token that one knew (same token ids for the parity prompts, same transformer, same rows)."""
     old = torch.load(os.path.join(out, "weights.pt"), map_location="cpu")["model"]
     new = ck["model"]
@@ -118,7 +118,7 @@ def specialists_to_keep(out, ck, input_ids):
     parity = json.load(open(os.path.join(out, "parity.json")))
     if parity["input_ids"] != input_ids.tolist():
         raise SystemExit("--keep-specialists: the tokenizer gives the parity prompts other token ids than the replaced one")
-    return dict(parity=parity.get("specialists", {}))
+    return parity.get("specialists", {})
 
 
 def manifest_path(model_dir):
@@ -178,8 +178,8 @@ def main():
         mask_logits=[round(v, 5) for v in outs[0].flatten()[::step].tolist()],
         presence_logit=outs[1].tolist(), iou_logit=outs[2].tolist(), similarity=outs[3].tolist(),
     )
-    if kept:
-        parity["specialists"] = kept["parity"]
+    if kept is not None:
+        parity["specialists"] = kept
     json.dump(parity, open(os.path.join(out, "parity.json"), "w"))
     files = {}
     for f in ["text_encoder.onnx", "image_encoder.onnx", "mask_decoder.onnx", "tokenizer.json", "tokenizer_config.json"]:
@@ -189,7 +189,7 @@ def main():
     man = json.load(open(man_path))
     for m in man["models"]:
         if m["dir"] == os.path.basename(os.path.normpath(out)):
-            if kept:  # the specialists' own graphs stay beside the new ones
+            if kept is not None:  # the specialists' own graphs stay beside the new ones
                 m["files"] = {**{f: v for f, v in m["files"].items() if any(f in (s["image_encoder"], s["mask_decoder"]) for s in m.get("specialists", []))}, **files}
             else:
                 m["files"] = files

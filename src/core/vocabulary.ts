@@ -104,7 +104,7 @@ export class Vocabulary {
   }
 
   /** The set of words a generic word or shared name belongs to. */
-  senseOf(word: string): WordSense | undefined {
+  private senseOf(word: string): WordSense | undefined {
     return this.senses().find((s) => s.words.includes(word));
   }
 

@@ -41,7 +41,7 @@ export function readGenericWord(vocabulary: Vocabulary, word: string, image: Pic
   const own = vocabulary.genericMeaning(nearest, word)?.slug;
   const found = Object.entries(presence).filter(([, p]) => p >= FOUND).sort((a, b) => b[1] - a[1]);
   const best = found.find(([slug]) => slug === own) ?? found[0];
-  if (best && best[1] >= FOUND) {
+  if (best) {
     const s = vocabulary.bySlug.get(best[0])!;
     const others = found.length > 1 ? ` (${found.length} of them are found; ${best[0] === own ? 'this one is the finding of the kind of image this looks most like' : 'this one with the highest presence'})` : '';
     const where = kind ? `; the image looks most like a ${kind} (nearest training set ${nearest})` : '';
