@@ -7,7 +7,7 @@ import type { ServiceContext } from '../service/context.js';
 import { drawCases, openLabelledFolder } from '../service/labelled-folder.js';
 import { bootstrapCi, dice, mean } from './metrics.js';
 import { readSplits, summariseK, testDice, type FewShotRun } from './few-shot.js';
-import { adaptHead } from '../core/adapters/adapt.js';
+import { adaptHead, DEFAULT_RECIPE } from '../core/adapters/adapt.js';
 
 /**
  * The few-shot protocol (issue: few-shot adaptation): for each dataset, the built-in model
@@ -88,11 +88,12 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
   writeFileSync(path.join(outDir, 'plan.json'), JSON.stringify(plan, null, 1));
   const model = ctx.pipeline.registry.get();
   const runs: (FewShotRun & { dataset: string })[] = [];
-  // runs of an earlier results.json in the same folder with the same support images, draw and model files are kept, not run again
+  // runs of an earlier results.json in the same folder with the same support images, draw, model files and adaptation recipe are kept, not run again
   const resultsFile = path.join(outDir, 'results.json');
   const fingerprint = JSON.stringify(model.entry.files);
-  const earlier = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { model_files?: string; runs: (FewShotRun & { dataset: string })[] }) : undefined;
-  const reusable = new Map((earlier?.model_files === fingerprint ? earlier.runs : []).map((r) => [`${r.dataset}|${r.k}|${r.draw}|${r.support.join(',')}`, r]));
+  const recipe = JSON.stringify(DEFAULT_RECIPE);
+  const earlier = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { model_files?: string; adapter_recipe?: string; runs: (FewShotRun & { dataset: string })[] }) : undefined;
+  const reusable = new Map((earlier?.model_files === fingerprint && earlier.adapter_recipe === recipe ? earlier.runs : []).map((r) => [`${r.dataset}|${r.k}|${r.draw}|${r.support.join(',')}`, r]));
   const zero: Record<string, ZeroShot> = {};
   for (const d of suite.datasets) {
     const root = path.resolve(suiteDir, d.data_root, d.id);
@@ -148,7 +149,7 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
     return { ...b, few_shot: fs?.dice ?? null, task_specific: ts?.dice ?? null, met: fs ? met : null };
   });
   const files = [path.join(outDir, 'results.json'), path.join(outDir, 'report.md'), path.join(outDir, 'report.html')];
-  writeFileSync(files[0], JSON.stringify({ suite, model_files: fingerprint, machine: `${(await import('node:os')).cpus().length} cores`, table, bars, runs }, null, 1));
+  writeFileSync(files[0], JSON.stringify({ suite, model_files: fingerprint, adapter_recipe: recipe, machine: `${(await import('node:os')).cpus().length} cores`, table, bars, runs }, null, 1));
   const md = fewShotMarkdown(suite, table, bars);
   writeFileSync(files[1], md);
   writeFileSync(files[2], `<!doctype html><meta charset="utf-8"><title>${suite.name}</title><style>body{font:14px system-ui;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}pre{white-space:pre-wrap}</style>${diceVersusK(table)}<pre>${md.replace(/&/g, '&amp;').replace(/</g, '&lt;')}</pre>`);

@@ -1,4 +1,4 @@
-import { adaptHead, adapterLogits, adapterMask, headMaps } from '../core/adapters/adapt.js';
+import { adaptHead, adapterLogits, adapterMask } from '../core/adapters/adapt.js';
 import type { LabelledImage } from '../core/adapters/support.js';
 import type { SegmentationModel } from '../core/models/model.js';
 import { letterbox } from '../core/image/resize.js';
@@ -29,7 +29,7 @@ export async function testDice(model: SegmentationModel, outcome: Awaited<Return
   for (const t of test) {
     if (!t.mask.some((v) => v)) continue;
     const f = await model.encodeImage(letterbox(t.image, model.entry.input.size).pixels);
-    const logits = await adapterLogits(model, outcome.heads, headMaps(model.featureMaps!(f)), t.image.width, t.image.height);
+    const logits = await adapterLogits(model, outcome.heads, model.featureMaps!(f), t.image.width, t.image.height);
     out.push(dice(adapterMask(logits, outcome.calibration), t.mask));
   }
   return out;

@@ -1,16 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { cellFeatures, HEAD_GRID, positionMap, predictGrid, predictRows, trainPixelHead, type FeatureMap } from '../../src/core/adapters/pixel-head.js';
+import { cellFeatures, gridOf, HEAD_GRID, positionMap, predictGrid, predictRows, trainPixelHead, type FeatureMap } from '../../src/core/adapters/pixel-head.js';
 import { cellLabels } from '../../src/core/adapters/support.js';
-import { decodeHead, encodeHead } from '../../src/core/adapters/adapter-file.js';
-import { adaptHead } from '../../src/core/adapters/adapt.js';
-import { seededRandom } from '../../src/core/stats.js';
+import { decodeHead, decodeHeads, encodeHead } from '../../src/core/adapters/adapter-file.js';
+import { adaptHead, adapterLogits, adapterMask } from '../../src/core/adapters/adapt.js';
+import { letterbox } from '../../src/core/image/resize.js';
+import { dice, seededRandom } from '../../src/core/stats.js';
 import { testContext } from '../helpers/service.js';
 
 const rnd = seededRandom(11);
 const map = (name: string, channels: number, size: number): FeatureMap => ({ name, channels, height: size, width: size, data: Float32Array.from({ length: channels * size * size }, () => rnd() * 2 - 1) });
 
 describe('the few-shot pixel head', () => {
-  const maps = [map('f1', 3, 128), map('f2', 4, 64), map('f3', 5, 32), map('f5', 2, 8), positionMap()];
+  const maps = [map('f1', 3, 256), map('f2', 4, 128), map('f3', 5, 32), map('f5', 2, 8), positionMap(HEAD_GRID)];
   const inputs = maps.map(({ name, channels, height, width }) => ({ name, channels, height, width }));
 
   it("serves the whole grid (first layer at each map's own resolution, then resampled) exactly as it scores single cells", async () => {
@@ -30,24 +31,36 @@ describe('the few-shot pixel head', () => {
     const damaged = { inputs, hidden: 8, ...encodeHead(head) };
     damaged.weights = damaged.weights.replace(/^./, (c) => (c === 'A' ? 'B' : 'A'));
     expect(() => decodeHead(damaged)).toThrow(/do not match their sha256/);
+    // a record whose grid its maps cannot be read on, or heads on two grids, is refused when read
+    const odd = inputs.map((m) => (m.name === 'position' ? { ...m, height: 100, width: 100 } : m));
+    expect(() => decodeHead({ inputs: odd, hidden: 8, ...encodeHead(head) })).toThrow(/f1 \[256x256\] does not pool evenly to the head's 100 x 100 grid/);
+    const coarse = inputs.map((m) => (m.name === 'position' ? { ...m, height: 64, width: 64 } : m));
+    expect(() => decodeHeads([{ inputs, hidden: 8, ...encodeHead(head) }, { inputs: coarse, hidden: 8, ...encodeHead(head) }])).toThrow(/different grids/);
+    expect(decodeHeads([{ inputs, hidden: 8, ...encodeHead(head) }])).toHaveLength(1);
   });
 
   it('refuses feature maps other than those it was fitted on', async () => {
     const x = cellFeatures(maps, [0, 1, 2, 3]);
     const head = await trainPixelHead(inputs, x, Uint8Array.of(0, 1, 0, 1), { hidden: 4, steps: 2, batch: 4, lr: 1e-2, weightDecay: 0, seed: 1 });
-    expect(() => predictGrid(head, [map('f1', 3, 128)])).toThrow(/fitted on feature maps f1\[3x128x128\], f2/);
+    expect(() => predictGrid(head, [map('f1', 3, 256)])).toThrow(/fitted on feature maps f1\[3x256x256\], f2/);
   });
 
   it('sees a mask on its grid through the letterbox: cells off the image are not valid, shares are the mask fraction', () => {
     const w = 200, h = 100; // letterboxed into 256: 256 x 128, 64 rows of padding above and below
     const mask = new Uint8Array(w * h);
     for (let y = 0; y < h; y++) for (let x = 0; x < w / 2; x++) mask[y * w + x] = 1;
-    const { valid, share } = cellLabels(mask, w, h, 256);
+    const G = 64;
+    const { valid, share } = cellLabels(mask, w, h, 256, G);
     expect(valid[0]).toBe(0);
-    expect(valid[32 * HEAD_GRID + 5]).toBe(1);
-    expect(share[32 * HEAD_GRID + 5]).toBe(1);
-    expect(share[32 * HEAD_GRID + 60]).toBe(0);
-    expect(valid.reduce((s, v) => s + v, 0)).toBe(32 * HEAD_GRID);
+    expect(valid[32 * G + 5]).toBe(1);
+    expect(share[32 * G + 5]).toBe(1);
+    expect(share[32 * G + 60]).toBe(0);
+    expect(valid.reduce((s, v) => s + v, 0)).toBe(32 * G);
+    // on a finer grid the same mask covers the same half of the image
+    const fine = cellLabels(mask, w, h, 256, 128);
+    expect(fine.valid.reduce((s, v) => s + v, 0)).toBe(64 * 128);
+    expect(fine.share[64 * 128 + 63]).toBe(1);
+    expect(fine.share[64 * 128 + 64]).toBe(0);
   });
 });
 
@@ -75,5 +88,17 @@ describe('adaptation on the shipped model', () => {
     expect(Array.from(a.heads[0].w1)).not.toEqual(Array.from(a.heads[1].w1));
     expect(a.calibration.fitted_on).toBe('none');
     expect(a.familiarity.embeddings).toHaveLength(2);
+    // the grid is the head's own: a coarser one (as older adapter files hold) is served at the image's size too
+    const coarse = await adaptHead(model, support, [], { seed: 3, ...o, grid: 64 });
+    expect(gridOf(a.heads[0].inputs)).toBe(HEAD_GRID);
+    expect(gridOf(coarse.heads[0].inputs)).toBe(64);
+    const maps = model.featureMaps!(await model.encodeImage(letterbox(support[0].image, model.entry.input.size).pixels));
+    for (const heads of [a.heads, coarse.heads]) {
+      const logits = await adapterLogits(model, heads, maps, 96, 80);
+      expect([logits.width, logits.height]).toEqual([96, 80]);
+      const m = adapterMask(logits, { fitted_on: 'none', temperature: 1, bias: 0, mask_threshold: 0.5, largest_component: false, presence: { a: 1, b: 0, fitted: false } });
+      expect(dice(m, support[0].mask)).toBeGreaterThan(0.5);
+    }
+    await expect(adapterLogits(model, [a.heads[0], coarse.heads[0]], maps, 96, 80)).rejects.toThrow(/share one grid/);
   }, 60_000);
 });

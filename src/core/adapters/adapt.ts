@@ -5,7 +5,7 @@ import { dice, seededRandom } from '../stats.js';
 import { checkpoint, yieldTurn } from '../pipeline/cancel.js';
 import { keepLargestComponent } from '../image/mask-stats.js';
 import { fitPlatt } from '../trust/calibration.js';
-import { cellFeatures, DEFAULT_TRAIN, featureDims, HEAD_GRID, positionMap, predictGrid, trainPixelHead, type FeatureMap, type PixelHead, type TrainOptions } from './pixel-head.js';
+import { cellFeatures, DEFAULT_TRAIN, featureDims, gridOf, HEAD_GRID, positionMap, predictGrid, trainPixelHead, type FeatureMap, type PixelHead, type TrainOptions } from './pixel-head.js';
 import { cellLabels, jittered, mirrored, type LabelledImage } from './support.js';
 
 /** Cells drawn from one view of a support image (half structure where it has that many, the rest background), and from all views together: the rows' memory is bounded (65,536 x 620 floats, 160 MB). */
@@ -15,6 +15,9 @@ const CELLS_IN_ALL = 65536;
 export const DEFAULT_VARIANTS = 12;
 /** Heads fitted with different seeds and averaged. */
 export const DEFAULT_HEADS = 3;
+
+/** What an adaptation with the defaults does (the few-shot evaluation reuses earlier runs only of the same recipe). */
+export const DEFAULT_RECIPE = { grid: HEAD_GRID, variants: DEFAULT_VARIANTS, heads: DEFAULT_HEADS, ...DEFAULT_TRAIN };
 
 export type AdaptProgress = (done: number, total: number, message: string) => void;
 
@@ -26,6 +29,8 @@ export interface AdaptOptions {
   variants?: number;
   /** Heads fitted with different seeds and averaged (default 3: one head's Dice varies by several points with its seed on a handful of images). */
   heads?: number;
+  /** Cells per side of the heads' grid over the model's input square (default HEAD_GRID). */
+  grid?: number;
   /** How pooled embeddings are compared for familiarity (the model's standardisation where its calibration has one). */
   embed?: Embedder;
   train?: Partial<Omit<TrainOptions, 'seed' | 'onStep'>>;
@@ -68,7 +73,7 @@ export interface AdaptOutcome {
 async function mapsOf(model: SegmentationModel, img: LabelledImage['image']): Promise<{ maps: FeatureMap[]; pooled: Float32Array }> {
   const size = model.entry.input.size;
   const f = await model.encodeImage(letterbox(img, size).pixels);
-  return { maps: headMaps(model.featureMaps!(f)), pooled: f.pooled };
+  return { maps: model.featureMaps!(f), pooled: f.pooled };
 }
 
 /** How pooled embeddings are compared: standardised as the model's own out-of-distribution statistics do (calibration ood mean and std), or as they are. */
@@ -100,19 +105,22 @@ function familiarityThreshold(support: Float32Array[], validation: Float32Array[
   return far === null ? null : 1.25 * Math.max(far, 1e-3);
 }
 
-/** What the head reads: the encoder's maps and the cells' positions. */
-export const headMaps = (maps: FeatureMap[]): FeatureMap[] => [...maps, positionMap()];
+/** What a head on a G x G grid reads: the encoder's maps and the cells' positions. */
+export const headMaps = (maps: FeatureMap[], G: number): FeatureMap[] => [...maps, positionMap(G)];
 
-/** The adapter's logits over an image at its own size: its heads' mean on the grid, mapped as the model's masks are. */
-export async function adapterLogits(model: SegmentationModel, heads: PixelHead[], maps: FeatureMap[], width: number, height: number): Promise<FloatGrid> {
+/** The adapter's logits over an image at its own size from the encoder's maps: its heads' mean on their grid, mapped as the model's masks are. */
+export async function adapterLogits(model: SegmentationModel, heads: PixelHead[], encoderMaps: FeatureMap[], width: number, height: number): Promise<FloatGrid> {
   const size = model.entry.input.size;
   const b = letterboxGeometry(width, height, size);
-  const mean = new Float32Array(HEAD_GRID * HEAD_GRID);
+  const G = gridOf(heads[0].inputs);
+  if (heads.some((h) => gridOf(h.inputs) !== G)) throw new Error('the heads of an adapter must share one grid');
+  const maps = headMaps(encoderMaps, G);
+  const mean = new Float32Array(G * G);
   for (const h of heads) {
     const g = predictGrid(h, maps);
     for (let q = 0; q < mean.length; q++) mean[q] += g[q] / heads.length;
   }
-  const grid = { width: HEAD_GRID, height: HEAD_GRID, data: mean };
+  const grid = { width: G, height: G, data: mean };
   await yieldTurn();
   return mapGrid(grid, size, width, height, { left: b.left, top: b.top, scaleX: b.innerW / width, scaleY: b.innerH / height });
 }
@@ -132,6 +140,7 @@ export async function adaptHead(model: SegmentationModel, support: LabelledImage
   const train = { ...DEFAULT_TRAIN, ...o.train };
   const nHeads = o.heads ?? DEFAULT_HEADS;
   const total = views.length + nHeads * train.steps + validation.length;
+  const G = o.grid ?? HEAD_GRID;
   const perView = Math.min(CELLS_PER_VIEW, Math.floor(CELLS_IN_ALL / views.length));
   let inputs: PixelHead['inputs'] | undefined;
   const rows: Float32Array[] = [];
@@ -139,10 +148,11 @@ export async function adaptHead(model: SegmentationModel, support: LabelledImage
   let nPos = 0, nNeg = 0;
   const embeddings: Float32Array[] = [];
   for (const [k, v] of views.entries()) {
-    const { maps, pooled } = await mapsOf(model, v.image);
+    const { maps: encoderMaps, pooled } = await mapsOf(model, v.image);
+    const maps = headMaps(encoderMaps, G);
     if (support.includes(v)) embeddings.push(pooled);
     inputs ??= maps.map(({ name, channels, height, width }) => ({ name, channels, height, width }));
-    const cl = cellLabels(v.mask, v.image.width, v.image.height, model.entry.input.size);
+    const cl = cellLabels(v.mask, v.image.width, v.image.height, model.entry.input.size, G);
     const pos: number[] = [], neg: number[] = [];
     for (let q = 0; q < cl.valid.length; q++) if (cl.valid[q]) (cl.share[q] >= 0.5 ? pos : neg).push(q);
     const take = (a: number[], n: number) => {

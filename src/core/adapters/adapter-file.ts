@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import type { PixelHead } from './pixel-head.js';
+import { gridOf, gridProblem, type PixelHead } from './pixel-head.js';
 
 /**
  * An adapter: one structure taught to a model from a few labelled images, as one JSON file
@@ -90,6 +90,8 @@ export function encodeHead(head: PixelHead): { weights: string; weights_sha256: 
 export function decodeHead(f: AdapterFile['heads'][number]): PixelHead {
   const buf = Buffer.from(f.weights, 'base64');
   if (createHash('sha256').update(buf).digest('hex') !== f.weights_sha256) throw new Error('its weights do not match their sha256 (the file is damaged)');
+  const problem = gridProblem(f.inputs);
+  if (problem) throw new Error(problem);
   const D = f.inputs.reduce((s, m) => s + m.channels, 0), H = f.hidden;
   const sizes = [D, D, D * H, H, H, 1];
   const total = sizes.reduce((s, v) => s + v, 0);
@@ -100,6 +102,13 @@ export function decodeHead(f: AdapterFile['heads'][number]): PixelHead {
   const take = (n: number) => all.slice(o, (o += n));
   const [mean, std, w1, b1, w2, b2] = sizes.map(take);
   return { inputs: f.inputs, hidden: H, mean, std, w1, b1, w2, b2: b2[0] };
+}
+
+/** Every head of an adapter file back (decodeHead), on one grid. */
+export function decodeHeads(heads: AdapterFile['heads']): PixelHead[] {
+  const out = heads.map(decodeHead);
+  if (out.some((h) => gridOf(h.inputs) !== gridOf(out[0].inputs))) throw new Error('its heads are fitted on different grids');
+  return out;
 }
 
 /**

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } fr
 import path from 'node:path';
 import { fail } from '../errors.js';
 import { normalizePrompt, type Structure, type Vocabulary } from '../vocabulary.js';
-import { AdapterFileSchema, decodeFloats, decodeHead, writeAdapterFile, type AdapterFile } from './adapter-file.js';
+import { AdapterFileSchema, decodeFloats, decodeHeads, writeAdapterFile, type AdapterFile } from './adapter-file.js';
 import type { PixelHead } from './pixel-head.js';
 
 /** An adapter ready to serve: its file, its head, and the structure record prompts resolve to. */
@@ -100,7 +100,7 @@ export class AdapterSet {
         continue;
       }
       try {
-        byId.set(f.id, { file: f, heads: f.heads.map(decodeHead), support: decodeFloats(f.familiarity.embeddings, f.familiarity.count, f.familiarity.dims), structure: structureOf(f) });
+        byId.set(f.id, { file: f, heads: decodeHeads(f.heads), support: decodeFloats(f.familiarity.embeddings, f.familiarity.count, f.familiarity.dims), structure: structureOf(f) });
       } catch (e) {
         why((e as Error).message);
       }

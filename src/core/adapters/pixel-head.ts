@@ -2,7 +2,8 @@ import { seededRandom } from '../stats.js';
 
 /**
  * The few-shot head: a two-layer perceptron over the frozen image encoder's multi-scale features,
- * one sample per cell of a 64 x 64 grid over the model's input square (4 input pixels a cell).
+ * one sample per cell of a G x G grid over the model's input square (G = 128 by default: 2 input
+ * pixels a cell on a 256 px input). The grid is the head's own: its position input has its size.
  * Every scale is brought to that grid linearly (average pooling of the finer maps, bilinear
  * upsampling of the coarser ones), so the first layer can also run at each map's own resolution
  * and be resampled afterwards: training reads single cells, serving computes the whole grid in a
@@ -18,8 +19,8 @@ export interface FeatureMap {
   data: Float32Array;
 }
 
-/** The grid the head predicts on (cells per side of the model's input square). */
-export const HEAD_GRID = 64;
+/** The grid a new head predicts on (cells per side of the model's input square). */
+export const HEAD_GRID = 128;
 
 export interface PixelHead {
   /** Feature maps read, in order, with their channel counts (checked against the model's). */
@@ -46,7 +47,7 @@ interface Taps {
 const tapCache = new Map<string, Taps>();
 
 /** Taps that bring an h x w map to the G x G grid (align-corners-false bilinear, or r x r average pooling). */
-function tapsFor(h: number, w: number, G = HEAD_GRID): Taps {
+function tapsFor(h: number, w: number, G: number): Taps {
   const key = `${h}x${w}:${G}`;
   let t = tapCache.get(key);
   if (t) return t;
@@ -89,7 +90,7 @@ function tapsFor(h: number, w: number, G = HEAD_GRID): Taps {
  * encoder's features say little about position, and a structure with a side (the left kidney,
  * not the right) is told apart by it.
  */
-export function positionMap(G = HEAD_GRID): FeatureMap {
+export function positionMap(G: number): FeatureMap {
   const data = new Float32Array(2 * G * G);
   for (let y = 0; y < G; y++) for (let x = 0; x < G; x++) {
     data[y * G + x] = ((x + 0.5) / G) * 2 - 1;
@@ -100,13 +101,29 @@ export function positionMap(G = HEAD_GRID): FeatureMap {
 
 export const featureDims = (maps: Pick<FeatureMap, 'channels'>[]): number => maps.reduce((n, m) => n + m.channels, 0);
 
+/** The grid of a head or of the maps it reads: the size of the position map among them. */
+export function gridOf(maps: Pick<FeatureMap, 'name' | 'height'>[]): number {
+  const p = maps.find((m) => m.name === 'position');
+  if (!p) throw new Error('the head reads no position map, so its grid is unknown');
+  return p.height;
+}
+
+/** Why a head's inputs cannot be read on its grid (no square position map, a map that does not pool evenly to it), or null. */
+export function gridProblem(inputs: Pick<FeatureMap, 'name' | 'height' | 'width'>[]): string | null {
+  const p = inputs.find((m) => m.name === 'position');
+  if (!p || p.height !== p.width || p.height < 1 || p.height > 1024) return 'its head has no square position map of at most 1024 cells a side';
+  const G = p.height;
+  const bad = inputs.find((m) => m.height >= G && (m.height % G !== 0 || m.width / G !== m.height / G));
+  return bad ? `its feature map ${bad.name} [${bad.height}x${bad.width}] does not pool evenly to the head's ${G} x ${G} grid` : null;
+}
+
 /** The feature rows of the given grid cells: [cells.length x D], every map resampled to the grid. */
 export function cellFeatures(maps: FeatureMap[], cells: ArrayLike<number>): Float32Array {
-  const D = featureDims(maps);
+  const D = featureDims(maps), G = gridOf(maps);
   const out = new Float32Array(cells.length * D);
   let off = 0;
   for (const m of maps) {
-    const t = tapsFor(m.height, m.width);
+    const t = tapsFor(m.height, m.width, G);
     const plane = m.height * m.width;
     for (let r = 0; r < cells.length; r++) {
       const base = cells[r] * t.per;
@@ -135,7 +152,7 @@ function checkInputs(head: PixelHead, maps: FeatureMap[]): void {
  */
 export function predictGrid(head: PixelHead, maps: FeatureMap[]): Float32Array {
   checkInputs(head, maps);
-  const G = HEAD_GRID, H = head.hidden, cells = G * G;
+  const G = gridOf(head.inputs), H = head.hidden, cells = G * G;
   const pre = new Float32Array(cells * H);
   // folded bias: b1 - sum_d w1[d] * mean[d] / std[d]
   const b = Float32Array.from(head.b1);
@@ -157,7 +174,7 @@ export function predictGrid(head: PixelHead, maps: FeatureMap[]): Float32Array {
         for (let j = 0; j < H; j++) proj[o + j] += v * wrow[j];
       }
     }
-    const t = tapsFor(m.height, m.width);
+    const t = tapsFor(m.height, m.width, G);
     for (let q = 0; q < cells; q++) {
       const o = q * H;
       for (let k = 0; k < t.per; k++) {

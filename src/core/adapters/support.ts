@@ -1,6 +1,5 @@
 import type { RasterImage } from '../image/raster.js';
 import { letterboxGeometry, type Letterbox } from '../image/resize.js';
-import { HEAD_GRID } from './pixel-head.js';
 
 /** A labelled image of the support set: the image and its 0/1 mask at the image's size. */
 export interface LabelledImage {
@@ -22,8 +21,8 @@ export interface CellLabels {
  * The mask seen on the head's grid: each input pixel of the size x size letterbox reads the image
  * pixel under its centre, and each grid cell averages its input pixels.
  */
-export function cellLabels(mask: Uint8Array, width: number, height: number, size: number, box: Letterbox = letterboxGeometry(width, height, size)): CellLabels {
-  const G = HEAD_GRID, r = size / G;
+export function cellLabels(mask: Uint8Array, width: number, height: number, size: number, G: number, box: Letterbox = letterboxGeometry(width, height, size)): CellLabels {
+  const r = size / G;
   const inside = new Float32Array(G * G), hits = new Float32Array(G * G);
   for (let v = box.top; v < box.top + box.innerH; v++) {
     const y = Math.min(height - 1, Math.floor(((v - box.top + 0.5) * height) / box.innerH));

@@ -1,6 +1,6 @@
 import { fail } from '../errors.js';
 import type { RasterImage } from '../image/raster.js';
-import { adapterLogits, headMaps, logitCut, supportDistance, type Embedder } from '../adapters/adapt.js';
+import { adapterLogits, logitCut, supportDistance, type Embedder } from '../adapters/adapt.js';
 import type { LoadedAdapter } from '../adapters/adapter-set.js';
 import type { ImageFeatures, SegmentationModel } from '../models/model.js';
 import { DEFAULT_THRESHOLDS, type Reason } from '../trust/verdict.js';
@@ -20,7 +20,7 @@ export interface AdapterPrompt {
  */
 export async function adapterPass(model: SegmentationModel, features: ImageFeatures, image: RasterImage, prompts: AdapterPrompt[], o: { threshold?: number; largestComponent?: boolean | 'auto'; embed?: Embedder }): Promise<PromptResult[]> {
   if (!model.featureMaps) fail('invalid_argument', `model ${model.entry.id} does not serve adapters`, 'model');
-  const maps = headMaps(model.featureMaps!(features));
+  const maps = model.featureMaps!(features);
   const out: PromptResult[] = [];
   for (const { prompt, adapter } of prompts) {
     const c = adapter.file.calibration;
