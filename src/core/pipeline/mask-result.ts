@@ -74,15 +74,12 @@ export function probabilityMap(r: Pick<PromptResult, 'logits' | 'temperature'>):
 /** How far around the mask its boundary band reaches (px): the uncertainty summary's pixels lie within the mask's box widened by it. */
 const UNCERTAINTY_BAND = 2;
 
-/** Pixel i's value for the pixels of a box widened by `band`, interpolated once for that rectangle. */
-function regionReader(sampler: GridSampler, bbox: [number, number, number, number], band: number, width: number, height: number): (i: number) => number {
+/** Pixel (x, y)'s value for the pixels of a box widened by `band`, interpolated once for that rectangle. */
+function regionReader(sampler: GridSampler, bbox: [number, number, number, number], band: number, width: number, height: number): (x: number, y: number) => number {
   const x0 = Math.max(0, bbox[0] - band), y0 = Math.max(0, bbox[1] - band);
   const r = { x: x0, y: y0, w: Math.min(width - 1, bbox[0] + bbox[2] - 1 + band) - x0 + 1, h: Math.min(height - 1, bbox[1] + bbox[3] - 1 + band) - y0 + 1 };
   const v = sampler.region(r);
-  return (i) => {
-    const x = i % width;
-    return v[((i - x) / width - y0) * r.w + x - x0];
-  };
+  return (x, y) => v[(y - y0) * r.w + x - x0];
 }
 
 /** Logits at the image size -> mask, geometry, uncertainty and verdict of one prompt (probabilities only where they are summarised). */
@@ -100,9 +97,10 @@ export async function maskResult(prompt: string, mode: 'whole' | 'tiled', logits
   const stats = maskStats(mask, width, height, bounds); // the mask lies within the thresholded bounds (the largest component too)
   await yieldTurn();
   const temperature = t.temperature;
-  const logitAt = sampler && stats.bbox ? regionReader(sampler, stats.bbox, UNCERTAINTY_BAND, width, height) : ((d) => (i: number) => d[i])(logits.data);
+  // (an empty mask reads no pixel: its logits are not made)
+  const logitAt = sampler && stats.bbox ? regionReader(sampler, stats.bbox, UNCERTAINTY_BAND, width, height) : (x: number, y: number) => logits.data[y * width + x];
   // the probability as the float32 map holds it
-  const uncertainty = summariseUncertainty((i) => Math.fround(sigmoid(logitAt(i) / temperature)), mask, width, height, stats.bbox, UNCERTAINTY_BAND);
+  const uncertainty = summariseUncertainty((x, y) => Math.fround(sigmoid(logitAt(x, y) / temperature)), mask, width, height, stats.bbox, UNCERTAINTY_BAND);
   const { verdict, reasons } = decideVerdict(
     {
       structureName: t.structure?.name ?? t.structureName,

@@ -21,11 +21,12 @@ export interface UncertaintySummary {
 
 /**
  * Summarises a probability map around a thresholded mask. The boundary band is the set of
- * pixels whose 4-neighbourhood (repeated `band` times) crosses the mask edge. `probAt(i)` gives
- * pixel i's probability; it is asked only for the pixels of the mask and its band, which lie in
- * the mask's bounding box `bbox` ([x, y, width, height], null for an empty mask) widened by `band`.
+ * pixels whose 4-neighbourhood (repeated `band` times) crosses the mask edge. `probAt(x, y)` gives
+ * pixel (x, y)'s probability; it is asked only for the pixels of the mask and its band, which lie in
+ * the mask's bounding box `bbox` ([x, y, width, height], null for an empty mask) widened by `band`,
+ * row by row.
  */
-export function summariseUncertainty(probAt: (i: number) => number, mask: Uint8Array, width: number, height: number, bbox: [number, number, number, number] | null, band = 2): UncertaintySummary {
+export function summariseUncertainty(probAt: (x: number, y: number) => number, mask: Uint8Array, width: number, height: number, bbox: [number, number, number, number] | null, band = 2): UncertaintySummary {
   if (!bbox) return { boundaryEntropy: 0, uncertainFraction: 0, meanConfidence: 1 }; // no edge, no mask
   const x0 = Math.max(0, bbox[0] - band), y0 = Math.max(0, bbox[1] - band);
   const x1 = Math.min(width - 1, bbox[0] + bbox[2] - 1 + band), y1 = Math.min(height - 1, bbox[1] + bbox[3] - 1 + band);
@@ -56,7 +57,7 @@ export function summariseUncertainty(probAt: (i: number) => number, mask: Uint8A
       const i = y * width + x;
       const inBand = grown[(y - y0) * rw + x - x0], inMask = mask[i];
       if (!inBand && !inMask) continue;
-      const p = probAt(i);
+      const p = probAt(x, y);
       if (inBand) {
         be += entropyBits(p);
         bn++;
