@@ -31,7 +31,7 @@ export const FewShotSuiteSchema = z.object({
   ks: z.array(z.union([z.number().int().positive(), z.literal('all')])),
   draws: z.number().int().positive().default(3),
   baseline_results: z.string().optional().describe('The task-specific U-Nets\' results (fewshot_unet.py), relative to the suite file.'),
-  bars: z.array(z.object({ dataset: z.string(), k: z.union([z.number(), z.literal('all')]), min_dice: z.number().optional(), vs_baseline: z.enum(['at_least', 'within_5_points']).optional() })).default([]),
+  bars: z.array(z.object({ dataset: z.string(), structure: z.string().optional().describe('Which of the dataset\'s entries, where the suite has several.'), k: z.union([z.number(), z.literal('all')]), min_dice: z.number().optional(), vs_baseline: z.enum(['at_least', 'within_5_points']).optional() })).default([]),
 });
 export type FewShotSuite = z.infer<typeof FewShotSuiteSchema>;
 
@@ -75,6 +75,8 @@ interface ZeroShot {
 
 interface BaselineRun {
   dataset: string;
+  /** The dataset's structure (absent: the dataset's only entry in the suite). */
+  structure?: string;
   k: number | 'all';
   draw: number;
   test_dice: number[];
@@ -87,13 +89,13 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
   mkdirSync(outDir, { recursive: true });
   writeFileSync(path.join(outDir, 'plan.json'), JSON.stringify(plan, null, 1));
   const model = ctx.pipeline.registry.get();
-  const runs: (FewShotRun & { dataset: string })[] = [];
+  const runs: (FewShotRun & { dataset: string; structure: string })[] = [];
   // runs of an earlier results.json in the same folder with the same support images, draw, model files and adaptation recipe are kept, not run again
   const resultsFile = path.join(outDir, 'results.json');
   const fingerprint = JSON.stringify(model.entry.files);
   const recipe = JSON.stringify(DEFAULT_RECIPE);
-  const earlier = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { model_files?: string; adapter_recipe?: string; runs: (FewShotRun & { dataset: string })[] }) : undefined;
-  const reusable = new Map((earlier?.model_files === fingerprint && earlier.adapter_recipe === recipe ? earlier.runs : []).map((r) => [`${r.dataset}|${r.k}|${r.draw}|${r.support.join(',')}`, r]));
+  const earlier = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { model_files?: string; adapter_recipe?: string; runs: (FewShotRun & { dataset: string; structure: string })[] }) : undefined;
+  const reusable = new Map((earlier?.model_files === fingerprint && earlier.adapter_recipe === recipe ? earlier.runs : []).map((r) => [`${r.dataset}|${r.structure}|${r.k}|${r.draw}|${r.support.join(',')}`, r]));
   const zero: Record<string, ZeroShot> = {};
   for (const d of suite.datasets) {
     const root = path.resolve(suiteDir, d.data_root, d.id);
@@ -107,19 +109,19 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
       if (r.verdict === 'reject') rejected++;
       zd.push(dice(r.mask, t.mask));
     }
-    zero[d.id] = { prompt: d.zero_shot_prompt, dice: mean(zd), ci: bootstrapCi(zd), rejected, cases: test.length };
-    progress?.(`${d.id} zero-shot "${d.zero_shot_prompt}": Dice ${mean(zd).toFixed(3)}, ${rejected}/${test.length} rejected`);
+    zero[`${d.id}|${d.structure}`] = { prompt: d.zero_shot_prompt, dice: mean(zd), ci: bootstrapCi(zd), rejected, cases: test.length };
+    progress?.(`${d.id} / ${d.structure} zero-shot "${d.zero_shot_prompt}": Dice ${mean(zd).toFixed(3)}, ${rejected}/${test.length} rejected`);
     const val = (folder.splits.val ?? []).map((c) => cases.get(c)!);
-    for (const p of plan.filter((x) => x.dataset === d.id)) {
-      const again = reusable.get(`${p.dataset}|${p.k}|${p.draw}|${p.support.join(',')}`);
+    for (const p of plan.filter((x) => x.dataset === d.id && x.structure === d.structure)) {
+      const again = reusable.get(`${p.dataset}|${p.structure}|${p.k}|${p.draw}|${p.support.join(',')}`);
       if (again) {
         runs.push(again);
         continue;
       }
       const outcome = await adaptHead(model, p.support.map((c) => cases.get(c)!), val, { seed: p.draw + 1 });
       const td = await testDice(model, outcome, test);
-      runs.push({ dataset: d.id, k: p.k, draw: p.draw, support: p.support, seconds: outcome.seconds, validation_dice: outcome.validation?.dice_mean ?? null, test_dice: td, test_dice_mean: mean(td) });
-      progress?.(`${d.id} k=${p.k} draw ${p.draw}: test Dice ${mean(td).toFixed(3)} (${outcome.seconds.toFixed(1)} s)`);
+      runs.push({ dataset: d.id, structure: d.structure, k: p.k, draw: p.draw, support: p.support, seconds: outcome.seconds, validation_dice: outcome.validation?.dice_mean ?? null, test_dice: td, test_dice_mean: mean(td) });
+      progress?.(`${d.id} / ${d.structure} k=${p.k} draw ${p.draw}: test Dice ${mean(td).toFixed(3)} (${outcome.seconds.toFixed(1)} s)`);
     }
   }
   const baselineFile = suite.baseline_results ? path.resolve(suiteDir, suite.baseline_results) : undefined;
@@ -128,13 +130,13 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
     dataset: d.id,
     structure: d.structure,
     role: d.role,
-    zero_shot: zero[d.id],
+    zero_shot: zero[`${d.id}|${d.structure}`],
     few_shot: suite.ks
-      .map((k) => runs.filter((r) => r.dataset === d.id && r.k === k))
+      .map((k) => runs.filter((r) => r.dataset === d.id && r.structure === d.structure && r.k === k))
       .filter((rs) => rs.length)
       .map((rs) => ({ ...summariseK(rs), seconds: mean(rs.map((r) => r.seconds)) })),
     task_specific: suite.ks
-      .map((k) => baseline.filter((r) => r.dataset === d.id && r.k === k))
+      .map((k) => baseline.filter((r) => r.dataset === d.id && (r.structure ?? d.structure) === d.structure && r.k === k))
       .filter((rs) => rs.length)
       .map((rs) => {
         const all = rs.flatMap((r) => r.test_dice);
@@ -142,7 +144,7 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
       }),
   }));
   const bars = suite.bars.map((b) => {
-    const row = table.find((t) => t.dataset === b.dataset)!;
+    const row = table.find((t) => t.dataset === b.dataset && (b.structure === undefined || t.structure === b.structure))!;
     const fs = row.few_shot.find((x) => x.k === b.k);
     const ts = row.task_specific.find((x) => x.k === b.k);
     const met = !!fs && (b.min_dice === undefined || fs.dice >= b.min_dice) && (b.vs_baseline === undefined || (!!ts && (b.vs_baseline === 'at_least' ? fs.dice >= ts.dice : fs.dice >= ts.dice - 0.05)));
@@ -160,7 +162,7 @@ type Table = { dataset: string; structure: string; role: string; zero_shot: Zero
 
 const f3 = (v: number) => v.toFixed(3);
 
-function fewShotMarkdown(suite: FewShotSuite, table: Table, bars: { dataset: string; k: number | 'all'; few_shot: number | null; task_specific: number | null; met: boolean | null; min_dice?: number; vs_baseline?: string }[]): string {
+function fewShotMarkdown(suite: FewShotSuite, table: Table, bars: { dataset: string; structure?: string; k: number | 'all'; few_shot: number | null; task_specific: number | null; met: boolean | null; min_dice?: number; vs_baseline?: string }[]): string {
   const lines = [`# ${suite.name}`, '', suite.description, '', 'Test Dice on present cases, mean over every test case of every draw, with its 95% bootstrap interval; seconds per adaptation as this run measured them (on a machine that may have been running other work: `npm run bench:adapt` times adaptation alone).', ''];
   lines.push('| dataset / structure | method | k | draws | Dice | 95% CI | seconds |', '|---|---|---|---|---|---|---|');
   for (const t of table) {
@@ -171,7 +173,7 @@ function fewShotMarkdown(suite: FewShotSuite, table: Table, bars: { dataset: str
   }
   if (bars.length) {
     lines.push('', '| bar | adapter | U-Net | met |', '|---|---|---|---|');
-    for (const b of bars) lines.push(`| ${b.dataset} k=${b.k}${b.min_dice !== undefined ? ` Dice >= ${b.min_dice}` : ''}${b.vs_baseline === 'at_least' ? ' and at least the U-Net' : b.vs_baseline === 'within_5_points' ? ' and within 5 points of the U-Net' : ''} | ${b.few_shot === null ? '-' : f3(b.few_shot)} | ${b.task_specific === null ? '-' : f3(b.task_specific)} | ${b.met === null ? 'not run' : b.met ? 'yes' : 'no'} |`);
+    for (const b of bars) lines.push(`| ${b.dataset}${b.structure ? ` / ${b.structure}` : ''} k=${b.k}${b.min_dice !== undefined ? ` Dice >= ${b.min_dice}` : ''}${b.vs_baseline === 'at_least' ? ' and at least the U-Net' : b.vs_baseline === 'within_5_points' ? ' and within 5 points of the U-Net' : ''} | ${b.few_shot === null ? '-' : f3(b.few_shot)} | ${b.task_specific === null ? '-' : f3(b.task_specific)} | ${b.met === null ? 'not run' : b.met ? 'yes' : 'no'} |`);
   }
   return lines.join('\n') + '\n';
 }
