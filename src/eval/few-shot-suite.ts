@@ -30,6 +30,11 @@ export const FewShotSuiteSchema = z.object({
   ),
   ks: z.array(z.union([z.number().int().positive(), z.literal('all')])),
   draws: z.number().int().positive().default(3),
+  adaptation: z
+    .object({ grid: z.number().int().min(8).max(512).optional(), hidden: z.number().int().min(1).max(256).optional() })
+    .strict()
+    .default({})
+    .describe('Changes to the adaptation recipe, for comparing recipes on the same draws (default: none, what promptseg adapt does).'),
   baseline_results: z.string().optional().describe('The task-specific U-Nets\' results (fewshot_unet.py), relative to the suite file.'),
   bars: z.array(z.object({ dataset: z.string(), structure: z.string().optional().describe('Which of the dataset\'s entries, where the suite has several.'), k: z.union([z.number(), z.literal('all')]), min_dice: z.number().optional(), vs_baseline: z.enum(['at_least', 'within_5_points']).optional() })).default([]),
 });
@@ -93,7 +98,8 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
   // runs of an earlier results.json in the same folder with the same support images, draw, model files and adaptation recipe are kept, not run again
   const resultsFile = path.join(outDir, 'results.json');
   const fingerprint = JSON.stringify(model.entry.files);
-  const recipe = JSON.stringify(DEFAULT_RECIPE);
+  const recipe = JSON.stringify({ ...DEFAULT_RECIPE, ...suite.adaptation });
+  const adaptation = { ...(suite.adaptation.grid ? { grid: suite.adaptation.grid } : {}), ...(suite.adaptation.hidden ? { train: { hidden: suite.adaptation.hidden } } : {}) };
   const earlier = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { model_files?: string; adapter_recipe?: string; runs: (FewShotRun & { dataset: string; structure: string })[] }) : undefined;
   const reusable = new Map((earlier?.model_files === fingerprint && earlier.adapter_recipe === recipe ? earlier.runs : []).map((r) => [`${r.dataset}|${r.structure}|${r.k}|${r.draw}|${r.support.join(',')}`, r]));
   const zero: Record<string, ZeroShot> = {};
@@ -118,7 +124,7 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
         runs.push(again);
         continue;
       }
-      const outcome = await adaptHead(model, p.support.map((c) => cases.get(c)!), val, { seed: p.draw + 1 });
+      const outcome = await adaptHead(model, p.support.map((c) => cases.get(c)!), val, { seed: p.draw + 1, ...adaptation });
       const td = await testDice(model, outcome, test);
       runs.push({ dataset: d.id, structure: d.structure, k: p.k, draw: p.draw, support: p.support, seconds: outcome.seconds, validation_dice: outcome.validation?.dice_mean ?? null, test_dice: td, test_dice_mean: mean(td) });
       progress?.(`${d.id} / ${d.structure} k=${p.k} draw ${p.draw}: test Dice ${mean(td).toFixed(3)} (${outcome.seconds.toFixed(1)} s)`);

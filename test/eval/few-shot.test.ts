@@ -8,7 +8,7 @@ import { makeLabelledFolder } from '../helpers/labelled-folder.js';
 import { testContext } from '../helpers/service.js';
 
 describe('the few-shot protocol', () => {
-  it('keeps two structures of one dataset apart (zero-shot, adapters, bars) and reuses their runs on a rerun', async () => {
+  it('keeps two structures of one dataset apart (zero-shot, adapters, bars), adapts by the suite\'s recipe and reuses its runs on a rerun', async () => {
     const root = mkdtempSync(path.join(tmpdir(), 'promptseg-fewshot-'));
     const ds = path.join(root, 'data', 'two_structures');
     mkdirSync(ds, { recursive: true });
@@ -34,6 +34,7 @@ describe('the few-shot protocol', () => {
         ],
         ks: ['all'],
         draws: 1,
+        adaptation: { grid: 64 },
         bars: [{ dataset: 'two_structures', structure: 'surround', k: 'all', min_dice: 0.5 }],
       }),
     );
@@ -45,6 +46,8 @@ describe('the few-shot protocol', () => {
     expect(first.table.map((t: { structure: string }) => t.structure)).toEqual(['phantom_insert', 'surround']);
     expect(first.table.map((t: { zero_shot: { prompt: string } }) => t.zero_shot.prompt)).toEqual(['phantom insert', 'left lung']);
     expect(first.runs.map((r: { structure: string }) => r.structure)).toEqual(['phantom_insert', 'surround']);
+    // the suite's change to the recipe is the recipe recorded (and the one a rerun must match to reuse a run)
+    expect(JSON.parse(first.adapter_recipe)).toMatchObject({ grid: 64, hidden: 16, heads: 3 });
     // each structure's adapter is scored against its own masks: the surround covers most of each image
     const [insert, surround] = first.runs.map((r: { test_dice_mean: number }) => r.test_dice_mean);
     expect(surround).toBeGreaterThan(0.9);
