@@ -70,6 +70,11 @@ export function fewShotPlan(suite: FewShotSuite, suiteDir: string): FewShotPlanE
   return plan;
 }
 
+/** One suite entry (a dataset's structure), as runs, zero-shot figures and bars name it. */
+const entryKey = (dataset: string, structure: string): string => `${dataset}|${structure}`;
+/** One adaptation of an entry: its k, draw and support images. */
+const runKey = (r: { dataset: string; structure: string; k: number | 'all'; draw: number; support: string[] }): string => `${entryKey(r.dataset, r.structure)}|${r.k}|${r.draw}|${r.support.join(',')}`;
+
 interface ZeroShot {
   prompt: string;
   dice: number;
@@ -101,7 +106,7 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
   const recipe = JSON.stringify({ ...DEFAULT_RECIPE, ...suite.adaptation });
   const adaptation = { ...(suite.adaptation.grid ? { grid: suite.adaptation.grid } : {}), ...(suite.adaptation.hidden ? { train: { hidden: suite.adaptation.hidden } } : {}) };
   const earlier = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { model_files?: string; adapter_recipe?: string; runs: (FewShotRun & { dataset: string; structure: string })[] }) : undefined;
-  const reusable = new Map((earlier?.model_files === fingerprint && earlier.adapter_recipe === recipe ? earlier.runs : []).map((r) => [`${r.dataset}|${r.structure}|${r.k}|${r.draw}|${r.support.join(',')}`, r]));
+  const reusable = new Map((earlier?.model_files === fingerprint && earlier.adapter_recipe === recipe ? earlier.runs : []).map((r) => [runKey(r), r]));
   const zero: Record<string, ZeroShot> = {};
   for (const d of suite.datasets) {
     const root = path.resolve(suiteDir, d.data_root, d.id);
@@ -115,11 +120,12 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
       if (r.verdict === 'reject') rejected++;
       zd.push(dice(r.mask, t.mask));
     }
-    zero[`${d.id}|${d.structure}`] = { prompt: d.zero_shot_prompt, dice: mean(zd), ci: bootstrapCi(zd), rejected, cases: test.length };
+    const key = entryKey(d.id, d.structure);
+    zero[key] = { prompt: d.zero_shot_prompt, dice: mean(zd), ci: bootstrapCi(zd), rejected, cases: test.length };
     progress?.(`${d.id} / ${d.structure} zero-shot "${d.zero_shot_prompt}": Dice ${mean(zd).toFixed(3)}, ${rejected}/${test.length} rejected`);
     const val = (folder.splits.val ?? []).map((c) => cases.get(c)!);
-    for (const p of plan.filter((x) => x.dataset === d.id && x.structure === d.structure)) {
-      const again = reusable.get(`${p.dataset}|${p.structure}|${p.k}|${p.draw}|${p.support.join(',')}`);
+    for (const p of plan.filter((x) => entryKey(x.dataset, x.structure) === key)) {
+      const again = reusable.get(runKey(p));
       if (again) {
         runs.push(again);
         continue;
@@ -136,13 +142,13 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
     dataset: d.id,
     structure: d.structure,
     role: d.role,
-    zero_shot: zero[`${d.id}|${d.structure}`],
+    zero_shot: zero[entryKey(d.id, d.structure)],
     few_shot: suite.ks
-      .map((k) => runs.filter((r) => r.dataset === d.id && r.structure === d.structure && r.k === k))
+      .map((k) => runs.filter((r) => entryKey(r.dataset, r.structure) === entryKey(d.id, d.structure) && r.k === k))
       .filter((rs) => rs.length)
       .map((rs) => ({ ...summariseK(rs), seconds: mean(rs.map((r) => r.seconds)) })),
     task_specific: suite.ks
-      .map((k) => baseline.filter((r) => r.dataset === d.id && (r.structure ?? d.structure) === d.structure && r.k === k))
+      .map((k) => baseline.filter((r) => entryKey(r.dataset, r.structure ?? d.structure) === entryKey(d.id, d.structure) && r.k === k))
       .filter((rs) => rs.length)
       .map((rs) => {
         const all = rs.flatMap((r) => r.test_dice);
@@ -150,7 +156,8 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
       }),
   }));
   const bars = suite.bars.map((b) => {
-    const row = table.find((t) => t.dataset === b.dataset && (b.structure === undefined || t.structure === b.structure))!;
+    const row = table.find((t) => t.dataset === b.dataset && (b.structure === undefined || t.structure === b.structure));
+    if (!row) throw new Error(`a bar names ${b.dataset}${b.structure ? ` / ${b.structure}` : ''}, which is not an entry of the suite`);
     const fs = row.few_shot.find((x) => x.k === b.k);
     const ts = row.task_specific.find((x) => x.k === b.k);
     const met = !!fs && (b.min_dice === undefined || fs.dice >= b.min_dice) && (b.vs_baseline === undefined || (!!ts && (b.vs_baseline === 'at_least' ? fs.dice >= ts.dice : fs.dice >= ts.dice - 0.05)));
