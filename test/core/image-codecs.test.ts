@@ -3,7 +3,7 @@ import sharp from 'sharp';
 import { cocoRleToMask, maskToCocoRle, maskToPng, maskToPolygons } from '../../src/core/image/mask-encode.js';
 import { components, maskStats } from '../../src/core/image/mask-stats.js';
 import { seededRandom } from '../../src/core/stats.js';
-import { letterbox, letterboxGeometry, roundHalfEven } from '../../src/core/image/resize.js';
+import { letterbox, letterboxGeometry, resizeRgb, roundHalfEven } from '../../src/core/image/resize.js';
 import { decodeImage, sniffFormat } from '../../src/core/image/decode.js';
 import { AppFailure } from '../../src/core/errors.js';
 import { greyPng, pngHeaderOnly } from '../helpers/fixtures.js';
@@ -94,6 +94,21 @@ describe('letterbox', () => {
     expect(box).toMatchObject({ innerW: 64, innerH: 32, top: 16 });
     expect(pixels[0]).toBe(0);
     expect(pixels[(32 * 64 + 32) * 3]).toBe(200);
+  });
+
+  it('resamples a grey image to the bytes each channel of a colour image gets, at every size', () => {
+    const rnd = seededRandom(31);
+    for (let t = 0; t < 40; t++) {
+      const w = 1 + Math.floor(rnd() * 300), h = 1 + Math.floor(rnd() * 300), ow = 1 + Math.floor(rnd() * 200), oh = 1 + Math.floor(rnd() * 200);
+      const grey = new Uint8Array(w * h * 3);
+      for (let i = 0; i < w * h; i++) grey[3 * i] = grey[3 * i + 1] = grey[3 * i + 2] = Math.floor(rnd() * 256);
+      // one blue value moved: the colour path, whose red and green planes are the grey plane
+      const colour = grey.slice();
+      colour[2] ^= 1;
+      const a = resizeRgb({ width: w, height: h, data: grey }, ow, oh), b = resizeRgb({ width: w, height: h, data: colour }, ow, oh);
+      const differ = Array.from({ length: ow * oh }, (_, i) => i).filter((i) => a[3 * i] !== b[3 * i] || a[3 * i + 1] !== b[3 * i + 1]);
+      expect(differ).toEqual([]);
+    }
   });
 });
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { decideVerdict, DEFAULT_THRESHOLDS, REASON_CODES, type TrustInput } from '../../src/core/trust/verdict.js';
 import { summariseUncertainty } from '../../src/core/trust/scores.js';
 import { maskStats } from '../../src/core/image/mask-stats.js';
+import { MaskRuns } from '../../src/core/image/mask-runs.js';
 
 const good: TrustInput = { structureName: 'heart', inVocabulary: true, manyParts: false, presence: 0.97, quality: 0.9, uncertainFraction: 0.05, areaFraction: 0.1, components: 1 };
 const codes = (t: Partial<TrustInput>) => decideVerdict({ ...good, ...t }).reasons.map((r) => r.code);
@@ -63,11 +64,11 @@ describe('uncertainty summary', () => {
     const prob = new Float32Array(w * h).fill(0.02);
     const mask = new Uint8Array(w * h);
     for (let y = 3; y < 7; y++) for (let x = 3; x < 7; x++) { mask[y * w + x] = 1; prob[y * w + x] = 0.98; }
-    const sure = summariseUncertainty((x, y) => prob[y * w + x], mask, w, h, maskStats(mask, w, h).bbox);
+    const sure = summariseUncertainty((x, y) => prob[y * w + x], MaskRuns.of(mask, w, h), maskStats(mask, w, h).bbox);
     expect(sure.uncertainFraction).toBe(0);
     expect(sure.meanConfidence).toBeGreaterThan(0.95);
     for (let y = 3; y < 7; y++) prob[y * w + 3] = 0.5;
-    const unsure = summariseUncertainty((x, y) => prob[y * w + x], mask, w, h, maskStats(mask, w, h).bbox);
+    const unsure = summariseUncertainty((x, y) => prob[y * w + x], MaskRuns.of(mask, w, h), maskStats(mask, w, h).bbox);
     expect(unsure.uncertainFraction).toBeCloseTo(4 / 16);
     expect(unsure.boundaryEntropy).toBeGreaterThan(sure.boundaryEntropy);
   });

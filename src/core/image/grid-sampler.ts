@@ -1,24 +1,6 @@
+import { MaskRuns } from './mask-runs.js';
 import type { PixelRect } from './mask-stats.js';
 import type { FloatGrid, GridSource } from './raster.js';
-
-/** The bounding rectangle of the pixels added to it. */
-export class RectTracker {
-  private x0 = Infinity;
-  private y0 = Infinity;
-  private x1 = -1;
-  private y1 = -1;
-
-  add(x: number, y: number): void {
-    if (x < this.x0) this.x0 = x;
-    if (x > this.x1) this.x1 = x;
-    if (y < this.y0) this.y0 = y;
-    if (y > this.y1) this.y1 = y;
-  }
-
-  rect(): PixelRect | null {
-    return this.x1 < 0 ? null : { x: this.x0, y: this.y0, w: this.x1 - this.x0 + 1, h: this.y1 - this.y0 + 1 };
-  }
-}
 
 /**
  * The values mapGrid interpolates from a model's grid onto an image (bilinear, clamped at the
@@ -104,39 +86,80 @@ export class GridSampler {
   }
 
   /**
-   * A mask of the pixels whose value is above `hi` (1) or below `lo` (0), and `decide(value)` for
-   * those in between. A pixel's value lies between the smallest and largest of its grid cell's four
-   * corners, so cells wholly above hi or below lo are decided without interpolating; hi and lo must
-   * stand clear of the true cut by far more than float64 rounding.
+   * The runs of the pixels whose value is above `hi` (in the mask) or below `lo` (not), and
+   * `decide(value)` for those in between. A pixel's value lies between the smallest and largest of
+   * its grid cell's four corners, so cells wholly above hi or below lo are decided as a whole,
+   * without interpolating; hi and lo must stand clear of the true cut by far more than float64
+   * rounding.
    */
-  threshold(hi: number, lo: number, decide: (value: number) => number): { mask: Uint8Array; bounds: PixelRect | null } {
-    const { width, height, cx0, ry0 } = this;
+  threshold(hi: number, lo: number, decide: (value: number) => number): MaskRuns {
+    const { width, height, ry0 } = this;
     const g = this.source.grid, d = g.data, W = g.width, H = g.height;
-    // per grid cell (its top-left corner): 1 all corners above hi, 0 all below lo, 2 mixed
-    const state = new Uint8Array(W * H);
+    // each grid row's first and last point not below lo (first > last: none): cells outside
+    // them on both of a cell row's grid rows lie wholly below lo
+    const first = new Int32Array(H).fill(W), last = new Int32Array(H).fill(-1);
     for (let y = 0; y < H; y++) {
-      const r0 = y * W, r1 = Math.min(y + 1, H - 1) * W;
-      for (let x = 0; x < W; x++) {
+      const o = y * W;
+      let x = 0;
+      while (x < W && d[o + x] < lo) x++;
+      if (x === W) continue;
+      first[y] = x;
+      x = W - 1;
+      while (d[o + x] < lo) x--;
+      last[y] = x;
+    }
+    // per grid cell (its top-left corner) within a cell row's range: 1 all corners above hi, 0 all
+    // below lo, 2 mixed; cells outside the range are 0
+    const state = new Uint8Array(W * H);
+    const from = new Int32Array(H), to = new Int32Array(H).fill(-1); // each cell row's range (inclusive)
+    for (let y = 0; y < H; y++) {
+      const y1 = Math.min(y + 1, H - 1), r0 = y * W, r1 = y1 * W;
+      from[y] = Math.max(0, Math.min(first[y], first[y1]) - 1);
+      to[y] = Math.max(last[y], last[y1]);
+      for (let x = from[y]; x <= to[y]; x++) {
         const x1 = x + 1 < W ? x + 1 : x;
         const c0 = d[r0 + x], c1 = d[r0 + x1], c2 = d[r1 + x], c3 = d[r1 + x1];
         if (c0 > hi && c1 > hi && c2 > hi && c3 > hi) state[r0 + x] = 1;
         else if (!(c0 < lo && c1 < lo && c2 < lo && c3 < lo)) state[r0 + x] = 2;
       }
     }
-    const mask = new Uint8Array(width * height);
-    const b = new RectTracker();
+    const { spans, spanAt } = this.columnSpans();
+    const runs = MaskRuns.builder(width, height);
     for (let v = 0; v < height; v++) {
-      const cells = ry0[v] * W, row = v * width;
-      for (let u = 0; u < width; u++) {
-        const st = state[cells + cx0[u]];
+      const cy = ry0[v], cells = cy * W;
+      if (to[cy] < from[cy]) continue;
+      runs.beginRow(v);
+      for (let i = spanAt[from[cy]]; i < spans.length && spans[i] <= to[cy]; i += 3) {
+        const st = state[cells + spans[i]];
         if (st === 0) continue;
-        if (st === 1 || decide(this.at(u, v))) {
-          mask[row + u] = 1;
-          b.add(u, v);
-        }
+        const a = spans[i + 1], b = spans[i + 2];
+        if (st === 1) runs.include(a, b);
+        else for (let u = a; u < b; u++) if (decide(this.at(u, v))) runs.include(u, u + 1);
       }
     }
-    return { mask, bounds: b.rect() };
+    return runs.done();
+  }
+
+  /**
+   * The pixel columns each grid column's cells cover, as (grid column, first pixel, end) triples
+   * for the grid columns that cover any, left to right; spanAt[c]: the index of the first triple
+   * of a grid column at or right of c.
+   */
+  private columnSpans(): { spans: Int32Array; spanAt: Int32Array } {
+    const { cx0, width } = this;
+    const W = this.source.grid.width;
+    const out: number[] = [];
+    for (let u = 0; u < width; ) {
+      const c = cx0[u], a = u;
+      while (u < width && cx0[u] === c) u++; // cx0 never decreases along a row
+      out.push(c, a, u);
+    }
+    const spanAt = new Int32Array(W + 1);
+    for (let c = 0, i = 0; c <= W; c++) {
+      while (i < out.length && out[i] < c) i += 3;
+      spanAt[c] = i;
+    }
+    return { spans: Int32Array.from(out), spanAt };
   }
 }
 

@@ -35,33 +35,68 @@ function weights(inSize: number, outSize: number): { start: Int32Array; count: I
 /** Resizes interleaved 8-bit RGB to outW x outH. A grey image (R = G = B everywhere) is resampled once and copied to the three channels: the same values. */
 export function resizeRgb(img: RasterImage, outW: number, outH: number): Uint8Array {
   const { width: W, height: H, data } = img;
-  if (!isGrey(data)) return resizePlanes(data, W, H, outW, outH, 3);
-  const plane = new Uint8Array(W * H);
-  for (let i = 0; i < plane.length; i++) plane[i] = data[i * 3];
-  const small = resizePlanes(plane, W, H, outW, outH, 1);
+  const plane = greyPlane(data);
+  if (!plane) return resizeColour(data, W, H, outW, outH);
+  const small = resizeGrey(plane, W, H, outW, outH);
   const out = new Uint8Array(outW * outH * 3);
-  for (let i = 0; i < small.length; i++) out[i * 3] = out[i * 3 + 1] = out[i * 3 + 2] = small[i];
+  for (let i = 0, p = 0; i < small.length; i++, p += 3) out[p] = out[p + 1] = out[p + 2] = small[i];
   return out;
 }
 
-function isGrey(rgb: Uint8Array): boolean {
-  for (let i = 0; i < rgb.length; i += 3) if (rgb[i] !== rgb[i + 1] || rgb[i] !== rgb[i + 2]) return false;
-  return true;
+/** The one channel of a grey RGB image (R = G = B everywhere); undefined when a pixel has colour. */
+function greyPlane(rgb: Uint8Array): Uint8Array | undefined {
+  const n = rgb.length / 3, plane = new Uint8Array(n);
+  for (let i = 0, p = 0; i < n; i++, p += 3) {
+    const v = rgb[p];
+    if (rgb[p + 1] !== v || rgb[p + 2] !== v) return undefined;
+    plane[i] = v;
+  }
+  return plane;
 }
 
-/** Separable resampling of `ch` (1 or 3) interleaved 8-bit channels: along rows, rounded to 8 bits as PIL does between the passes, then along columns. */
-function resizePlanes(data: Uint8Array, W: number, H: number, outW: number, outH: number, ch: 1 | 3): Uint8Array {
+/**
+ * resizeColour for one channel, with the same sums in the same order (so the same bytes): the
+ * four-tap case of a 2x reduction written out, and the column pass accumulated a row at a time.
+ */
+function resizeGrey(data: Uint8Array, W: number, H: number, outW: number, outH: number): Uint8Array {
   const wx = weights(W, outW), wy = weights(H, outH);
-  const tmp = new Uint8Array(H * outW * ch);
+  const xs = wx.start, xn = wx.count, xw = Float64Array.from(wx.w), xst = wx.stride;
+  const tmp = new Uint8Array(H * outW);
+  for (let y = 0; y < H; y++) {
+    const row = y * W, q = y * outW;
+    for (let o = 0; o < outW; o++) {
+      const s = row + xs[o], n = xn[o], w0 = o * xst;
+      let v: number;
+      if (n === 4) v = xw[w0] * data[s] + xw[w0 + 1] * data[s + 1] + xw[w0 + 2] * data[s + 2] + xw[w0 + 3] * data[s + 3];
+      else {
+        v = 0;
+        for (let j = 0; j < n; j++) v += xw[w0 + j] * data[s + j];
+      }
+      tmp[q + o] = clamp255(Math.round(v));
+    }
+  }
+  const ys = wy.start, yn = wy.count, yw = Float64Array.from(wy.w), yst = wy.stride;
+  const out = new Uint8Array(outW * outH), acc = new Float64Array(outW);
+  for (let o = 0; o < outH; o++) {
+    const s = ys[o], n = yn[o], w0 = o * yst;
+    acc.fill(0);
+    for (let j = 0; j < n; j++) {
+      const k = yw[w0 + j], r = (s + j) * outW;
+      for (let x = 0; x < outW; x++) acc[x] += k * tmp[r + x];
+    }
+    const q = o * outW;
+    for (let x = 0; x < outW; x++) out[q + x] = clamp255(Math.round(acc[x]));
+  }
+  return out;
+}
+
+/** Separable resampling of interleaved 8-bit RGB: along rows, rounded to 8 bits as PIL does between the passes, then along columns. */
+function resizeColour(data: Uint8Array, W: number, H: number, outW: number, outH: number): Uint8Array {
+  const wx = weights(W, outW), wy = weights(H, outH);
+  const tmp = new Uint8Array(H * outW * 3);
   for (let y = 0; y < H; y++) {
     for (let o = 0; o < outW; o++) {
-      const s = wx.start[o], n = wx.count[o], w0 = o * wx.stride, q = (y * outW + o) * ch;
-      if (ch === 1) {
-        let v = 0;
-        for (let j = 0; j < n; j++) v += wx.w[w0 + j] * data[y * W + s + j];
-        tmp[q] = clamp255(Math.round(v));
-        continue;
-      }
+      const s = wx.start[o], n = wx.count[o], w0 = o * wx.stride, q = (y * outW + o) * 3;
       let r = 0, g = 0, b = 0;
       for (let j = 0; j < n; j++) {
         const k = wx.w[w0 + j], p = (y * W + s + j) * 3;
@@ -70,17 +105,11 @@ function resizePlanes(data: Uint8Array, W: number, H: number, outW: number, outH
       tmp[q] = clamp255(Math.round(r)); tmp[q + 1] = clamp255(Math.round(g)); tmp[q + 2] = clamp255(Math.round(b));
     }
   }
-  const out = new Uint8Array(outW * outH * ch);
+  const out = new Uint8Array(outW * outH * 3);
   for (let o = 0; o < outH; o++) {
     const s = wy.start[o], n = wy.count[o], w0 = o * wy.stride;
     for (let x = 0; x < outW; x++) {
-      const q = (o * outW + x) * ch;
-      if (ch === 1) {
-        let v = 0;
-        for (let j = 0; j < n; j++) v += wy.w[w0 + j] * tmp[(s + j) * outW + x];
-        out[q] = clamp255(Math.round(v));
-        continue;
-      }
+      const q = (o * outW + x) * 3;
       let r = 0, g = 0, b = 0;
       for (let j = 0; j < n; j++) {
         const k = wy.w[w0 + j], p = ((s + j) * outW + x) * 3;

@@ -1,7 +1,7 @@
 import { yieldTurn } from './cancel.js';
 import type { FloatGrid, RasterImage } from '../image/raster.js';
-import { RectTracker, samplerOf, type GridSampler } from '../image/grid-sampler.js';
-import { keepLargestComponent, maskStats, type PixelRect } from '../image/mask-stats.js';
+import { samplerOf, type GridSampler } from '../image/grid-sampler.js';
+import { keepLargestRunComponent, MaskRuns, runStats } from '../image/mask-runs.js';
 import { sigmoid, summariseUncertainty } from '../trust/scores.js';
 import { decideVerdict, type TrustThresholds } from '../trust/verdict.js';
 import type { Structure } from '../vocabulary.js';
@@ -35,11 +35,12 @@ export interface MaskTrust {
 
 /**
  * The mask of logits at a pixel probability threshold: 1 where sigmoid(logit / temperature) >=
- * threshold. Pixels clearly on one side of the threshold's logit are decided by comparison, those
- * within a hair of it by the probability itself, so the mask is the one the probabilities give.
- * Logits interpolated from a model's grid are thresholded cell by cell without making them all.
+ * threshold, as an array and as runs. Pixels clearly on one side of the threshold's logit are
+ * decided by comparison, those within a hair of it by the probability itself, so the mask is the
+ * one the probabilities give. Logits interpolated from a model's grid are thresholded cell by cell
+ * without making them all.
  */
-export function thresholdMask(logits: FloatGrid, temperature: number, threshold: number, sampler?: GridSampler): { mask: Uint8Array; bounds: PixelRect | null } {
+export function thresholdMask(logits: FloatGrid, temperature: number, threshold: number, sampler?: GridSampler): { mask: Uint8Array; runs: MaskRuns } {
   const cut = Math.log(threshold / (1 - threshold));
   // the margin, a millionth of the cut (relative), is far wider than the rounding of logit x
   // temperature or of an interpolation; too flat a sigmoid near 0 or 1 to trust one: no margin
@@ -47,16 +48,20 @@ export function thresholdMask(logits: FloatGrid, temperature: number, threshold:
   const hi = exactOnly ? Infinity : (cut + 1e-6 * Math.max(1, Math.abs(cut))) * temperature;
   const lo = exactOnly ? -Infinity : (cut - 1e-6 * Math.max(1, Math.abs(cut))) * temperature;
   const decide = (l: number) => (l > hi ? 1 : l < lo ? 0 : sigmoid(l / temperature) >= threshold ? 1 : 0);
-  if (sampler) return sampler.threshold(hi, lo, decide);
-  const d = logits.data, w = logits.width;
-  const mask = new Uint8Array(d.length);
-  const b = new RectTracker();
-  for (let i = 0; i < d.length; i++) {
-    if (!decide(d[i])) continue;
-    mask[i] = 1;
-    b.add(i % w, (i - (i % w)) / w);
+  const { width: w, height: h } = logits;
+  let runs: MaskRuns;
+  if (sampler) runs = sampler.threshold(hi, lo, decide);
+  else {
+    const d = logits.data, b = MaskRuns.builder(w, h);
+    for (let y = 0; y < h; y++) {
+      b.beginRow(y);
+      for (let x = 0, o = y * w; x < w; x++) if (decide(d[o + x])) b.include(x, x + 1);
+    }
+    runs = b.done();
   }
-  return { mask, bounds: b.rect() };
+  const mask = new Uint8Array(w * h);
+  runs.paint(mask);
+  return { mask, runs };
 }
 
 const probabilities = new WeakMap<FloatGrid, { temperature: number; map: Float32Array }>();
@@ -71,16 +76,8 @@ export function probabilityMap(r: Pick<PromptResult, 'logits' | 'temperature'>):
   return map;
 }
 
-/** How far around the mask its boundary band reaches (px): the uncertainty summary's pixels lie within the mask's box widened by it. */
+/** How far around the mask its boundary band reaches (px). */
 const UNCERTAINTY_BAND = 2;
-
-/** Pixel (x, y)'s value for the pixels of a box widened by `band`, interpolated once for that rectangle. */
-function regionReader(sampler: GridSampler, bbox: [number, number, number, number], band: number, width: number, height: number): (x: number, y: number) => number {
-  const x0 = Math.max(0, bbox[0] - band), y0 = Math.max(0, bbox[1] - band);
-  const r = { x: x0, y: y0, w: Math.min(width - 1, bbox[0] + bbox[2] - 1 + band) - x0 + 1, h: Math.min(height - 1, bbox[1] + bbox[3] - 1 + band) - y0 + 1 };
-  const v = sampler.region(r);
-  return (x, y) => v[(y - y0) * r.w + x - x0];
-}
 
 /** Logits at the image size -> mask, geometry, uncertainty and verdict of one prompt (probabilities only where they are summarised). */
 export async function maskResult(prompt: string, mode: 'whole' | 'tiled', logits: FloatGrid, image: RasterImage, threshold: number, t: MaskTrust): Promise<PromptResult> {
@@ -89,18 +86,18 @@ export async function maskResult(prompt: string, mode: 'whole' | 'tiled', logits
   const absent = !!t.notText || !!t.genericUnresolved || (t.presence < t.thresholds.presence && !t.ignorePresence);
   // logits interpolated from the model's grid and not yet made are read from the grid where needed
   const sampler = samplerOf(logits);
-  const { mask, bounds } = absent ? { mask: new Uint8Array(width * height), bounds: null } : thresholdMask(logits, t.temperature, threshold, sampler);
-  // full-image passes, with a turn of the event loop between them: health checks and other
+  const { mask, runs } = absent ? { mask: new Uint8Array(width * height), runs: MaskRuns.empty(width, height) } : thresholdMask(logits, t.temperature, threshold, sampler);
+  // with a turn of the event loop between the passes over the mask: health checks and other
   // clients are answered in between
   await yieldTurn();
-  const dropped = t.largestComponentOnly ? keepLargestComponent(mask, width, height) : 0;
-  const stats = maskStats(mask, width, height, bounds); // the mask lies within the thresholded bounds (the largest component too)
+  const dropped = t.largestComponentOnly ? keepLargestRunComponent(runs, mask) : 0;
+  const stats = runStats(runs);
   await yieldTurn();
   const temperature = t.temperature;
-  // (an empty mask reads no pixel: its logits are not made)
-  const logitAt = sampler && stats.bbox ? regionReader(sampler, stats.bbox, UNCERTAINTY_BAND, width, height) : (x: number, y: number) => logits.data[y * width + x];
+  // logits interpolated from the model's grid are read from the grid, only at the pixels summarised
+  const logitAt = sampler ? (x: number, y: number) => sampler.at(x, y) : (x: number, y: number) => logits.data[y * width + x];
   // the probability as the float32 map holds it
-  const uncertainty = summariseUncertainty((x, y) => Math.fround(sigmoid(logitAt(x, y) / temperature)), mask, width, height, stats.bbox, UNCERTAINTY_BAND);
+  const uncertainty = summariseUncertainty((x, y) => Math.fround(sigmoid(logitAt(x, y) / temperature)), runs, stats.bbox, UNCERTAINTY_BAND);
   const { verdict, reasons } = decideVerdict(
     {
       structureName: t.structure?.name ?? t.structureName,

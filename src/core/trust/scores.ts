@@ -1,4 +1,5 @@
 /** Pure functions from probabilities and masks to the scalar trust figures reported per prompt. */
+import { boundaryBand, unionRuns, type MaskRuns } from '../image/mask-runs.js';
 
 export const sigmoid = (x: number): number => 1 / (1 + Math.exp(-x));
 
@@ -20,54 +21,40 @@ export interface UncertaintySummary {
 }
 
 /**
- * Summarises a probability map around a thresholded mask. The boundary band is the set of
- * pixels whose 4-neighbourhood (repeated `band` times) crosses the mask edge. `probAt(x, y)` gives
- * pixel (x, y)'s probability; it is asked only for the pixels of the mask and its band, which lie in
- * the mask's bounding box `bbox` ([x, y, width, height], null for an empty mask) widened by `band`,
- * row by row.
+ * Summarises a probability map around a thresholded mask, given as runs. The boundary band is the
+ * set of pixels whose 4-neighbourhood (repeated `band` times) crosses the mask edge (boundaryBand).
+ * `probAt(x, y)` gives pixel (x, y)'s probability; it is asked only for the pixels of the mask and
+ * its band, row by row and left to right (the sums add them in that order). `bbox` is the mask's
+ * bounding box ([x, y, width, height], null for an empty mask).
  */
-export function summariseUncertainty(probAt: (x: number, y: number) => number, mask: Uint8Array, width: number, height: number, bbox: [number, number, number, number] | null, band = 2): UncertaintySummary {
+export function summariseUncertainty(probAt: (x: number, y: number) => number, runs: MaskRuns, bbox: [number, number, number, number] | null, band = 2): UncertaintySummary {
   if (!bbox) return { boundaryEntropy: 0, uncertainFraction: 0, meanConfidence: 1 }; // no edge, no mask
-  const x0 = Math.max(0, bbox[0] - band), y0 = Math.max(0, bbox[1] - band);
-  const x1 = Math.min(width - 1, bbox[0] + bbox[2] - 1 + band), y1 = Math.min(height - 1, bbox[1] + bbox[3] - 1 + band);
-  const rw = x1 - x0 + 1, rh = y1 - y0 + 1;
-  // the band, in the rectangle's own coordinates: nothing outside it is within `band` of the mask
-  let grown = new Uint8Array(rw * rh);
-  for (let y = y0; y <= y1; y++) {
-    for (let x = x0; x <= x1; x++) {
-      const i = y * width + x;
-      const v = mask[i];
-      if ((x > 0 && mask[i - 1] !== v) || (x < width - 1 && mask[i + 1] !== v) || (y > 0 && mask[i - width] !== v) || (y < height - 1 && mask[i + width] !== v)) grown[(y - y0) * rw + x - x0] = 1;
-    }
-  }
-  for (let k = 1; k < band; k++) {
-    const next = grown.slice();
-    for (let y = 0; y < rh; y++) {
-      for (let x = 0; x < rw; x++) {
-        const i = y * rw + x;
-        if (grown[i]) continue;
-        if ((x > 0 && grown[i - 1]) || (x < rw - 1 && grown[i + 1]) || (y > 0 && grown[i - rw]) || (y < rh - 1 && grown[i + rw])) next[i] = 1;
-      }
-    }
-    grown = next;
-  }
+  const box = { x: bbox[0], y: bbox[1], w: bbox[2], h: bbox[3] };
+  const bandRows = boundaryBand(runs, box, band);
+  const y0 = Math.max(0, box.y - band), y1 = Math.min(runs.height - 1, box.y + box.h - 1 + band);
   let be = 0, bn = 0, unc = 0, mn = 0, conf = 0, cn = 0;
   for (let y = y0; y <= y1; y++) {
-    for (let x = x0; x <= x1; x++) {
-      const i = y * width + x;
-      const inBand = grown[(y - y0) * rw + x - x0], inMask = mask[i];
-      if (!inBand && !inMask) continue;
-      const p = probAt(x, y);
-      if (inBand) {
-        be += entropyBits(p);
-        bn++;
+    const m = runs.rows[y], b = bandRows[y];
+    if (!m.length && !b.length) continue;
+    const read = unionRuns(m, b);
+    let im = 0, ib = 0; // the mask's and the band's runs at or right of x
+    for (let k = 0; k < read.length; k += 2) {
+      for (let x = read[k]; x < read[k + 1]; x++) {
+        while (im < m.length && m[im + 1] <= x) im += 2;
+        while (ib < b.length && b[ib + 1] <= x) ib += 2;
+        const inMask = im < m.length && m[im] <= x, inBand = ib < b.length && b[ib] <= x;
+        const p = probAt(x, y);
+        if (inBand) {
+          be += entropyBits(p);
+          bn++;
+        }
+        if (inMask) {
+          mn++;
+          if (p >= 0.25 && p <= 0.75) unc++;
+        }
+        conf += Math.max(p, 1 - p);
+        cn++;
       }
-      if (inMask) {
-        mn++;
-        if (p >= 0.25 && p <= 0.75) unc++;
-      }
-      conf += Math.max(p, 1 - p);
-      cn++;
     }
   }
   return {
