@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GridSampler } from '../../src/core/image/grid-sampler.js';
 import { keepLargestRunComponent, MaskRuns, runStats } from '../../src/core/image/mask-runs.js';
-import { keepLargestComponent, maskStats } from '../../src/core/image/mask-stats.js';
+import { components, keepLargestComponent, maskStats, type MaskStats } from '../../src/core/image/mask-stats.js';
 import { seededRandom } from '../../src/core/stats.js';
 import { entropyBits, summariseUncertainty } from '../../src/core/trust/scores.js';
 
@@ -17,9 +17,33 @@ function randomMask(rnd: () => number, w: number, h: number): Uint8Array {
   return m;
 }
 
+/** A mask's geometry pixel by pixel, its components by flood fill (components()). */
+function statsByPixels(m: Uint8Array, w: number, h: number): MaskStats {
+  let area = 0, sx = 0, sy = 0, x0 = w, y0 = h, x1 = -1, y1 = -1;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      if (!m[y * w + x]) continue;
+      area++; sx += x; sy += y;
+      x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+    }
+  }
+  if (!area) return { areaPx: 0, bbox: null, centroid: null, components: 0, largestComponentPx: 0 };
+  const c = components(m, w, h);
+  return { areaPx: area, bbox: [x0, y0, x1 - x0 + 1, y1 - y0 + 1], centroid: [sx / area, sy / area], components: c.count, largestComponentPx: Math.max(...c.sizes) };
+}
+
+/** The mask with only its largest flood-filled component (the lowest label among equals: the one met first), and how many were dropped. */
+function largestByFloodFill(m: Uint8Array, w: number, h: number): { mask: Uint8Array; dropped: number } {
+  const c = components(m, w, h);
+  if (c.count <= 1) return { mask: m.slice(), dropped: 0 };
+  let best = 0;
+  for (let k = 1; k < c.count; k++) if (c.sizes[k] > c.sizes[best]) best = k;
+  return { mask: Uint8Array.from(m, (v, i) => (v && c.labels[i] === best + 1 ? 1 : 0)), dropped: c.count - 1 };
+}
+
 /** The uncertainty summary by its definition, pixel by pixel: the band is the pixels whose 4-neighbourhood crosses the mask edge, grown band - 1 times, within the box widened by band. */
 function summaryByDefinition(prob: Float32Array, mask: Uint8Array, w: number, h: number, band: number) {
-  const s = maskStats(mask, w, h);
+  const s = statsByPixels(mask, w, h);
   if (!s.bbox) return { boundaryEntropy: 0, uncertainFraction: 0, meanConfidence: 1 };
   const [bx, by, bw, bh] = s.bbox;
   const x0 = Math.max(0, bx - band), y0 = Math.max(0, by - band), x1 = Math.min(w - 1, bx + bw - 1 + band), y1 = Math.min(h - 1, by + bh - 1 + band);
@@ -58,7 +82,7 @@ describe('masks as runs', () => {
       const w = 1 + Math.floor(rnd() * 60), h = 1 + Math.floor(rnd() * 60);
       const m = randomMask(rnd, w, h);
       const runs = MaskRuns.of(m, w, h);
-      expect(runStats(runs)).toEqual(maskStats(m, w, h));
+      expect(runStats(runs)).toEqual(statsByPixels(m, w, h));
       const painted = new Uint8Array(w * h);
       runs.paint(painted);
       expect(painted).toEqual(m);
@@ -70,11 +94,15 @@ describe('masks as runs', () => {
     for (let t = 0; t < 300; t++) {
       const w = 1 + Math.floor(rnd() * 50), h = 1 + Math.floor(rnd() * 50);
       const m = randomMask(rnd, w, h);
-      const byFill = m.slice(), byRuns = m.slice();
+      const byFill = largestByFloodFill(m, w, h), byRuns = m.slice();
       const runs = MaskRuns.of(byRuns, w, h);
-      expect(keepLargestRunComponent(runs, byRuns)).toBe(keepLargestComponent(byFill, w, h));
-      expect(byRuns).toEqual(byFill);
-      expect(runStats(runs)).toEqual(maskStats(byFill, w, h));
+      expect(keepLargestRunComponent(runs, byRuns)).toBe(byFill.dropped);
+      expect(byRuns).toEqual(byFill.mask);
+      expect(runStats(runs)).toEqual(statsByPixels(byFill.mask, w, h));
+      // the mask-array form the calibration and adapters call
+      const inPlace = m.slice();
+      expect(keepLargestComponent(inPlace, w, h)).toBe(byFill.dropped);
+      expect(inPlace).toEqual(byFill.mask);
     }
     // two components of 2 pixels each: the one whose first pixel comes first in raster order stays
     const w = 5, two = Uint8Array.from([0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
@@ -119,7 +147,7 @@ describe('masks as runs', () => {
       const got = new Uint8Array(W * H);
       runs.paint(got);
       expect(got).toEqual(want);
-      expect(runStats(runs)).toEqual(maskStats(want, W, H));
+      expect(runStats(runs)).toEqual(statsByPixels(want, W, H));
     }
   });
 });
