@@ -94,35 +94,8 @@ export class GridSampler {
    */
   threshold(hi: number, lo: number, decide: (value: number) => number): MaskRuns {
     const { width, height, ry0 } = this;
-    const g = this.source.grid, d = g.data, W = g.width, H = g.height;
-    // each grid row's first and last point not below lo (first > last: none): cells outside
-    // them on both of a cell row's grid rows lie wholly below lo
-    const first = new Int32Array(H).fill(W), last = new Int32Array(H).fill(-1);
-    for (let y = 0; y < H; y++) {
-      const o = y * W;
-      let x = 0;
-      while (x < W && d[o + x] < lo) x++;
-      if (x === W) continue;
-      first[y] = x;
-      x = W - 1;
-      while (d[o + x] < lo) x--;
-      last[y] = x;
-    }
-    // per grid cell (its top-left corner) within a cell row's range: 1 all corners above hi, 0 all
-    // below lo, 2 mixed; cells outside the range are 0
-    const state = new Uint8Array(W * H);
-    const from = new Int32Array(H), to = new Int32Array(H).fill(-1); // each cell row's range (inclusive)
-    for (let y = 0; y < H; y++) {
-      const y1 = Math.min(y + 1, H - 1), r0 = y * W, r1 = y1 * W;
-      from[y] = Math.max(0, Math.min(first[y], first[y1]) - 1);
-      to[y] = Math.max(last[y], last[y1]);
-      for (let x = from[y]; x <= to[y]; x++) {
-        const x1 = x + 1 < W ? x + 1 : x;
-        const c0 = d[r0 + x], c1 = d[r0 + x1], c2 = d[r1 + x], c3 = d[r1 + x1];
-        if (c0 > hi && c1 > hi && c2 > hi && c3 > hi) state[r0 + x] = 1;
-        else if (!(c0 < lo && c1 < lo && c2 < lo && c3 < lo)) state[r0 + x] = 2;
-      }
-    }
+    const W = this.source.grid.width;
+    const { state, from, to } = this.cellStates(hi, lo);
     const { spans, spanAt } = this.columnSpans();
     const runs = MaskRuns.builder(width, height);
     for (let v = 0; v < height; v++) {
@@ -138,6 +111,41 @@ export class GridSampler {
       }
     }
     return runs.done();
+  }
+
+  /**
+   * Per grid cell (its top-left corner): 1 when all four corners are above hi, 0 when all are below
+   * lo, 2 when mixed; and each cell row's range of cells that are not all below lo (from > to:
+   * none), found from each grid row's first and last point not below lo. Cells outside the ranges
+   * are 0 without being looked at.
+   */
+  private cellStates(hi: number, lo: number): { state: Uint8Array; from: Int32Array; to: Int32Array } {
+    const g = this.source.grid, d = g.data, W = g.width, H = g.height;
+    const first = new Int32Array(H).fill(W), last = new Int32Array(H).fill(-1);
+    for (let y = 0; y < H; y++) {
+      const o = y * W;
+      let x = 0;
+      while (x < W && d[o + x] < lo) x++;
+      if (x === W) continue;
+      first[y] = x;
+      x = W - 1;
+      while (d[o + x] < lo) x--;
+      last[y] = x;
+    }
+    const state = new Uint8Array(W * H);
+    const from = new Int32Array(H), to = new Int32Array(H).fill(-1);
+    for (let y = 0; y < H; y++) {
+      const y1 = Math.min(y + 1, H - 1), r0 = y * W, r1 = y1 * W;
+      from[y] = Math.max(0, Math.min(first[y], first[y1]) - 1);
+      to[y] = Math.max(last[y], last[y1]);
+      for (let x = from[y]; x <= to[y]; x++) {
+        const x1 = x + 1 < W ? x + 1 : x;
+        const c0 = d[r0 + x], c1 = d[r0 + x1], c2 = d[r1 + x], c3 = d[r1 + x1];
+        if (c0 > hi && c1 > hi && c2 > hi && c3 > hi) state[r0 + x] = 1;
+        else if (!(c0 < lo && c1 < lo && c2 < lo && c3 < lo)) state[r0 + x] = 2;
+      }
+    }
+    return { state, from, to };
   }
 
   /**
