@@ -24,7 +24,7 @@ Recipe (the same for every dataset; only K and the two rules below depend on the
     "right" (a flip would swap the sides; this also rules out la2018_left_atrium_lge_mri) or the
     dataset is a chest X-ray (jsrt_scr_cxr, gb_covid_cxr) or cardiac (acdc_cardiac_mri), whose
     anatomy is not mirror-symmetric.
-  - optimisation: batch 8, loss = BCE + soft Dice (per sample and channel, smoothing 1, averaged),
+  - optimisation: float32 (tensors held channels-last), batch 8, loss = BCE + soft Dice (per sample and channel, smoothing 1, averaged),
     AdamW lr 2e-3, weight decay 1e-4, cosine schedule to 0 over --steps (default 3000), seed 0.
   - selection: every 250 steps (and at the last) on all `val` cases: per-case Dice at p >= 0.5
     (logit >= 0), an empty prediction on an empty ground truth counting 1 (evaluate.dice),
@@ -228,7 +228,8 @@ def train(a, d, out, log):
     dev = torch.device(a.device)
     K = len(d.slugs)
     torch.manual_seed(a.seed)
-    model = UNet(a.base, outputs=K).to(dev)
+    # channels-last is a memory layout only (the same fp32 arithmetic); convolutions run about 1.5x faster on CPU
+    model = UNet(a.base, outputs=K).to(dev, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(a.seed)
     last, best_path = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
@@ -261,6 +262,7 @@ def train(a, d, out, log):
     while step < a.steps:
         x, y = crops(d, idx, a.batch, g)
         x, y = augment(x.to(dev), y.to(dev), flip_ok, g, a.elastic, ELASTIC_PX)
+        x = x.contiguous(memory_format=torch.channels_last)
         loss, lr = train_step(model, opt, x, y, a.lr, step, a.steps)
         step += 1
         if step % 20 == 0 or step == a.steps:
