@@ -405,6 +405,7 @@ async function embedSplit(ctx: ServiceContext, modelId: string, dataRoot: string
 export function fitKnnStats(train: Map<string, Float32Array[]>, heldOut: Float32Array[], k = 3): OodStats {
   const all = [...train.values()].flat();
   const dim = all[0]?.length ?? 0;
+  if (!dim || all.some((e) => e.length !== dim) || heldOut.some((e) => e.length !== dim)) throw new Error(`k-NN statistics need features of one non-zero length (got ${[...new Set([...all, ...heldOut].map((e) => e.length))].join(', ')})`);
   const mean = Array.from({ length: dim }, (_, i) => all.reduce((s, e) => s + e[i], 0) / all.length);
   const std = Array.from({ length: dim }, (_, i) => Math.sqrt(all.reduce((s, e) => s + (e[i] - mean[i]) ** 2, 0) / all.length + 1e-6));
   const bank: Record<string, string> = {};

@@ -4,14 +4,16 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { evaluateSuite } from '../../src/eval/eval-command.js';
-import { fitCalibration } from '../../src/eval/calibrate.js';
+import { fitCalibration, fitKnnStats } from '../../src/eval/calibrate.js';
+import { decodeImage } from '../../src/core/image/decode.js';
+import { assessImage, segment } from '../../src/core/pipeline/segment.js';
 import { CalibrationSchema } from '../../src/core/trust/calibration.js';
 import { createServiceContext, disposeServiceContext } from '../../src/service/context.js';
 import { MODELS_DIR, ROOT, SHARED_DATA, sharedMissing, TINY_MANIFEST } from '../helpers/project.js';
 import { testConfig } from '../helpers/service.js';
 
 /** A two-dataset collection in the medseg2d layout, drawn by code: discs on a grey background. */
-async function tinyCollection(dir: string, split: 'test' | 'val' = 'test'): Promise<void> {
+async function tinyCollection(dir: string, split: 'test' | 'val' = 'test', o: { train?: boolean } = {}): Promise<void> {
   const sets = [
     { id: 'synthetic_derm', modality: 'dermoscopy', slug: 'skin_lesion', name: 'skin lesion' },
     { id: 'synthetic_us', modality: 'ultrasound', slug: 'fetal_head', name: 'fetal head' },
@@ -22,7 +24,8 @@ async function tinyCollection(dir: string, split: 'test' | 'val' = 'test'): Prom
     const d = path.join(dir, s.id);
     mkdirSync(path.join(d, 'images'), { recursive: true });
     mkdirSync(path.join(d, 'masks', s.slug), { recursive: true });
-    const cases = ['c1', 'c2', 'c3'];
+    // with train cases: five, the same images in train and `split` (enough for k-NN statistics with k = 3)
+    const cases = o.train ? ['c1', 'c2', 'c3', 'c4', 'c5'] : ['c1', 'c2', 'c3'];
     for (const [k, c] of cases.entries()) {
       const size = 96, cx = 40 + k * 8, cy = 48, r = 18 + k * 3;
       const img = Buffer.alloc(size * size * 3), mask = Buffer.alloc(size * size);
@@ -36,7 +39,7 @@ async function tinyCollection(dir: string, split: 'test' | 'val' = 'test'): Prom
       await sharp(mask, { raw: { width: size, height: size, channels: 1 } }).png().toFile(path.join(d, 'masks', s.slug, c + '.png'));
     }
     writeFileSync(path.join(d, 'dataset.json'), JSON.stringify({ id: s.id, modality: s.modality, structures: [{ slug: s.slug, name: s.name, synonyms: [] }], image_ext: ['.png'] }));
-    writeFileSync(path.join(d, 'splits.json'), JSON.stringify({ train: [], val: split === 'val' ? cases : [], test: split === 'test' ? cases : [] }));
+    writeFileSync(path.join(d, 'splits.json'), JSON.stringify({ train: o.train ? cases : [], val: split === 'val' ? cases : [], test: split === 'test' ? cases : [] }));
   }
 }
 
@@ -150,6 +153,34 @@ describe('promptseg eval', () => {
     expect(cal.pixel_temperature).toBeGreaterThan(0);
     expect(Number.isFinite(cal.presence.a) && Number.isFinite(cal.presence.b)).toBe(true);
     expect(cal.fitted_on.cases).toBe(6);
+  });
+
+  it('calibrates the built-in model with out-of-distribution statistics of its pooled embedding, read from train images asked no prompt', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'eval-'));
+    await tinyCollection(path.join(dir, 'data'), 'val', { train: true });
+    const ctx = createServiceContext(testConfig());
+    contexts.push(ctx);
+    const cal = await fitCalibration(ctx, { dataRoot: path.join(dir, 'data'), trainLimit: 5 });
+    expect(CalibrationSchema.safeParse(cal).success).toBe(true);
+    const image = await decodeImage(readFileSync(path.join(dir, 'data', 'synthetic_derm', 'images', 'c2.png')), { maxPixels: 1e6 });
+    const asked = await segment(ctx.pipeline, { image, prompts: ['skin lesion'], calibrated: false });
+    const bare = await segment(ctx.pipeline, { image, prompts: [], calibrated: false });
+    expect(asked.image.embedding.length).toBeGreaterThan(0);
+    expect(bare.image.embedding).toEqual(asked.image.embedding);
+    expect(cal.ood!.mean).toHaveLength(asked.image.embedding.length);
+    expect(Object.keys(cal.ood!.bank).sort()).toEqual(['synthetic_derm', 'synthetic_us']);
+    // a training image lies within the statistics' reach: a finite score, below the reject line
+    const score = assessImage(cal, asked.image.embedding, asked.image.appearance).oodScore!;
+    expect(Number.isFinite(score)).toBe(true);
+    expect(score).toBeLessThan(cal.thresholds.ood_reject);
+  });
+
+  it('refuses k-NN statistics of empty features, and a calibration file whose statistics have none', () => {
+    expect(() => fitKnnStats(new Map([['a', Array.from({ length: 5 }, () => new Float32Array(0))]]), [new Float32Array(0)])).toThrow(/features of one non-zero length/);
+    const cal = JSON.parse(readFileSync(path.join(MODELS_DIR, 'promptseg-builtin', 'calibration.json'), 'utf8'));
+    const r = CalibrationSchema.safeParse({ ...cal, ood: { ...cal.ood, mean: [], std: [] } });
+    expect(r.success).toBe(false);
+    expect(JSON.stringify(r.error?.issues)).toMatch(/mean is empty/);
   });
 
   it('refuses an invalid suite with a message naming the field', async () => {

@@ -323,7 +323,7 @@ export async function segmentWithModel(ctx: PipelineContext, req: SegmentRequest
 
 async function runPass(s: PassState, pass: Pass): Promise<void> {
   const idx = pass.serves(s);
-  if (idx.length) mergeDrawn(s, await pass.run(s, idx));
+  if (idx.length || pass.runsWithoutPrompts) mergeDrawn(s, await pass.run(s, idx));
 }
 
 /**

@@ -7,8 +7,8 @@ import { IMAGE_TRANSFORMS } from '../pipeline/image-tta.js';
 /** k nearest-neighbour statistics of image features over training images, per training dataset. */
 const OodStatsSchema = z.object({
   /** Standardisation of the pooled image embedding (mean and standard deviation over training images). */
-  mean: z.array(z.number()),
-  std: z.array(z.number()),
+  mean: z.array(z.number()).min(1, 'the statistics need features (mean is empty)'),
+  std: z.array(z.number()).min(1, 'the statistics need features (std is empty)'),
   /** Neighbours counted: the score uses the distance to the k-th nearest training image. */
   k: z.number().int().positive(),
   /** Per training dataset: standardised training embeddings, float32 little-endian, base64. */

@@ -8,6 +8,7 @@ import type { Drawn, Pass } from './pass.js';
 export const firstLook: Pass = {
   name: 'first_look',
   serves: (s) => s.prompts.map((p) => p.index),
+  runsWithoutPrompts: true,
   async run(s, idx) {
     // the batch: every prompt's own text, then each prompt's paraphrases
     const order = [...idx.map((i) => ({ prompt: i, k: 0 })), ...idx.flatMap((i) => s.prompts[i].paraphrases.map((_, j) => ({ prompt: i, k: j + 1 })))];

@@ -69,6 +69,8 @@ export interface Pass {
   name: string;
   /** The prompts (their indices) this pass works on, given the plan and what earlier passes drew. */
   serves(s: PassState): number[];
+  /** Runs even when it serves no prompt (the first look: it also gives the image's pooled embedding, which the OOD score reads). */
+  runsWithoutPrompts?: boolean;
   /** Draws those prompts: looks to merge, in the order they join. */
   run(s: PassState, prompts: number[]): Promise<Drawn[]>;
 }
