@@ -5,6 +5,7 @@ import { decodeImage } from '../core/image/decode.js';
 import { assessImage, keepLargestComponent, probabilityMap, segmentWithModel as segment, type SegmentRequest } from '../core/pipeline/segment.js';
 import { fitPlatt, fitTemperature, kthNearest, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
+import type { ModelEntry } from '../core/models/manifest.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
 import { caseImagePath, readCaseMask, spread } from './dataset-layout.js';
@@ -31,120 +32,223 @@ const MASK_BASE = 18;
 /** A serving choice fitted on val (specialist, second look, image TTA, mask threshold, largest component) must raise a structure's mean val Dice by this much. */
 const MIN_GAIN = 0.005;
 
+/** The cases a calibration reads: per dataset of the data root's index, its split's cases (at most `limit`, spread over the split). */
+type CasePlan = { id: string; cases: string[] }[];
+
+/** What one pass over the val cases collects, with the serving choices already made. */
+interface ValSamples {
+  cases: number;
+  /** Sampled pixels of present structures: uncalibrated logit and label. */
+  pixelZ: number[];
+  pixelY: number[];
+  /** Every prompt asked: raw presence logit and whether the structure is there (the case's own absent structures, other regions' structures, nonsense). */
+  presenceZ: number[];
+  presenceY: number[];
+  /** One row per present structure of a case. */
+  present: PresentRow[];
+  /** Per dataset, each val image's pooled embedding and appearance descriptor. */
+  embeddings: Map<string, Float32Array[]>;
+  appearances: Map<string, Float32Array[]>;
+}
+
+interface PresentRow {
+  slug: string;
+  qualityLogit: number;
+  /** Dice of the mask as it will be served (updated once the mask choices are made). */
+  dice: number;
+  diceAt: number[];
+  diceLargest: number;
+  uncertain: number;
+  recallAt: number[];
+}
+
+/** The per-structure passes the calibration turns on where they raise val Dice: specialist, second look, image copies. */
+interface ServingPasses {
+  withSpecialist: boolean;
+  specialist: string[];
+  specialistGain: Record<string, { mean: number; n: number }>;
+  zoom: string[];
+  zoomGain: Record<string, { mean: number; n: number }>;
+  ttaImage: Record<string, number>;
+  ttaImageGain: Record<string, { n: number; gain: Record<string, number> }>;
+}
+
 /**
- * Fits the model's calibration on the val split: pixel temperature, presence and quality Platt
- * scaling, per-dataset embedding statistics for out-of-distribution scoring, verdict thresholds,
- * and per-structure conformal thresholds (conformal risk control on 1 - recall).
+ * Fits the model's calibration on the val split: the serving passes per structure, pixel
+ * temperature, presence and quality Platt scaling, mask thresholds and largest-component choices,
+ * per-dataset statistics for out-of-distribution scoring, verdict thresholds, and per-structure
+ * conformal thresholds (conformal risk control on 1 - recall).
  */
 export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): Promise<Calibration> {
-  const model = ctx.pipeline.registry.get(o.modelId);
-  const entry = model.entry;
+  const entry = ctx.pipeline.registry.get(o.modelId).entry;
   const split = o.split ?? 'val';
-  const limit = o.limitPerDataset ?? Infinity;
-  const pixels = o.pixelsPerCase ?? 1500;
+  const plan: CasePlan = readIndex(o.dataRoot).map((id) => ({ id, cases: spread(readSplits(o.dataRoot, id)[split] ?? [], o.limitPerDataset ?? Infinity) }));
+  const passes = await chooseServingPasses(ctx, entry, o.dataRoot, plan, o.progress);
+  const s = await sampleCases(ctx, entry.id, o, plan, passes);
+  // The recall grid was taken on uncalibrated probabilities p = sigmoid(z); with temperature T
+  // the calibrated probability is sigmoid(z / T), so a calibrated threshold t maps to sigmoid(T * logit(t)).
+  const T = fitTemperature(s.pixelZ, s.pixelY);
+  const presence = fitPlatt(s.presenceZ, s.presenceY);
+  const masks = chooseMaskChoices(s.present, T);
+  const quality = fitPlatt(s.present.map((p) => p.qualityLogit), s.present.map((p) => p.dice));
+  const { ood, appearance, oodReject } = await fitOutOfDistribution(ctx, entry.id, o, plan, s);
+  return {
+    fitted_on: { split, cases: s.cases, datasets: plan.map((p) => p.id), date: new Date().toISOString().slice(0, 10), model_files_sha256: modelFilesFingerprint(entry.files) },
+    pixel_temperature: T,
+    presence,
+    quality,
+    ...(ood ? { ood } : {}),
+    ...(appearance ? { appearance } : {}),
+    ...(passes.withSpecialist ? { specialists: passes.specialist, specialist_gain: passes.specialistGain } : {}),
+    zoom: passes.zoom,
+    zoom_gain: passes.zoomGain,
+    tta_image: passes.ttaImage,
+    tta_image_gain: passes.ttaImageGain,
+    mask_threshold: masks.maskThreshold,
+    mask_threshold_gain: masks.maskThresholdGain,
+    largest_component: masks.largestComponent,
+    largest_component_gain: masks.largestComponentGain,
+    thresholds: {
+      presence: Math.round(presenceThreshold(s, presence) * 1e4) / 1e4,
+      ...verdictThresholds(s.present, quality),
+      ood_reject: Math.round(oodReject * 1e4) / 1e4,
+    },
+    conformal: conformalThresholds(s.present, T),
+  };
+}
+
+function readIndex(dataRoot: string): string[] {
+  return (JSON.parse(readFileSync(path.join(dataRoot, 'index.json'), 'utf8')) as { id: string }[]).map((d) => d.id);
+}
+
+function readSplits(dataRoot: string, id: string): Record<string, string[]> {
+  return JSON.parse(readFileSync(path.join(dataRoot, id, 'splits.json'), 'utf8')) as Record<string, string[]>;
+}
+
+/** In this order, each with the choices before it: the specialists, the second look, the image copies. */
+async function chooseServingPasses(ctx: ServiceContext, entry: ModelEntry, dataRoot: string, plan: CasePlan, progress?: CalibrateOptions['progress']): Promise<ServingPasses> {
   const vocab = ctx.pipeline.vocabulary;
-  const index = JSON.parse(readFileSync(path.join(o.dataRoot, 'index.json'), 'utf8')) as { id: string }[];
-  const rnd = seededRandom(11);
-  const pz: number[] = [], py: number[] = [];
-  const presZ: number[] = [], presY: number[] = [];
-  const present: { slug: string; qualityLogit: number; dice: number; diceAt: number[]; diceLargest: number; uncertain: number; recallAt: number[] }[] = [];
-  const embeds = new Map<string, Float32Array[]>();
-  const looks = new Map<string, Float32Array[]>();
-  const plan = index.map((d) => {
-    const splits = JSON.parse(readFileSync(path.join(o.dataRoot, d.id, 'splits.json'), 'utf8')) as Record<string, string[]>;
-    return { id: d.id, cases: spread(splits[split] ?? [], limit) };
-  });
-  const total = plan.reduce((s, p) => s + p.cases.length, 0);
-  // first: for which structures does the model's specialist raise val Dice?
   const withSpecialist = new Set((entry.specialists ?? []).flatMap((sp) => sp.structures));
   const { chosen: specialist, gain: specialistGain } = withSpecialist.size
-    ? await chooseSwitch(ctx, entry.id, o.dataRoot, plan, { label: 'specialist', applies: (slug) => withSpecialist.has(slug), off: { specialist: false, zoom: false }, on: { specialist: true, zoom: false } }, o.progress)
+    ? await chooseSwitch(ctx, entry.id, dataRoot, plan, { label: 'specialist', applies: (slug) => withSpecialist.has(slug), off: { specialist: false, zoom: false }, on: { specialist: true, zoom: false } }, progress)
     : { chosen: [], gain: {} };
-  // then: for which does the second, closer look (with the chosen specialists)?
-  const { chosen: zoom, gain: zoomGain } = await chooseSwitch(ctx, entry.id, o.dataRoot, plan, { label: 'second look', applies: (slug) => vocab.bySlug.get(slug)?.scale !== 'tiled', off: { specialist, zoom: false }, on: { specialist, zoom: true } }, o.progress);
-  // then: for which does averaging over transformed copies of the image (tta_image) raise it?
-  const { chosen: ttaImage, gain: ttaImageGain } = await chooseImageTta(ctx, entry.id, o.dataRoot, plan, { zoom, specialist }, o.progress);
-  let done = 0, cases = 0;
+  const { chosen: zoom, gain: zoomGain } = await chooseSwitch(ctx, entry.id, dataRoot, plan, { label: 'second look', applies: (slug) => vocab.bySlug.get(slug)?.scale !== 'tiled', off: { specialist, zoom: false }, on: { specialist, zoom: true } }, progress);
+  const { chosen: ttaImage, gain: ttaImageGain } = await chooseImageTta(ctx, entry.id, dataRoot, plan, { zoom, specialist }, progress);
+  return { withSpecialist: withSpecialist.size > 0, specialist, specialistGain, zoom, zoomGain, ttaImage, ttaImageGain };
+}
+
+/**
+ * One pass over the cases with the chosen serving passes, uncalibrated: each case is asked its own
+ * structures, two structures of other regions and one nonsense prompt; present structures give
+ * pixel samples, Dice at every mask threshold and recall at every conformal threshold.
+ */
+async function sampleCases(ctx: ServiceContext, modelId: string, o: CalibrateOptions, plan: CasePlan, passes: ServingPasses): Promise<ValSamples> {
+  const vocab = ctx.pipeline.vocabulary;
+  const pixels = o.pixelsPerCase ?? 1500;
+  const rnd = seededRandom(11);
+  const s: ValSamples = { cases: 0, pixelZ: [], pixelY: [], presenceZ: [], presenceY: [], present: [], embeddings: new Map(), appearances: new Map() };
+  const total = plan.reduce((n, p) => n + p.cases.length, 0);
+  const { zoom, specialist, ttaImage } = passes;
+  let done = 0;
   for (const { id, cases: list } of plan) {
     const meta = JSON.parse(readFileSync(path.join(o.dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
     const others = vocab.absentCandidates(id);
     for (const [ci, c] of list.entries()) {
       const image = await decodeImage(await readFile(caseImagePath(o.dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
-      const prompts = meta.structures.map((s) => vocab.bySlug.get(s.slug)?.name ?? s.slug);
+      const prompts = meta.structures.map((st) => vocab.bySlug.get(st.slug)?.name ?? st.slug);
       const neg = [others[Math.floor(rnd() * others.length)].name, others[Math.floor(rnd() * others.length)].name, vocab.data.nonsense.train[ci % vocab.data.nonsense.train.length]];
-      const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId: entry.id, calibrated: false, zoom, specialist, ttaImage });
-      cases++;
-      embeds.set(id, [...(embeds.get(id) ?? []), res.image.embedding]);
-      looks.set(id, [...(looks.get(id) ?? []), res.image.appearance]);
+      const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId, calibrated: false, zoom, specialist, ttaImage });
+      s.cases++;
+      s.embeddings.set(id, [...(s.embeddings.get(id) ?? []), res.image.embedding]);
+      s.appearances.set(id, [...(s.appearances.get(id) ?? []), res.image.appearance]);
       const { width: w, height: h } = res;
-      for (const [k, s] of meta.structures.entries()) {
-        const gt = await readCaseMask(o.dataRoot, id, s.slug, c, { width: w, height: h });
+      for (const [k, st] of meta.structures.entries()) {
+        const gt = await readCaseMask(o.dataRoot, id, st.slug, c, { width: w, height: h });
         const gsum = gt.reduce((a, v) => a + v, 0);
         const r = res.results[k];
         const prob = probabilityMap(r);
-        presZ.push(logit(r.presenceRaw));
-        presY.push(gsum > 0 ? 1 : 0);
+        s.presenceZ.push(logit(r.presenceRaw));
+        s.presenceY.push(gsum > 0 ? 1 : 0);
         if (gsum === 0) continue;
         for (let j = 0; j < pixels; j++) {
           const i = Math.floor(rnd() * w * h);
-          pz.push(logit(prob[i]));
-          py.push(gt[i]);
+          s.pixelZ.push(logit(prob[i]));
+          s.pixelY.push(gt[i]);
         }
-        const recallAt = GRID.map(() => 0);
-        for (let i = 0; i < gt.length; i++) {
-          if (!gt[i]) continue;
-          const p = prob[i];
-          for (let g = 0; g < GRID.length && GRID[g] <= p; g++) recallAt[g]++;
-        }
-        present.push({ slug: s.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), diceAt: diceByThreshold(prob, gt, gsum), diceLargest: largestComponentDice(r.mask, gt, w, h), uncertain: r.uncertainty.uncertainFraction, recallAt: recallAt.map((v) => v / gsum) });
+        s.present.push({ slug: st.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), diceAt: diceByThreshold(prob, gt, gsum), diceLargest: largestComponentDice(r.mask, gt, w, h), uncertain: r.uncertainty.uncertainFraction, recallAt: recallByThreshold(prob, gt, gsum) });
       }
       for (let k = prompts.length; k < res.results.length; k++) {
-        presZ.push(logit(res.results[k].presenceRaw));
-        presY.push(0);
+        s.presenceZ.push(logit(res.results[k].presenceRaw));
+        s.presenceY.push(0);
       }
       o.progress?.(++done, total, id);
     }
   }
-  // The recall grid above was taken on uncalibrated probabilities p = sigmoid(z); with temperature T
-  // the calibrated probability is sigmoid(z / T), so a calibrated threshold t maps to sigmoid(T * logit(t)).
-  const T = fitTemperature(pz, py);
-  const presence = fitPlatt(presZ, presY);
-  // per structure, the mask threshold with the highest mean val Dice, kept where it beats 0.5 by at
-  // least half a point (thin structures such as membranes score better with a lower one); the
-  // verdict and quality fits below then see the Dice of the masks that will be served
+  return s;
+}
+
+/** Recall of the mask `probability >= t` for every t of GRID. */
+function recallByThreshold(prob: ArrayLike<number>, gt: ArrayLike<number>, gtSum: number): number[] {
+  const recallAt = GRID.map(() => 0);
+  for (let i = 0; i < gt.length; i++) {
+    if (!gt[i]) continue;
+    const p = prob[i];
+    for (let g = 0; g < GRID.length && GRID[g] <= p; g++) recallAt[g]++;
+  }
+  return recallAt.map((v) => v / gtSum);
+}
+
+/**
+ * Per structure, the mask threshold with the highest mean val Dice, kept where it beats 0.5 by at
+ * least half a point (thin structures such as membranes score better with a lower one); then, among
+ * the structures that keep 0.5, those whose Dice rises by at least half a point when only the mask's
+ * largest connected component is kept (polyps, ventricles: one blob each). Each row's Dice becomes
+ * that of the mask that will be served, so that the quality and verdict fits see it.
+ */
+function chooseMaskChoices(present: PresentRow[], T: number) {
   const { chosen: maskThreshold, gridIndex, gain: maskThresholdGain } = chooseMaskThresholds(present, T);
   for (const p of present) if (gridIndex[p.slug] !== undefined) p.dice = p.diceAt[gridIndex[p.slug]];
-  // then, among the structures that keep 0.5, those whose Dice rises by at least half a point when
-  // only the mask's largest connected component is kept (polyps, ventricles: one blob each)
   const { chosen: largestComponent, gain: largestComponentGain } = chooseLargestComponent(present.filter((p) => gridIndex[p.slug] === undefined));
   for (const p of present) if (largestComponent.includes(p.slug)) p.dice = p.diceLargest;
-  // presence threshold: the lowest that still keeps at least 99% of val negatives (other regions'
-  // structures, nonsense, structures a case lacks) below it, never above 0.5: every present
-  // structure that clears it gets a mask and an accept/review verdict instead of a rejection
-  const negP = presZ.filter((_, i) => presY[i] === 0).map((z) => platt(z, presence)).sort((a, b) => a - b);
-  const presenceThreshold = Math.min(0.5, Math.max(0.02, (negP[Math.min(negP.length - 1, Math.ceil(0.99 * negP.length))] ?? 0.5) + 1e-4));
-  const quality = fitPlatt(present.map((p) => p.qualityLogit), present.map((p) => p.dice));
-  // out-of-distribution statistics: per training dataset, from train-split images (the model's own
-  // training distribution) for the pooled embedding and the model-free appearance descriptor; each
-  // threshold comes from val images, which the statistics never saw
-  const dim = embeds.values().next().value?.[0]?.length ?? 0;
-  const train = await embedSplit(ctx, entry.id, o.dataRoot, plan.map((p) => p.id), 'train', o.trainLimit ?? 60, o.progress);
+  return { maskThreshold, maskThresholdGain, largestComponent, largestComponentGain };
+}
+
+/**
+ * The lowest presence threshold that still keeps at least 99% of val negatives (other regions'
+ * structures, nonsense, structures a case lacks) below it, never above 0.5: every present structure
+ * that clears it gets a mask and an accept/review verdict instead of a rejection.
+ */
+function presenceThreshold(s: ValSamples, presence: { a: number; b: number }): number {
+  const negP = s.presenceZ.filter((_, i) => s.presenceY[i] === 0).map((z) => platt(z, presence)).sort((a, b) => a - b);
+  return Math.min(0.5, Math.max(0.02, (negP[Math.min(negP.length - 1, Math.ceil(0.99 * negP.length))] ?? 0.5) + 1e-4));
+}
+
+/**
+ * Out-of-distribution statistics: per training dataset, from train-split images (the model's own
+ * training distribution) for the pooled embedding and the model-free appearance descriptor; each
+ * threshold comes from val images, which the statistics never saw. Val images are in distribution
+ * by construction: an OOD score up to their 99.5th percentile asks for review, beyond it rejects.
+ */
+async function fitOutOfDistribution(ctx: ServiceContext, modelId: string, o: CalibrateOptions, plan: CasePlan, s: ValSamples): Promise<{ ood?: OodStats; appearance?: OodStats; oodReject: number }> {
+  const dim = s.embeddings.values().next().value?.[0]?.length ?? 0;
+  const train = await embedSplit(ctx, modelId, o.dataRoot, plan.map((p) => p.id), 'train', o.trainLimit ?? 60, o.progress);
   const enough = [...train.appearances.values()].some((l) => l.length > 3);
-  const ood = dim && enough ? fitKnnStats(train.embeddings, [...embeds.values()].flat()) : undefined;
-  const appearance = enough ? fitKnnStats(train.appearances, [...looks.values()].flat()) : undefined;
-  // val images are in distribution by construction: an OOD score up to their 99.5th percentile asks for review, beyond it rejects
-  const valRatios = [...embeds.keys()].flatMap((id) => embeds.get(id)!.map((e, i) => assessImage({ ood, appearance } as Calibration, e, looks.get(id)![i]).oodScore ?? 0));
-  const oodReject = Math.max(1, percentile(valRatios, 99.5));
-  // verdict thresholds: the quality and uncertainty cut-offs that best separate failures (Dice < 0.7) on val
+  const ood = dim && enough ? fitKnnStats(train.embeddings, [...s.embeddings.values()].flat()) : undefined;
+  const appearance = enough ? fitKnnStats(train.appearances, [...s.appearances.values()].flat()) : undefined;
+  const valRatios = [...s.embeddings.keys()].flatMap((id) => s.embeddings.get(id)!.map((e, i) => assessImage({ ood, appearance } as Calibration, e, s.appearances.get(id)![i]).oodScore ?? 0));
+  return { ood, appearance, oodReject: Math.max(1, percentile(valRatios, 99.5)) };
+}
+
+/** The calibrated-quality and uncertain-fraction cut-offs that best separate failures (Dice < 0.7) on val (Youden's J over GRID). */
+function verdictThresholds(present: PresentRow[], quality: { a: number; b: number }): { quality: number; uncertain_fraction: number } {
   const fail: number[] = present.map((p) => (p.dice < 0.7 ? 1 : 0));
-  const calQ = present.map((p) => sigmoid(quality.a * p.qualityLogit + quality.b));
-  const youden = (score: number[], higherIsFailure: boolean, candidates: number[]) => {
-    let best = candidates[0], bestJ = -Infinity;
-    const P = fail.reduce((s, v) => s + v, 0), N = fail.length - P;
-    for (const c of candidates) {
+  const P = fail.reduce((n, v) => n + v, 0), N = fail.length - P;
+  const youden = (score: number[], higherIsFailure: boolean) => {
+    let best = GRID[0], bestJ = -Infinity;
+    for (const c of GRID) {
       let tp = 0, fp = 0;
-      score.forEach((s, i) => {
-        const flagged = higherIsFailure ? s > c : s < c;
+      score.forEach((v, i) => {
+        const flagged = higherIsFailure ? v > c : v < c;
         if (flagged && fail[i]) tp++;
         if (flagged && !fail[i]) fp++;
       });
@@ -156,12 +260,20 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     }
     return best;
   };
-  const qualityThreshold = youden(calQ, false, GRID);
-  const uncertainThreshold = youden(present.map((p) => p.uncertain), true, GRID);
-  // conformal risk control: largest threshold whose adjusted mean miss rate stays within 1 - level
+  return {
+    quality: youden(present.map((p) => sigmoid(quality.a * p.qualityLogit + quality.b)), false),
+    uncertain_fraction: youden(present.map((p) => p.uncertain), true),
+  };
+}
+
+/**
+ * Conformal risk control per structure and level: the largest GRID threshold whose adjusted mean
+ * miss rate (1 - recall) over the structure's present val cases stays within 1 - level, stored as
+ * the equivalent calibrated probability. Conformal masks are drawn whatever the presence decision.
+ */
+function conformalThresholds(present: PresentRow[], T: number): Record<string, Record<string, number>> {
   const conformal: Record<string, Record<string, number>> = {};
   for (const slug of [...new Set(present.map((p) => p.slug))]) {
-    // conformal masks are drawn whatever the presence decision (segment's conformalRecall)
     const rows = present.filter((p) => p.slug === slug);
     const m = rows.length;
     conformal[slug] = {};
@@ -169,36 +281,16 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
       const alpha = 1 - Number(level);
       let chosen = GRID[0];
       for (let g = GRID.length - 1; g >= 0; g--) {
-        const risk = rows.reduce((s, r) => s + (1 - r.recallAt[g]), 0) / m;
+        const risk = rows.reduce((sum, r) => sum + (1 - r.recallAt[g]), 0) / m;
         if ((m / (m + 1)) * risk + 1 / (m + 1) <= alpha) {
           chosen = GRID[g];
           break;
         }
       }
-      // the grid is in uncalibrated probability; store the equivalent calibrated threshold
       conformal[slug][level] = Math.round(sigmoid(logit(chosen) / T) * 1e4) / 1e4;
     }
   }
-  const filesHash = modelFilesFingerprint(entry.files);
-  return {
-    fitted_on: { split, cases, datasets: plan.map((p) => p.id), date: new Date().toISOString().slice(0, 10), model_files_sha256: filesHash },
-    pixel_temperature: T,
-    presence,
-    quality,
-    ...(ood ? { ood } : {}),
-    ...(appearance ? { appearance } : {}),
-    ...(withSpecialist.size ? { specialists: specialist, specialist_gain: specialistGain } : {}),
-    zoom,
-    zoom_gain: zoomGain,
-    tta_image: ttaImage,
-    tta_image_gain: ttaImageGain,
-    mask_threshold: maskThreshold,
-    mask_threshold_gain: maskThresholdGain,
-    largest_component: largestComponent,
-    largest_component_gain: largestComponentGain,
-    thresholds: { presence: Math.round(presenceThreshold * 1e4) / 1e4, quality: qualityThreshold, uncertain_fraction: uncertainThreshold, ood_reject: Math.round(oodReject * 1e4) / 1e4 },
-    conformal,
-  };
+  return conformal;
 }
 
 export function writeCalibration(ctx: ServiceContext, modelId: string | undefined, cal: Calibration): string {
@@ -292,7 +384,7 @@ interface ServingSwitch {
  * Structures whose mean val Dice rises by at least half a point with a serving switch (the second,
  * closer look; a specialist), among those it applies to; each case is run with and without it.
  */
-async function chooseSwitch(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], sw: ServingSwitch, progress?: CalibrateOptions['progress']): Promise<{ chosen: string[]; gain: Record<string, { mean: number; n: number }> }> {
+async function chooseSwitch(ctx: ServiceContext, modelId: string, dataRoot: string, plan: CasePlan, sw: ServingSwitch, progress?: CalibrateOptions['progress']): Promise<{ chosen: string[]; gain: Record<string, { mean: number; n: number }> }> {
   const vocab = ctx.pipeline.vocabulary;
   const gain = new Map<string, number[]>();
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
@@ -332,7 +424,7 @@ const TTA_COUNTS = [2, 4, 6];
  * half a point over none: the cheapest count within a quarter point of the best. Each case runs with
  * the largest count first, so the smaller counts reuse its transformed copies' cached features.
  */
-async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: string, plan: { id: string; cases: string[] }[], chosen: Pick<SegmentRequest, 'zoom' | 'specialist'>, progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
+async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: string, plan: CasePlan, chosen: Pick<SegmentRequest, 'zoom' | 'specialist'>, progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
   const vocab = ctx.pipeline.vocabulary;
   const rows: { slug: string; diceAt: number[] }[] = []; // per present case: Dice with [0, ...TTA_COUNTS] copies
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
@@ -381,9 +473,8 @@ async function embedSplit(ctx: ServiceContext, modelId: string, dataRoot: string
   const total = ids.length * limit;
   for (const id of ids) {
     const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { image_ext?: string[] };
-    const splits = JSON.parse(readFileSync(path.join(dataRoot, id, 'splits.json'), 'utf8')) as Record<string, string[]>;
     const e: Float32Array[] = [], a: Float32Array[] = [];
-    for (const c of spread(splits[split] ?? [], limit)) {
+    for (const c of spread(readSplits(dataRoot, id)[split] ?? [], limit)) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const r = await segment(ctx.pipeline, { image, prompts: [], modelId, calibrated: false });
       e.push(r.image.embedding);
