@@ -6,6 +6,7 @@ import { assessImage, keepLargestComponent, probabilityMap, segmentWithModel as 
 import { fitPlatt, fitTemperature, kthNearest, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ModelEntry } from '../core/models/manifest.js';
+import type { Structure, Vocabulary } from '../core/vocabulary.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
 import { caseImagePath, readCaseMask, spread } from './dataset-layout.js';
@@ -82,7 +83,8 @@ interface ServingPasses {
 export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): Promise<Calibration> {
   const entry = ctx.pipeline.registry.get(o.modelId).entry;
   const split = o.split ?? 'val';
-  const plan: CasePlan = readIndex(o.dataRoot).map((id) => ({ id, cases: spread(readSplits(o.dataRoot, id)[split] ?? [], o.limitPerDataset ?? Infinity) }));
+  const { plan, skipped } = casePlan(ctx.pipeline.vocabulary, o.dataRoot, split, o.limitPerDataset ?? Infinity);
+  if (!plan.length) throw new Error(`no dataset under ${o.dataRoot} has only structures the model knows (${skipped.map((d) => `${d.dataset}: ${d.unknown.join(', ')}`).join('; ') || 'index.json lists none'})`);
   const passes = await chooseServingPasses(ctx, entry, o.dataRoot, plan, o.progress);
   const s = await sampleCases(ctx, entry.id, o, plan, passes);
   // The recall grid was taken on uncalibrated probabilities p = sigmoid(z); with temperature T
@@ -93,7 +95,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const quality = fitPlatt(s.present.map((p) => p.qualityLogit), s.present.map((p) => p.dice));
   const { ood, appearance, oodReject } = await fitOutOfDistribution(ctx, entry.id, o, plan, s);
   return {
-    fitted_on: { split, cases: s.cases, datasets: plan.map((p) => p.id), date: new Date().toISOString().slice(0, 10), model_files_sha256: modelFilesFingerprint(entry.files) },
+    fitted_on: { split, cases: s.cases, datasets: plan.map((p) => p.id), ...(skipped.length ? { skipped_datasets: skipped } : {}), date: new Date().toISOString().slice(0, 10), model_files_sha256: modelFilesFingerprint(entry.files) },
     pixel_temperature: T,
     presence,
     quality,
@@ -117,8 +119,33 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   };
 }
 
-function readIndex(dataRoot: string): string[] {
-  return (JSON.parse(readFileSync(path.join(dataRoot, 'index.json'), 'utf8')) as { id: string }[]).map((d) => d.id);
+/**
+ * Per dataset of the data root's index, its split's cases (at most `limit`, spread over the split);
+ * a dataset with a structure the vocabulary does not know is skipped (the model was not trained on
+ * it: its structures would count as missed, its images as in distribution), and named.
+ */
+function casePlan(vocab: Vocabulary, dataRoot: string, split: string, limit: number): { plan: CasePlan; skipped: { dataset: string; unknown: string[] }[] } {
+  const plan: CasePlan = [], skipped: { dataset: string; unknown: string[] }[] = [];
+  for (const { id } of JSON.parse(readFileSync(path.join(dataRoot, 'index.json'), 'utf8')) as { id: string }[]) {
+    const unknown = readDatasetMeta(dataRoot, id).structures.map((s) => s.slug).filter((slug) => !vocab.bySlug.has(slug));
+    if (unknown.length) skipped.push({ dataset: id, unknown });
+    else plan.push({ id, cases: spread(readSplits(dataRoot, id)[split] ?? [], limit) });
+  }
+  return { plan, skipped };
+}
+
+function readDatasetMeta(dataRoot: string, id: string): { structures: { slug: string }[]; image_ext?: string[] } {
+  return JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
+}
+
+/**
+ * Structures a dataset's images are asked for as absent: the vocabulary's choice for a dataset it
+ * lists; for another, every structure outside the regions of the dataset's own structures.
+ */
+function absentPrompts(vocab: Vocabulary, id: string, own: string[]): Structure[] {
+  if (vocab.data.datasets.some((d) => d.id === id)) return vocab.absentCandidates(id);
+  const regions = new Set(own.map((slug) => vocab.bySlug.get(slug)?.region));
+  return vocab.data.structures.filter((s) => !regions.has(s.region) && !s.never_negative);
 }
 
 function readSplits(dataRoot: string, id: string): Record<string, string[]> {
@@ -151,8 +178,8 @@ async function sampleCases(ctx: ServiceContext, modelId: string, o: CalibrateOpt
   const { zoom, specialist, ttaImage } = passes;
   let done = 0;
   for (const { id, cases: list } of plan) {
-    const meta = JSON.parse(readFileSync(path.join(o.dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
-    const others = vocab.absentCandidates(id);
+    const meta = readDatasetMeta(o.dataRoot, id);
+    const others = absentPrompts(vocab, id, meta.structures.map((st) => st.slug));
     for (const [ci, c] of list.entries()) {
       const image = await decodeImage(await readFile(caseImagePath(o.dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const prompts = meta.structures.map((st) => vocab.bySlug.get(st.slug)?.name ?? st.slug);
@@ -390,7 +417,7 @@ async function chooseSwitch(ctx: ServiceContext, modelId: string, dataRoot: stri
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
   let done = 0;
   for (const { id, cases } of plan) {
-    const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
+    const meta = readDatasetMeta(dataRoot, id);
     const slugs = meta.structures.map((s) => s.slug).filter(sw.applies);
     if (!slugs.length) {
       done += cases.length;
@@ -431,7 +458,7 @@ async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: st
   const largestFirst = [...TTA_COUNTS].sort((a, b) => b - a);
   let done = 0;
   for (const { id, cases } of plan) {
-    const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
+    const meta = readDatasetMeta(dataRoot, id);
     const slugs = meta.structures.map((s) => s.slug);
     const prompts = slugs.map((slug) => vocab.bySlug.get(slug)?.name ?? slug);
     for (const c of cases) {

@@ -38,7 +38,9 @@ usage:
   promptseg calibrate [--model ID] [--data DIR] [--limit N]
                                            fit calibration, OOD statistics, verdict and conformal
                                            thresholds on the val split (every case; --limit N: at
-                                           most N per dataset); writes models/<id>/calibration.json
+                                           most N per dataset) of the datasets whose structures the
+                                           vocabulary knows (the others are skipped and listed);
+                                           writes models/<id>/calibration.json
   promptseg models list                    list models (installed, size, licence)
   promptseg models pull <id> [<id> ...]   download model bundles from the hub (HF_ENDPOINT for a mirror),
                                            resumable, sha256-verified against the manifest
@@ -232,7 +234,7 @@ async function calibrateCommand(config: ReturnType<typeof loadConfig>, args: str
   process.stderr.write('\n');
   const file = writeCalibration(ctx, v.model, cal);
   await disposeServiceContext(ctx);
-  process.stdout.write(JSON.stringify({ file, pixel_temperature: cal.pixel_temperature, presence: cal.presence, quality: cal.quality, thresholds: cal.thresholds, ood_threshold: cal.ood?.threshold ?? null, cases: cal.fitted_on.cases }, null, 1) + '\n');
+  process.stdout.write(JSON.stringify({ file, pixel_temperature: cal.pixel_temperature, presence: cal.presence, quality: cal.quality, thresholds: cal.thresholds, ood_threshold: cal.ood?.threshold ?? null, cases: cal.fitted_on.cases, datasets: cal.fitted_on.datasets, skipped_datasets: cal.fitted_on.skipped_datasets ?? [] }, null, 1) + '\n');
   return 0;
 }
 

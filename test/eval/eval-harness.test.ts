@@ -155,14 +155,22 @@ describe('promptseg eval', () => {
     expect(cal.fitted_on.cases).toBe(6);
   });
 
-  it('calibrates the built-in model with out-of-distribution statistics of its pooled embedding, read from train images asked no prompt', async () => {
+  it('calibrates the built-in model on the datasets whose structures it knows, with out-of-distribution statistics of its pooled embedding read from train images asked no prompt', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'eval-'));
-    await tinyCollection(path.join(dir, 'data'), 'val', { train: true });
+    const data = path.join(dir, 'data');
+    await tinyCollection(data, 'val', { train: true });
+    // a third dataset whose structure the model does not know: left out of every fit, and named
+    cpSync(path.join(data, 'synthetic_derm'), path.join(data, 'synthetic_unknown'), { recursive: true });
+    writeFileSync(path.join(data, 'synthetic_unknown', 'dataset.json'), JSON.stringify({ id: 'synthetic_unknown', modality: 'dermoscopy', structures: [{ slug: 'wobble_gland', name: 'wobble gland', synonyms: [] }], image_ext: ['.png'] }));
+    writeFileSync(path.join(data, 'index.json'), JSON.stringify([{ id: 'synthetic_derm' }, { id: 'synthetic_unknown' }, { id: 'synthetic_us' }]));
     const ctx = createServiceContext(testConfig());
     contexts.push(ctx);
-    const cal = await fitCalibration(ctx, { dataRoot: path.join(dir, 'data'), trainLimit: 5 });
+    const cal = await fitCalibration(ctx, { dataRoot: data, trainLimit: 5 });
     expect(CalibrationSchema.safeParse(cal).success).toBe(true);
-    const image = await decodeImage(readFileSync(path.join(dir, 'data', 'synthetic_derm', 'images', 'c2.png')), { maxPixels: 1e6 });
+    expect(cal.fitted_on.datasets).toEqual(['synthetic_derm', 'synthetic_us']);
+    expect(cal.fitted_on.skipped_datasets).toEqual([{ dataset: 'synthetic_unknown', unknown: ['wobble_gland'] }]);
+    expect(cal.fitted_on.cases).toBe(10);
+    const image = await decodeImage(readFileSync(path.join(data, 'synthetic_derm', 'images', 'c2.png')), { maxPixels: 1e6 });
     const asked = await segment(ctx.pipeline, { image, prompts: ['skin lesion'], calibrated: false });
     const bare = await segment(ctx.pipeline, { image, prompts: [], calibrated: false });
     expect(asked.image.embedding.length).toBeGreaterThan(0);

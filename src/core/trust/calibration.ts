@@ -25,7 +25,15 @@ const OodStatsSchema = z.object({
  * Written by `promptseg calibrate`; read by the pipeline.
  */
 export const CalibrationSchema = z.object({
-  fitted_on: z.object({ split: z.string(), cases: z.number().int(), datasets: z.array(z.string()), date: z.string(), model_files_sha256: z.string() }),
+  fitted_on: z.object({
+    split: z.string(),
+    cases: z.number().int(),
+    datasets: z.array(z.string()),
+    /** Datasets of the data root left out because the model does not know some of their structures. */
+    skipped_datasets: z.array(z.object({ dataset: z.string(), unknown: z.array(z.string()) })).optional(),
+    date: z.string(),
+    model_files_sha256: z.string(),
+  }),
   pixel_temperature: z.number().positive(),
   presence: z.object({ a: z.number(), b: z.number() }),
   quality: z.object({ a: z.number(), b: z.number() }),
