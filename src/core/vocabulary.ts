@@ -176,6 +176,18 @@ export class Vocabulary {
     const shown = new Set(d.may_show ?? []);
     return this.data.structures.filter((s) => s.region !== d.region && !shown.has(s.slug) && !s.never_negative);
   }
+
+  /**
+   * Structures a dataset's images can be asked for as absent: for a training set the vocabulary
+   * lists, absentCandidates; for any other (described by its images' modality and its structures'
+   * slugs), the structures of other modalities, outside the regions of its structures that the
+   * vocabulary knows (a fundus set's images are never asked for retinal vessels as absent).
+   */
+  absentFor(d: { id: string; modality: string; structures: string[] }): Structure[] {
+    if (this.data.datasets.some((x) => x.id === d.id)) return this.absentCandidates(d.id);
+    const regions = new Set(d.structures.map((slug) => this.bySlug.get(slug)?.region));
+    return this.data.structures.filter((s) => !modalitiesOf(s).includes(d.modality) && !regions.has(s.region) && !s.never_negative);
+  }
 }
 
 /** Every modality a structure is labelled in. */

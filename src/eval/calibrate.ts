@@ -6,7 +6,7 @@ import { assessImage, keepLargestComponent, probabilityMap, segmentWithModel as 
 import { fitPlatt, fitTemperature, kthNearest, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import type { ModelEntry } from '../core/models/manifest.js';
-import type { Structure, Vocabulary } from '../core/vocabulary.js';
+import type { Vocabulary } from '../core/vocabulary.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
 import { caseImagePath, readCaseMask, spread } from './dataset-layout.js';
@@ -134,19 +134,10 @@ function casePlan(vocab: Vocabulary, dataRoot: string, split: string, limit: num
   return { plan, skipped };
 }
 
-function readDatasetMeta(dataRoot: string, id: string): { structures: { slug: string }[]; image_ext?: string[] } {
-  return JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { structures: { slug: string }[]; image_ext?: string[] };
+function readDatasetMeta(dataRoot: string, id: string): { modality: string; structures: { slug: string }[]; image_ext?: string[] } {
+  return JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { modality: string; structures: { slug: string }[]; image_ext?: string[] };
 }
 
-/**
- * Structures a dataset's images are asked for as absent: the vocabulary's choice for a dataset it
- * lists; for another, every structure outside the regions of the dataset's own structures.
- */
-function absentPrompts(vocab: Vocabulary, id: string, own: string[]): Structure[] {
-  if (vocab.data.datasets.some((d) => d.id === id)) return vocab.absentCandidates(id);
-  const regions = new Set(own.map((slug) => vocab.bySlug.get(slug)?.region));
-  return vocab.data.structures.filter((s) => !regions.has(s.region) && !s.never_negative);
-}
 
 function readSplits(dataRoot: string, id: string): Record<string, string[]> {
   return JSON.parse(readFileSync(path.join(dataRoot, id, 'splits.json'), 'utf8')) as Record<string, string[]>;
@@ -179,7 +170,7 @@ async function sampleCases(ctx: ServiceContext, modelId: string, o: CalibrateOpt
   let done = 0;
   for (const { id, cases: list } of plan) {
     const meta = readDatasetMeta(o.dataRoot, id);
-    const others = absentPrompts(vocab, id, meta.structures.map((st) => st.slug));
+    const others = vocab.absentFor({ id, modality: meta.modality, structures: meta.structures.map((st) => st.slug) });
     for (const [ci, c] of list.entries()) {
       const image = await decodeImage(await readFile(caseImagePath(o.dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const prompts = meta.structures.map((st) => vocab.bySlug.get(st.slug)?.name ?? st.slug);

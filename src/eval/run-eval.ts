@@ -97,7 +97,7 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
     const cal = calibrationFor(ctx.pipeline, ctx.pipeline.registry.entry(model));
     const rnd = seededRandom(suite.seed);
     for (const { ds, cases } of plan) {
-      const otherRegion = vocab.absentCandidates(ds.id);
+      const otherRegion = vocab.absentFor({ id: ds.id, modality: ds.modality, structures: ds.structures.map((s) => s.slug) });
       for (const [ci, c] of cases.entries()) {
         const bytes = await readFile(caseImagePath(dataRoot, ds.id, c, ds.image_ext));
         const prompts: { prompt: string; structure: string | null; set: PromptSet }[] = [];

@@ -97,6 +97,21 @@ describe('the vocabulary of every medseg2d dataset (prompts/vocabulary-all-datas
     expect(v.absentCandidates('lgg_flair_mri').map((s) => s.slug)).not.toContain('whole_tumor');
   });
 
+  it('asks a dataset it does not list for absent structures of other modalities and regions only', () => {
+    // the shipped vocabulary does not list the newer medseg2d sets: their images show its structures unlabelled
+    const slugs = (d: { id: string; modality: string; structures: string[] }) => shipped.absentFor(d).map((s) => s.slug);
+    expect(shipped.data.datasets.map((d) => d.id)).not.toContain('gb_covid_cxr');
+    const covidCxr = slugs({ id: 'gb_covid_cxr', modality: 'xray', structures: ['left_lung', 'right_lung', 'cardiomediastinum'] });
+    for (const s of ['left_lung', 'heart', 'lungs', 'left_clavicle', 'dental_caries']) expect(covidCxr).not.toContain(s);
+    expect(covidCxr).toContain('skin_lesion');
+    const drishti = slugs({ id: 'drishti_gs1_optic_disc_cup', modality: 'fundus', structures: ['optic_disc', 'optic_cup'] });
+    expect(drishti).not.toContain('retinal_vessels');
+    expect(drishti).toContain('polyp');
+    expect(slugs({ id: 'brats2015_deepmedic_flair', modality: 'mri', structures: ['whole_tumor'] })).not.toContain('flair_abnormality');
+    // a listed training set keeps the training rule
+    expect(slugs({ id: 'jsrt_scr_cxr', modality: 'xray', structures: [] })).toEqual(shipped.absentCandidates('jsrt_scr_cxr').map((s) => s.slug));
+  });
+
   it.skipIf(sharedMissing)('names every structure of every medseg2d dataset, with the datasets that label it', () => {
     const index = JSON.parse(readFileSync(path.join(SHARED_DATA, 'index.json'), 'utf8')) as { id: string }[];
     expect(v.data.datasets.map((d) => d.id).sort()).toEqual(index.map((d) => d.id).sort());
