@@ -96,6 +96,14 @@ describe('adapters over HTTP: POST /v1/adapters makes a job, the structure is th
       }
       expect(dice(await maskOf(byName.mask_png_base64), await truth(c))).toBeGreaterThan(0.6);
     }
+    // an image never sent before, asked only the adapter's structure: encoded now, then served from the cache
+    const { data, info } = await sharp(readFileSync(path.join(folder, 'images', 'case11.png'))).raw().toBuffer({ resolveWithObject: true });
+    data[0] ^= 1;
+    const fresh = (await sharp(data, { raw: info }).png().toBuffer()).toString('base64');
+    const first = await api('/v1/segment', { body: { image: { base64: fresh }, prompts: [PHANTOM.name] } });
+    const again = await api('/v1/segment', { body: { image: { image_id: first.body.image_id }, prompts: [PHANTOM.name] } });
+    expect([first.status, again.status]).toEqual([200, 200]);
+    expect([(first.body.cache as { image_features: string }).image_features, (again.body.cache as { image_features: string }).image_features]).toEqual(['miss', 'hit']);
   }, 60_000);
 
   it('an image unlike every support image is refused by the adapter', async () => {

@@ -216,7 +216,8 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest, slot: M
   const results: PromptResult[] = new Array(req.prompts.length);
   own.forEach((i, k) => (results[i] = base.results[k]));
   const timings = { ...base.timingsMs };
-  let cached = base.cache.imageFeatures !== 'miss' || base.results.length === 0;
+  // the base request encodes the image even with no prompt of its own (its first look gives the pooled embedding)
+  let cached = base.cache.imageFeatures !== 'miss';
 
   // generic words and shared names: the structures they can mean are scanned once, first looks only
   // (their presence), each word read as the one found (or by the image's nearest training set), then
