@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeImage } from '../core/image/decode.js';
@@ -9,7 +9,7 @@ import type { ModelEntry } from '../core/models/manifest.js';
 import type { Vocabulary } from '../core/vocabulary.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
-import { caseImagePath, readCaseMask, spread } from './dataset-layout.js';
+import { caseImagePath, readCaseMask, readDatasetIds, readDatasetMeta, readSplits, spread } from './dataset-layout.js';
 
 export interface CalibrateOptions {
   modelId?: string;
@@ -126,21 +126,12 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
  */
 function casePlan(vocab: Vocabulary, dataRoot: string, split: string, limit: number): { plan: CasePlan; skipped: { dataset: string; unknown: string[] }[] } {
   const plan: CasePlan = [], skipped: { dataset: string; unknown: string[] }[] = [];
-  for (const { id } of JSON.parse(readFileSync(path.join(dataRoot, 'index.json'), 'utf8')) as { id: string }[]) {
+  for (const id of readDatasetIds(dataRoot)) {
     const unknown = readDatasetMeta(dataRoot, id).structures.map((s) => s.slug).filter((slug) => !vocab.bySlug.has(slug));
     if (unknown.length) skipped.push({ dataset: id, unknown });
     else plan.push({ id, cases: spread(readSplits(dataRoot, id)[split] ?? [], limit) });
   }
   return { plan, skipped };
-}
-
-function readDatasetMeta(dataRoot: string, id: string): { modality: string; structures: { slug: string }[]; image_ext?: string[] } {
-  return JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { modality: string; structures: { slug: string }[]; image_ext?: string[] };
-}
-
-
-function readSplits(dataRoot: string, id: string): Record<string, string[]> {
-  return JSON.parse(readFileSync(path.join(dataRoot, id, 'splits.json'), 'utf8')) as Record<string, string[]>;
 }
 
 /** In this order, each with the choices before it: the specialists, the second look, the image copies. */
@@ -490,7 +481,7 @@ async function embedSplit(ctx: ServiceContext, modelId: string, dataRoot: string
   let done = 0;
   const total = ids.length * limit;
   for (const id of ids) {
-    const meta = JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as { image_ext?: string[] };
+    const meta = readDatasetMeta(dataRoot, id);
     const e: Float32Array[] = [], a: Float32Array[] = [];
     for (const c of spread(readSplits(dataRoot, id)[split] ?? [], limit)) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 
@@ -6,6 +6,28 @@ import sharp from 'sharp';
  * Reading the medseg2d layout (eval/README.md): one place that knows where a case's image and its
  * ground-truth masks live, for evaluation, calibration and the report gallery.
  */
+
+/** What a dataset's dataset.json says that evaluation and calibration read. */
+export interface DatasetMeta {
+  id: string;
+  modality: string;
+  structures: { slug: string; name: string }[];
+  image_ext?: string[];
+}
+
+/** The dataset ids of a data root's index.json, in its order. */
+export function readDatasetIds(dataRoot: string): string[] {
+  return (JSON.parse(readFileSync(path.join(dataRoot, 'index.json'), 'utf8')) as { id: string }[]).map((d) => d.id);
+}
+
+export function readDatasetMeta(dataRoot: string, id: string): DatasetMeta {
+  return JSON.parse(readFileSync(path.join(dataRoot, id, 'dataset.json'), 'utf8')) as DatasetMeta;
+}
+
+/** Case ids by split name (splits.json). */
+export function readSplits(dataRoot: string, id: string): Record<string, string[]> {
+  return JSON.parse(readFileSync(path.join(dataRoot, id, 'splits.json'), 'utf8')) as Record<string, string[]>;
+}
 
 /** The image file of a case: the first of the dataset's extensions that exists, else any `<case>.*`. */
 export function caseImagePath(dataRoot: string, dataset: string, c: string, exts: string[] = ['.png', '.jpg']): string {

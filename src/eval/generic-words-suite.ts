@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { decodeImage } from '../core/image/decode.js';
 import { segment } from '../core/pipeline/segment.js';
 import type { ServiceContext } from '../service/context.js';
-import { caseImagePath, readCaseMask } from './dataset-layout.js';
+import { caseImagePath, readCaseMask, readSplits } from './dataset-layout.js';
 import { bootstrapCi, dice, mean } from './metrics.js';
 
 /**
@@ -38,7 +38,7 @@ export async function evaluateGenericWords(ctx: ServiceContext, suiteFile: strin
   const root = path.resolve(path.dirname(suiteFile), suite.data_root);
   const rows: Row[] = [];
   for (const d of suite.datasets) {
-    const cases = (JSON.parse(readFileSync(path.join(root, d.id, 'splits.json'), 'utf8')) as Record<string, string[]>)[suite.split];
+    const cases = readSplits(root, d.id)[suite.split];
     const name = ctx.pipeline.vocabulary.bySlug.get(d.structure)?.name ?? d.structure;
     const prompts = [name, ...suite.words];
     const scores = prompts.map(() => [] as number[]);

@@ -14,7 +14,7 @@ import { logit } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
 import { auroc, bootstrapCi, calibration, dice, iou, mean, percentile, seededRandom, surfaceMetrics } from './metrics.js';
 import type { Suite } from './suite.js';
-import { caseImagePath, readCaseMask, spread } from './dataset-layout.js';
+import { caseImagePath, readCaseMask, readDatasetIds, readDatasetMeta, readSplits, spread, type DatasetMeta } from './dataset-layout.js';
 
 export type PromptSet = 'canonical' | 'eval_only' | 'absent' | 'nonsense';
 
@@ -46,18 +46,10 @@ export interface CaseRecord {
   surface_units: 'px' | 'mm';
 }
 
-interface DatasetMeta {
-  id: string;
-  modality: string;
-  structures: { slug: string; name: string }[];
-  image_ext?: string[];
-}
-
 export interface EvalProgress {
   (done: number, total: number, label: string): void;
 }
 
-const readJson = <T>(f: string): T => JSON.parse(readFileSync(f, 'utf8')) as T;
 
 /** Runs every model of the suite over every case of the chosen split through the service API. */
 export interface PixelSamples {
@@ -74,15 +66,14 @@ export async function runEval(ctx: ServiceContext, suite: Suite, dataRoot: strin
   ctx.keepFloatMaps = true; // the calibration figures sample the float probabilities
   const split = opts.split ?? suite.split;
   const vocab = ctx.pipeline.vocabulary;
-  const index = readJson<{ id: string }[]>(path.join(dataRoot, 'index.json'));
-  const ids = suite.datasets === 'all' ? index.map((d) => d.id) : suite.datasets;
+  const ids = suite.datasets === 'all' ? readDatasetIds(dataRoot) : suite.datasets;
   const limit = opts.limit ?? suite.limit_per_dataset ?? Infinity;
   const plan: { ds: DatasetMeta; cases: string[] }[] = [];
   for (const id of ids) {
     const dir = path.join(dataRoot, id);
     if (!existsSync(path.join(dir, 'dataset.json'))) throw new Error(`dataset ${id} not found under ${dataRoot}`);
-    const ds = readJson<DatasetMeta>(path.join(dir, 'dataset.json'));
-    const splits = readJson<Record<string, string[]>>(path.join(dir, 'splits.json'));
+    const ds = readDatasetMeta(dataRoot, id);
+    const splits = readSplits(dataRoot, id);
     if (!Array.isArray(splits[split])) throw new Error(`dataset ${id} has no split "${split}"`);
     plan.push({ ds, cases: spread(splits[split], limit) });
   }

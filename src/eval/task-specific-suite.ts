@@ -5,7 +5,7 @@ import { decodeImage } from '../core/image/decode.js';
 import { TaskNet } from '../core/models/task-net.js';
 import { segment } from '../core/pipeline/segment.js';
 import type { ServiceContext } from '../service/context.js';
-import { caseImagePath, readCaseMask } from './dataset-layout.js';
+import { caseImagePath, readCaseMask, readDatasetIds, readDatasetMeta, readSplits } from './dataset-layout.js';
 import { bootstrapCi, dice, mean, percentile, surfaceMetrics } from './metrics.js';
 
 /**
@@ -148,7 +148,7 @@ export async function evaluateTaskSpecific(ctx: ServiceContext, suiteFile: strin
   const suite = TaskSpecificSuiteSchema.parse(JSON.parse(readFileSync(suiteFile, 'utf8')));
   const root = path.resolve(path.dirname(suiteFile), suite.data_root);
   const baselines = path.resolve(path.dirname(suiteFile), suite.baselines);
-  const ids = suite.datasets === 'all' ? (JSON.parse(readFileSync(path.join(root, 'index.json'), 'utf8')) as { id: string }[]).map((d) => d.id) : suite.datasets;
+  const ids = suite.datasets === 'all' ? readDatasetIds(root) : suite.datasets;
   const rows: StructureRow[] = [];
   const missing: string[] = [];
   const nets: Record<string, unknown> = {};
@@ -160,8 +160,8 @@ export async function evaluateTaskSpecific(ctx: ServiceContext, suiteFile: strin
     }
     const net = await TaskNet.open(path.join(baselines, id), ctx.config.PROMPTSEG_THREADS);
     nets[id] = { ...net.meta, dir: path.relative(process.cwd(), net.dir) };
-    const meta = JSON.parse(readFileSync(path.join(root, id, 'dataset.json'), 'utf8')) as { structures: { slug: string; name: string }[]; image_ext?: string[] };
-    const cases = (JSON.parse(readFileSync(path.join(root, id, 'splits.json'), 'utf8')) as Record<string, string[]>)[suite.split].slice(0, suite.limit_per_dataset ?? undefined);
+    const meta = readDatasetMeta(root, id);
+    const cases = readSplits(root, id)[suite.split].slice(0, suite.limit_per_dataset ?? undefined);
     const names = meta.structures.map((s) => ctx.pipeline.vocabulary.bySlug.get(s.slug)?.name ?? s.name);
     const paired: PairedCase[][] = meta.structures.map(() => []);
     for (const c of cases) {
