@@ -11,7 +11,9 @@ beside the model's own graphs, which stay as they are:
 
     python3 models/train/export.py --ckpt PATH.pt --specialist NAME --structures slug[,slug]
 writes image_encoder.NAME.onnx and mask_decoder.NAME.onnx, its parity outputs under
-parity.json's "specialists", and its entry in the manifest's `specialists`. A checkpoint of
+parity.json's "specialists", and its entry in the manifest's `specialists`. With --own-presence the
+specialist answers for its structures altogether (presence, quality, similarity and mask): how a
+network trained on more datasets serves the structures the model's own decoder never learned. A checkpoint of
 `unet_specialist.py` (a text-independent U-Net for one structure) is exported the same way: its encoder
 outputs the mask logits as f0, its decoder hands them to every prompt.
 """
@@ -144,6 +146,7 @@ def main():
     ap.add_argument("--ckpt", default="best")
     ap.add_argument("--specialist", default=None, help="export the checkpoint's image encoder and mask decoder as this specialist of the shipped model")
     ap.add_argument("--structures", default="", help="with --specialist: comma-separated structure slugs it draws")
+    ap.add_argument("--own-presence", action="store_true", help="with --specialist: it also answers presence, quality and similarity for its structures (a network trained on every dataset, serving structures the model's own decoder never learned); the model's own first look is not asked about them")
     ap.add_argument("--keep-specialists", action="store_true", help="keep the model's specialists: allowed when the checkpoint's text encoder embeds every token the replaced weights knew exactly as they did (train.py --freeze-known-text), which is what the specialists' decoders were trained on")
     a = ap.parse_args()
     if a.specialist:
@@ -297,6 +300,7 @@ def record_specialist(a, names, pooled, outs, arch, step_of_run=None):
             p = os.path.join(out, f)
             m["files"][f] = dict(sha256=sha256(p), bytes=os.path.getsize(p))
         entry = dict(name=a.specialist, structures=[s for s in a.structures.split(",") if s], **names,
+                     **({"own_presence": True} if getattr(a, "own_presence", False) else {}),
                      training=dict(checkpoint=a.ckpt, step=step_of_run, arch=arch, init="weights.pt" if "unet" not in arch else "none (trained from scratch)"))
         m["specialists"] = [s for s in m.get("specialists", []) if s["name"] != a.specialist] + [entry]
     json.dump(man, open(man_path, "w"), indent=1)

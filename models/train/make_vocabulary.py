@@ -3,10 +3,10 @@
 Run once when the vocabulary changes (it reads ../shared only for the datasets' own names and
 synonyms; the committed JSON is what training and the service use).
 
-    /usr/bin/python3 models/train/make_vocabulary.py                 # the shipped model's datasets
-    /usr/bin/python3 models/train/make_vocabulary.py --all -o runs/vocab-all/vocabulary.json
-        # every dataset in ../shared/data/medseg2d: the vocabulary a model trained on all of them
-        # serves (train.py --vocabulary); prompts/vocabulary.json becomes it when that model ships
+    /usr/bin/python3 models/train/make_vocabulary.py            # every dataset in ../shared/data/medseg2d (the served vocabulary)
+    /usr/bin/python3 models/train/make_vocabulary.py --generalist -o runs/vocab-14/vocabulary.json
+        # only the 14 datasets the generalist was trained on: its training stages' vocabulary
+        # (train.py --vocabulary); the all-datasets specialist serves the other datasets' structures
 
 A structure can be labelled in several datasets, even of different modalities (ground-glass
 opacity on CT and on radiographs): it is one entry whose `datasets` and `modalities` list them all.
@@ -111,8 +111,8 @@ REGION = {
 # never_negative (vessels, nerves) are found in almost any tissue and are nobody's negative.
 MAY_SHOW = {d: ["vertebral_body"] for d, r in REGION.items() if r == "thorax"}
 
-# The datasets the shipped model was trained on: the vocabulary serves what the model knows (the
-# newer datasets in ../shared join it with the model that is trained on them).
+# The datasets the generalist was trained on (--generalist); the all-datasets specialist, trained on
+# every dataset, serves the structures of the others.
 SHIPPED = ("jsrt_scr_cxr", "dc1000_dental_caries_xray", "covid19_ct_infection_medseg", "ct_pulmonary_embolism_fumpe",
            "chaos_ct_liver_mini", "lgg_flair_mri", "acdc_cardiac_mri", "la2018_left_atrium_lge_mri", "hc18_fetal_head_us",
            "endotect2020_polyp_endoscopy", "ph2_dermoscopy", "drive_fundus", "monuseg_nuclei_histology", "isbi2012_em")
@@ -218,11 +218,12 @@ def check_unambiguous(structures):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--all", action="store_true", help="every dataset in ../shared/data/medseg2d, not only the shipped model's")
+    ap.add_argument("--generalist", action="store_true", help="only the 14 datasets the generalist was trained on, not every dataset in ../shared/data/medseg2d")
+    ap.add_argument("--all", action="store_true", help="every dataset (the default; kept for the commands that name it)")
     ap.add_argument("-o", "--out", default=os.path.join(ROOT, "prompts", "vocabulary.json"))
     a = ap.parse_args()
     present = sorted(d for d in os.listdir(DATA) if os.path.isfile(os.path.join(DATA, d, "dataset.json")))
-    ids = present if a.all else [d for d in present if d in SHIPPED]
+    ids = [d for d in present if d in SHIPPED] if a.generalist else present
     unknown = [d for d in ids if d not in REGION]
     if unknown:
         raise SystemExit(f"no vocabulary entries for {', '.join(unknown)}: add them to MODALITY_WORDS, REGION and EXTRA")
@@ -230,7 +231,7 @@ def main():
     generic = {d: s for d, s in GENERIC_BY_DATASET.items() if d in ids}
     shared = [n for n in SHARED_NAMES if all(d in ids for d in n["by_dataset"])]
     vocab = dict(
-        version="2026-11-27.1" if not a.all else "2026-12-05.1",
+        version="2026-11-27.1" if a.generalist else "2026-12-05.1",
         note="Left/right are the patient's sides. eval_synonyms, templates.eval and nonsense.eval are never used in training.",
         windows={"lung": [-600, 1500], "mediastinum": [50, 350], "abdomen": [40, 400], "bone": [400, 1800], "brain": [40, 80]},
         structures=list(structures.values()), datasets=datasets,

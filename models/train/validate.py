@@ -5,7 +5,7 @@ elsewhere (a GPU run's snapshots).
     python3 models/train/validate.py runs/gpu/snapshot-*.pt
     python3 models/train/validate.py models/promptseg-builtin/weights.pt [--split train]  # recorded nowhere: the shipped file stays as exported
     python3 models/train/validate.py SPECIALIST.pt --datasets isbi2012_em                # one dataset, recorded nowhere
-    python3 models/train/validate.py runs/all/snap/snapshot-100.pt --vocabulary prompts/vocabulary-all-datasets.json \
+    python3 models/train/validate.py runs/all/snap/snapshot-100.pt --vocabulary prompts/vocabulary.json \
         --tokenizer runs/all                # a model trained on another vocabulary, with the tokenizer its run saved
 Prints per checkpoint the validator's score and the mean Dice over the structures the model issue
 sets bars for.

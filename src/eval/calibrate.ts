@@ -45,6 +45,8 @@ interface ValSamples {
   /** Every prompt asked: raw presence logit and whether the structure is there (the case's own absent structures, other regions' structures, nonsense). */
   presenceZ: number[];
   presenceY: number[];
+  /** The network whose scores each presence sample is: '' the model's own, else a specialist that answers for its structures altogether. */
+  presenceNet: string[];
   /** One row per present structure of a case. */
   present: PresentRow[];
   /** Per dataset, each val image's pooled embedding and appearance descriptor. */
@@ -54,6 +56,8 @@ interface ValSamples {
 
 interface PresentRow {
   slug: string;
+  /** The network whose scores these are ('' the model's own; see presenceNet). */
+  net: string;
   qualityLogit: number;
   /** Dice of the mask as it will be served (updated once the mask choices are made). */
   dice: number;
@@ -90,15 +94,17 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   // The recall grid was taken on uncalibrated probabilities p = sigmoid(z); with temperature T
   // the calibrated probability is sigmoid(z / T), so a calibrated threshold t maps to sigmoid(T * logit(t)).
   const T = fitTemperature(s.pixelZ, s.pixelY);
-  const presence = fitPlatt(s.presenceZ, s.presenceY);
   const masks = chooseMaskChoices(s.present, T);
-  const quality = fitPlatt(s.present.map((p) => p.qualityLogit), s.present.map((p) => p.dice));
+  const scores = fitScores(s);
+  const { presence, quality } = scores[''];
+  const specialistScores = Object.fromEntries(Object.entries(scores).filter(([net]) => net));
   const { ood, appearance, oodReject } = await fitOutOfDistribution(ctx, entry.id, o, plan, s);
   return {
     fitted_on: { split, cases: s.cases, datasets: plan.map((p) => p.id), ...(skipped.length ? { skipped_datasets: skipped } : {}), date: new Date().toISOString().slice(0, 10), model_files_sha256: modelFilesFingerprint(entry.files) },
     pixel_temperature: T,
     presence,
     quality,
+    ...(Object.keys(specialistScores).length ? { specialist_scores: specialistScores } : {}),
     ...(ood ? { ood } : {}),
     ...(appearance ? { appearance } : {}),
     ...(passes.withSpecialist ? { specialists: passes.specialist, specialist_gain: passes.specialistGain } : {}),
@@ -111,8 +117,8 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     largest_component: masks.largestComponent,
     largest_component_gain: masks.largestComponentGain,
     thresholds: {
-      presence: Math.round(presenceThreshold(s, presence) * 1e4) / 1e4,
-      ...verdictThresholds(s.present, quality),
+      presence: Math.round(presenceThreshold(s, scores) * 1e4) / 1e4,
+      ...verdictThresholds(s.present, scores),
       ood_reject: Math.round(oodReject * 1e4) / 1e4,
     },
     conformal: conformalThresholds(s.present, T),
@@ -155,7 +161,9 @@ async function sampleCases(ctx: ServiceContext, modelId: string, o: CalibrateOpt
   const vocab = ctx.pipeline.vocabulary;
   const pixels = o.pixelsPerCase ?? 1500;
   const rnd = seededRandom(11);
-  const s: ValSamples = { cases: 0, pixelZ: [], pixelY: [], presenceZ: [], presenceY: [], present: [], embeddings: new Map(), appearances: new Map() };
+  const s: ValSamples = { cases: 0, pixelZ: [], pixelY: [], presenceZ: [], presenceY: [], presenceNet: [], present: [], embeddings: new Map(), appearances: new Map() };
+  const answersAltogether = new Set((ctx.pipeline.registry.get(modelId).entry.specialists ?? []).filter((sp) => sp.own_presence).map((sp) => sp.name));
+  const netOf = (r: { specialist?: string }) => (r.specialist && answersAltogether.has(r.specialist) ? r.specialist : '');
   const total = plan.reduce((n, p) => n + p.cases.length, 0);
   const { zoom, specialist, ttaImage } = passes;
   let done = 0;
@@ -178,17 +186,19 @@ async function sampleCases(ctx: ServiceContext, modelId: string, o: CalibrateOpt
         const prob = probabilityMap(r);
         s.presenceZ.push(logit(r.presenceRaw));
         s.presenceY.push(gsum > 0 ? 1 : 0);
+        s.presenceNet.push(netOf(r));
         if (gsum === 0) continue;
         for (let j = 0; j < pixels; j++) {
           const i = Math.floor(rnd() * w * h);
           s.pixelZ.push(logit(prob[i]));
           s.pixelY.push(gt[i]);
         }
-        s.present.push({ slug: st.slug, qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), diceAt: diceByThreshold(prob, gt, gsum), diceLargest: largestComponentDice(r.mask, gt, w, h), uncertain: r.uncertainty.uncertainFraction, recallAt: recallByThreshold(prob, gt, gsum) });
+        s.present.push({ slug: st.slug, net: netOf(r), qualityLogit: logit(r.predictedQuality), dice: dice(r.mask, gt), diceAt: diceByThreshold(prob, gt, gsum), diceLargest: largestComponentDice(r.mask, gt, w, h), uncertain: r.uncertainty.uncertainFraction, recallAt: recallByThreshold(prob, gt, gsum) });
       }
       for (let k = prompts.length; k < res.results.length; k++) {
         s.presenceZ.push(logit(res.results[k].presenceRaw));
         s.presenceY.push(0);
+        s.presenceNet.push(netOf(res.results[k]));
       }
       o.progress?.(++done, total, id);
     }
@@ -222,13 +232,39 @@ function chooseMaskChoices(present: PresentRow[], T: number) {
   return { maskThreshold, maskThresholdGain, largestComponent, largestComponentGain };
 }
 
+type Platt = { a: number; b: number };
+type NetScores = Record<string, { presence: Platt; quality: Platt }>;
+
+/** Fewest present and absent val prompts a specialist must have answered to get its own score scaling. */
+const MIN_SCORE_SAMPLES = 20;
+
+/**
+ * Presence and quality Platt scaling per network that answered the val prompts: the model's own
+ * ('', fitted on every prompt where no specialist has its own) and each specialist that answers
+ * for its structures altogether, whose scores are on another scale, when it answered at least
+ * MIN_SCORE_SAMPLES present and absent prompts.
+ */
+function fitScores(s: ValSamples): NetScores {
+  const count = (net: string, y: number) => s.presenceNet.filter((n, i) => n === net && s.presenceY[i] === y).length;
+  const own = [...new Set(s.presenceNet)].filter((net) => net && count(net, 1) >= MIN_SCORE_SAMPLES && count(net, 0) >= MIN_SCORE_SAMPLES);
+  s.presenceNet = s.presenceNet.map((n) => (own.includes(n) ? n : ''));
+  for (const p of s.present) if (!own.includes(p.net)) p.net = '';
+  return Object.fromEntries(
+    ['', ...own].map((net) => {
+      const on = s.presenceNet.flatMap((n, i) => (n === net ? [i] : []));
+      const rows = s.present.filter((p) => p.net === net);
+      return [net, { presence: fitPlatt(on.map((i) => s.presenceZ[i]), on.map((i) => s.presenceY[i])), quality: fitPlatt(rows.map((p) => p.qualityLogit), rows.map((p) => p.dice)) }];
+    }),
+  );
+}
+
 /**
  * The lowest presence threshold that still keeps at least 99% of val negatives (other regions'
  * structures, nonsense, structures a case lacks) below it, never above 0.5: every present structure
  * that clears it gets a mask and an accept/review verdict instead of a rejection.
  */
-function presenceThreshold(s: ValSamples, presence: { a: number; b: number }): number {
-  const negP = s.presenceZ.filter((_, i) => s.presenceY[i] === 0).map((z) => platt(z, presence)).sort((a, b) => a - b);
+function presenceThreshold(s: ValSamples, scores: NetScores): number {
+  const negP = s.presenceZ.flatMap((z, i) => (s.presenceY[i] === 0 ? [platt(z, scores[s.presenceNet[i]].presence)] : [])).sort((a, b) => a - b);
   return Math.min(0.5, Math.max(0.02, (negP[Math.min(negP.length - 1, Math.ceil(0.99 * negP.length))] ?? 0.5) + 1e-4));
 }
 
@@ -249,7 +285,7 @@ async function fitOutOfDistribution(ctx: ServiceContext, modelId: string, o: Cal
 }
 
 /** The calibrated-quality and uncertain-fraction cut-offs that best separate failures (Dice < 0.7) on val (Youden's J over GRID). */
-function verdictThresholds(present: PresentRow[], quality: { a: number; b: number }): { quality: number; uncertain_fraction: number } {
+function verdictThresholds(present: PresentRow[], scores: NetScores): { quality: number; uncertain_fraction: number } {
   const fail: number[] = present.map((p) => (p.dice < 0.7 ? 1 : 0));
   const P = fail.reduce((n, v) => n + v, 0), N = fail.length - P;
   const youden = (score: number[], higherIsFailure: boolean) => {
@@ -270,7 +306,7 @@ function verdictThresholds(present: PresentRow[], quality: { a: number; b: numbe
     return best;
   };
   return {
-    quality: youden(present.map((p) => sigmoid(quality.a * p.qualityLogit + quality.b)), false),
+    quality: youden(present.map((p) => platt(p.qualityLogit, scores[p.net].quality)), false),
     uncertain_fraction: youden(present.map((p) => p.uncertain), true),
   };
 }

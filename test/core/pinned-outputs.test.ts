@@ -73,6 +73,7 @@ describe('pinned pipeline outputs', () => {
     ['chest, image TTA and largest component', 'chest', { prompts: ['left lung', 'heart'], ttaImage: 3, largestComponent: true }],
     ['blob, every extra pass', 'blob', { prompts: ['polyp', 'skin lesion'], zoom: true, specialist: true, ttaImage: 2, tta: 2 }],
     ['blob, auto choices', 'blob', { prompts: ['polyp', 'lesion'] }],
+    ['blob, the all-datasets network beside the generalist', 'blob', { prompts: ['optic disc', 'polyp', 'foot ulcer'], tta: 1, ttaImage: 2 }],
     ['dots, tiled', 'dots', { prompts: ['cell nuclei', 'cell membranes'] }],
     ['dots, uncalibrated', 'dots', { prompts: ['cell nuclei', 'liver'], calibrated: false, ttaImage: { cell_nuclei: 2 } }],
   ];

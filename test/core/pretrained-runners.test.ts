@@ -185,8 +185,9 @@ describe('pretrained bundle runners on the tiny test bundles (models/tiny)', () 
   it('refine works for any text model: the built-in model\'s mask box goes to SAM', async () => {
     const img = await decodeImage(await chestLikePng(192), { maxPixels: 4e7 });
     // the right lung: the built-in model calls this drawn picture's left lung absent (image-tta.test.ts)
-    const plain = await segment(ctx, { image: img, prompts: ['right lung'] });
-    const ref = await segment(ctx, { image: img, prompts: ['right lung'], refine: 'slimsam-tiny' });
+    // (at the mask threshold 0.5, as image-tta.test.ts)
+    const plain = await segment(ctx, { image: img, prompts: ['right lung'], threshold: 0.5 });
+    const ref = await segment(ctx, { image: img, prompts: ['right lung'], refine: 'slimsam-tiny', threshold: 0.5 });
     expect(plain.results[0].refinedBy).toBeUndefined();
     expect(plain.results[0].maskProduced).toBe(true);
     const r = ref.results[0];

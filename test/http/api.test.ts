@@ -167,9 +167,12 @@ describe('read-only endpoints', () => {
     await expectProblem(await fetch(`${srv.url}/v1/models/nope`), 404, 'unknown_model');
   });
   it('GET /v1/structures filters by modality; an unknown modality is 404', async () => {
-    const body = (await (await fetch(`${srv.url}/v1/structures?modality=xray`)).json()) as { structures: { slug: string; modality: string }[] };
+    const body = (await (await fetch(`${srv.url}/v1/structures?modality=xray`)).json()) as { structures: { slug: string; modality: string; modalities: string[] }[] };
     expect(body.structures.map((s) => s.slug)).toContain('left_lung');
-    expect(body.structures.every((s) => s.modality === 'xray')).toBe(true);
+    expect(body.structures.every((s) => s.modalities.includes('xray'))).toBe(true);
+    // a structure seen in two modalities (ground-glass opacity on CT and on radiographs) is listed under both
+    expect(body.structures.find((s) => s.slug === 'ground_glass_opacity')?.modalities).toEqual(['ct', 'xray']);
+    expect(body.structures.map((s) => s.slug)).not.toContain('liver');
     await expectProblem(await fetch(`${srv.url}/v1/structures?modality=sonar`), 404, 'unknown_structure');
   });
   it('GET /healthz, /readyz and /metrics answer', async () => {

@@ -77,15 +77,47 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
 
   // every structure a shipped specialist draws, with its canonical name and its dataset from the vocabulary
   const vocabulary = JSON.parse(readFileSync(path.join(ROOT, 'prompts', 'vocabulary.json'), 'utf8')) as { structures: { slug: string; name: string; datasets: string[] }[] };
-  const specialistCases = (ctx.pipeline.registry.entry('promptseg-builtin').specialists ?? []).flatMap((sp) =>
-    sp.structures.map((slug) => {
-      const v = vocabulary.structures.find((x) => x.slug === slug)!;
-      return { specialist: sp.name, structure: slug, dataset: v.datasets[0], prompt: v.name };
-    }),
-  );
+  const casesOf = (specialists: { name: string; structures: string[] }[]) =>
+    specialists.flatMap((sp) =>
+      sp.structures.map((slug) => {
+        const v = vocabulary.structures.find((x) => x.slug === slug)!;
+        return { specialist: sp.name, structure: slug, dataset: v.datasets[0], prompt: v.name };
+      }),
+    );
+  const shippedSpecialists = ctx.pipeline.registry.entry('promptseg-builtin').specialists ?? [];
+  const specialistCases = casesOf(shippedSpecialists.filter((sp) => !sp.own_presence));
   it('has a specialist for the structures the model card names (membranes, polyp, left atrium)', () => {
     expect(specialistCases.map((c) => c.structure).sort()).toEqual(['cell_membranes', 'left_atrium', 'polyp']);
   });
+
+  // the structures of the newer datasets: a network trained on all of them answers for them altogether
+  const ownCases = casesOf(shippedSpecialists.filter((sp) => sp.own_presence));
+  it('answers for every structure of the vocabulary the generalist was not trained on with the all-datasets network', () => {
+    const generalist = new Set(vocabulary.structures.filter((v) => !ownCases.some((c) => c.structure === v.slug)).map((v) => v.slug));
+    expect(generalist.size).toBe(23);
+    expect(ownCases.map((c) => c.structure).sort()).toEqual(['airways', 'blood_vessel', 'cardiomediastinum', 'enhancing_tumor', 'foot_ulcer', 'necrotic_tumor_core', 'nerve', 'optic_cup', 'optic_disc', 'peritumoral_edema', 'tumor_core', 'vertebral_body', 'whole_tumor']);
+  });
+  for (const sc of ownCases.filter((c) => ['optic_disc', 'vertebral_body', 'cardiomediastinum'].includes(c.structure))) {
+    it(`answers for ${sc.structure} with the ${sc.specialist} network (presence, mask) whatever the request's specialist choice, and rejects it on a fetal ultrasound`, async () => {
+      const c = testCases(sc.dataset, 1)[0];
+      const ext = ['.png', '.jpg'].find((e) => existsSync(path.join(SHARED_DATA, sc.dataset, 'images', c + e)))!;
+      const { image, mask } = await sharedCase(sc.dataset, c, ext);
+      const gt = await mask(sc.structure);
+      const off = await segment(ctx.pipeline, { image, prompts: [sc.prompt], specialist: false, ttaImage: 0 });
+      const on = await segment(ctx.pipeline, { image, prompts: [sc.prompt, 'heart'], ttaImage: 0 });
+      expect(off.results[0].specialist).toBe(sc.specialist);
+      expect(on.results[0].specialist).toBe(sc.specialist);
+      expect(on.results[1].specialist).toBeUndefined(); // a structure of the generalist's, in the same request
+      expect(on.results[0].presence).toBe(off.results[0].presence);
+      expect(on.results[0].verdict).not.toBe('reject');
+      expect(dice(on.results[0].mask, gt)).toBeGreaterThan(0.7);
+      const us = await sharedCase('hc18_fetal_head_us', testCases('hc18_fetal_head_us', 1)[0], '.jpg');
+      const absent = await segment(ctx.pipeline, { image: us.image, prompts: [sc.prompt] });
+      expect(absent.results[0].specialist).toBe(sc.specialist);
+      expect(absent.results[0].verdict).toBe('reject');
+      expect(absent.results[0].maskProduced).toBe(false);
+    });
+  }
   for (const sc of specialistCases) {
     it(`redraws ${sc.structure} with its specialist, keeping the generalist's presence, and not for an image without them`, async () => {
       const c = testCases(sc.dataset, 1)[0];

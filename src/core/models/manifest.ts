@@ -59,7 +59,9 @@ export const ModelEntrySchema = z.object({
    * Specialists (promptseg-onnx): an image encoder and mask decoder fine-tuned from the model's own
    * on the training cases of a few structures, sharing its text encoder. The pipeline redraws those
    * structures' masks with them where the calibration found that raises val Dice; presence stays the
-   * generalist's.
+   * generalist's. A specialist with `own_presence` answers for its structures altogether (presence,
+   * quality, similarity and mask, in the first look): a network trained on more datasets than the
+   * model's own, serving the structures the model's own decoder never learned.
    */
   specialists: z
     .array(
@@ -68,6 +70,7 @@ export const ModelEntrySchema = z.object({
         structures: z.array(z.string()).min(1),
         image_encoder: z.string(),
         mask_decoder: z.string(),
+        own_presence: z.boolean().optional(),
         training: z.record(z.string(), z.unknown()).optional(),
       }),
     )

@@ -378,7 +378,7 @@ async function finishPrompt(s: PassState, p: PromptPlan, assessment: ImageAssess
   // recall guarantee is about them all)
   const lcc = req.conformalRecall === undefined && !!slug && (req.largestComponent === true || ((req.largestComponent ?? 'auto') === 'auto' && !!cal?.largest_component?.includes(slug)));
   const look = p.members[0];
-  const r = await postprocess(p.text, p.structure, p.mode, look, s.image, maskThreshold, cal, assessment, {
+  const r = await postprocess(p.text, p.structure, p.mode, look, s.image, maskThreshold, cal, p.specialist, assessment, {
     refinedIou: p.refinedBy?.iou,
     notText: p.markup,
     ignorePresence: req.conformalRecall !== undefined,
@@ -429,17 +429,19 @@ function appearanceOf(image: RasterImage): Float32Array {
 }
 
 /** A text prompt's result: the model's scores through the fitted calibration, then maskResult. */
-function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', look: Look, image: RasterImage, threshold: number, cal: Calibration | undefined, assessment: ImageAssessment, o: { refinedIou?: number; notText: boolean; ignorePresence: boolean; largestComponentOnly: boolean }): Promise<PromptResult> {
+function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', look: Look, image: RasterImage, threshold: number, cal: Calibration | undefined, specialist: string | undefined, assessment: ImageAssessment, o: { refinedIou?: number; notText: boolean; ignorePresence: boolean; largestComponentOnly: boolean }): Promise<PromptResult> {
   const { logits, similarity } = look;
+  // a specialist that answered for the structure altogether has its own score scaling
+  const scores = (specialist ? cal?.specialist_scores?.[specialist] : undefined) ?? cal;
   const presenceLogit = look.presence, iouLogit = look.iou;
   const presenceRaw = sigmoid(presenceLogit);
   return maskResult(prompt, mode, logits, image, threshold, {
     structure,
     inVocabulary: !!structure,
-    presence: cal ? platt(presenceLogit, cal.presence) : presenceRaw,
+    presence: scores ? platt(presenceLogit, scores.presence) : presenceRaw,
     presenceRaw,
     // a mask redrawn by a region model carries that model's predicted IoU and its own, unscaled logits
-    quality: o.refinedIou ?? (cal ? platt(iouLogit, cal.quality) : sigmoid(iouLogit)),
+    quality: o.refinedIou ?? (scores ? platt(iouLogit, scores.quality) : sigmoid(iouLogit)),
     temperature: o.refinedIou !== undefined || !cal ? 1 : cal.pixel_temperature,
     similarity,
     thresholds: cal ? { ...DEFAULT_THRESHOLDS, ...cal.thresholds, uncertainFraction: cal.thresholds.uncertain_fraction, oodReject: cal.thresholds.ood_reject ?? 1 } : DEFAULT_THRESHOLDS,

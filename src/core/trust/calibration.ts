@@ -37,6 +37,12 @@ export const CalibrationSchema = z.object({
   pixel_temperature: z.number().positive(),
   presence: z.object({ a: z.number(), b: z.number() }),
   quality: z.object({ a: z.number(), b: z.number() }),
+  /**
+   * Presence and quality Platt scaling of each specialist that answers for its structures
+   * altogether (manifest `own_presence`): its scores come from another network than the model's own,
+   * on another scale, so they are fitted on the val prompts it answered. The others use `presence` and `quality`.
+   */
+  specialist_scores: z.record(z.string(), z.object({ presence: z.object({ a: z.number(), b: z.number() }), quality: z.object({ a: z.number(), b: z.number() }) })).optional(),
   ood: OodStatsSchema.optional().describe('k-NN statistics of the pooled image embedding; absent for models without one (e.g. CLIPSeg)'),
   /** The same k-NN statistics on the model-free appearance descriptor (src/core/trust/appearance.ts). */
   appearance: OodStatsSchema.optional(),

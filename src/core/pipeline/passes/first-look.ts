@@ -3,7 +3,9 @@ import type { Drawn, Pass } from './pass.js';
 
 /**
  * The first look: every prompt and every paraphrase on the image as the model sees it (whole,
- * tiled, through its CT window), in one batch per view; also the whole image's pooled embedding.
+ * tiled, through its CT window), in one batch per view; also the whole image's pooled embedding
+ * (always the model's own encoder's). A prompt whose structure a specialist answers for altogether
+ * (the plan set its `specialist`) is asked of that specialist, in a batch of its own.
  */
 export const firstLook: Pass = {
   name: 'first_look',
@@ -12,9 +14,15 @@ export const firstLook: Pass = {
   async run(s, idx) {
     // the batch: every prompt's own text, then each prompt's paraphrases
     const order = [...idx.map((i) => ({ prompt: i, k: 0 })), ...idx.flatMap((i) => s.prompts[i].paraphrases.map((_, j) => ({ prompt: i, k: j + 1 })))];
-    const views = order.map(({ prompt, k }) => ({ structure: s.prompts[prompt].structure, mode: s.prompts[prompt].mode, embed: s.prompts[prompt].embeds[k] }));
-    const out = await decodeViews(s.run, s.image, s.imageSha256, views, { embedding: true });
-    s.embedding = out.embedding;
-    return order.map(({ prompt }, j): Drawn => ({ prompt, how: 'join', look: out.looks[j] }));
+    const looks: Drawn[] = new Array(order.length);
+    // the model's own batch first (it also gives the pooled embedding, with or without prompts), then each specialist's
+    for (const name of [undefined, ...new Set(order.flatMap(({ prompt }) => s.prompts[prompt].specialist ?? []))]) {
+      const group = order.flatMap((o, j) => (s.prompts[o.prompt].specialist === name ? [j] : []));
+      const views = group.map((j) => ({ structure: s.prompts[order[j].prompt].structure, mode: s.prompts[order[j].prompt].mode, embed: s.prompts[order[j].prompt].embeds[order[j].k] }));
+      const out = await decodeViews(s.run, s.image, s.imageSha256, views, name ? { specialist: name } : { embedding: true });
+      if (!name) s.embedding = out.embedding;
+      group.forEach((j, n) => (looks[j] = { prompt: order[j].prompt, how: 'join', look: out.looks[n] }));
+    }
+    return looks;
   },
 };

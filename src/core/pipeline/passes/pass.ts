@@ -30,7 +30,11 @@ export interface PromptPlan {
    * look's: redrawing passes replace its logits only), then its paraphrases', then image copies'.
    */
   members: Look[];
-  /** Set by the specialist pass: the specialist that redrew the prompt's own look. */
+  /**
+   * The specialist that drew the prompt's own look: set by the plan for a structure whose specialist
+   * answers for it altogether (`own_presence`: the first look asks it, not the model's own decoder),
+   * else by the specialist pass when it redraws the mask.
+   */
   specialist?: string;
   /** Set by the second look: the crop it looked at, and the logits it was pasted over. */
   closer?: { sq: Square; crop: RasterImage; first: FloatGrid };
