@@ -158,12 +158,17 @@ describe('read-only endpoints', () => {
   it('GET /v1/models/{id} returns the model card; unknown ids are 404', async () => {
     const res = await fetch(`${srv.url}/v1/models/promptseg-builtin`);
     expect(res.status).toBe(200);
-    const body = (await res.json()) as { card_markdown: string; specialists?: { name: string; structures: string[]; used_by_default_for: string[] }[] };
+    const body = (await res.json()) as { card_markdown: string; specialists?: { name: string; structures: string[]; used_by_default_for: string[]; own_presence: boolean }[] };
     expect(body.card_markdown.length).toBeGreaterThan(100);
     // the manifest's specialists, each with the structures it draws by default (a subset of its own)
     const listed = srv.ctx.pipeline.registry.entry('promptseg-builtin').specialists ?? [];
     expect((body.specialists ?? []).map((s) => s.name)).toEqual(listed.map((s) => s.name));
     for (const s of body.specialists ?? []) expect(s.used_by_default_for.every((slug) => s.structures.includes(slug))).toBe(true);
+    // the all-datasets network answers for its structures always
+    const all = body.specialists?.find((s) => s.own_presence);
+    expect(all?.name).toBe('all-datasets');
+    expect(all?.used_by_default_for).toEqual(all?.structures);
+    expect(body.specialists?.filter((s) => !s.own_presence).map((s) => s.name).sort()).toEqual(['em', 'left-atrium', 'polyp']);
     await expectProblem(await fetch(`${srv.url}/v1/models/nope`), 404, 'unknown_model');
   });
   it('GET /v1/structures filters by modality; an unknown modality is 404', async () => {

@@ -29,7 +29,14 @@ export const describeModelOperation = defineOperation({
     vocabulary_version: z.string(),
     training: z.record(z.string(), z.unknown()).optional(),
     specialists: z
-      .array(z.object({ name: z.string(), structures: z.array(z.string()), used_by_default_for: z.array(z.string()).describe('Structures whose masks it draws by default (specialist auto): those where it raised Dice on val.') }))
+      .array(
+        z.object({
+          name: z.string(),
+          structures: z.array(z.string()),
+          used_by_default_for: z.array(z.string()).describe('Structures whose masks it draws by default (specialist auto): those where it raised Dice on val; every structure of one that answers for them altogether.'),
+          own_presence: z.boolean().describe('It answers for its structures altogether (presence, quality and mask), whatever the request: a network trained on datasets the model itself was not, for their structures.'),
+        }),
+      )
       .optional()
       .describe('Image encoders and mask decoders fine-tuned from this model on a few structures (segment\'s specialist option).'),
     graph_inputs: z
@@ -58,7 +65,7 @@ export const describeModelOperation = defineOperation({
       vocabulary_version: e.vocabulary_version,
       training: e.training,
       ...(e.specialists?.length
-        ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, used_by_default_for: sp.structures.filter((s) => calibrationFor(ctx.pipeline, e)?.specialists?.includes(s)) })) }
+        ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, used_by_default_for: sp.own_presence ? sp.structures : sp.structures.filter((s) => calibrationFor(ctx.pipeline, e)?.specialists?.includes(s)), own_presence: !!sp.own_presence })) }
         : {}),
       ...(installed ? { graph_inputs: await bundleGraphInputs(ctx.pipeline.registry.dirOf(e), e) } : {}),
       ...(adapters.length ? { adapters: adapters.map(adapterSummary) } : {}),
