@@ -91,11 +91,18 @@ describe('generic words (lesion, tumour, mass...)', () => {
     const [heart, lesion] = (r.value as SegmentOutput).results;
     expect(heart.resolution).toBeUndefined();
     expect(heart.structure?.slug).toBe('heart');
+    // this drawing is out of distribution: the word is either not read, or read as a finding whose
+    // answer is rejected for that reason (the all-datasets network finds a whole tumour here at 58%)
     expect(lesion.verdict).toBe('reject');
-    expect(lesion.mask_produced).toBe(false);
-    expect(lesion.resolution).toMatchObject({ word: 'lesion', code: 'generic_word_unresolved' });
+    expect(lesion.resolution?.word).toBe('lesion');
     expect(Object.keys(lesion.resolution!.candidates)).toHaveLength(10);
-    expect(lesion.reasons.map((x) => x.code)).toEqual(['generic_word_unresolved']);
+    if (lesion.resolution!.code === 'generic_word_unresolved') {
+      expect(lesion.mask_produced).toBe(false);
+      expect(lesion.reasons.map((x) => x.code)).toEqual(['generic_word_unresolved']);
+    } else {
+      expect(lesion.reasons.filter((x) => x.severity === 'reject').map((x) => x.code)).toEqual(['out_of_distribution']);
+      expect(lesion.resolution!.message).toMatch(/less typical of its kind/);
+    }
     const literal = (await runOperation(ctx, op, { image, prompts: ['lesion'], generic_words: 'literal' }, { via: 'eval' })).value as SegmentOutput;
     expect(literal.results[0].resolution).toBeUndefined();
     expect(literal.results[0].structure?.slug).toBe('skin_lesion');
