@@ -300,7 +300,7 @@ def record_specialist(a, names, pooled, outs, arch, step_of_run=None):
             p = os.path.join(out, f)
             m["files"][f] = dict(sha256=sha256(p), bytes=os.path.getsize(p))
         entry = dict(name=a.specialist, structures=[s for s in a.structures.split(",") if s], **names,
-                     **({"own_presence": True} if getattr(a, "own_presence", False) else {}),
+                     **({"own_presence": True} if a.own_presence else {}),
                      training=dict(checkpoint=a.ckpt, step=step_of_run, arch=arch, init="weights.pt" if "unet" not in arch else "none (trained from scratch)"))
         m["specialists"] = [s for s in m.get("specialists", []) if s["name"] != a.specialist] + [entry]
     json.dump(man, open(man_path, "w"), indent=1)

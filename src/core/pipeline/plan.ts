@@ -1,4 +1,5 @@
 import { fail } from '../errors.js';
+import { answeringSpecialist } from '../models/manifest.js';
 import { readPromptText } from '../prompt-text.js';
 import type { Structure } from '../vocabulary.js';
 import { IMAGE_TRANSFORMS } from './image-tta.js';
@@ -43,7 +44,7 @@ export async function planRequest(ctx: PipelineContext, req: SegmentRequest): Pr
   const timings: Record<StageName, number> = { preprocess: 0, encode_image: 0, encode_text: 0, decode_mask: 0, refine: 0, postprocess: 0 };
   const prompts = texts.map((p, index) => {
     const structure = ctx.vocabulary.match(p.text);
-    const specialist = structure && entry.specialists?.find((x) => x.own_presence && x.structures.includes(structure.slug))?.name;
+    const specialist = answeringSpecialist(entry, structure?.slug)?.name;
     return { index, text: p.text, markup: p.markup, structure, mode: (structure?.scale === 'tiled' ? 'tiled' : 'whole') as 'whole' | 'tiled', paraphrases: paraphrases(p.text, structure, tta), embeds: [], members: [], ...(specialist ? { specialist } : {}) };
   });
   // text embeddings (cached per model and prompt): every prompt, then each prompt's paraphrases
