@@ -5,7 +5,7 @@ import { decodeImage } from '../core/image/decode.js';
 import { assessImage, keepLargestComponent, probabilityMap, segmentWithModel as segment, type SegmentRequest } from '../core/pipeline/segment.js';
 import { fitPlatt, fitTemperature, kthNearest, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
-import { answeringSpecialist, type ModelEntry } from '../core/models/manifest.js';
+import type { ModelEntry } from '../core/models/manifest.js';
 import type { Vocabulary } from '../core/vocabulary.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
@@ -49,9 +49,6 @@ interface ValSamples {
   presenceNet: string[];
   /** One row per present structure of a case. */
   present: PresentRow[];
-  /** Per dataset, each val image's pooled embedding and appearance descriptor. */
-  embeddings: Map<string, Float32Array[]>;
-  appearances: Map<string, Float32Array[]>;
 }
 
 interface PresentRow {
@@ -66,6 +63,13 @@ interface PresentRow {
   uncertain: number;
   recallAt: number[];
 }
+
+/**
+ * What every request of the calibration shares: the model, raw scores, and the out-of-distribution
+ * statistics that tell which training set an image lies nearest (fitted before any prompt is asked,
+ * so that a structure two networks answer for is answered by the one that will serve it).
+ */
+type Ask = Required<Pick<SegmentRequest, 'modelId' | 'calibrated'>> & Pick<SegmentRequest, 'nearestSetStatistics'>;
 
 /** The per-structure passes the calibration turns on where they raise val Dice: specialist, second look, image copies. */
 interface ServingPasses {
@@ -89,8 +93,14 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const split = o.split ?? 'val';
   const { plan, skipped } = casePlan(ctx.pipeline.vocabulary, o.dataRoot, split, o.limitPerDataset ?? Infinity);
   if (!plan.length) throw new Error(`no dataset under ${o.dataRoot} has only structures the model knows (${skipped.map((d) => `${d.dataset}: ${d.unknown.join(', ')}`).join('; ') || 'index.json lists none'})`);
-  const passes = await chooseServingPasses(ctx, entry, o.dataRoot, plan, o.progress);
-  const s = await sampleCases(ctx, entry.id, o, plan, passes);
+  // the out-of-distribution statistics first: which training set an image lies nearest routes some structures
+  const trainPlan = plan.map((p) => ({ id: p.id, cases: spread(readSplits(o.dataRoot, p.id).train ?? [], o.trainLimit ?? 60) }));
+  const train = await embedCases(ctx, entry.id, o.dataRoot, trainPlan, 'train', o.progress);
+  const val = await embedCases(ctx, entry.id, o.dataRoot, plan, split, o.progress);
+  const { ood, appearance, oodReject } = fitOutOfDistribution(train, val);
+  const ask: Ask = { modelId: entry.id, calibrated: false, ...(ood ? { nearestSetStatistics: ood } : {}) };
+  const passes = await chooseServingPasses(ctx, entry, ask, o.dataRoot, plan, o.progress);
+  const s = await sampleCases(ctx, ask, o, plan, passes);
   // The recall grid was taken on uncalibrated probabilities p = sigmoid(z); with temperature T
   // the calibrated probability is sigmoid(z / T), so a calibrated threshold t maps to sigmoid(T * logit(t)).
   const T = fitTemperature(s.pixelZ, s.pixelY);
@@ -98,7 +108,6 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const scores = fitScores(s);
   const { presence, quality } = scores[''];
   const specialistScores = Object.fromEntries(Object.entries(scores).filter(([net]) => net));
-  const { ood, appearance, oodReject } = await fitOutOfDistribution(ctx, entry.id, o, plan, s);
   return {
     fitted_on: { split, cases: s.cases, datasets: plan.map((p) => p.id), ...(skipped.length ? { skipped_datasets: skipped } : {}), date: new Date().toISOString().slice(0, 10), model_files_sha256: modelFilesFingerprint(entry.files) },
     pixel_temperature: T,
@@ -141,14 +150,14 @@ function casePlan(vocab: Vocabulary, dataRoot: string, split: string, limit: num
 }
 
 /** In this order, each with the choices before it: the specialists, the second look, the image copies. */
-async function chooseServingPasses(ctx: ServiceContext, entry: ModelEntry, dataRoot: string, plan: CasePlan, progress?: CalibrateOptions['progress']): Promise<ServingPasses> {
+async function chooseServingPasses(ctx: ServiceContext, entry: ModelEntry, ask: Ask, dataRoot: string, plan: CasePlan, progress?: CalibrateOptions['progress']): Promise<ServingPasses> {
   const vocab = ctx.pipeline.vocabulary;
   const withSpecialist = new Set((entry.specialists ?? []).flatMap((sp) => sp.structures));
   const { chosen: specialist, gain: specialistGain } = withSpecialist.size
-    ? await chooseSwitch(ctx, entry.id, dataRoot, plan, { label: 'specialist', applies: (slug) => withSpecialist.has(slug), off: { specialist: false, zoom: false }, on: { specialist: true, zoom: false } }, progress)
+    ? await chooseSwitch(ctx, ask, dataRoot, plan, { label: 'specialist', applies: (slug) => withSpecialist.has(slug), off: { specialist: false, zoom: false }, on: { specialist: true, zoom: false } }, progress)
     : { chosen: [], gain: {} };
-  const { chosen: zoom, gain: zoomGain } = await chooseSwitch(ctx, entry.id, dataRoot, plan, { label: 'second look', applies: (slug) => vocab.bySlug.get(slug)?.scale !== 'tiled', off: { specialist, zoom: false }, on: { specialist, zoom: true } }, progress);
-  const { chosen: ttaImage, gain: ttaImageGain } = await chooseImageTta(ctx, entry.id, dataRoot, plan, { zoom, specialist }, progress);
+  const { chosen: zoom, gain: zoomGain } = await chooseSwitch(ctx, ask, dataRoot, plan, { label: 'second look', applies: (slug) => vocab.bySlug.get(slug)?.scale !== 'tiled', off: { specialist, zoom: false }, on: { specialist, zoom: true } }, progress);
+  const { chosen: ttaImage, gain: ttaImageGain } = await chooseImageTta(ctx, ask, dataRoot, plan, { zoom, specialist }, progress);
   return { withSpecialist: withSpecialist.size > 0, specialist, specialistGain, zoom, zoomGain, ttaImage, ttaImageGain };
 }
 
@@ -157,13 +166,15 @@ async function chooseServingPasses(ctx: ServiceContext, entry: ModelEntry, dataR
  * structures, two structures of other regions and one nonsense prompt; present structures give
  * pixel samples, Dice at every mask threshold and recall at every conformal threshold.
  */
-async function sampleCases(ctx: ServiceContext, modelId: string, o: CalibrateOptions, plan: CasePlan, passes: ServingPasses): Promise<ValSamples> {
+async function sampleCases(ctx: ServiceContext, ask: Ask, o: CalibrateOptions, plan: CasePlan, passes: ServingPasses): Promise<ValSamples> {
   const vocab = ctx.pipeline.vocabulary;
   const pixels = o.pixelsPerCase ?? 1500;
   const rnd = seededRandom(11);
-  const s: ValSamples = { cases: 0, pixelZ: [], pixelY: [], presenceZ: [], presenceY: [], presenceNet: [], present: [], embeddings: new Map(), appearances: new Map() };
-  const entry = ctx.pipeline.registry.get(modelId).entry;
-  const netOf = (r: { structure: { slug: string } | null }) => answeringSpecialist(entry, r.structure?.slug)?.name ?? '';
+  const s: ValSamples = { cases: 0, pixelZ: [], pixelY: [], presenceZ: [], presenceY: [], presenceNet: [], present: [] };
+  const entry = ctx.pipeline.registry.get(ask.modelId).entry;
+  // the network that answered a prompt: a specialist that answers for it altogether, else the model's own ('')
+  const answering = new Set((entry.specialists ?? []).filter((sp) => sp.own_presence).map((sp) => sp.name));
+  const netOf = (r: { specialist?: string }) => (r.specialist && answering.has(r.specialist) ? r.specialist : '');
   const total = plan.reduce((n, p) => n + p.cases.length, 0);
   const { zoom, specialist, ttaImage } = passes;
   let done = 0;
@@ -174,10 +185,8 @@ async function sampleCases(ctx: ServiceContext, modelId: string, o: CalibrateOpt
       const image = await decodeImage(await readFile(caseImagePath(o.dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const prompts = meta.structures.map((st) => vocab.bySlug.get(st.slug)?.name ?? st.slug);
       const neg = [others[Math.floor(rnd() * others.length)].name, others[Math.floor(rnd() * others.length)].name, vocab.data.nonsense.train[ci % vocab.data.nonsense.train.length]];
-      const res = await segment(ctx.pipeline, { image, prompts: [...prompts, ...neg], modelId, calibrated: false, zoom, specialist, ttaImage });
+      const res = await segment(ctx.pipeline, { ...ask, image, prompts: [...prompts, ...neg], zoom, specialist, ttaImage });
       s.cases++;
-      s.embeddings.set(id, [...(s.embeddings.get(id) ?? []), res.image.embedding]);
-      s.appearances.set(id, [...(s.appearances.get(id) ?? []), res.image.appearance]);
       const { width: w, height: h } = res;
       for (const [k, st] of meta.structures.entries()) {
         const gt = await readCaseMask(o.dataRoot, id, st.slug, c, { width: w, height: h });
@@ -274,13 +283,10 @@ function presenceThreshold(s: ValSamples, scores: NetScores): number {
  * threshold comes from val images, which the statistics never saw. Val images are in distribution
  * by construction: an OOD score up to their 99.5th percentile asks for review, beyond it rejects.
  */
-async function fitOutOfDistribution(ctx: ServiceContext, modelId: string, o: CalibrateOptions, plan: CasePlan, s: ValSamples): Promise<{ ood?: OodStats; appearance?: OodStats; oodReject: number }> {
-  const dim = s.embeddings.values().next().value?.[0]?.length ?? 0;
-  const train = await embedSplit(ctx, modelId, o.dataRoot, plan.map((p) => p.id), 'train', o.trainLimit ?? 60, o.progress);
-  const enough = [...train.appearances.values()].some((l) => l.length > 3);
-  const ood = dim && enough ? fitKnnStats(train.embeddings, [...s.embeddings.values()].flat()) : undefined;
-  const appearance = enough ? fitKnnStats(train.appearances, [...s.appearances.values()].flat()) : undefined;
-  const valRatios = [...s.embeddings.keys()].flatMap((id) => s.embeddings.get(id)!.map((e, i) => assessImage({ ood, appearance } as Calibration, e, s.appearances.get(id)![i]).oodScore ?? 0));
+function fitOutOfDistribution(train: SplitFeatures, val: SplitFeatures): { ood?: OodStats; appearance?: OodStats; oodReject: number } {
+  const ood = train.dim && train.enough ? fitKnnStats(train.embeddings, [...val.embeddings.values()].flat()) : undefined;
+  const appearance = train.enough ? fitKnnStats(train.appearances, [...val.appearances.values()].flat()) : undefined;
+  const valRatios = [...val.embeddings.keys()].flatMap((id) => val.embeddings.get(id)!.map((e, i) => assessImage({ ood, appearance } as Calibration, e, val.appearances.get(id)![i]).oodScore ?? 0));
   return { ood, appearance, oodReject: Math.max(1, percentile(valRatios, 99.5)) };
 }
 
@@ -429,7 +435,7 @@ interface ServingSwitch {
  * Structures whose mean val Dice rises by at least half a point with a serving switch (the second,
  * closer look; a specialist), among those it applies to; each case is run with and without it.
  */
-async function chooseSwitch(ctx: ServiceContext, modelId: string, dataRoot: string, plan: CasePlan, sw: ServingSwitch, progress?: CalibrateOptions['progress']): Promise<{ chosen: string[]; gain: Record<string, { mean: number; n: number }> }> {
+async function chooseSwitch(ctx: ServiceContext, ask: Ask, dataRoot: string, plan: CasePlan, sw: ServingSwitch, progress?: CalibrateOptions['progress']): Promise<{ chosen: string[]; gain: Record<string, { mean: number; n: number }> }> {
   const vocab = ctx.pipeline.vocabulary;
   const gain = new Map<string, number[]>();
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
@@ -444,8 +450,8 @@ async function chooseSwitch(ctx: ServiceContext, modelId: string, dataRoot: stri
     const prompts = slugs.map((slug) => vocab.bySlug.get(slug)?.name ?? slug);
     for (const c of cases) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
-      const without = await segment(ctx.pipeline, { ...sw.off, image, prompts, modelId, calibrated: false });
-      const withIt = await segment(ctx.pipeline, { ...sw.on, image, prompts, modelId, calibrated: false });
+      const without = await segment(ctx.pipeline, { ...ask, ...sw.off, image, prompts });
+      const withIt = await segment(ctx.pipeline, { ...ask, ...sw.on, image, prompts });
       for (const [k, slug] of slugs.entries()) {
         const gt = await readCaseMask(dataRoot, id, slug, c, { width: without.width, height: without.height });
         if (!gt.some((v) => v === 1)) continue;
@@ -469,7 +475,7 @@ const TTA_COUNTS = [2, 4, 6];
  * half a point over none: the cheapest count within a quarter point of the best. Each case runs with
  * the largest count first, so the smaller counts reuse its transformed copies' cached features.
  */
-async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: string, plan: CasePlan, chosen: Pick<SegmentRequest, 'zoom' | 'specialist'>, progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
+async function chooseImageTta(ctx: ServiceContext, ask: Ask, dataRoot: string, plan: CasePlan, chosen: Pick<SegmentRequest, 'zoom' | 'specialist'>, progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
   const vocab = ctx.pipeline.vocabulary;
   const rows: { slug: string; diceAt: number[] }[] = []; // per present case: Dice with [0, ...TTA_COUNTS] copies
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
@@ -482,7 +488,7 @@ async function chooseImageTta(ctx: ServiceContext, modelId: string, dataRoot: st
     for (const c of cases) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const byCount = new Map<number, Awaited<ReturnType<typeof segment>>>();
-      for (const n of [...largestFirst, 0]) byCount.set(n, await segment(ctx.pipeline, { ...chosen, image, prompts, modelId, calibrated: false, ttaImage: n }));
+      for (const n of [...largestFirst, 0]) byCount.set(n, await segment(ctx.pipeline, { ...ask, ...chosen, image, prompts, ttaImage: n }));
       const plain = byCount.get(0)!;
       for (const [k, slug] of slugs.entries()) {
         const gt = await readCaseMask(dataRoot, id, slug, c, { width: plain.width, height: plain.height });
@@ -511,25 +517,34 @@ export function chooseTtaCounts(rows: { slug: string; diceAt: number[] }[]): { c
   return { chosen, gain };
 }
 
-/** Pooled image embeddings and appearance descriptors of the first `limit` cases of a split, per dataset (whole-image pass, no prompts decoded). */
-async function embedSplit(ctx: ServiceContext, modelId: string, dataRoot: string, ids: string[], split: string, limit: number, progress?: CalibrateOptions['progress']): Promise<{ embeddings: Map<string, Float32Array[]>; appearances: Map<string, Float32Array[]> }> {
+/** Per dataset, pooled image embeddings and appearance descriptors; dim: the embedding's length; enough: some dataset has more than 3 images. */
+interface SplitFeatures {
+  embeddings: Map<string, Float32Array[]>;
+  appearances: Map<string, Float32Array[]>;
+  dim: number;
+  enough: boolean;
+}
+
+/** Pooled image embeddings and appearance descriptors of the planned cases, per dataset (whole-image pass, no prompts decoded). */
+async function embedCases(ctx: ServiceContext, modelId: string, dataRoot: string, plan: CasePlan, label: string, progress?: CalibrateOptions['progress']): Promise<SplitFeatures> {
   const embeddings = new Map<string, Float32Array[]>(), appearances = new Map<string, Float32Array[]>();
   let done = 0;
-  const total = ids.length * limit;
-  for (const id of ids) {
+  const total = plan.reduce((n, p) => n + p.cases.length, 0);
+  for (const { id, cases } of plan) {
     const meta = readDatasetMeta(dataRoot, id);
     const e: Float32Array[] = [], a: Float32Array[] = [];
-    for (const c of spread(readSplits(dataRoot, id)[split] ?? [], limit)) {
+    for (const c of cases) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const r = await segment(ctx.pipeline, { image, prompts: [], modelId, calibrated: false });
       e.push(r.image.embedding);
       a.push(r.image.appearance);
-      progress?.(++done, total, `${id} (${split} embeddings)`);
+      progress?.(++done, total, `${id} (${label} embeddings)`);
     }
     embeddings.set(id, e);
     appearances.set(id, a);
   }
-  return { embeddings, appearances };
+  const dim = embeddings.values().next().value?.[0]?.length ?? 0;
+  return { embeddings, appearances, dim, enough: [...appearances.values()].some((l) => l.length > 3) };
 }
 
 /**

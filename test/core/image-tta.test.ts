@@ -5,7 +5,7 @@ import { ModelRegistry } from '../../src/core/models/registry.js';
 import { calibrationFor, createPipelineContext, probabilityMap, segment } from '../../src/core/pipeline/segment.js';
 import { Vocabulary } from '../../src/core/vocabulary.js';
 import type { RasterImage } from '../../src/core/image/raster.js';
-import { chestLikePng, greyPng } from '../helpers/fixtures.js';
+import { drawnChestRadiographPng, greyPng } from '../helpers/fixtures.js';
 import { decodeImage } from '../../src/core/image/decode.js';
 import { MODELS_DIR, ROOT } from '../helpers/project.js';
 
@@ -78,10 +78,8 @@ describe('image-side test-time augmentation', () => {
     afterAll(() => registry.dispose());
 
     it('never mirrors for lateral or thoracic prompts, does for others, and reports disagreement', async () => {
-      const image = await decodeImage(await chestLikePng(160), { maxPixels: 4e7 });
-      // the right lung: on this drawn picture the heart shadow covers part of the left lung field,
-      // and the built-in model calls the left lung absent there (presence about 0.15)
-      // (at the mask threshold 0.5: the calibration's own for the right lung is fitted on radiographs, not on this drawing)
+      const image = await decodeImage(await drawnChestRadiographPng(160, 160), { maxPixels: 4e7 });
+      // the right lung, at the mask threshold 0.5 (a drawn radiograph: the calibration's choices are fitted on real ones)
       const lateral = await segment(ctx, { image, prompts: ['right lung'], ttaImage: 2, threshold: 0.5 });
       expect(lateral.tta!.imageTransforms).toEqual(['gamma_0.8', 'shift_+3%']);
       const r = lateral.results[0];
@@ -131,7 +129,7 @@ describe('image-side test-time augmentation', () => {
     });
 
     it('gives each structure its own count: by slug, or by default from the calibration', async () => {
-      const image = await decodeImage(await chestLikePng(160), { maxPixels: 4e7 });
+      const image = await decodeImage(await drawnChestRadiographPng(160, 160), { maxPixels: 4e7 });
       const bySlug = await segment(ctx, { image, prompts: ['heart', 'right lung'], ttaImage: { heart: 2 } });
       expect(bySlug.tta!.imageTransforms).toEqual(['gamma_0.8', 'shift_+3%']); // thoracic: no mirroring
       expect(bySlug.results[0].ttaStd).toBeDefined();

@@ -7,7 +7,7 @@ import { AppFailure } from '../../src/core/errors.js';
 import type { RasterImage } from '../../src/core/image/raster.js';
 import { MODELS_DIR, ROOT, TINY_MANIFEST } from '../helpers/project.js';
 import path from 'node:path';
-import { chestLikePng } from '../helpers/fixtures.js';
+import { drawnChestRadiographPng } from '../helpers/fixtures.js';
 import { decodeImage } from '../../src/core/image/decode.js';
 import { BIOMEDCLIP_TEMPLATE } from '../../src/core/models/biomedclip-runner.js';
 import { keepLargestComponent } from '../../src/core/pipeline/segment.js';
@@ -117,7 +117,7 @@ describe('pretrained bundle runners on the tiny test bundles (models/tiny)', () 
     expect(e?.message).toMatch(/cannot take a box: its decoder's inputs are image_embeddings, image_positional_embeddings, input_points, input_labels \(no input_boxes\)/);
     expect(e?.message).toMatch(/points-and-boxes/);
     // refinement draws from a box, so a points-only export cannot refine either
-    const chest = await decodeImage(await chestLikePng(192), { maxPixels: 4e7 });
+    const chest = await decodeImage(await drawnChestRadiographPng(192, 192), { maxPixels: 4e7 });
     expect((await errorOf(segment(ctx, { image: chest, prompts: ['right lung'], refine: 'slimsam-tiny-points' })))?.message).toMatch(/cannot take a box/);
     // points still work on it, with the same geometry as the points-and-boxes export
     const [pts] = (await segmentRegions(ctx, { image: rectImage(128, 128, [0, 0, 1, 1]), regions: [{ points: [[64, 64, 1]] }], modelId: 'slimsam-tiny-points' })).results;
@@ -183,9 +183,8 @@ describe('pretrained bundle runners on the tiny test bundles (models/tiny)', () 
   });
 
   it('refine works for any text model: the built-in model\'s mask box goes to SAM', async () => {
-    const img = await decodeImage(await chestLikePng(192), { maxPixels: 4e7 });
-    // the right lung: the built-in model calls this drawn picture's left lung absent (image-tta.test.ts)
-    // (at the mask threshold 0.5, as image-tta.test.ts)
+    const img = await decodeImage(await drawnChestRadiographPng(192, 192), { maxPixels: 4e7 });
+    // the right lung of a drawn radiograph, at the mask threshold 0.5 (as image-tta.test.ts)
     const plain = await segment(ctx, { image: img, prompts: ['right lung'], threshold: 0.5 });
     const ref = await segment(ctx, { image: img, prompts: ['right lung'], refine: 'slimsam-tiny', threshold: 0.5 });
     expect(plain.results[0].refinedBy).toBeUndefined();

@@ -7,7 +7,7 @@ import createClient from 'openapi-fetch';
 import openapiTS, { astToString } from 'openapi-typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../src/main/serve.js';
-import { chestLikePng } from '../helpers/fixtures.js';
+import { drawnChestRadiographPng } from '../helpers/fixtures.js';
 import { ROOT } from '../helpers/project.js';
 import { testConfig } from '../helpers/service.js';
 
@@ -19,7 +19,7 @@ let png = '';
 beforeAll(async () => {
   [open, locked] = await Promise.all([startServer(testConfig(), { log: false }), startServer(testConfig({ PROMPTSEG_API_TOKENS: 'contract-token' }), { log: false })]);
   await Promise.all([open.ctx.pipeline.registry.get().load(), locked.ctx.pipeline.registry.get().load()]);
-  png = (await chestLikePng(192)).toString('base64');
+  png = (await drawnChestRadiographPng(192, 192)).toString('base64');
 });
 afterAll(async () => {
   await Promise.all([open?.close(), locked?.close()]);

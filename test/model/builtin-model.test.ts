@@ -10,6 +10,9 @@ import { nonMedicalImages } from '../../src/eval/ood-probe.js';
 import { ROOT, SHARED_DATA, sharedMissing } from '../helpers/project.js';
 import { testContext } from '../helpers/service.js';
 import { drawnChestRadiographPng } from '../helpers/fixtures.js';
+import { networksBySet } from '../../src/core/pipeline/image-routing.js';
+import type { OodStats } from '../../src/core/trust/calibration.js';
+import { fitKnnStats } from '../../src/eval/calibrate.js';
 
 const ctx = testContext();
 afterAll(() => disposeServiceContext(ctx));
@@ -118,6 +121,24 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
       expect(absent.results[0].maskProduced).toBe(false);
     });
   }
+  it("answers for a COVID-19 radiograph's lungs and ground-glass opacity with the all-datasets network (the image lies nearest that set of those labelling them), and for a clean radiograph's lungs with the generalist", async () => {
+    for (const c of testCases('gb_covid_cxr', 3)) {
+      const { image, mask } = await sharedCase('gb_covid_cxr', c);
+      const r = await segment(ctx.pipeline, { image, prompts: ['left lung', 'right lung', 'ground-glass opacity', 'heart'] });
+      expect(r.results.slice(0, 3).map((x) => x.specialist), c).toEqual(['all-datasets', 'all-datasets', 'all-datasets']);
+      expect(r.results[3].specialist, 'the heart: one network answers for it everywhere').toBeUndefined();
+      expect(dice(r.results[0].mask, await mask('left_lung')), c).toBeGreaterThan(0.8);
+      expect(dice(r.results[1].mask, await mask('right_lung')), c).toBeGreaterThan(0.8);
+      // with raw scores the same network answers (which network is a property of the image, not of the scores)
+      const raw = await segment(ctx.pipeline, { image, prompts: ['left lung'], calibrated: false });
+      expect(raw.results[0].specialist).toBe('all-datasets');
+      expect(raw.results[0].presenceRaw).toBe(r.results[0].presenceRaw);
+    }
+    const cxr = await sharedCase('jsrt_scr_cxr', testCases('jsrt_scr_cxr', 1)[0]);
+    const clean = await segment(ctx.pipeline, { image: cxr.image, prompts: ['left lung'] });
+    expect(clean.results[0].specialist).toBeUndefined();
+    expect(dice(clean.results[0].mask, await cxr.mask('left_lung'))).toBeGreaterThan(0.9);
+  });
   for (const sc of specialistCases) {
     it(`redraws ${sc.structure} with its specialist, keeping the generalist's presence, and not for an image without them`, async () => {
       const c = testCases(sc.dataset, 1)[0];
@@ -203,6 +224,32 @@ describe('built-in model on a drawn chest radiograph (images made by code; runs 
 
   it('gives identical outputs for identical inputs, with the caches emptied in between', async () => {
     await expectIdenticalRuns(await decodeImage(await drawnChestRadiographPng(256, 256), limits), ['left lung', 'heart']);
+  });
+
+  it('asks the network of the training set the image lies nearest, among those labelling the structure, for a structure two networks answer for', async () => {
+    const entry = ctx.pipeline.registry.entry('promptseg-builtin');
+    const lung = ctx.pipeline.vocabulary.bySlug.get('left_lung')!;
+    const bySet = networksBySet(entry, lung)!;
+    expect(bySet.get('jsrt_scr_cxr')).toBe('');
+    expect(bySet.get('gb_covid_cxr')).toBe('all-datasets');
+    expect(networksBySet(entry, ctx.pipeline.vocabulary.bySlug.get('heart'))).toBeUndefined(); // labelled by the generalist's sets alone
+    expect(networksBySet(entry, ctx.pipeline.vocabulary.bySlug.get('optic_disc'))).toBeUndefined(); // the all-datasets network's everywhere
+    // statistics made up around this image's own embedding: near one set's bank, far from the other's
+    const image = await decodeImage(await drawnChestRadiographPng(256, 256), limits);
+    const e = (await segment(ctx.pipeline, { image, prompts: [] })).image.embedding;
+    const around = (shift: number) => Array.from({ length: 6 }, (_, k) => Float32Array.from(e, (v, i) => v + shift + 0.01 * Math.sin(k * 7 + i)));
+    const stats = (banks: [string, number][]): OodStats => fitKnnStats(new Map(banks.map(([set, shift]) => [set, around(shift)])), [e]);
+    const asked = async (s: OodStats) => (await segment(ctx.pipeline, { image, prompts: ['left lung', 'right lung', 'heart'], nearestSetStatistics: s })).results;
+    const covid = await asked(stats([['gb_covid_cxr', 0], ['jsrt_scr_cxr', 3], ['hc18_fetal_head_us', -3]]));
+    expect(covid.map((r) => r.specialist)).toEqual(['all-datasets', 'all-datasets', undefined]);
+    const clean = await asked(stats([['jsrt_scr_cxr', 0], ['gb_covid_cxr', 3], ['hc18_fetal_head_us', -3]]));
+    expect(clean.map((r) => r.specialist)).toEqual([undefined, undefined, undefined]);
+    // the nearest of the sets that label the lungs decides, whatever other set lies nearer still
+    const among = await asked(stats([['hc18_fetal_head_us', 0], ['gb_covid_cxr', 1], ['jsrt_scr_cxr', 3]]));
+    expect(among[0].specialist).toBe('all-datasets');
+    // the two networks draw different masks, each with its own scores
+    expect(covid[0].presenceRaw).not.toBe(clean[0].presenceRaw);
+    expect(dice(covid[0].mask, clean[0].mask)).toBeLessThan(1);
   });
 });
 

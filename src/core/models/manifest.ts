@@ -61,7 +61,10 @@ export const ModelEntrySchema = z.object({
    * structures' masks with them where the calibration found that raises val Dice; presence stays the
    * generalist's. A specialist with `own_presence` answers for its structures altogether (presence,
    * quality, similarity and mask, in the first look): a network trained on more datasets than the
-   * model's own, serving the structures the model's own decoder never learned.
+   * model's own, serving the structures the model's own decoder never learned. Its `image_sets` are
+   * the training sets it answers for on their own images, including structures that other sets the
+   * model's own network was trained on label too (lungs on COVID-19 radiographs and on clean ones):
+   * for such a structure, the image's nearest of the sets that label it decides (image-routing.ts).
    */
   specialists: z
     .array(
@@ -71,6 +74,7 @@ export const ModelEntrySchema = z.object({
         image_encoder: z.string(),
         mask_decoder: z.string(),
         own_presence: z.boolean().optional(),
+        image_sets: z.array(z.string()).optional(),
         training: z.record(z.string(), z.unknown()).optional(),
       }),
     )
@@ -96,6 +100,7 @@ export const ManifestSchema = z
         for (const f of [sp.image_encoder, sp.mask_decoder]) {
           if (!(f in e.files)) ctx.addIssue({ code: 'custom', path: ['models', i, 'specialists', k], message: `specialist "${sp.name}" names ${f}, which is not among the model's files` });
         }
+        if (sp.image_sets?.length && !sp.own_presence) ctx.addIssue({ code: 'custom', path: ['models', i, 'specialists', k, 'image_sets'], message: `specialist "${sp.name}" has image_sets but does not answer for its structures altogether (own_presence)` });
       });
     });
   });

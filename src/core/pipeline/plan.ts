@@ -2,6 +2,7 @@ import { fail } from '../errors.js';
 import { answeringSpecialist } from '../models/manifest.js';
 import { readPromptText } from '../prompt-text.js';
 import type { Structure } from '../vocabulary.js';
+import { networksBySet } from './image-routing.js';
 import { IMAGE_TRANSFORMS } from './image-tta.js';
 import { encodeTexts, type ModelRun } from './model-views.js';
 import { firstLook } from './passes/first-look.js';
@@ -45,7 +46,8 @@ export async function planRequest(ctx: PipelineContext, req: SegmentRequest): Pr
   const prompts = texts.map((p, index) => {
     const structure = ctx.vocabulary.match(p.text);
     const specialist = answeringSpecialist(entry, structure?.slug)?.name;
-    return { index, text: p.text, markup: p.markup, structure, mode: (structure?.scale === 'tiled' ? 'tiled' : 'whole') as 'whole' | 'tiled', paraphrases: paraphrases(p.text, structure, tta), embeds: [], members: [], ...(specialist ? { specialist } : {}) };
+    const bySet = networksBySet(entry, structure);
+    return { index, text: p.text, markup: p.markup, structure, mode: (structure?.scale === 'tiled' ? 'tiled' : 'whole') as 'whole' | 'tiled', paraphrases: paraphrases(p.text, structure, tta), embeds: [], members: [], ...(specialist ? { specialist } : {}), ...(bySet ? { bySet } : {}) };
   });
   // text embeddings (cached per model and prompt): every prompt, then each prompt's paraphrases
   const t = performance.now();
@@ -55,5 +57,7 @@ export async function planRequest(ctx: PipelineContext, req: SegmentRequest): Pr
   for (const p of prompts) (p.embeds as Float32Array[]).push(embeds[p.index], ...p.paraphrases.map(() => embeds[k++]));
   const featureCache = { hits: 0, misses: 0 };
   const run: ModelRun = { ctx, model, entry, timings, hit: (h) => (h ? featureCache.hits++ : featureCache.misses++) };
-  return { run, req, image: req.image, imageSha256: contentKey(req.image), cal, prompts, imageTransforms: [], featureCache };
+  // which training set the image lies nearest routes structures two networks answer for: the calibration's statistics, with raw scores too
+  const nearestSetStats = req.nearestSetStatistics ?? calibrationFor(ctx, entry)?.ood;
+  return { run, req, image: req.image, imageSha256: contentKey(req.image), cal, prompts, imageTransforms: [], featureCache, ...(nearestSetStats ? { nearestSetStats } : {}) };
 }

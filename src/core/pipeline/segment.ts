@@ -9,7 +9,7 @@ import type { ImageFeatures } from '../models/model.js';
 import type { ModelEntry } from '../models/manifest.js';
 import { sigmoid, type UncertaintySummary } from '../trust/scores.js';
 import { DEFAULT_THRESHOLDS, type Reason, type Verdict } from '../trust/verdict.js';
-import { loadCalibration, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration } from '../trust/calibration.js';
+import { loadCalibration, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../trust/calibration.js';
 import type { Embedder } from '../adapters/adapt.js';
 import path from 'node:path';
 import type { Structure, Vocabulary } from '../vocabulary.js';
@@ -96,6 +96,12 @@ export interface SegmentRequest {
    * it raises val Dice, true wherever the model has one, false never, or a list of structure slugs.
    */
   specialist?: boolean | 'auto' | string[];
+  /**
+   * The k-NN statistics of the pooled embedding that tell which training set the image lies nearest,
+   * for structures two networks answer for on different kinds of image (image-routing.ts): by
+   * default the model's calibration's, with calibrated false too; the calibration passes the ones it fits.
+   */
+  nearestSetStatistics?: OodStats;
 }
 
 /** How a mask was redrawn by a box-prompted model. */

@@ -138,12 +138,14 @@ export function kthNearest(q: ArrayLike<number>, list: Float32Array[], k: number
 /**
  * Out-of-distribution score of an image embedding: over training datasets, the smallest ratio of
  * the distance to the dataset's k-th nearest training image to that dataset's radius. Around 1 or
- * below is like some training dataset; higher is stranger.
+ * below is like some training dataset; higher is stranger. `among` limits it to those datasets (the
+ * nearest of them; '' and Infinity when the statistics hold none of them).
  */
-export function oodScore(embedding: ArrayLike<number>, ood: OodStats): { score: number; nearest: string } {
+export function oodScore(embedding: ArrayLike<number>, ood: OodStats, among?: ReadonlySet<string>): { score: number; nearest: string } {
   const q = standardise(embedding, ood.mean, ood.std);
   let best = Infinity, nearest = '';
   for (const [name, list] of decodeBank(ood)) {
+    if (among && !among.has(name)) continue;
     const v = kthNearest(q, list, ood.k) / (ood.radius[name] ?? 1);
     if (v < best) {
       best = v;

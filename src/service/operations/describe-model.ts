@@ -35,6 +35,10 @@ export const describeModelOperation = defineOperation({
           structures: z.array(z.string()),
           used_by_default_for: z.array(z.string()).describe('Structures whose masks it draws by default (specialist auto): those where it raised Dice on val; every structure of one that answers for them altogether.'),
           own_presence: z.boolean().describe('It answers for its structures altogether (presence, quality and mask), whatever the request: a network trained on datasets the model itself was not, for their structures.'),
+          image_sets: z
+            .array(z.string())
+            .optional()
+            .describe('Training sets it also answers for on their own images: a structure that these and sets of the model\'s own label alike (lungs on COVID-19 and on clean radiographs) is answered by the network whose set the image lies nearest (the response\'s specialist says which).'),
         }),
       )
       .optional()
@@ -65,7 +69,7 @@ export const describeModelOperation = defineOperation({
       vocabulary_version: e.vocabulary_version,
       training: e.training,
       ...(e.specialists?.length
-        ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, used_by_default_for: sp.own_presence ? sp.structures : sp.structures.filter((s) => calibrationFor(ctx.pipeline, e)?.specialists?.includes(s)), own_presence: !!sp.own_presence })) }
+        ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, used_by_default_for: sp.own_presence ? sp.structures : sp.structures.filter((s) => calibrationFor(ctx.pipeline, e)?.specialists?.includes(s)), own_presence: !!sp.own_presence, ...(sp.image_sets?.length ? { image_sets: sp.image_sets } : {}) })) }
         : {}),
       ...(installed ? { graph_inputs: await bundleGraphInputs(ctx.pipeline.registry.dirOf(e), e) } : {}),
       ...(adapters.length ? { adapters: adapters.map(adapterSummary) } : {}),

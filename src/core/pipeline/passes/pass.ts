@@ -1,5 +1,5 @@
 import type { FloatGrid, RasterImage } from '../../image/raster.js';
-import type { Calibration } from '../../trust/calibration.js';
+import type { Calibration, OodStats } from '../../trust/calibration.js';
 import type { Structure } from '../../vocabulary.js';
 import type { Look, ModelRun } from '../model-views.js';
 import type { Refinement, SegmentRequest } from '../segment.js';
@@ -33,9 +33,12 @@ export interface PromptPlan {
   /**
    * The specialist that drew the prompt's own look: set by the plan for a structure whose specialist
    * answers for it altogether (`own_presence`: the first look asks it, not the model's own decoder),
-   * else by the specialist pass when it redraws the mask.
+   * or by the first look for a structure two networks answer for on different kinds of image (set
+   * by the image: `bySet`), else by the specialist pass when it redraws the mask.
    */
   specialist?: string;
+  /** For a structure two networks answer for on different kinds of image: per training set labelling it, the network that answers on its images ('' the model's own). */
+  bySet?: Map<string, string>;
   /** Set by the second look: the crop it looked at, and the logits it was pasted over. */
   closer?: { sq: Square; crop: RasterImage; first: FloatGrid };
   /** Set by a redrawing pass after merging (refine): the box model that redrew the mask. */
@@ -53,6 +56,8 @@ export interface PassState {
   /** The model's fitted calibration as the request uses it (none when it asks for raw scores). */
   cal: Calibration | undefined;
   prompts: PromptPlan[];
+  /** The k-NN statistics of the pooled embedding that tell which training set an image lies nearest (routing prompts with `bySet`). */
+  nearestSetStats?: OodStats;
   /** The whole image's pooled embedding (the first look's), for the OOD score. */
   embedding?: Float32Array;
   /** The image transforms that ran (image-side TTA), for the response. */
