@@ -150,6 +150,8 @@ def main():
     ap.add_argument("--image-sets", default="", help="with --own-presence: comma-separated training sets it answers for on their own images, including structures that sets the model's own network was trained on label too (the image's nearest of the sets labelling such a structure picks the network)")
     ap.add_argument("--keep-specialists", action="store_true", help="keep the model's specialists: allowed when the checkpoint's text encoder embeds every token the replaced weights knew exactly as they did (train.py --freeze-known-text), which is what the specialists' decoders were trained on")
     a = ap.parse_args()
+    if a.image_sets and not (a.specialist and a.own_presence):
+        ap.error("--image-sets needs --specialist and --own-presence (a network that answers for its structures altogether)")
     if a.specialist:
         return export_specialist(a)
     torch.set_num_threads(2)
@@ -302,7 +304,7 @@ def record_specialist(a, names, pooled, outs, arch, step_of_run=None):
             m["files"][f] = dict(sha256=sha256(p), bytes=os.path.getsize(p))
         entry = dict(name=a.specialist, structures=[s for s in a.structures.split(",") if s], **names,
                      **({"own_presence": True} if a.own_presence else {}),
-                     **({"image_sets": [d for d in a.image_sets.split(",") if d]} if a.own_presence and a.image_sets else {}),
+                     **({"image_sets": [d for d in a.image_sets.split(",") if d]} if a.image_sets else {}),
                      training=dict(checkpoint=a.ckpt, step=step_of_run, arch=arch, init="weights.pt" if "unet" not in arch else "none (trained from scratch)"))
         m["specialists"] = [s for s in m.get("specialists", []) if s["name"] != a.specialist] + [entry]
     json.dump(man, open(man_path, "w"), indent=1)

@@ -5,7 +5,7 @@ import { decodeImage } from '../core/image/decode.js';
 import { assessImage, keepLargestComponent, probabilityMap, segmentWithModel as segment, type SegmentRequest } from '../core/pipeline/segment.js';
 import { fitPlatt, fitTemperature, kthNearest, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
-import type { ModelEntry } from '../core/models/manifest.js';
+import { answeringNetworks, type ModelEntry } from '../core/models/manifest.js';
 import type { Vocabulary } from '../core/vocabulary.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
@@ -69,7 +69,7 @@ interface PresentRow {
  * statistics that tell which training set an image lies nearest (fitted before any prompt is asked,
  * so that a structure two networks answer for is answered by the one that will serve it).
  */
-type Ask = Required<Pick<SegmentRequest, 'modelId' | 'calibrated'>> & Pick<SegmentRequest, 'nearestSetStatistics'>;
+type Ask = Required<Pick<SegmentRequest, 'modelId' | 'calibrated' | 'nearestSetStatistics'>>;
 
 /** The per-structure passes the calibration turns on where they raise val Dice: specialist, second look, image copies. */
 interface ServingPasses {
@@ -98,7 +98,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
   const train = await embedCases(ctx, entry.id, o.dataRoot, trainPlan, 'train', o.progress);
   const val = await embedCases(ctx, entry.id, o.dataRoot, plan, split, o.progress);
   const { ood, appearance, oodReject } = fitOutOfDistribution(train, val);
-  const ask: Ask = { modelId: entry.id, calibrated: false, ...(ood ? { nearestSetStatistics: ood } : {}) };
+  const ask: Ask = { modelId: entry.id, calibrated: false, nearestSetStatistics: ood ?? null };
   const passes = await chooseServingPasses(ctx, entry, ask, o.dataRoot, plan, o.progress);
   const s = await sampleCases(ctx, ask, o, plan, passes);
   // The recall grid was taken on uncalibrated probabilities p = sigmoid(z); with temperature T
@@ -173,7 +173,7 @@ async function sampleCases(ctx: ServiceContext, ask: Ask, o: CalibrateOptions, p
   const s: ValSamples = { cases: 0, pixelZ: [], pixelY: [], presenceZ: [], presenceY: [], presenceNet: [], present: [] };
   const entry = ctx.pipeline.registry.get(ask.modelId).entry;
   // the network that answered a prompt: a specialist that answers for it altogether, else the model's own ('')
-  const answering = new Set((entry.specialists ?? []).filter((sp) => sp.own_presence).map((sp) => sp.name));
+  const answering = new Set(answeringNetworks(entry).map((sp) => sp.name));
   const netOf = (r: { specialist?: string }) => (r.specialist && answering.has(r.specialist) ? r.specialist : '');
   const total = plan.reduce((n, p) => n + p.cases.length, 0);
   const { zoom, specialist, ttaImage } = passes;

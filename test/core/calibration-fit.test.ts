@@ -42,6 +42,11 @@ describe('calibration fitting', () => {
     expect(near.score).toBeLessThan(ood.threshold);
     expect(far.score).toBeGreaterThan(ood.threshold);
     expect(oodScore([5.1, 5, 5], ood).nearest).toBe('mri');
+    // among some sets only: the nearest of those, however near another lies; none of them held: '' and Infinity
+    const among = oodScore([0.1, 0.05, 0], ood, new Set(['mri']));
+    expect(among.nearest).toBe('mri');
+    expect(among.score).toBeGreaterThan(near.score);
+    expect(oodScore([0.1, 0.05, 0], ood, new Set(['ct']))).toEqual({ nearest: '', score: Infinity });
   });
 
   it('computes Dice at every mask threshold in one pass, as thresholding each time would', () => {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { decodeImage } from '../../src/core/image/decode.js';
-import { probabilityMap, segment } from '../../src/core/pipeline/segment.js';
+import { calibrationFor, probabilityMap, segment } from '../../src/core/pipeline/segment.js';
 import { dice } from '../../src/eval/metrics.js';
 import { disposeServiceContext } from '../../src/service/context.js';
 import { nonMedicalImages } from '../../src/eval/ood-probe.js';
@@ -11,7 +11,7 @@ import { ROOT, SHARED_DATA, sharedMissing } from '../helpers/project.js';
 import { testContext } from '../helpers/service.js';
 import { drawnChestRadiographPng } from '../helpers/fixtures.js';
 import { networksBySet } from '../../src/core/pipeline/image-routing.js';
-import type { OodStats } from '../../src/core/trust/calibration.js';
+import { logit, platt, type OodStats } from '../../src/core/trust/calibration.js';
 import { fitKnnStats } from '../../src/eval/calibrate.js';
 
 const ctx = testContext();
@@ -129,6 +129,10 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
       expect(r.results[3].specialist, 'the heart: one network answers for it everywhere').toBeUndefined();
       expect(dice(r.results[0].mask, await mask('left_lung')), c).toBeGreaterThan(0.8);
       expect(dice(r.results[1].mask, await mask('right_lung')), c).toBeGreaterThan(0.8);
+      // its presence is scaled by the all-datasets network's own Platt fit, not the generalist's
+      const own = calibrationFor(ctx.pipeline, ctx.pipeline.registry.entry('promptseg-builtin'))!;
+      expect(r.results[0].presence).toBeCloseTo(platt(logit(r.results[0].presenceRaw), own.specialist_scores!['all-datasets'].presence), 9);
+      expect(r.results[0].presence).not.toBeCloseTo(platt(logit(r.results[0].presenceRaw), own.presence), 3);
       // with raw scores the same network answers (which network is a property of the image, not of the scores)
       const raw = await segment(ctx.pipeline, { image, prompts: ['left lung'], calibrated: false });
       expect(raw.results[0].specialist).toBe('all-datasets');
@@ -234,6 +238,9 @@ describe('built-in model on a drawn chest radiograph (images made by code; runs 
     expect(bySet.get('gb_covid_cxr')).toBe('all-datasets');
     expect(networksBySet(entry, ctx.pipeline.vocabulary.bySlug.get('heart'))).toBeUndefined(); // labelled by the generalist's sets alone
     expect(networksBySet(entry, ctx.pipeline.vocabulary.bySlug.get('optic_disc'))).toBeUndefined(); // the all-datasets network's everywhere
+    // every set the manifest routes by is a training set of the vocabulary (a misspelt one would silently route nothing)
+    const sets = new Set(ctx.pipeline.vocabulary.data.datasets.map((d) => d.id));
+    for (const sp of entry.specialists ?? []) for (const d of sp.image_sets ?? []) expect(sets.has(d), d).toBe(true);
     // statistics made up around this image's own embedding: near one set's bank, far from the other's
     const image = await decodeImage(await drawnChestRadiographPng(256, 256), limits);
     const e = (await segment(ctx.pipeline, { image, prompts: [] })).image.embedding;

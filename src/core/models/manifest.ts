@@ -82,8 +82,10 @@ export const ModelEntrySchema = z.object({
 });
 export type ModelEntry = z.infer<typeof ModelEntrySchema>;
 export const modelKind = (e: ModelEntry): 'text' | 'region' => RUNNERS[e.runner];
-/** The specialist that answers for a structure altogether (`own_presence`), if the model has one for it. */
-export const answeringSpecialist = (e: ModelEntry, slug: string | undefined) => (slug ? e.specialists?.find((sp) => sp.own_presence && sp.structures.includes(slug)) : undefined);
+/** The specialists that answer for their structures altogether (`own_presence`): networks beside the model's own. */
+export const answeringNetworks = (e: ModelEntry) => (e.specialists ?? []).filter((sp) => sp.own_presence);
+/** The specialist that answers for a structure altogether (`own_presence`) on every image, if the model has one for it. */
+export const answeringSpecialist = (e: ModelEntry, slug: string | undefined) => (slug ? answeringNetworks(e).find((sp) => sp.structures.includes(slug)) : undefined);
 
 export const ManifestSchema = z
   .object({

@@ -1,4 +1,4 @@
-import type { ModelEntry } from '../models/manifest.js';
+import { answeringNetworks, type ModelEntry } from '../models/manifest.js';
 import { oodScore, type OodStats } from '../trust/calibration.js';
 import type { Structure } from '../vocabulary.js';
 
@@ -11,8 +11,8 @@ import type { Structure } from '../vocabulary.js';
  */
 export function networksBySet(entry: ModelEntry, structure: Structure | undefined): Map<string, string> | undefined {
   if (!structure) return undefined;
-  const own = entry.specialists?.filter((sp) => sp.own_presence);
-  if (!own?.length || own.some((sp) => sp.structures.includes(structure.slug))) return undefined;
+  const own = answeringNetworks(entry);
+  if (!own.length || own.some((sp) => sp.structures.includes(structure.slug))) return undefined;
   const bySet = new Map(structure.datasets.map((d) => [d, own.find((sp) => sp.image_sets?.includes(d))?.name ?? '']));
   return new Set(bySet.values()).size > 1 ? bySet : undefined;
 }
@@ -21,9 +21,8 @@ export function networksBySet(entry: ModelEntry, structure: Structure | undefine
  * The network that answers for the structure on this image: that of the training set, among those
  * that label the structure, whose images the pooled embedding lies nearest (k-NN statistics of the
  * calibration, ratio to each set's radius); the model's own ('') when no statistics hold those sets.
- * However far the image lies from all of them: a COVID-19 radiograph unlike every training image
- * (beyond the flag threshold of its set) is still better drawn by the network trained on such
- * images (measured on the test split: with that bound, the lungs 0.81 / 0.83 instead of 0.91 / 0.93).
+ * However far the image lies from all of them: the nearest set's network is the one trained on the
+ * most similar images, and a bound at the flag threshold routes every val image the same way.
  */
 export function networkForImage(bySet: Map<string, string>, embedding: Float32Array, stats: OodStats): string {
   const { nearest } = oodScore(embedding, stats, new Set(bySet.keys()));

@@ -58,6 +58,6 @@ export async function planRequest(ctx: PipelineContext, req: SegmentRequest): Pr
   const featureCache = { hits: 0, misses: 0 };
   const run: ModelRun = { ctx, model, entry, timings, hit: (h) => (h ? featureCache.hits++ : featureCache.misses++) };
   // which training set the image lies nearest routes structures two networks answer for: the calibration's statistics, with raw scores too
-  const nearestSetStats = req.nearestSetStatistics ?? calibrationFor(ctx, entry)?.ood;
+  const nearestSetStats = req.nearestSetStatistics === undefined ? calibrationFor(ctx, entry)?.ood : (req.nearestSetStatistics ?? undefined);
   return { run, req, image: req.image, imageSha256: contentKey(req.image), cal, prompts, imageTransforms: [], featureCache, ...(nearestSetStats ? { nearestSetStats } : {}) };
 }

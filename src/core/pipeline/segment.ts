@@ -99,9 +99,10 @@ export interface SegmentRequest {
   /**
    * The k-NN statistics of the pooled embedding that tell which training set the image lies nearest,
    * for structures two networks answer for on different kinds of image (image-routing.ts): by
-   * default the model's calibration's, with calibrated false too; the calibration passes the ones it fits.
+   * default the model's calibration's, with calibrated false too (without a current calibration the
+   * model's own network answers for them everywhere); null: none; the calibration passes the ones it fits.
    */
-  nearestSetStatistics?: OodStats;
+  nearestSetStatistics?: OodStats | null;
 }
 
 /** How a mask was redrawn by a box-prompted model. */
@@ -231,7 +232,7 @@ export async function segment(ctx: PipelineContext, req: SegmentRequest, slot: M
   let presence: Record<string, number> = {};
   if (generic.some(Boolean)) {
     const candidates = [...new Map(generic.filter((w): w is string => !!w).flatMap((w) => ctx.vocabulary.genericCandidates(w)).map((c) => [c.slug, c])).values()];
-    const scan = await segmentWithModel(ctx, { image: req.image, modelId, prompts: candidates.map((c) => c.name), calibrated: req.calibrated, ttaImage: 0, zoom: false, specialist: false, largestComponent: false, refine: 'none' }, slot);
+    const scan = await segmentWithModel(ctx, { image: req.image, modelId, prompts: candidates.map((c) => c.name), calibrated: req.calibrated, nearestSetStatistics: req.nearestSetStatistics, ttaImage: 0, zoom: false, specialist: false, largestComponent: false, refine: 'none' }, slot);
     for (const k of Object.keys(timings) as StageName[]) timings[k] += scan.timingsMs[k];
     presence = Object.fromEntries(candidates.map((c, k) => [c.slug, Math.round(scan.results[k].presence * 1e4) / 1e4]));
   }

@@ -43,7 +43,7 @@ export const CalibrationSchema = z.object({
    * on another scale, so they are fitted on the val prompts it answered. The others use `presence` and `quality`.
    */
   specialist_scores: z.record(z.string(), z.object({ presence: z.object({ a: z.number(), b: z.number() }), quality: z.object({ a: z.number(), b: z.number() }) })).optional(),
-  ood: OodStatsSchema.optional().describe('k-NN statistics of the pooled image embedding; absent for models without one (e.g. CLIPSeg)'),
+  ood: OodStatsSchema.optional().describe('k-NN statistics of the pooled image embedding (the OOD score, and which training set an image lies nearest: image-routing.ts); absent for models without one (e.g. CLIPSeg)'),
   /** The same k-NN statistics on the model-free appearance descriptor (src/core/trust/appearance.ts). */
   appearance: OodStatsSchema.optional(),
   thresholds: z.object({

@@ -58,7 +58,7 @@ export interface PassState {
   prompts: PromptPlan[];
   /** The k-NN statistics of the pooled embedding that tell which training set an image lies nearest (routing prompts with `bySet`). */
   nearestSetStats?: OodStats;
-  /** The whole image's pooled embedding (the first look's), for the OOD score. */
+  /** The whole image's pooled embedding (the first look's), for the OOD score and the routing of prompts with `bySet`. */
   embedding?: Float32Array;
   /** The image transforms that ran (image-side TTA), for the response. */
   imageTransforms: string[];

@@ -1,0 +1,24 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ManifestSchema } from '../../src/core/models/manifest.js';
+import { MODELS_DIR } from '../helpers/project.js';
+
+describe('model manifest', () => {
+  const shipped = () => JSON.parse(readFileSync(path.join(MODELS_DIR, 'manifest.json'), 'utf8'));
+
+  it('accepts the shipped manifest, whose all-datasets network routes by image sets', () => {
+    const m = ManifestSchema.parse(shipped());
+    const all = m.models.find((e) => e.id === 'promptseg-builtin')?.specialists?.find((sp) => sp.own_presence);
+    expect(all?.image_sets).toContain('gb_covid_cxr');
+  });
+
+  it('refuses image sets on a specialist that does not answer for its structures altogether, naming it', () => {
+    const m = shipped();
+    const sp = m.models.find((e: { id: string }) => e.id === 'promptseg-builtin').specialists.find((s: { name: string }) => s.name === 'polyp');
+    sp.image_sets = ['endotect2020_polyp_endoscopy'];
+    const r = ManifestSchema.safeParse(m);
+    expect(r.success).toBe(false);
+    expect(r.error?.issues.map((i) => i.message).join('; ')).toMatch(/specialist "polyp" has image_sets but does not answer for its structures altogether/);
+  });
+});
