@@ -22,12 +22,11 @@ from train import ROOT, training_texts  # noqa: E402
 import evaluate as ev  # noqa: E402
 
 # the structures the model issues set Dice bars for, as the evaluation suite lists them: those of the
-# generalist's datasets (the "bar-structure mean") and those of the newer datasets, whose structures
-# the all-datasets network answers for (the manifest's own_presence specialists)
+# generalist's datasets (the "bar-structure mean") and those of the newer datasets, on whose images
+# the all-datasets network answers (the image_sets of the manifest's own_presence specialists)
 BARS = list(json.load(open(os.path.join(ROOT, "eval", "suites", "shared-all.json")))["dice_targets"])
 _ENTRY = next(m for m in json.load(open(os.path.join(ROOT, "models", "manifest.json")))["models"] if m["id"] == "promptseg-builtin")
-_NEWER = {s for sp in _ENTRY.get("specialists", []) if sp.get("own_presence") for s in sp["structures"]}
-_NEWER_SETS = {d["id"] for d in load_vocabulary()["datasets"] if set(d["structures"]) & _NEWER}
+_NEWER_SETS = {d for sp in _ENTRY.get("specialists", []) if sp.get("own_presence") for d in sp.get("image_sets", [])}
 SHIPPED_BARS = [k for k in BARS if k.split("/")[0] not in _NEWER_SETS]
 NEW_BARS = [k for k in BARS if k.split("/")[0] in _NEWER_SETS]
 SHIPPED = os.path.realpath(os.path.join(ROOT, "models", "promptseg-builtin", "weights.pt"))
