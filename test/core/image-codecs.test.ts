@@ -3,7 +3,7 @@ import sharp from 'sharp';
 import { cocoRleToMask, maskToCocoRle, maskToPng, maskToPolygons } from '../../src/core/image/mask-encode.js';
 import { components, maskStats } from '../../src/core/image/mask-stats.js';
 import { seededRandom } from '../../src/core/stats.js';
-import { letterbox, letterboxGeometry, resizeRgb, roundHalfEven } from '../../src/core/image/resize.js';
+import { letterbox, letterboxGeometry, resizeRgb, roundHalfEven, toTensorData } from '../../src/core/image/resize.js';
 import { decodeImage, sniffFormat } from '../../src/core/image/decode.js';
 import { AppFailure } from '../../src/core/errors.js';
 import { greyPng, pngHeaderOnly } from '../helpers/fixtures.js';
@@ -108,6 +108,16 @@ describe('letterbox', () => {
       const a = resizeRgb({ width: w, height: h, data: grey }, ow, oh), b = resizeRgb({ width: w, height: h, data: colour }, ow, oh);
       const differ = Array.from({ length: ow * oh }, (_, i) => i).filter((i) => a[3 * i] !== b[3 * i] || a[3 * i + 1] !== b[3 * i + 1]);
       expect(differ).toEqual([]);
+    }
+  });
+
+  it('normalises pixels into planes as (v / 255 - mean) / std, each value rounded to float32 once', () => {
+    const w = 16, h = 16, px = Uint8Array.from({ length: w * h * 3 }, (_, i) => (i * 7) % 256);
+    for (const [mean, std] of [[0.5, 0.5], [0.485, 0.229]]) {
+      const t = toTensorData(px, w, h, mean, std);
+      for (let c = 0; c < 3; c++) {
+        for (let i = 0; i < w * h; i++) expect(t[c * w * h + i]).toBe(Math.fround((px[3 * i + c] / 255 - mean) / std));
+      }
     }
   });
 });

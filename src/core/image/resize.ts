@@ -164,10 +164,13 @@ export function letterbox(img: RasterImage, size: number): { pixels: Uint8Array;
 export function toTensorData(pixels: Uint8Array, w: number, h: number, mean: number, std: number): Float32Array {
   const out = new Float32Array(3 * w * h);
   const plane = w * h;
-  for (let i = 0; i < plane; i++) {
-    out[i] = (pixels[i * 3] / 255 - mean) / std;
-    out[plane + i] = (pixels[i * 3 + 1] / 255 - mean) / std;
-    out[2 * plane + i] = (pixels[i * 3 + 2] / 255 - mean) / std;
+  // the formula for each of the 256 byte values, rounded to float32 as the store would round it
+  const norm = new Float32Array(256);
+  for (let v = 0; v < 256; v++) norm[v] = (v / 255 - mean) / std;
+  for (let i = 0, p = 0; i < plane; i++, p += 3) {
+    out[i] = norm[pixels[p]];
+    out[plane + i] = norm[pixels[p + 1]];
+    out[2 * plane + i] = norm[pixels[p + 2]];
   }
   return out;
 }
