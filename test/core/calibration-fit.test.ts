@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fitPlatt, fitTemperature, oodScore } from '../../src/core/trust/calibration.js';
+import { fitLogistic, fitPlatt, fitTemperature, lnDistanceToSets, oodScore, presenceProbability } from '../../src/core/trust/calibration.js';
 import { sigmoid } from '../../src/core/trust/scores.js';
 import { dice, seededRandom } from '../../src/eval/metrics.js';
 import { chooseLargestComponent, chooseMaskThresholds, chooseTtaCounts, diceByThreshold } from '../../src/eval/calibrate.js';
@@ -30,6 +30,28 @@ describe('calibration fitting', () => {
     expect(b).toBeCloseTo(-1, 1);
   });
 
+  it('recovers logistic weights on two features, and gives Platt scaling on one', () => {
+    const rnd = seededRandom(13);
+    const x: number[][] = [], y: number[] = [];
+    for (let i = 0; i < 20000; i++) {
+      const z = (rnd() - 0.5) * 10, d = (rnd() - 0.5) * 4;
+      x.push([z, d]);
+      y.push(rnd() < sigmoid(0.6 * z - 2.5 * d + 0.3) ? 1 : 0);
+    }
+    const f = fitLogistic(x, y);
+    expect(f.w[0]).toBeCloseTo(0.6, 1);
+    expect(f.w[1]).toBeCloseTo(-2.5, 0);
+    expect(f.b).toBeCloseTo(0.3, 1);
+    const z = x.map((r) => r[0]);
+    const one = fitLogistic(z.map((v) => [v]), y), platt = fitPlatt(z, y);
+    expect(one.w[0]).toBeCloseTo(platt.a, 8);
+    expect(one.b).toBeCloseTo(platt.b, 8);
+    // the presence scaling: the distance term lowers presence for an image far from the structure's sets
+    const scaling = { a: f.w[0], b: f.b, near: f.w[1] };
+    expect(presenceProbability(2, scaling, Math.log(4))).toBeLessThan(presenceProbability(2, scaling, 0));
+    expect(presenceProbability(2, { a: 1, b: 0 }, Math.log(4))).toBe(sigmoid(2));
+  });
+
   it('scores an embedding far from every training set as stranger than one among them (k-NN)', () => {
     const enc = (vs: number[][]) => Buffer.from(Float32Array.from(vs.flat()).buffer).toString('base64');
     const ood = {
@@ -47,6 +69,12 @@ describe('calibration fitting', () => {
     expect(among.nearest).toBe('mri');
     expect(among.score).toBeGreaterThan(near.score);
     expect(oodScore([0.1, 0.05, 0], ood, new Set(['ct']))).toEqual({ nearest: '', score: Infinity });
+    // ln of that distance ratio to the sets that label a structure: none held, or no embedding, gives 0
+    expect(lnDistanceToSets([0.1, 0.05, 0], ood, ['xray'])).toBeCloseTo(Math.log(near.score), 12);
+    expect(lnDistanceToSets([0.1, 0.05, 0], ood, ['mri', 'xray'])).toBeCloseTo(Math.log(near.score), 12);
+    expect(lnDistanceToSets([0.1, 0.05, 0], ood, ['mri'])).toBeCloseTo(Math.log(among.score), 12);
+    expect(lnDistanceToSets([0.1, 0.05, 0], ood, ['ct'])).toBe(0);
+    expect(lnDistanceToSets([], ood, ['xray'])).toBe(0);
   });
 
   it('computes Dice at every mask threshold in one pass, as thresholding each time would', () => {

@@ -11,7 +11,7 @@ import { ROOT, SHARED_DATA, sharedMissing } from '../helpers/project.js';
 import { testContext } from '../helpers/service.js';
 import { drawnChestRadiographPng } from '../helpers/fixtures.js';
 import { networksBySet } from '../../src/core/pipeline/image-routing.js';
-import { logit, platt, type OodStats } from '../../src/core/trust/calibration.js';
+import { lnDistanceToSets, logit, platt, presenceProbability, type OodStats } from '../../src/core/trust/calibration.js';
 import { fitKnnStats } from '../../src/eval/calibrate.js';
 
 const ctx = testContext();
@@ -129,9 +129,10 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
       expect(r.results[3].specialist, 'the heart: one network answers for it everywhere').toBeUndefined();
       expect(dice(r.results[0].mask, await mask('left_lung')), c).toBeGreaterThan(0.8);
       expect(dice(r.results[1].mask, await mask('right_lung')), c).toBeGreaterThan(0.8);
-      // its presence is scaled by the all-datasets network's own Platt fit, not the generalist's
+      // its presence is scaled by the all-datasets network's own fit (with how near the image lies to the lungs' sets), not the generalist's
       const own = calibrationFor(ctx.pipeline, ctx.pipeline.registry.entry('promptseg-builtin'))!;
-      expect(r.results[0].presence).toBeCloseTo(platt(logit(r.results[0].presenceRaw), own.specialist_scores!['all-datasets'].presence), 9);
+      const near = lnDistanceToSets(r.image.embedding, own.ood!, ctx.pipeline.vocabulary.bySlug.get('left_lung')!.datasets);
+      expect(r.results[0].presence).toBeCloseTo(presenceProbability(logit(r.results[0].presenceRaw), own.specialist_scores!['all-datasets'].presence, near), 9);
       expect(r.results[0].presence).not.toBeCloseTo(platt(logit(r.results[0].presenceRaw), own.presence), 3);
       // with raw scores the same network answers (which network is a property of the image, not of the scores)
       const raw = await segment(ctx.pipeline, { image, prompts: ['left lung'], calibrated: false });
@@ -142,6 +143,26 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
     const clean = await segment(ctx.pipeline, { image: cxr.image, prompts: ['left lung'] });
     expect(clean.results[0].specialist).toBeUndefined();
     expect(dice(clean.results[0].mask, await cxr.mask('left_lung'))).toBeGreaterThan(0.9);
+  });
+  it("weighs, in the all-datasets network's presence, how near the image lies to the sets that label the structure: an optic disc is found on a fundus photograph and not on a CT its own presence scores as likely", async () => {
+    const own = calibrationFor(ctx.pipeline, ctx.pipeline.registry.entry('promptseg-builtin'))!;
+    const scaling = own.specialist_scores!['all-datasets'].presence;
+    expect(scaling.near, 'the fit weighs nearness: the farther, the less present').toBeLessThan(0);
+    const sets = ctx.pipeline.vocabulary.bySlug.get('optic_disc')!.datasets;
+    const ct = await sharedCase('ct_pulmonary_embolism_fumpe', 'PAT035_069');
+    const onCt = await segment(ctx.pipeline, { image: ct.image, prompts: ['optic disc'] });
+    const nearCt = lnDistanceToSets(onCt.image.embedding, own.ood!, sets);
+    expect(onCt.results[0].specialist).toBe('all-datasets');
+    // by its presence logit alone this CT slice has an optic disc; its distance from every fundus photograph says otherwise
+    expect(platt(logit(onCt.results[0].presenceRaw), { a: scaling.a, b: scaling.b })).toBeGreaterThan(0.5);
+    expect(onCt.results[0].presence).toBeCloseTo(presenceProbability(logit(onCt.results[0].presenceRaw), scaling, nearCt), 9);
+    expect(onCt.results[0].verdict).toBe('reject');
+    expect(onCt.results[0].maskProduced).toBe(false);
+    const fundus = await sharedCase('drishti_gs1_optic_disc_cup', testCases('drishti_gs1_optic_disc_cup', 1)[0], '.jpg');
+    const onFundus = await segment(ctx.pipeline, { image: fundus.image, prompts: ['optic disc'] });
+    expect(lnDistanceToSets(onFundus.image.embedding, own.ood!, sets)).toBeLessThan(nearCt - 1);
+    expect(onFundus.results[0].presence).toBeGreaterThan(0.9);
+    expect(dice(onFundus.results[0].mask, await fundus.mask('optic_disc'))).toBeGreaterThan(0.8);
   });
   for (const sc of specialistCases) {
     it(`redraws ${sc.structure} with its specialist, keeping the generalist's presence, and not for an image without them`, async () => {

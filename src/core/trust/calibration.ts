@@ -42,7 +42,25 @@ export const CalibrationSchema = z.object({
    * altogether (manifest `own_presence`): its scores come from another network than the model's own,
    * on another scale, so they are fitted on the val prompts it answered. The others use `presence` and `quality`.
    */
-  specialist_scores: z.record(z.string(), z.object({ presence: z.object({ a: z.number(), b: z.number() }), quality: z.object({ a: z.number(), b: z.number() }) })).optional(),
+  specialist_scores: z
+    .record(
+      z.string(),
+      z.object({
+        presence: z.object({
+          a: z.number(),
+          b: z.number(),
+          /**
+           * Weight of how near the image lies to the training sets that label the prompt's structure:
+           * ln of the k-NN distance ratio of its pooled embedding to the nearest of them (`ood`;
+           * lnDistanceToSets). presence = sigmoid(a z + near ln d + b). Fitted for a network trained on
+           * few negatives per structure, whose own presence confuses kinds of image.
+           */
+          near: z.number().optional(),
+        }),
+        quality: z.object({ a: z.number(), b: z.number() }),
+      }),
+    )
+    .optional(),
   ood: OodStatsSchema.optional().describe('k-NN statistics of the pooled image embedding (the OOD score, and which training set an image lies nearest: image-routing.ts); absent for models without one (e.g. CLIPSeg)'),
   /** The same k-NN statistics on the model-free appearance descriptor (src/core/trust/appearance.ts). */
   appearance: OodStatsSchema.optional(),
@@ -96,6 +114,12 @@ export const logit = (p: number): number => {
 };
 
 export const platt = (z: number, c: { a: number; b: number }): number => sigmoid(c.a * z + c.b);
+
+/** Presence scaling: Platt on the presence logit, plus the weight of ln d (lnDistanceToSets) where the fit has one. */
+export type PresenceScaling = { a: number; b: number; near?: number };
+
+/** Calibrated presence from the raw presence logit and, where the scaling weighs it, ln of the distance to the structure's training sets. */
+export const presenceProbability = (z: number, c: PresenceScaling, lnNear: number): number => sigmoid(c.a * z + (c.near ?? 0) * lnNear + c.b);
 
 const banks = new WeakMap<object, Map<string, Float32Array[]>>();
 
@@ -153,6 +177,81 @@ export function oodScore(embedding: ArrayLike<number>, ood: OodStats, among?: Re
     }
   }
   return { score: best, nearest };
+}
+
+/**
+ * ln of the k-NN distance ratio (oodScore) from the pooled embedding to the nearest of the given
+ * training sets (those that label a structure): about 0 or below for an image like theirs, large for
+ * another kind of image; 0 when the statistics hold none of them or the embedding is empty.
+ */
+export function lnDistanceToSets(embedding: ArrayLike<number>, ood: OodStats, sets: readonly string[]): number {
+  if (!embedding.length) return 0;
+  const { score } = oodScore(embedding, ood, new Set(sets));
+  return Number.isFinite(score) && score > 0 ? Math.log(score) : 0;
+}
+
+/**
+ * Fits p = sigmoid(w . x + b) to 0/1 targets (logistic regression on a few features): Newton steps
+ * on the log loss with the same small ridge as fitPlatt, halved until the loss falls; w starts at
+ * (1, 0, ...), b at 0. Returns w and b.
+ */
+export function fitLogistic(x: number[][], y: number[], iters = 100): { w: number[]; b: number } {
+  const k = (x[0]?.length ?? 0) + 1; // the features and the bias
+  const row = (i: number) => [...x[i], 1];
+  const lossAt = (t: number[]) => {
+    let s = 0;
+    for (let i = 0; i < x.length; i++) {
+      const r = row(i);
+      const p = Math.min(Math.max(sigmoid(r.reduce((a, v, j) => a + v * t[j], 0)), 1e-12), 1 - 1e-12);
+      s -= y[i] * Math.log(p) + (1 - y[i]) * Math.log(1 - p);
+    }
+    return s + 1e-4 * t.reduce((a, v) => a + v * v, 0);
+  };
+  let t: number[] = Array.from({ length: k }, (_, j) => (j === 0 && k > 1 ? 1 : 0));
+  let cur = lossAt(t);
+  for (let it = 0; it < iters; it++) {
+    const g = t.map((v) => 2e-4 * v);
+    const h = t.map((_, a) => t.map((__, b) => (a === b ? 2e-4 : 0)));
+    for (let i = 0; i < x.length; i++) {
+      const r = row(i);
+      const p = sigmoid(r.reduce((a, v, j) => a + v * t[j], 0));
+      const w = p * (1 - p);
+      for (let a = 0; a < k; a++) {
+        g[a] += (p - y[i]) * r[a];
+        for (let b = 0; b < k; b++) h[a][b] += w * r[a] * r[b];
+      }
+    }
+    const d = solve(h, g);
+    if (!d) break;
+    let step = 1, next = lossAt(t.map((v, j) => v - d[j]));
+    while (next > cur && step > 1e-4) {
+      step /= 2;
+      next = lossAt(t.map((v, j) => v - step * d[j]));
+    }
+    if (next > cur) break;
+    t = t.map((v, j) => v - step * d[j]);
+    const done = cur - next < 1e-10 * Math.max(1, cur);
+    cur = next;
+    if (done) break;
+  }
+  return { w: t.slice(0, k - 1), b: t[k - 1] };
+}
+
+/** Solves the small symmetric system h d = g by Gaussian elimination with partial pivoting; undefined when singular. */
+function solve(h: number[][], g: number[]): number[] | undefined {
+  const n = g.length, m = h.map((r, i) => [...r, g[i]]);
+  for (let c = 0; c < n; c++) {
+    let p = c;
+    for (let r = c + 1; r < n; r++) if (Math.abs(m[r][c]) > Math.abs(m[p][c])) p = r;
+    if (!(Math.abs(m[p][c]) > 1e-12)) return undefined;
+    [m[c], m[p]] = [m[p], m[c]];
+    for (let r = 0; r < n; r++) {
+      if (r === c) continue;
+      const f = m[r][c] / m[c][c];
+      for (let j = c; j <= n; j++) m[r][j] -= f * m[c][j];
+    }
+  }
+  return m.map((r, i) => r[n] / r[i]);
 }
 
 /** Fits p = sigmoid(a z + b) to 0/1 (or soft) targets: Newton steps on the log loss, halved until the loss falls. */
