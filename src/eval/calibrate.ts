@@ -37,7 +37,7 @@ const MIN_GAIN = 0.005;
 type CasePlan = { id: string; cases: string[] }[];
 
 /** What one pass over the val cases collects, with the serving choices already made. */
-interface ValSamples {
+export interface ValSamples {
   cases: number;
   /** Sampled pixels of present structures: uncalibrated logit and label. */
   pixelZ: number[];
@@ -53,7 +53,7 @@ interface ValSamples {
   present: PresentRow[];
 }
 
-interface PresentRow {
+export interface PresentRow {
   slug: string;
   /** The network whose scores these are ('' the model's own; see presenceNet). */
   net: string;
@@ -263,7 +263,7 @@ const MIN_SCORE_SAMPLES = 20;
  * the image lies to the sets that label the structure (`near`): fine-tuned on few negatives per
  * structure, its own presence finds an optic disc on a CT or a foot ulcer in a colonoscopy.
  */
-function fitScores(s: ValSamples): NetScores {
+export function fitScores(s: ValSamples): NetScores {
   const count = (net: string, y: number) => s.presenceNet.filter((n, i) => n === net && s.presenceY[i] === y).length;
   const own = [...new Set(s.presenceNet)].filter((net) => net && count(net, 1) >= MIN_SCORE_SAMPLES && count(net, 0) >= MIN_SCORE_SAMPLES);
   s.presenceNet = s.presenceNet.map((n) => (own.includes(n) ? n : ''));

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { fitLogistic, fitPlatt, fitTemperature, lnDistanceToSets, oodScore, presenceProbability } from '../../src/core/trust/calibration.js';
+import { calibratedPresence, fitLogistic, fitPlatt, fitTemperature, LN_NEAR_FLOOR, lnDistanceToSets, oodScore, presenceProbability, type Calibration } from '../../src/core/trust/calibration.js';
 import { sigmoid } from '../../src/core/trust/scores.js';
 import { dice, seededRandom } from '../../src/eval/metrics.js';
-import { chooseLargestComponent, chooseMaskThresholds, chooseTtaCounts, diceByThreshold } from '../../src/eval/calibrate.js';
+import { chooseLargestComponent, chooseMaskThresholds, chooseTtaCounts, diceByThreshold, fitScores, type ValSamples } from '../../src/eval/calibrate.js';
 import { keepLargestComponent } from '../../src/core/pipeline/segment.js';
 
 describe('calibration fitting', () => {
@@ -52,6 +52,27 @@ describe('calibration fitting', () => {
     expect(presenceProbability(2, { a: 1, b: 0 }, Math.log(4))).toBe(sigmoid(2));
   });
 
+  it("fits a specialist's presence on its logit and its distance to the structure's sets, the model's own on its logit alone", () => {
+    const rnd = seededRandom(21);
+    const s: ValSamples = { cases: 0, pixelZ: [], pixelY: [], presenceZ: [], presenceY: [], presenceNet: [], presenceNear: [], present: [] };
+    for (let i = 0; i < 20000; i++) {
+      const net = i % 2 ? 'wide' : '';
+      const z = (rnd() - 0.5) * 8, d = (rnd() - 0.3) * 3;
+      // the specialist's answers depend on the distance too; the model's on its logit only
+      const p = net ? sigmoid(0.5 * z - 3 * d) : sigmoid(0.8 * z - 0.5);
+      s.presenceZ.push(z);
+      s.presenceNear.push(d);
+      s.presenceNet.push(net);
+      s.presenceY.push(rnd() < p ? 1 : 0);
+    }
+    s.present = [{ slug: 'x', net: 'wide', qualityLogit: 0, dice: 0.8, diceAt: [], diceLargest: 0.8, uncertain: 0, recallAt: [] }, { slug: 'y', net: '', qualityLogit: 1, dice: 0.6, diceAt: [], diceLargest: 0.6, uncertain: 0, recallAt: [] }];
+    const scores = fitScores(s);
+    expect(scores[''].presence.near).toBeUndefined();
+    expect(scores[''].presence.a).toBeCloseTo(0.8, 1);
+    expect(scores.wide.presence.near).toBeCloseTo(-3, 0);
+    expect(scores.wide.presence.a).toBeCloseTo(0.5, 1);
+  });
+
   it('scores an embedding far from every training set as stranger than one among them (k-NN)', () => {
     const enc = (vs: number[][]) => Buffer.from(Float32Array.from(vs.flat()).buffer).toString('base64');
     const ood = {
@@ -75,6 +96,16 @@ describe('calibration fitting', () => {
     expect(lnDistanceToSets([0.1, 0.05, 0], ood, ['mri'])).toBeCloseTo(Math.log(among.score), 12);
     expect(lnDistanceToSets([0.1, 0.05, 0], ood, ['ct'])).toBe(0);
     expect(lnDistanceToSets([], ood, ['xray'])).toBe(0);
+    // nearer than the fit saw counts as the floor: a copy of a training image gains no more presence
+    const onTop = { ...ood, k: 1 };
+    expect(lnDistanceToSets([0.2, 0, 0], onTop, ['xray'])).toBe(LN_NEAR_FLOOR);
+    // served presence: the answering network's scaling, with the distance where that scaling weighs it
+    const cal = { presence: { a: 1, b: 0 }, specialist_scores: { wide: { presence: { a: 1, b: 0, near: -2 }, quality: { a: 1, b: 0 } } }, ood } as unknown as Calibration;
+    expect(calibratedPresence(cal, undefined, 1, [20, -20, 9], ['xray'])).toBe(sigmoid(1));
+    expect(calibratedPresence(cal, 'polyp', 1, [20, -20, 9], ['xray'])).toBe(sigmoid(1)); // a redrawing specialist: the model's scaling
+    expect(calibratedPresence(cal, 'wide', 1, [20, -20, 9], ['xray'])).toBe(presenceProbability(1, { a: 1, b: 0, near: -2 }, lnDistanceToSets([20, -20, 9], ood, ['xray'])));
+    expect(calibratedPresence(cal, 'wide', 1, [20, -20, 9], ['xray'])).toBeLessThan(calibratedPresence(cal, 'wide', 1, [0.1, 0.05, 0], ['xray']));
+    expect(calibratedPresence(cal, 'wide', 1, [20, -20, 9], undefined)).toBe(sigmoid(1)); // no structure: no distance
   });
 
   it('computes Dice at every mask threshold in one pass, as thresholding each time would', () => {

@@ -9,7 +9,7 @@ import type { ImageFeatures } from '../models/model.js';
 import type { ModelEntry } from '../models/manifest.js';
 import { sigmoid, type UncertaintySummary } from '../trust/scores.js';
 import { DEFAULT_THRESHOLDS, type Reason, type Verdict } from '../trust/verdict.js';
-import { lnDistanceToSets, loadCalibration, logit, modelFilesFingerprint, oodScore, platt, presenceProbability, standardise, type Calibration, type OodStats } from '../trust/calibration.js';
+import { calibratedPresence, loadCalibration, logit, modelFilesFingerprint, oodScore, platt, standardise, type Calibration, type OodStats } from '../trust/calibration.js';
 import type { Embedder } from '../adapters/adapt.js';
 import path from 'node:path';
 import type { Structure, Vocabulary } from '../vocabulary.js';
@@ -442,12 +442,10 @@ function postprocess(prompt: string, structure: Structure | undefined, mode: 'wh
   const scores = (specialist ? cal?.specialist_scores?.[specialist] : undefined) ?? cal;
   const presenceLogit = look.presence, iouLogit = look.iou;
   const presenceRaw = sigmoid(presenceLogit);
-  // where the network's presence scaling weighs it: how near the image lies to the sets that label the structure
-  const lnNear = scores?.presence && 'near' in scores.presence && structure && cal?.ood ? lnDistanceToSets(assessment.embedding, cal.ood, structure.datasets) : 0;
   return maskResult(prompt, mode, logits, image, threshold, {
     structure,
     inVocabulary: !!structure,
-    presence: scores ? presenceProbability(presenceLogit, scores.presence, lnNear) : presenceRaw,
+    presence: cal ? calibratedPresence(cal, specialist, presenceLogit, assessment.embedding, structure?.datasets) : presenceRaw,
     presenceRaw,
     // a mask redrawn by a region model carries that model's predicted IoU and its own, unscaled logits
     quality: o.refinedIou ?? (scores ? platt(iouLogit, scores.quality) : sigmoid(iouLogit)),

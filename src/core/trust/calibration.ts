@@ -181,13 +181,33 @@ export function oodScore(embedding: ArrayLike<number>, ood: OodStats, among?: Re
 
 /**
  * ln of the k-NN distance ratio (oodScore) from the pooled embedding to the nearest of the given
- * training sets (those that label a structure): about 0 or below for an image like theirs, large for
- * another kind of image; 0 when the statistics hold none of them or the embedding is empty.
+ * training sets (those that label a structure): about 0 or below for an image like theirs (never
+ * below LN_NEAR_FLOOR), large for another kind of image; 0 when the statistics hold none of them or
+ * the embedding is empty.
  */
 export function lnDistanceToSets(embedding: ArrayLike<number>, ood: OodStats, sets: readonly string[]): number {
   if (!embedding.length) return 0;
   const { score } = oodScore(embedding, ood, new Set(sets));
-  return Number.isFinite(score) && score > 0 ? Math.log(score) : 0;
+  if (!Number.isFinite(score)) return 0;
+  return score > 0 ? Math.max(LN_NEAR_FLOOR, Math.log(score)) : LN_NEAR_FLOOR;
+}
+
+/**
+ * The nearest an image counts as lying to a structure's sets: the fitted weight is linear only over
+ * the distances the fit saw (the smallest over every val and test image of the built-in model is
+ * -1.14), so an image nearer than that (a copy of a training image, say) gains no more presence.
+ */
+export const LN_NEAR_FLOOR = -1.5;
+
+/**
+ * A prompt's calibrated presence as served: the scaling of the network that answered (a specialist
+ * with scores of its own, else the model's), with the distance to the structure's training sets
+ * where that scaling weighs it (`sets`: the structure's datasets; none for a prompt outside the vocabulary).
+ */
+export function calibratedPresence(cal: Calibration, network: string | undefined, z: number, embedding: ArrayLike<number>, sets: readonly string[] | undefined): number {
+  const scaling: PresenceScaling = (network ? cal.specialist_scores?.[network]?.presence : undefined) ?? cal.presence;
+  const lnNear = scaling.near !== undefined && sets && cal.ood ? lnDistanceToSets(embedding, cal.ood, sets) : 0;
+  return presenceProbability(z, scaling, lnNear);
 }
 
 /**

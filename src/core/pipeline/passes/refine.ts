@@ -1,4 +1,4 @@
-import { logit, platt } from '../../trust/calibration.js';
+import { calibratedPresence, logit } from '../../trust/calibration.js';
 import { sigmoid } from '../../trust/scores.js';
 import { DEFAULT_THRESHOLDS } from '../../trust/verdict.js';
 import { checkpoint } from '../cancel.js';
@@ -26,8 +26,9 @@ export const refinePass: Pass = {
     const zCut = logit(s.req.threshold ?? 0.5) * (cal ? cal.pixel_temperature : 1);
     const drawn: Drawn[] = [];
     for (const i of idx) {
-      const look = s.prompts[i].members[0];
-      const presence = cal ? platt(look.presence, cal.presence) : sigmoid(look.presence);
+      const p = s.prompts[i], look = p.members[0];
+      // the presence the response will give (the answering network's scaling), so a structure served as absent is not redrawn
+      const presence = cal ? calibratedPresence(cal, p.specialist, look.presence, s.embedding ?? [], p.structure?.datasets) : sigmoid(look.presence);
       const box = presence >= th ? boxOf(look.logits, zCut, image.width, image.height, 0.03, { largestComponent: true }) : undefined;
       if (!box) continue;
       await checkpoint();
