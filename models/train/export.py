@@ -144,6 +144,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "promptseg-builtin"))
     ap.add_argument("--ckpt", default="best")
+    ap.add_argument("--init-from", default="weights.pt", help="with --specialist: what its training started from, as the manifest records it (default: the shipped weights.pt)")
     ap.add_argument("--specialist", default=None, help="export the checkpoint's image encoder and mask decoder as this specialist of the shipped model")
     ap.add_argument("--structures", default="", help="with --specialist: comma-separated structure slugs it draws")
     ap.add_argument("--own-presence", action="store_true", help="with --specialist: it also answers presence, quality and similarity for its structures (a network trained on every dataset, serving structures the model's own decoder never learned); the model's own first look is not asked about them")
@@ -305,7 +306,7 @@ def record_specialist(a, names, pooled, outs, arch, step_of_run=None):
         entry = dict(name=a.specialist, structures=[s for s in a.structures.split(",") if s], **names,
                      **({"own_presence": True} if a.own_presence else {}),
                      **({"image_sets": [d for d in a.image_sets.split(",") if d]} if a.image_sets else {}),
-                     training=dict(checkpoint=a.ckpt, step=step_of_run, arch=arch, init="weights.pt" if "unet" not in arch else "none (trained from scratch)"))
+                     training=dict(checkpoint=a.ckpt, step=step_of_run, arch=arch, init=a.init_from if "unet" not in arch else "none (trained from scratch)"))
         m["specialists"] = [s for s in m.get("specialists", []) if s["name"] != a.specialist] + [entry]
     json.dump(man, open(man_path, "w"), indent=1)
     print(json.dumps(names), "written; parity.json and the manifest updated")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Trains the built-in model's specialists on this CPU: for each, the shipped image encoder and mask
-# decoder fine-tuned on one dataset's train cases (every other dataset sampled 0 times; the text
-# encoder frozen, so the specialist reads the shipped text embeddings), then exported beside the
-# model's own graphs. Usage: bash models/train/specialists.sh [NAME ...]  (default: em, polyp and
-# left-atrium, the three shipped; jsrt, for the heart and clavicles, was tried and not shipped: its
-# val figures are in the model card's "What was tried")
+# Trains the built-in model's specialists on this CPU: for each, the image encoder and mask decoder
+# of the network that answers for its structures (the generalist's weights.pt, or the all-datasets
+# network rebuilt from its graphs) fine-tuned on one dataset's train cases (every other dataset
+# sampled 0 times; the text encoder frozen, so the specialist reads the shipped text embeddings),
+# then exported beside the model's own graphs. Usage: bash models/train/specialists.sh [NAME ...]
+# (default: em, polyp, left-atrium and lumbar-spine, the four shipped; jsrt, for the heart and
+# clavicles, and optic-nerve-head, for the optic disc and cup, were tried and not shipped: their val
+# figures are in the model card's "What was tried")
 #
 # A specialist of width 2 starts from the shipped weights with the image encoder widened
 # (widen.py: same outputs, twice the channels). A run is one or more stages of cosine-scheduled
@@ -12,7 +14,8 @@
 # weights (warm restarts), with the options of its line on top of the usual augmentation: em is
 # 700 + 1,600 + 1,600 steps at width 2 with elastic deformations and axis swaps; polyp 1,000 steps
 # at lr 5e-4 with colour, elastic and axis-swap augmentation; left-atrium 1,200 steps at lr 5e-4
-# with elastic deformations. `ship` names the snapshot that was shipped (polyp and left-atrium: the
+# with elastic deformations; lumbar-spine 800 steps at lr 5e-4 with elastic deformations from
+# the all-datasets network. `ship` names the snapshot that was shipped (polyp and left-atrium: the
 # one at half the run, which scored higher on val than the last). Durations and val figures of
 # each: models/README.md (Specialists) and the model card (Training 10-13).
 # TRAIN_ARGS adds options to every stage's train.py (after the spec's own, so it can override them).
@@ -24,14 +27,18 @@ cd "$(dirname "$0")/../.."
 PY=${PYTHON:-/usr/bin/python3}
 STATE=${STATE:-models/promptseg-builtin/train-state-specialists}
 source models/train/only_boost.sh
-# name  dataset  structures  width  steps of each stage  snapshot of the last stage to ship
-# (percent of its run)  extra train.py options (- for none)
-SPECS="em isbi2012_em cell_membranes 2 700,1600,1600 100 --elastic=0.7,--transpose=0.5
-left-atrium la2018_left_atrium_lge_mri left_atrium 1 1200 050 --lr=5e-4,--elastic=0.5
-polyp endotect2020_polyp_endoscopy polyp 1 1000 050 --lr=5e-4,--colour=0.8,--elastic=0.5,--transpose=0.5
-jsrt jsrt_scr_cxr heart,left_clavicle,right_clavicle 1 600 050 --lr=5e-4,--elastic=0.5"
-want=" ${*:-em polyp left-atrium} "
-while read -r name ds structures width stages ship extra; do
+# name  dataset  structures  network it starts from (model: the shipped weights.pt; a specialist's
+# name: that specialist rebuilt from its ONNX graphs by from_onnx.py, trained with its BatchNorm
+# statistics kept)  width  steps of each stage  snapshot of the last stage to ship (percent of its
+# run)  extra train.py options (- for none)
+SPECS="em isbi2012_em cell_membranes model 2 700,1600,1600 100 --elastic=0.7,--transpose=0.5
+left-atrium la2018_left_atrium_lge_mri left_atrium model 1 1200 050 --lr=5e-4,--elastic=0.5
+polyp endotect2020_polyp_endoscopy polyp model 1 1000 050 --lr=5e-4,--colour=0.8,--elastic=0.5,--transpose=0.5
+jsrt jsrt_scr_cxr heart,left_clavicle,right_clavicle model 1 600 050 --lr=5e-4,--elastic=0.5
+optic-nerve-head drishti_gs1_optic_disc_cup optic_disc,optic_cup all-datasets 1 800 100 --lr=5e-4,--colour=0.8,--elastic=0.5
+lumbar-spine lumbar_vb_mri_chu vertebral_body all-datasets 1 800 100 --lr=5e-4,--elastic=0.5"
+want=" ${*:-em polyp left-atrium lumbar-spine} "
+while read -r name ds structures from width stages ship extra; do
   [[ "$want" == *" $name "* ]] || continue
   boost=$(only_boost "$ds")
   extra_args=()
@@ -40,7 +47,13 @@ while read -r name ds structures width stages ship extra; do
   mkdir -p "$dir"
   init=models/promptseg-builtin/weights.pt
   arch=()
+  if [ "$from" != model ]; then
+    [ -f "$dir/from-$from.pt" ] || $PY models/train/from_onnx.py --specialist "$from" -o "$dir/from-$from.pt"
+    init="$dir/from-$from.pt"
+    arch=(--bn-frozen)
+  fi
   if [ "$width" != 1 ]; then
+    [ "$from" = model ] || { echo "$name: a widened specialist starts from the shipped weights.pt" >&2; exit 1; }
     [ "$width" = 2 ] || { echo "widen.py doubles the encoder: width $width is not supported" >&2; exit 1; }
     [ -f "$dir/wide-init.pt" ] || $PY models/train/widen.py "$init" -o "$dir/wide-init.pt"
     init="$dir/wide-init.pt"
@@ -60,5 +73,7 @@ while read -r name ds structures width stages ship extra; do
     fi
     init="$sd/snapshot-100.pt"
   done
-  echo "== $name done; export it with: $PY models/train/export.py --ckpt $sd/snapshot-$ship.pt --specialist $name --structures $structures"
+  from_arg=()
+  [ "$from" = model ] || from_arg=(--init-from "the $from specialist (from_onnx.py)")
+  echo "== $name done; export it with: $PY models/train/export.py --ckpt $sd/snapshot-$ship.pt --specialist $name --structures $structures ${from_arg[*]+${from_arg[*]}}"
 done <<< "$SPECS"

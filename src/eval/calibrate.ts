@@ -154,7 +154,8 @@ function casePlan(vocab: Vocabulary, dataRoot: string, split: string, limit: num
 /** In this order, each with the choices before it: the specialists, the second look, the image copies. */
 async function chooseServingPasses(ctx: ServiceContext, entry: ModelEntry, ask: Ask, dataRoot: string, plan: CasePlan, progress?: CalibrateOptions['progress']): Promise<ServingPasses> {
   const vocab = ctx.pipeline.vocabulary;
-  const withSpecialist = new Set((entry.specialists ?? []).flatMap((sp) => sp.structures));
+  // the structures a redrawing specialist may serve (one that answers altogether draws the first look: nothing to choose)
+  const withSpecialist = new Set((entry.specialists ?? []).filter((sp) => !sp.own_presence).flatMap((sp) => sp.structures));
   const { chosen: specialist, gain: specialistGain } = withSpecialist.size
     ? await chooseSwitch(ctx, ask, dataRoot, plan, { label: 'specialist', applies: (slug) => withSpecialist.has(slug), off: { specialist: false, zoom: false }, on: { specialist: true, zoom: false } }, progress)
     : { chosen: [], gain: {} };
@@ -176,7 +177,7 @@ async function sampleCases(ctx: ServiceContext, ask: Ask, o: CalibrateOptions, p
   const entry = ctx.pipeline.registry.get(ask.modelId).entry;
   // the network that answered a prompt: a specialist that answers for it altogether, else the model's own ('')
   const answering = new Set(answeringNetworks(entry).map((sp) => sp.name));
-  const netOf = (r: { specialist?: string }) => (r.specialist && answering.has(r.specialist) ? r.specialist : '');
+  const netOf = (r: { answeredBy?: string }) => (r.answeredBy && answering.has(r.answeredBy) ? r.answeredBy : '');
   const total = plan.reduce((n, p) => n + p.cases.length, 0);
   const { zoom, specialist, ttaImage } = passes;
   let done = 0;

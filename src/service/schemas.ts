@@ -39,7 +39,7 @@ export const PromptResultSchema = z.object({
   verdict: z.enum(['accept', 'review', 'reject']),
   reasons: z.array(ReasonSchema),
   zoomed: z.boolean().optional().describe('Set when the mask comes from the second, closer look at a crop around the first mask.'),
-  specialist: z.string().optional().describe("Set when the model's specialist of this name drew the mask (segment's specialist option; presence is still the generalist's), or answered for the structure altogether: a network that serves structures the generalist was not trained on, and also those it was, on images nearest the training sets it serves (lungs on COVID-19 radiographs); describe_model lists them."),
+  specialist: z.string().optional().describe("Set when the model's specialist of this name drew the mask (segment's specialist option; presence and quality are still the first look's), or answered for the structure altogether: a network that serves structures the generalist was not trained on, and also those it was, on images nearest the training sets it serves (lungs on COVID-19 radiographs); describe_model lists them."),
   adapter: z.string().optional().describe('Set when an adapter (a structure taught from labelled images: adapt_structure) drew the mask: its id. presence is then the adapter\'s highest pixel probability, calibrated on its validation images where they had images without the structure, and predicted_quality the Dice its calibrated probabilities expect for the mask (2 x the probability summed over the mask / (the probability summed over the image + the mask area)); out_of_distribution then says how unlike the images it was taught on the image is.'),
   resolution: z
     .object({

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ManifestSchema } from '../../src/core/models/manifest.js';
+import { answeringSpecialist, ManifestSchema, redrawingSpecialist } from '../../src/core/models/manifest.js';
 import { MODELS_DIR } from '../helpers/project.js';
 
 describe('model manifest', () => {
@@ -11,6 +11,17 @@ describe('model manifest', () => {
     const m = ManifestSchema.parse(shipped());
     const all = m.models.find((e) => e.id === 'promptseg-builtin')?.specialists?.find((sp) => sp.own_presence);
     expect(all?.image_sets).toContain('gb_covid_cxr');
+  });
+
+  it('tells the specialist that answers for a structure from the one that redraws its mask (vertebral bodies: both; the optic disc: the first only; a polyp: the second only)', () => {
+    const e = ManifestSchema.parse(shipped()).models.find((x) => x.id === 'promptseg-builtin')!;
+    expect(answeringSpecialist(e, 'vertebral_body')?.name).toBe('all-datasets');
+    expect(redrawingSpecialist(e, 'vertebral_body')?.name).toBe('lumbar-spine');
+    expect(answeringSpecialist(e, 'optic_disc')?.name).toBe('all-datasets');
+    expect(redrawingSpecialist(e, 'optic_disc')).toBeUndefined();
+    expect(answeringSpecialist(e, 'polyp')).toBeUndefined();
+    expect(redrawingSpecialist(e, 'polyp')?.name).toBe('polyp');
+    expect(redrawingSpecialist(e, undefined)).toBeUndefined();
   });
 
   it('refuses image sets on a specialist that does not answer for its structures altogether, naming it', () => {

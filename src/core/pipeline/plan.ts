@@ -47,7 +47,7 @@ export async function planRequest(ctx: PipelineContext, req: SegmentRequest): Pr
     const structure = ctx.vocabulary.match(p.text);
     const specialist = answeringSpecialist(entry, structure?.slug)?.name;
     const bySet = networksBySet(entry, structure);
-    return { index, text: p.text, markup: p.markup, structure, mode: (structure?.scale === 'tiled' ? 'tiled' : 'whole') as 'whole' | 'tiled', paraphrases: paraphrases(p.text, structure, tta), embeds: [], members: [], ...(specialist ? { specialist } : {}), ...(bySet ? { bySet } : {}) };
+    return { index, text: p.text, markup: p.markup, structure, mode: (structure?.scale === 'tiled' ? 'tiled' : 'whole') as 'whole' | 'tiled', paraphrases: paraphrases(p.text, structure, tta), embeds: [], members: [], ...(specialist ? { answeredBy: specialist, specialist } : {}), ...(bySet ? { bySet } : {}) };
   });
   // text embeddings (cached per model and prompt): every prompt, then each prompt's paraphrases
   const t = performance.now();

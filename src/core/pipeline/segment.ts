@@ -179,6 +179,8 @@ export interface PromptResult {
   zoomed?: boolean;
   /** The specialist (manifest `specialists`) that drew the mask, when one did. */
   specialist?: string;
+  /** The specialist that drew the first look, whose presence and quality these are (one that answers for the structure altogether), when not the model's own network. */
+  answeredBy?: string;
   /** The adapter (a structure taught from labelled images) that drew the mask, when one did. */
   adapter?: string;
   /** Set when the prompt was a generic word (lesion, tumour...): how it was read on this image. */
@@ -385,7 +387,7 @@ async function finishPrompt(s: PassState, p: PromptPlan, assessment: ImageAssess
   // recall guarantee is about them all)
   const lcc = req.conformalRecall === undefined && !!slug && (req.largestComponent === true || ((req.largestComponent ?? 'auto') === 'auto' && !!cal?.largest_component?.includes(slug)));
   const look = p.members[0];
-  const r = await postprocess(p.text, p.structure, p.mode, look, s.image, maskThreshold, cal, p.specialist, assessment, {
+  const r = await postprocess(p.text, p.structure, p.mode, look, s.image, maskThreshold, cal, p.answeredBy, assessment, {
     refinedIou: p.refinedBy?.iou,
     notText: p.markup,
     ignorePresence: req.conformalRecall !== undefined,
@@ -394,6 +396,7 @@ async function finishPrompt(s: PassState, p: PromptPlan, assessment: ImageAssess
   if (p.refinedBy) r.refinedBy = p.refinedBy;
   if (p.closer) r.zoomed = true;
   if (p.specialist) r.specialist = p.specialist;
+  if (p.answeredBy) r.answeredBy = p.answeredBy;
   if (p.variance) {
     r.ttaStd = p.variance.map(Math.sqrt);
     let sum = 0, cnt = 0;
@@ -436,16 +439,16 @@ function appearanceOf(image: RasterImage): Float32Array {
 }
 
 /** A text prompt's result: the model's scores through the fitted calibration, then maskResult. */
-function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', look: Look, image: RasterImage, threshold: number, cal: Calibration | undefined, specialist: string | undefined, assessment: ImageAssessment, o: { refinedIou?: number; notText: boolean; ignorePresence: boolean; largestComponentOnly: boolean }): Promise<PromptResult> {
+function postprocess(prompt: string, structure: Structure | undefined, mode: 'whole' | 'tiled', look: Look, image: RasterImage, threshold: number, cal: Calibration | undefined, answeredBy: string | undefined, assessment: ImageAssessment, o: { refinedIou?: number; notText: boolean; ignorePresence: boolean; largestComponentOnly: boolean }): Promise<PromptResult> {
   const { logits, similarity } = look;
   // a specialist that answered for the structure altogether has its own score scaling
-  const scores = (specialist ? cal?.specialist_scores?.[specialist] : undefined) ?? cal;
+  const scores = (answeredBy ? cal?.specialist_scores?.[answeredBy] : undefined) ?? cal;
   const presenceLogit = look.presence, iouLogit = look.iou;
   const presenceRaw = sigmoid(presenceLogit);
   return maskResult(prompt, mode, logits, image, threshold, {
     structure,
     inVocabulary: !!structure,
-    presence: cal ? calibratedPresence(cal, specialist, presenceLogit, assessment.embedding, structure?.datasets) : presenceRaw,
+    presence: cal ? calibratedPresence(cal, answeredBy, presenceLogit, assessment.embedding, structure?.datasets) : presenceRaw,
     presenceRaw,
     // a mask redrawn by a region model carries that model's predicted IoU and its own, unscaled logits
     quality: o.refinedIou ?? (scores ? platt(iouLogit, scores.quality) : sigmoid(iouLogit)),

@@ -31,11 +31,14 @@ export interface PromptPlan {
    */
   members: Look[];
   /**
-   * The specialist that drew the prompt's own look: set by the plan for a structure whose specialist
-   * answers for it altogether (`own_presence`: the first look asks it, not the model's own decoder),
-   * or by the first look for a structure two networks answer for on different kinds of image (set
-   * by the image: `bySet`), else by the specialist pass when it redraws the mask.
+   * The specialist that drew the prompt's first look, whose presence and quality the response
+   * carries (scaled as that network's): set by the plan for a structure whose specialist answers
+   * for it altogether (`own_presence`: the first look asks it, not the model's own decoder), or by
+   * the first look for a structure two networks answer for on different kinds of image (set by the
+   * image: `bySet`). Unset: the model's own network.
    */
+  answeredBy?: string;
+  /** The specialist that drew the prompt's mask: `answeredBy`, or the one the specialist pass redrew it with. */
   specialist?: string;
   /** For a structure two networks answer for on different kinds of image: per training set labelling it, the network that answers on its images ('' the model's own). */
   bySet?: Map<string, string>;

@@ -28,7 +28,7 @@ export const refinePass: Pass = {
     for (const i of idx) {
       const p = s.prompts[i], look = p.members[0];
       // the presence the response will give (the answering network's scaling), so a structure served as absent is not redrawn
-      const presence = cal ? calibratedPresence(cal, p.specialist, look.presence, s.embedding ?? [], p.structure?.datasets) : sigmoid(look.presence);
+      const presence = cal ? calibratedPresence(cal, p.answeredBy, look.presence, s.embedding ?? [], p.structure?.datasets) : sigmoid(look.presence);
       const box = presence >= th ? boxOf(look.logits, zCut, image.width, image.height, 0.03, { largestComponent: true }) : undefined;
       if (!box) continue;
       await checkpoint();

@@ -1,12 +1,13 @@
+import { redrawingSpecialist } from '../../models/manifest.js';
 import { sigmoid } from '../../trust/scores.js';
 import { decodeViews } from '../model-views.js';
 import { EXTRA_PASS_MIN_PRESENCE, type Drawn, type Pass, type PassState, type PromptPlan } from './pass.js';
 
-/** The model's specialist for the prompt's structure, when the request and calibration choose it and the first look does not call the structure clearly absent (one that answers for its structures altogether drew the first look already). */
+/** The model's redrawing specialist for the prompt's structure, when the request and calibration choose it and the first look does not call the structure clearly absent (one that answers for its structures altogether drew the first look already; a redrawing one may refine what such a network drew). */
 function chosen(s: PassState, p: PromptPlan): string | undefined {
   const st = p.structure, want = s.req.specialist;
-  const sp = st && s.run.entry.specialists?.find((x) => x.structures.includes(st.slug));
-  if (!st || !sp || sp.own_presence || want === false || sigmoid(p.members[0].presence) < EXTRA_PASS_MIN_PRESENCE) return undefined;
+  const sp = redrawingSpecialist(s.run.entry, st?.slug);
+  if (!st || !sp || want === false || sigmoid(p.members[0].presence) < EXTRA_PASS_MIN_PRESENCE) return undefined;
   if (want === true) return sp.name;
   if (Array.isArray(want)) return want.includes(st.slug) ? sp.name : undefined;
   return s.cal?.specialists?.includes(st.slug) ? sp.name : undefined;
