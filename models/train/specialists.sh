@@ -4,9 +4,9 @@
 # network rebuilt from its graphs) fine-tuned on one dataset's train cases (every other dataset
 # sampled 0 times; the text encoder frozen, so the specialist reads the shipped text embeddings),
 # then exported beside the model's own graphs. Usage: bash models/train/specialists.sh [NAME ...]
-# (default: em, polyp, left-atrium and lumbar-spine, the four shipped; jsrt, for the heart and
-# clavicles, and optic-nerve-head, for the optic disc and cup, were tried and not shipped: their val
-# figures are in the model card's "What was tried")
+# (default: em, polyp, left-atrium, lumbar-spine and foot-ulcer, the five shipped; jsrt, for the
+# heart and clavicles, optic-nerve-head, for the optic disc and cup, and nerve-block, for the nerve
+# and vessels, were tried and not shipped: their val figures are in the model card's "What was tried")
 #
 # A specialist of width 2 starts from the shipped weights with the image encoder widened
 # (widen.py: same outputs, twice the channels). A run is one or more stages of cosine-scheduled
@@ -14,8 +14,8 @@
 # weights (warm restarts), with the options of its line on top of the usual augmentation: em is
 # 700 + 1,600 + 1,600 steps at width 2 with elastic deformations and axis swaps; polyp 1,000 steps
 # at lr 5e-4 with colour, elastic and axis-swap augmentation; left-atrium 1,200 steps at lr 5e-4
-# with elastic deformations; lumbar-spine 800 steps at lr 5e-4 with elastic deformations from
-# the all-datasets network. `ship` names the snapshot that was shipped (polyp and left-atrium: the
+# with elastic deformations; lumbar-spine 800 steps at lr 5e-4 with elastic deformations and
+# foot-ulcer the same with colour augmentation and axis swaps, both from the all-datasets network. `ship` names the snapshot that was shipped (polyp and left-atrium: the
 # one at half the run, which scored higher on val than the last). Durations and val figures of
 # each: models/README.md (Specialists) and the model card (Training 10-13).
 # TRAIN_ARGS adds options to every stage's train.py (after the spec's own, so it can override them).
@@ -36,8 +36,10 @@ left-atrium la2018_left_atrium_lge_mri left_atrium model 1 1200 050 --lr=5e-4,--
 polyp endotect2020_polyp_endoscopy polyp model 1 1000 050 --lr=5e-4,--colour=0.8,--elastic=0.5,--transpose=0.5
 jsrt jsrt_scr_cxr heart,left_clavicle,right_clavicle model 1 600 050 --lr=5e-4,--elastic=0.5
 optic-nerve-head drishti_gs1_optic_disc_cup optic_disc,optic_cup all-datasets 1 800 100 --lr=5e-4,--colour=0.8,--elastic=0.5
-lumbar-spine lumbar_vb_mri_chu vertebral_body all-datasets 1 800 100 --lr=5e-4,--elastic=0.5"
-want=" ${*:-em polyp left-atrium lumbar-spine} "
+lumbar-spine lumbar_vb_mri_chu vertebral_body all-datasets 1 800 100 --lr=5e-4,--elastic=0.5
+foot-ulcer fuseg_foot_ulcer foot_ulcer all-datasets 1 800 100 --lr=5e-4,--colour=0.8,--elastic=0.5,--transpose=0.5
+nerve-block usgra_nerve_vessel_us nerve,blood_vessel all-datasets 1 800 100 --lr=5e-4,--elastic=0.5"
+want=" ${*:-em polyp left-atrium lumbar-spine foot-ulcer} "
 while read -r name ds structures from width stages ship extra; do
   [[ "$want" == *" $name "* ]] || continue
   boost=$(only_boost "$ds")
@@ -74,6 +76,6 @@ while read -r name ds structures from width stages ship extra; do
     init="$sd/snapshot-100.pt"
   done
   from_arg=()
-  [ "$from" = model ] || from_arg=(--init-from "the $from specialist (from_onnx.py)")
+  [ "$from" = model ] || from_arg=(--init-from "'the $from specialist (from_onnx.py)'")
   echo "== $name done; export it with: $PY models/train/export.py --ckpt $sd/snapshot-$ship.pt --specialist $name --structures $structures ${from_arg[*]+${from_arg[*]}}"
 done <<< "$SPECS"

@@ -171,7 +171,7 @@ describe('read-only endpoints', () => {
     // and on the images of the sets it was trained on, for the structures they label (the COVID-19 radiographs' lungs)
     expect(all?.image_sets).toContain('gb_covid_cxr');
     expect(body.specialists?.filter((s) => !s.own_presence).every((s) => s.image_sets === undefined)).toBe(true);
-    expect(body.specialists?.filter((s) => !s.own_presence).map((s) => s.name).sort()).toEqual(['em', 'left-atrium', 'lumbar-spine', 'polyp']);
+    expect(body.specialists?.filter((s) => !s.own_presence).map((s) => s.name).sort()).toEqual(['em', 'foot-ulcer', 'left-atrium', 'lumbar-spine', 'polyp']);
     await expectProblem(await fetch(`${srv.url}/v1/models/nope`), 404, 'unknown_model');
   });
   it('GET /v1/structures filters by modality; an unknown modality is 404', async () => {

@@ -90,8 +90,8 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
     );
   const shippedSpecialists = ctx.pipeline.registry.entry('promptseg-builtin').specialists ?? [];
   const specialistCases = casesOf(shippedSpecialists.filter((sp) => !sp.own_presence));
-  it('has a specialist for the structures the model card names (membranes, polyp, left atrium, vertebral bodies)', () => {
-    expect(specialistCases.map((c) => c.structure).sort()).toEqual(['cell_membranes', 'left_atrium', 'polyp', 'vertebral_body']);
+  it('has a specialist for the structures the model card names (membranes, polyp, left atrium, vertebral bodies, foot ulcer)', () => {
+    expect(specialistCases.map((c) => c.structure).sort()).toEqual(['cell_membranes', 'foot_ulcer', 'left_atrium', 'polyp', 'vertebral_body']);
   });
 
   // the structures of the newer datasets: a network trained on all of them answers for them altogether
