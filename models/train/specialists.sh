@@ -15,9 +15,10 @@
 # 700 + 1,600 + 1,600 steps at width 2 with elastic deformations and axis swaps; polyp 1,000 steps
 # at lr 5e-4 with colour, elastic and axis-swap augmentation; left-atrium 1,200 steps at lr 5e-4
 # with elastic deformations; lumbar-spine 800 steps at lr 5e-4 with elastic deformations and
-# foot-ulcer the same with colour augmentation and axis swaps, both from the all-datasets network. `ship` names the snapshot that was shipped (polyp and left-atrium: the
-# one at half the run, which scored higher on val than the last). Durations and val figures of
-# each: models/README.md (Specialists) and the model card (Training 10-13).
+# foot-ulcer the same with colour augmentation and axis swaps, both from the all-datasets network.
+# `ship` names the snapshot that was shipped (polyp and left-atrium: the one at half the run, which
+# scored higher on val than the last). Durations and val figures of each: models/README.md
+# (Specialists) and the model card (Training recipe, step 4).
 # TRAIN_ARGS adds options to every stage's train.py (after the spec's own, so it can override them).
 # Each stage checkpoints to $STATE/<name>/stage-<k>/last.pt every 100 steps and resumes from it when
 # started again; a finished stage (snapshot-100.pt present) is skipped. Progress (loss terms,

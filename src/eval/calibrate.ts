@@ -5,7 +5,7 @@ import { decodeImage } from '../core/image/decode.js';
 import { assessImage, keepLargestComponent, probabilityMap, segmentWithModel as segment, type SegmentRequest } from '../core/pipeline/segment.js';
 import { fitLogistic, fitPlatt, fitTemperature, kthNearest, lnDistanceToSets, logit, modelFilesFingerprint, oodScore, platt, presenceProbability, standardise, type Calibration, type OodStats, type PresenceScaling } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
-import { answeringNetworks, type ModelEntry } from '../core/models/manifest.js';
+import { redrawingSpecialists, type ModelEntry } from '../core/models/manifest.js';
 import type { Vocabulary } from '../core/vocabulary.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
@@ -155,7 +155,7 @@ function casePlan(vocab: Vocabulary, dataRoot: string, split: string, limit: num
 async function chooseServingPasses(ctx: ServiceContext, entry: ModelEntry, ask: Ask, dataRoot: string, plan: CasePlan, progress?: CalibrateOptions['progress']): Promise<ServingPasses> {
   const vocab = ctx.pipeline.vocabulary;
   // the structures a redrawing specialist may serve (one that answers altogether draws the first look: nothing to choose)
-  const withSpecialist = new Set((entry.specialists ?? []).filter((sp) => !sp.own_presence).flatMap((sp) => sp.structures));
+  const withSpecialist = new Set(redrawingSpecialists(entry).flatMap((sp) => sp.structures));
   const { chosen: specialist, gain: specialistGain } = withSpecialist.size
     ? await chooseSwitch(ctx, ask, dataRoot, plan, { label: 'specialist', applies: (slug) => withSpecialist.has(slug), off: { specialist: false, zoom: false }, on: { specialist: true, zoom: false } }, progress)
     : { chosen: [], gain: {} };
@@ -174,10 +174,8 @@ async function sampleCases(ctx: ServiceContext, ask: Ask, o: CalibrateOptions, p
   const pixels = o.pixelsPerCase ?? 1500;
   const rnd = seededRandom(11);
   const s: ValSamples = { cases: 0, pixelZ: [], pixelY: [], presenceZ: [], presenceY: [], presenceNet: [], presenceNear: [], present: [] };
-  const entry = ctx.pipeline.registry.get(ask.modelId).entry;
   // the network that answered a prompt: a specialist that answers for it altogether, else the model's own ('')
-  const answering = new Set(answeringNetworks(entry).map((sp) => sp.name));
-  const netOf = (r: { answeredBy?: string }) => (r.answeredBy && answering.has(r.answeredBy) ? r.answeredBy : '');
+  const netOf = (r: { answeredBy?: string }) => r.answeredBy ?? '';
   const total = plan.reduce((n, p) => n + p.cases.length, 0);
   const { zoom, specialist, ttaImage } = passes;
   let done = 0;

@@ -84,8 +84,10 @@ export type ModelEntry = z.infer<typeof ModelEntrySchema>;
 export const modelKind = (e: ModelEntry): 'text' | 'region' => RUNNERS[e.runner];
 /** The specialists that answer for their structures altogether (`own_presence`): networks beside the model's own. */
 export const answeringNetworks = (e: ModelEntry) => (e.specialists ?? []).filter((sp) => sp.own_presence);
-/** The specialist that redraws a structure's mask after the first look (one without `own_presence`), if the model has one for it. */
-export const redrawingSpecialist = (e: ModelEntry, slug: string | undefined) => (slug ? (e.specialists ?? []).find((sp) => !sp.own_presence && sp.structures.includes(slug)) : undefined);
+/** The specialists that redraw their structures' masks after the first look (without `own_presence`). */
+export const redrawingSpecialists = (e: ModelEntry) => (e.specialists ?? []).filter((sp) => !sp.own_presence);
+/** The specialist that redraws a structure's mask after the first look, if the model has one for it. */
+export const redrawingSpecialist = (e: ModelEntry, slug: string | undefined) => (slug ? redrawingSpecialists(e).find((sp) => sp.structures.includes(slug)) : undefined);
 /** The specialist that answers for a structure altogether (`own_presence`) on every image, if the model has one for it. */
 export const answeringSpecialist = (e: ModelEntry, slug: string | undefined) => (slug ? answeringNetworks(e).find((sp) => sp.structures.includes(slug)) : undefined);
 
