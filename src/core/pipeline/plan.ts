@@ -45,9 +45,9 @@ export async function planRequest(ctx: PipelineContext, req: SegmentRequest): Pr
   const timings: Record<StageName, number> = { preprocess: 0, encode_image: 0, encode_text: 0, decode_mask: 0, refine: 0, postprocess: 0 };
   const prompts = texts.map((p, index) => {
     const structure = ctx.vocabulary.match(p.text);
-    const specialist = answeringSpecialist(entry, structure?.slug)?.name;
+    const answeredBy = answeringSpecialist(entry, structure?.slug)?.name;
     const bySet = networksBySet(entry, structure);
-    return { index, text: p.text, markup: p.markup, structure, mode: (structure?.scale === 'tiled' ? 'tiled' : 'whole') as 'whole' | 'tiled', paraphrases: paraphrases(p.text, structure, tta), embeds: [], members: [], ...(specialist ? { answeredBy: specialist, specialist } : {}), ...(bySet ? { bySet } : {}) };
+    return { index, text: p.text, markup: p.markup, structure, mode: (structure?.scale === 'tiled' ? 'tiled' : 'whole') as 'whole' | 'tiled', paraphrases: paraphrases(p.text, structure, tta), embeds: [], members: [], ...(answeredBy ? { answeredBy, specialist: answeredBy } : {}), ...(bySet ? { bySet } : {}) };
   });
   // text embeddings (cached per model and prompt): every prompt, then each prompt's paraphrases
   const t = performance.now();

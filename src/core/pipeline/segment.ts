@@ -92,7 +92,7 @@ export interface SegmentRequest {
   genericWords?: 'resolve' | 'literal';
   /**
    * Redraw masks with the model's specialist for the structure (an image encoder and mask decoder
-   * fine-tuned on it; presence stays the generalist's): 'auto' (default) where the calibration found
+   * fine-tuned on it; presence stays the first look's): 'auto' (default) where the calibration found
    * it raises val Dice, true wherever the model has one, false never, or a list of structure slugs.
    */
   specialist?: boolean | 'auto' | string[];
