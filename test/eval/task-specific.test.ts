@@ -1,4 +1,4 @@
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
@@ -63,7 +63,7 @@ describe('the generalist against task-specific nets', () => {
     mkdirSync(path.join(data, 'no_net_here'));
     cpSync(path.join(MODELS_DIR, 'tiny', 'taskseg-tiny'), path.join(root, 'baselines', 'tiny_task'), { recursive: true });
     const suiteFile = path.join(root, 'suite.json');
-    writeFileSync(suiteFile, JSON.stringify({ name: 'tiny', protocol: 'task-specific', data_root: 'data', baselines: 'baselines', bootstrap: 500, seed: 3 }));
+    writeFileSync(suiteFile, JSON.stringify({ name: 'tiny', protocol: 'task-specific', data_root: 'data', baselines: 'baselines', records: 'records', bootstrap: 500, seed: 3 }));
     const ctx = testContext();
     const { files, rows } = await evaluateTaskSpecific(ctx, suiteFile, path.join(root, 'out'));
     expect(rows.map((r) => r.structure)).toEqual(['bright', 'dark']);
@@ -97,5 +97,35 @@ describe('the generalist against task-specific nets', () => {
     expect(md).toMatch(/Level with or ahead of the task-specific net on \d of 2 structures/);
     expect(md).toContain('No task-specific net for: no_net_here');
     expect(readFileSync(files[2], 'utf8')).toContain('<svg');
-  }, 60_000);
+    expect(rows.map((r) => r.task_source)).toEqual(['net', 'net']);
+
+    // the net's per-case scores were recorded: without the net, the generalist is re-run and paired with them
+    const recordFile = path.join(root, 'records', 'tiny_task.json');
+    const record = JSON.parse(readFileSync(recordFile, 'utf8')) as { cases: string[]; scores: Record<string, Record<string, { dice: number }>>; net: { onnx_sha256?: string } };
+    expect(record.cases).toEqual(cases);
+    expect(Object.keys(record.scores)).toEqual(cases); // both structures are present on every case
+    expect(record.scores.case1.bright.dice).toBeLessThan(1);
+    rmSync(path.join(root, 'baselines', 'tiny_task'), { recursive: true });
+    const again = await evaluateTaskSpecific(ctx, suiteFile, path.join(root, 'out'));
+    expect(again.rows.map((r) => r.task_source)).toEqual(['record', 'record']);
+    for (const [k, r] of again.rows.entries()) {
+      expect(r.difference).toEqual(rows[k].difference);
+      expect(r.task.dice).toBe(rows[k].task.dice);
+      expect(r.generalist_fingerprint).toBe(rows[k].generalist_fingerprint);
+    }
+    expect(readFileSync(again.files[1], 'utf8')).toContain('paired through their recorded per-case scores (records/<dataset>.json): tiny_task.');
+
+    // a record that lacks a case of the suite is refused, naming the file and the case
+    const cut = { ...record, cases: cases.slice(1) };
+    writeFileSync(recordFile, JSON.stringify(cut));
+    await expect(evaluateTaskSpecific(ctx, suiteFile, path.join(root, 'out'))).rejects.toThrow(/tiny_task\.json has no scores for 1 case\(s\) of the suite \(case0\)/);
+
+    // neither the net nor its record: the earlier run's rows are kept, and said to be
+    rmSync(recordFile);
+    const kept = await evaluateTaskSpecific(ctx, suiteFile, path.join(root, 'out'));
+    expect(kept.rows.map((r) => r.task_source)).toEqual(['earlier run', 'earlier run']);
+    expect(kept.rows.map((r) => r.difference)).toEqual(rows.map((r) => r.difference));
+    expect(readFileSync(kept.files[1], 'utf8')).toContain('Rows kept from an earlier run of this suite (neither the net nor its recorded scores here; retrain the net to re-pair them): tiny_task.');
+    expect(existsSync(path.join(root, 'out', 'results.json'))).toBe(true);
+  }, 90_000);
 });

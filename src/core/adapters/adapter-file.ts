@@ -1,7 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { z } from 'zod';
+import { writeFileAtomic } from '../atomic-write.js';
 import { gridOf, gridProblem, type PixelHead } from './pixel-head.js';
 
 /**
@@ -118,17 +118,6 @@ export function decodeHeads(heads: AdapterFile['heads']): PixelHead[] {
  */
 export function writeAdapterFile(dir: string, f: AdapterFile): string {
   const file = path.join(dir, `${f.id}.json`);
-  const tmp = path.join(dir, `.${f.id}.json.${process.pid}.${randomBytes(4).toString('hex')}.partial`);
-  const fd = openSync(tmp, 'wx', 0o644);
-  try {
-    writeSync(fd, JSON.stringify(f, null, 1));
-    fsyncSync(fd);
-  } catch (e) {
-    closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, file);
+  writeFileAtomic(file, JSON.stringify(f, null, 1));
   return file;
 }

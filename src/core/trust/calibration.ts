@@ -274,40 +274,10 @@ function solve(h: number[][], g: number[]): number[] | undefined {
   return m.map((r, i) => r[n] / r[i]);
 }
 
-/** Fits p = sigmoid(a z + b) to 0/1 (or soft) targets: Newton steps on the log loss, halved until the loss falls. */
+/** Fits p = sigmoid(a z + b) to 0/1 (or soft) targets: a one-feature fitLogistic (Newton steps on the ridged log loss). */
 export function fitPlatt(z: number[], y: number[], iters = 100): { a: number; b: number } {
-  const loss = (a: number, b: number) => {
-    let s = 0;
-    for (let i = 0; i < z.length; i++) {
-      const p = Math.min(Math.max(sigmoid(a * z[i] + b), 1e-12), 1 - 1e-12);
-      s -= y[i] * Math.log(p) + (1 - y[i]) * Math.log(1 - p);
-    }
-    return s + 1e-4 * (a * a + b * b); // a little ridge keeps separable data finite
-  };
-  let a = 1, b = 0, cur = loss(a, b);
-  for (let it = 0; it < iters; it++) {
-    let ga = 2e-4 * a, gb = 2e-4 * b, haa = 2e-4, hab = 0, hbb = 2e-4;
-    for (let i = 0; i < z.length; i++) {
-      const p = sigmoid(a * z[i] + b);
-      const r = p - y[i], w = p * (1 - p);
-      ga += r * z[i]; gb += r;
-      haa += w * z[i] * z[i]; hab += w * z[i]; hbb += w;
-    }
-    const det = haa * hbb - hab * hab;
-    if (!(det > 0)) break;
-    const da = (hbb * ga - hab * gb) / det, db = (haa * gb - hab * ga) / det;
-    let step = 1, next = loss(a - da, b - db);
-    while (next > cur && step > 1e-4) {
-      step /= 2;
-      next = loss(a - step * da, b - step * db);
-    }
-    if (next > cur) break;
-    a -= step * da; b -= step * db;
-    const done = cur - next < 1e-10 * Math.max(1, cur);
-    cur = next;
-    if (done) break;
-  }
-  return { a, b };
+  const { w, b } = fitLogistic(z.map((v) => [v]), y, iters);
+  return { a: w[0], b };
 }
 
 /** The temperature T minimising the pixel log loss of sigmoid(z / T), by golden-section search on log T. */
