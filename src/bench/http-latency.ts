@@ -46,6 +46,19 @@ async function colonoscopyLikePng(variant: number): Promise<Buffer> {
   return sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();
 }
 
+/** A fundus-like view: an orange-red retina in a black field with a pale optic disc and a paler cup (the optic disc's redraw runs where calibration chose it). */
+async function fundusLikePng(variant: number): Promise<Buffer> {
+  const W = 512, H = 512, rgb = Buffer.alloc(W * H * 3);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const r = Math.hypot(x - 256 - variant, y - 256 + variant);
+      const c = Math.hypot(x - 256, y - 256) > 240 ? [0, 0, 0] : r < 22 ? [250, 230, 180] : r < 48 ? [235, 180, 110] : [190, 80, 40];
+      rgb.set(c, (y * W + x) * 3);
+    }
+  }
+  return sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();
+}
+
 /** A histology-like field of dark nuclei on a pale background (tiled prompts). */
 async function histologyLikePng(variant: number): Promise<Buffer> {
   const W = 512, H = 512, rgb = Buffer.alloc(W * H * 3);
@@ -127,7 +140,7 @@ async function main(): Promise<void> {
 
   // structures whose calibration adds passes
   const autoRows: string[] = [];
-  for (const [label, make, prompt] of [['polyp, colonoscopy-like 384x320', colonoscopyLikePng, 'polyp'], ['cell nuclei, histology-like 512x512', histologyLikePng, 'cell nuclei']] as const) {
+  for (const [label, make, prompt] of [['polyp, colonoscopy-like 384x320', colonoscopyLikePng, 'polyp'], ['optic disc, fundus-like 512x512', fundusLikePng, 'optic disc'], ['cell nuclei, histology-like 512x512', histologyLikePng, 'cell nuclei']] as const) {
     const times: number[] = [];
     let passes = '';
     for (let i = 0; i < Math.max(3, ROUNDS / 4); i++) {

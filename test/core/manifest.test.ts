@@ -13,12 +13,15 @@ describe('model manifest', () => {
     expect(all?.image_sets).toContain('gb_covid_cxr');
   });
 
-  it('tells the specialist that answers for a structure from the one that redraws its mask (vertebral bodies: both; the optic disc: the first only; a polyp: the second only)', () => {
+  it('tells the specialist that answers for a structure from the one that redraws its mask (vertebral bodies and the optic disc: both; a polyp: the second only; the heart: neither)', () => {
     const e = ManifestSchema.parse(shipped()).models.find((x) => x.id === 'promptseg-builtin')!;
     expect(answeringSpecialist(e, 'vertebral_body')?.name).toBe('all-datasets');
     expect(redrawingSpecialist(e, 'vertebral_body')?.name).toBe('lumbar-spine');
     expect(answeringSpecialist(e, 'optic_disc')?.name).toBe('all-datasets');
-    expect(redrawingSpecialist(e, 'optic_disc')).toBeUndefined();
+    expect(redrawingSpecialist(e, 'optic_disc')?.name).toBe('optic-nerve-head-unet');
+    expect(redrawingSpecialist(e, 'optic_disc')?.task_net?.file).toBe('task_net.optic-nerve-head-unet.onnx');
+    expect(answeringSpecialist(e, 'heart')).toBeUndefined();
+    expect(redrawingSpecialist(e, 'heart')).toBeUndefined();
     expect(answeringSpecialist(e, 'polyp')).toBeUndefined();
     expect(redrawingSpecialist(e, 'polyp')?.name).toBe('polyp');
     expect(redrawingSpecialist(e, undefined)).toBeUndefined();

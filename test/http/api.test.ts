@@ -158,7 +158,7 @@ describe('read-only endpoints', () => {
   it('GET /v1/models/{id} returns the model card; unknown ids are 404', async () => {
     const res = await fetch(`${srv.url}/v1/models/promptseg-builtin`);
     expect(res.status).toBe(200);
-    const body = (await res.json()) as { card_markdown: string; specialists?: { name: string; structures: string[]; used_by_default_for: string[]; own_presence: boolean; image_sets?: string[] }[] };
+    const body = (await res.json()) as { card_markdown: string; specialists?: { name: string; structures: string[]; kind: string; used_by_default_for: string[]; own_presence: boolean; image_sets?: string[] }[] };
     expect(body.card_markdown.length).toBeGreaterThan(100);
     // the manifest's specialists, each with the structures it draws by default (a subset of its own)
     const listed = srv.ctx.pipeline.registry.entry('promptseg-builtin').specialists ?? [];
@@ -171,7 +171,10 @@ describe('read-only endpoints', () => {
     // and on the images of the sets it was trained on, for the structures they label (the COVID-19 radiographs' lungs)
     expect(all?.image_sets).toContain('gb_covid_cxr');
     expect(body.specialists?.filter((s) => !s.own_presence).every((s) => s.image_sets === undefined)).toBe(true);
-    expect(body.specialists?.filter((s) => !s.own_presence).map((s) => s.name).sort()).toEqual(['em', 'foot-ulcer', 'left-atrium', 'lumbar-spine', 'polyp']);
+    expect(body.specialists?.filter((s) => !s.own_presence).map((s) => s.name).sort()).toEqual(['em', 'foot-ulcer', 'left-atrium', 'lumbar-spine', 'optic-nerve-head-unet', 'polyp']);
+    // the Drishti-GS1 U-Net is a task-specific network, the others the model's own networks fine-tuned
+    expect(body.specialists?.filter((s) => s.kind === 'task-specific').map((s) => s.name)).toEqual(['optic-nerve-head-unet']);
+    expect(body.specialists?.filter((s) => s.kind === 'fine-tuned').length).toBe(listed.length - 1);
     await expectProblem(await fetch(`${srv.url}/v1/models/nope`), 404, 'unknown_model');
   });
   it('GET /v1/structures filters by modality; an unknown modality is 404', async () => {

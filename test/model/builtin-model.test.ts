@@ -90,8 +90,10 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
     );
   const shippedSpecialists = ctx.pipeline.registry.entry('promptseg-builtin').specialists ?? [];
   const specialistCases = casesOf(shippedSpecialists.filter((sp) => !sp.own_presence));
-  it('has a specialist for the structures the model card names (membranes, polyp, left atrium, vertebral bodies, foot ulcer)', () => {
-    expect(specialistCases.map((c) => c.structure).sort()).toEqual(['cell_membranes', 'foot_ulcer', 'left_atrium', 'polyp', 'vertebral_body']);
+  const taskNets = new Set(shippedSpecialists.filter((sp) => sp.task_net).map((sp) => sp.name));
+  it('has a specialist for the structures the model card names (membranes, polyp, left atrium, vertebral bodies, foot ulcer; the optic disc and cup: the Drishti-GS1 U-Net)', () => {
+    expect(specialistCases.map((c) => c.structure).sort()).toEqual(['cell_membranes', 'foot_ulcer', 'left_atrium', 'optic_cup', 'optic_disc', 'polyp', 'vertebral_body']);
+    expect([...taskNets]).toEqual(['optic-nerve-head-unet']);
   });
 
   // the structures of the newer datasets: a network trained on all of them answers for them altogether
@@ -155,7 +157,7 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
     const ct = await sharedCase('ct_pulmonary_embolism_fumpe', 'PAT035_069');
     const onCt = await segment(ctx.pipeline, { image: ct.image, prompts: ['optic disc'] });
     const nearCt = lnDistanceToSets(onCt.image.embedding, own.ood!, sets);
-    expect(onCt.results[0].specialist).toBe('all-datasets');
+    expect(onCt.results[0].specialist, 'no redraw for a disc served as absent').toBe('all-datasets');
     // by its presence logit alone this CT slice has an optic disc; its distance from every fundus photograph says otherwise
     expect(onCt.results[0].presenceRaw).toBeGreaterThan(0.9);
     expect(onCt.results[0].presence).toBeCloseTo(presenceProbability(logit(onCt.results[0].presenceRaw), scaling, nearCt), 9);
@@ -165,6 +167,7 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
     const onFundus = await segment(ctx.pipeline, { image: fundus.image, prompts: ['optic disc'] });
     expect(lnDistanceToSets(onFundus.image.embedding, own.ood!, sets)).toBeLessThan(nearCt - 1);
     expect(onFundus.results[0].presence).toBeGreaterThan(0.9);
+    expect(onFundus.results[0].specialist, 'the calibration chose the Drishti-GS1 U-Net to redraw the disc').toBe('optic-nerve-head-unet');
     expect(dice(onFundus.results[0].mask, await fundus.mask('optic_disc'))).toBeGreaterThan(0.8);
   });
   for (const sc of specialistCases) {
@@ -183,20 +186,24 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
       expect(on.results[0].presence).toBe(off.results[0].presence);
       expect(dice(on.results[0].mask, off.results[0].mask)).toBeLessThan(0.999);
       expect(dice(on.results[0].mask, gt)).toBeGreaterThan(0.7);
-      // image TTA copies of a redrawn prompt are drawn by the specialist too and keep the first look's presence
+      // image TTA copies of a redrawn prompt are drawn by the specialist too and keep the first look's presence;
+      // a task-specific network's mask is its own: no copies through it
       const onTta = await segment(ctx.pipeline, { image, prompts: [sc.prompt], specialist: true, ttaImage: 2 });
       expect(onTta.results[0].specialist).toBe(sc.specialist);
       expect(onTta.results[0].presence).toBe(off.results[0].presence);
-      expect(dice(onTta.results[0].mask, on.results[0].mask)).toBeLessThan(1);
+      if (taskNets.has(sc.specialist)) {
+        expect(onTta.tta?.imageTransforms).toEqual([]);
+        expect(Array.from(onTta.results[0].mask)).toEqual(Array.from(on.results[0].mask));
+      } else expect(dice(onTta.results[0].mask, on.results[0].mask)).toBeLessThan(1);
       expect(dice(onTta.results[0].mask, gt)).toBeGreaterThan(0.7);
       // asked of a chest X-ray, the first look finds no such structure: the prompt is rejected with an empty mask
       const cxr = await sharedCase('jsrt_scr_cxr', testCases('jsrt_scr_cxr', 1)[0]);
       const absent = await segment(ctx.pipeline, { image: cxr.image, prompts: [sc.prompt], specialist: true });
       expect(absent.results[0].maskProduced).toBe(false);
       expect(absent.results[0].verdict).toBe('reject');
-      // the generalist's raw presence keeps its specialist from running; the all-datasets network's raw presence
-      // does not know the kind of image (its served presence weighs the distance to its sets), so a redraw may run
-      if (!answering) expect(absent.results[0].specialist).toBeUndefined();
+      // the presence the response gives (for the all-datasets network, weighing the image's distance to its sets)
+      // keeps the specialist from running: the result names the network of the first look
+      expect(absent.results[0].specialist).toBe(answering);
     });
   }
 

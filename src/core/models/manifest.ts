@@ -31,6 +31,17 @@ export const InputSpecSchema = z.object({
   }),
 });
 
+/**
+ * How a task-specific network sees an image (core/models/task-net.ts): letterboxed whole to
+ * `input_size`, or in native-scale tiles of that size (the longer side brought to at most
+ * `tile.native_max_side` first), logits averaged where tiles overlap.
+ */
+export const TaskNetInputSchema = z.object({
+  input_size: z.number().int().positive(),
+  tiled: z.boolean(),
+  tile: z.object({ size: z.number().int().positive(), stride: z.number().int().positive(), native_max_side: z.number().int().positive() }).optional(),
+});
+
 export const ModelEntrySchema = z.object({
   id: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/),
   title: z.string(),
@@ -65,14 +76,18 @@ export const ModelEntrySchema = z.object({
    * the training sets it answers for on their own images, including structures that other sets the
    * model's own network was trained on label too (lungs on COVID-19 radiographs and on clean ones):
    * for such a structure, the image's nearest of the sets that label it decides (image-routing.ts).
+   * A specialist with `task_net` instead of an encoder and decoder is a task-specific network (one
+   * dataset's structures, no text: core/models/task-net.ts) that redraws its structures' masks from
+   * the whole image; `structures` are its output channels in order.
    */
   specialists: z
     .array(
       z.object({
         name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/),
         structures: z.array(z.string()).min(1),
-        image_encoder: z.string(),
-        mask_decoder: z.string(),
+        image_encoder: z.string().optional(),
+        mask_decoder: z.string().optional(),
+        task_net: TaskNetInputSchema.extend({ file: z.string() }).optional(),
         own_presence: z.boolean().optional(),
         image_sets: z.array(z.string()).optional(),
         training: z.record(z.string(), z.unknown()).optional(),
@@ -103,8 +118,12 @@ export const ManifestSchema = z
     m.models.forEach((e, i) => {
       if (!e.hub && !e.convert && Object.values(e.files).some((f) => !f.sha256)) ctx.addIssue({ code: 'custom', path: ['models', i, 'files'], message: 'files of a bundle that is neither pulled nor converted need sha256' });
       (e.specialists ?? []).forEach((sp, k) => {
-        for (const f of [sp.image_encoder, sp.mask_decoder]) {
-          if (!(f in e.files)) ctx.addIssue({ code: 'custom', path: ['models', i, 'specialists', k], message: `specialist "${sp.name}" names ${f}, which is not among the model's files` });
+        const graphs = sp.task_net ? [sp.task_net.file] : [sp.image_encoder, sp.mask_decoder];
+        if (sp.task_net ? sp.image_encoder || sp.mask_decoder || sp.own_presence : !sp.image_encoder || !sp.mask_decoder) {
+          ctx.addIssue({ code: 'custom', path: ['models', i, 'specialists', k], message: `specialist "${sp.name}" needs either an image_encoder and a mask_decoder, or a task_net (which redraws masks only: no own_presence)` });
+        }
+        for (const f of graphs) {
+          if (f !== undefined && !(f in e.files)) ctx.addIssue({ code: 'custom', path: ['models', i, 'specialists', k], message: `specialist "${sp.name}" names ${f}, which is not among the model's files` });
         }
         if (sp.image_sets?.length && !sp.own_presence) ctx.addIssue({ code: 'custom', path: ['models', i, 'specialists', k, 'image_sets'], message: `specialist "${sp.name}" has image_sets but does not answer for its structures altogether (own_presence)` });
       });

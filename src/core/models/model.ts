@@ -1,4 +1,4 @@
-import type { FloatGrid } from '../image/raster.js';
+import type { FloatGrid, GridSource, RasterImage } from '../image/raster.js';
 import type { ModelEntry } from './manifest.js';
 import type { FeatureMap } from '../adapters/pixel-head.js';
 
@@ -36,6 +36,8 @@ export interface SegmentationModel {
   decode(features: ImageFeatures, textEmbeds: Float32Array[]): Promise<DecodeOutput>;
   /** The token ids the text encoder sees, for tests and debugging. */
   tokenize(prompts: string[]): Promise<{ ids: number[][] }>;
+  /** Logits of a task-specific specialist's structures, in its `structures` order: the grids it drew and their place on the image (runners whose manifest entries may have one). */
+  taskNetLogits?(specialist: string, image: RasterImage): Promise<GridSource[]>;
   /** The image encoder's spatial feature maps, finest first (models that offer few-shot adapters). */
   featureMaps?(features: ImageFeatures): FeatureMap[];
   dispose(): Promise<void>;

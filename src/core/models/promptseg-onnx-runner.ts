@@ -1,7 +1,9 @@
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { AutoTokenizer, type PreTrainedTokenizer } from '@huggingface/transformers';
+import type { GridSource, RasterImage } from '../image/raster.js';
 import { toTensorData } from '../image/resize.js';
+import { TaskNet } from './task-net.js';
 import { bundleDir, LazyRunner, localTransformersId, sessionOptions } from './local-bundle.js';
 import type { DecodeOutput, ImageFeatures, SegmentationModel } from './model.js';
 import type { FeatureMap } from '../adapters/pixel-head.js';
@@ -14,6 +16,8 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
   private tokenizer?: PreTrainedTokenizer;
   /** Specialists' sessions, loaded on first use (most requests never need one). */
   private specialists = new Map<string, Promise<{ image: ort.InferenceSession; decoder: ort.InferenceSession }>>();
+  /** Task-specific specialists' nets, loaded on first use. */
+  private taskNets = new Map<string, Promise<TaskNet>>();
 
   get loaded(): boolean {
     return !!this.decoder;
@@ -78,11 +82,26 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
       const sp = this.entry.specialists?.find((x) => x.name === name);
       // a programmer error: the pipeline only asks for specialists the entry lists
       if (!sp) throw new Error(`model ${this.entry.id} has no specialist "${name}"`);
+      if (!sp.image_encoder || !sp.mask_decoder) throw new Error(`model ${this.entry.id}: specialist "${name}" is a task-specific network, not an image encoder and mask decoder`);
       s = Promise.all([this.session(sp.image_encoder), this.session(sp.mask_decoder)]).then(([image, decoder]) => ({ image, decoder }));
       s.catch(() => this.specialists.delete(name)); // a failed load is retried by the next request
       this.specialists.set(name, s);
     }
     return s;
+  }
+
+  /** Logits of a task-net specialist's structures (its `structures` order) as the grids it drew and their place on the image; the net is opened once. */
+  async taskNetLogits(name: string, image: RasterImage): Promise<GridSource[]> {
+    let net = this.taskNets.get(name);
+    if (!net) {
+      const sp = this.entry.specialists?.find((x) => x.name === name);
+      if (!sp?.task_net) throw new Error(`model ${this.entry.id} has no task-specific specialist "${name}"`);
+      const { file, ...input } = sp.task_net;
+      net = TaskNet.fromFile(path.join(bundleDir(this.opts.modelsDir, this.entry), file), { format: 'promptseg-task-net/1', dataset: name, structures: sp.structures, ...input, arch: {}, train: {}, val_dice: {} }, this.opts.threads);
+      net.catch(() => this.taskNets.delete(name)); // a failed load is retried by the next request
+      this.taskNets.set(name, net);
+    }
+    return (await net).logitSources(image);
   }
 
   /** pixels: float32 NCHW [1,3,S,S], already normalised ((v/255 - mean) / std). */
@@ -135,6 +154,9 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
   async dispose(): Promise<void> {
     const specialists = await Promise.allSettled([...this.specialists.values()]);
     this.specialists.clear();
+    const taskNets = await Promise.allSettled([...this.taskNets.values()]);
+    this.taskNets.clear();
+    await Promise.all(taskNets.map((r) => (r.status === 'fulfilled' ? r.value.dispose() : undefined)));
     await Promise.all([this.text?.release(), this.image?.release(), this.decoder?.release(), ...specialists.flatMap((r) => (r.status === 'fulfilled' ? [r.value.image.release(), r.value.decoder.release()] : []))]);
     this.text = this.image = this.decoder = undefined;
     this.unload();

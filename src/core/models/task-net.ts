@@ -2,10 +2,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { z } from 'zod';
-import { mapGrid, letterbox, letterboxGeometry, resizeRgb, roundHalfEven } from '../image/resize.js';
-import type { FloatGrid, RasterImage } from '../image/raster.js';
+import { deferredGrid } from '../image/grid-sampler.js';
+import { letterbox, letterboxGeometry, resizeRgb, roundHalfEven } from '../image/resize.js';
+import type { FloatGrid, GridSource, RasterImage } from '../image/raster.js';
 import { tileOrigins } from '../pipeline/model-views.js';
 import { sessionOptions } from './local-bundle.js';
+import { TaskNetInputSchema } from './manifest.js';
 
 /**
  * A task-specific network: one dataset's structures, no text, trained on that dataset alone
@@ -13,13 +15,10 @@ import { sessionOptions } from './local-bundle.js';
  * Its folder holds model.onnx (input `pixels` [1,3,S,S], raw 0..255 RGB of the letterboxed image
  * or of one native-scale tile; output `logits` [1,K,S,S]) and meta.json.
  */
-export const TaskNetMetaSchema = z.object({
+export const TaskNetMetaSchema = TaskNetInputSchema.extend({
   format: z.literal('promptseg-task-net/1'),
   dataset: z.string(),
   structures: z.array(z.string()).min(1),
-  input_size: z.number().int().positive(),
-  tiled: z.boolean(),
-  tile: z.object({ size: z.number().int().positive(), stride: z.number().int().positive(), native_max_side: z.number().int().positive() }).optional(),
   arch: z.record(z.string(), z.unknown()).default({}),
   train: z.record(z.string(), z.unknown()).default({}),
   val_dice: z.record(z.string(), z.number()).default({}),
@@ -38,12 +37,22 @@ export class TaskNet {
     if (!existsSync(metaFile) || !existsSync(onnxFile)) throw new Error(`${dir} holds no task-specific net (model.onnx and meta.json)`);
     const parsed = TaskNetMetaSchema.safeParse(JSON.parse(readFileSync(metaFile, 'utf8')));
     if (!parsed.success) throw new Error(`${metaFile}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    return TaskNet.fromFile(onnxFile, parsed.data, threads);
+  }
+
+  /** The net in `onnxFile`, described by `meta` (a model's task-net specialist: the manifest describes it). */
+  static async fromFile(onnxFile: string, meta: TaskNetMeta, threads = 2): Promise<TaskNet> {
     const session = await ort.InferenceSession.create(onnxFile, { ...sessionOptions(threads), executionProviders: ['cpu'] });
-    return new TaskNet(dir, parsed.data, session);
+    return new TaskNet(path.dirname(onnxFile), meta, session);
   }
 
   /** Logits of every structure (meta.structures order) at the image's size: the letterboxed image, or native-scale tiles averaged. */
   async segment(image: RasterImage): Promise<FloatGrid[]> {
+    return (await this.logitSources(image)).map((src) => deferredGrid(src, image.width, image.height));
+  }
+
+  /** The same logits as the grids the net drew and where they sit on the image (small to keep; `deferredGrid` makes the image-size grids). */
+  async logitSources(image: RasterImage): Promise<GridSource[]> {
     return this.meta.tiled ? this.tiled(image) : this.whole(image);
   }
 
@@ -60,15 +69,15 @@ export class TaskNet {
     return this.meta.structures.map((_, k) => data.subarray(k * plane, (k + 1) * plane));
   }
 
-  private async whole(image: RasterImage): Promise<FloatGrid[]> {
+  private async whole(image: RasterImage): Promise<GridSource[]> {
     const s = this.meta.input_size;
     const b = letterboxGeometry(image.width, image.height, s);
     const planes = await this.run(letterbox(image, s).pixels);
     const place = { left: b.left, top: b.top, scaleX: b.innerW / image.width, scaleY: b.innerH / image.height };
-    return planes.map((p) => mapGrid({ width: s, height: s, data: p }, s, image.width, image.height, place));
+    return planes.map((p) => ({ grid: { width: s, height: s, data: p.slice() }, gridSpan: s, place }));
   }
 
-  private async tiled(image: RasterImage): Promise<FloatGrid[]> {
+  private async tiled(image: RasterImage): Promise<GridSource[]> {
     const s = this.meta.input_size, tile = this.meta.tile ?? { size: s, stride: Math.round((s * 3) / 4), native_max_side: 512 };
     let native = image;
     const scale = Math.min(1, tile.native_max_side / Math.max(image.width, image.height));
@@ -99,8 +108,7 @@ export class TaskNet {
     return acc.map((a) => {
       const nat = new Float32Array(native.width * native.height);
       for (let y = 0; y < native.height; y++) for (let x = 0; x < native.width; x++) nat[y * native.width + x] = a[y * W + x] / cnt[y * W + x];
-      const grid = { width: native.width, height: native.height, data: nat };
-      return native === image ? grid : mapGrid(grid, native.width, image.width, image.height, { left: 0, top: 0, scaleX: native.width / image.width, scaleY: native.height / image.height });
+      return { grid: { width: native.width, height: native.height, data: nat }, gridSpan: native.width, place: { left: 0, top: 0, scaleX: native.width / image.width, scaleY: native.height / image.height } };
     });
   }
 

@@ -33,6 +33,7 @@ export const describeModelOperation = defineOperation({
         z.object({
           name: z.string(),
           structures: z.array(z.string()),
+          kind: z.enum(['fine-tuned', 'task-specific']).describe("fine-tuned: the model's image encoder and mask decoder fine-tuned on a few structures (reads the prompt's text embedding); task-specific: a U-Net trained from scratch on one dataset alone, which redraws its structures' masks from the whole image."),
           used_by_default_for: z.array(z.string()).describe('Structures whose masks it draws by default (specialist auto): those where it raised Dice on val; every structure of one that answers for them altogether.'),
           own_presence: z.boolean().describe('It answers for its structures altogether (presence, quality and mask), whatever the request: a network trained on datasets the model itself was not, for their structures.'),
           image_sets: z
@@ -42,7 +43,7 @@ export const describeModelOperation = defineOperation({
         }),
       )
       .optional()
-      .describe('Image encoders and mask decoders fine-tuned from this model on a few structures (segment\'s specialist option).'),
+      .describe('Networks beside the model that draw some structures\' masks (segment\'s specialist option): image encoders and mask decoders fine-tuned from it, or task-specific U-Nets.'),
     graph_inputs: z
       .record(z.string(), z.union([z.array(z.object({ name: z.string(), type: z.string(), shape: z.array(z.union([z.number(), z.string()])) })), z.object({ error: z.string() })]))
       .optional()
@@ -69,7 +70,7 @@ export const describeModelOperation = defineOperation({
       vocabulary_version: e.vocabulary_version,
       training: e.training,
       ...(e.specialists?.length
-        ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, used_by_default_for: sp.own_presence ? sp.structures : sp.structures.filter((s) => calibrationFor(ctx.pipeline, e)?.specialists?.includes(s)), own_presence: !!sp.own_presence, ...(sp.image_sets?.length ? { image_sets: sp.image_sets } : {}) })) }
+        ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, kind: sp.task_net ? ('task-specific' as const) : ('fine-tuned' as const), used_by_default_for: sp.own_presence ? sp.structures : sp.structures.filter((s) => calibrationFor(ctx.pipeline, e)?.specialists?.includes(s)), own_presence: !!sp.own_presence, ...(sp.image_sets?.length ? { image_sets: sp.image_sets } : {}) })) }
         : {}),
       ...(installed ? { graph_inputs: await bundleGraphInputs(ctx.pipeline.registry.dirOf(e), e) } : {}),
       ...(adapters.length ? { adapters: adapters.map(adapterSummary) } : {}),

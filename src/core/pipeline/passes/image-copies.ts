@@ -1,16 +1,17 @@
-import { sigmoid } from '../../trust/scores.js';
 import type { Structure } from '../../vocabulary.js';
 import { checkpoint } from '../cancel.js';
 import { IMAGE_TRANSFORMS, ORIENTATION_FREE_MODALITIES, THORAX_REGIONS, type ImageTransform } from '../image-tta.js';
 import { decodeViews, runWhole, zoomKey, type Look } from '../model-views.js';
 import { pasteSquare } from '../zoom.js';
-import { EXTRA_PASS_MIN_PRESENCE, type Drawn, type Pass, type PassState, type PromptPlan } from './pass.js';
+import { EXTRA_PASS_MIN_PRESENCE, servedPresence, type Drawn, type Pass, type PassState, type PromptPlan } from './pass.js';
+import { taskNetSpecialist } from './specialist.js';
 
-/** How many transformed copies the prompt gets: a number given for every prompt as given; counts from a table (the calibration's under 'auto', or the request's by slug) only where the first look does not call the structure clearly absent. */
+/** How many transformed copies the prompt gets (none for a mask a task-specific network redrew): a number given for every prompt as given; counts from a table (the calibration's under 'auto', or the request's by slug) only where the first look does not call the structure clearly absent. */
 function count(s: PassState, p: PromptPlan): number {
   const want = s.req.ttaImage ?? 'auto';
+  if (taskNetSpecialist(s, p)) return 0; // a task-specific network's mask is its own: no copies through it
   if (typeof want === 'number') return want;
-  if (sigmoid(p.members[0].presence) < EXTRA_PASS_MIN_PRESENCE) return 0;
+  if (servedPresence(s, p) < EXTRA_PASS_MIN_PRESENCE) return 0;
   const table = want === 'auto' ? s.cal?.tta_image : want;
   const slug = p.structure?.slug;
   return (slug && table?.[slug]) || 0;

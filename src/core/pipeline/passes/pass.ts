@@ -1,5 +1,6 @@
 import type { FloatGrid, RasterImage } from '../../image/raster.js';
-import type { Calibration, OodStats } from '../../trust/calibration.js';
+import { calibratedPresence, type Calibration, type OodStats } from '../../trust/calibration.js';
+import { sigmoid } from '../../trust/scores.js';
 import type { Structure } from '../../vocabulary.js';
 import type { Look, ModelRun } from '../model-views.js';
 import type { Refinement, SegmentRequest } from '../segment.js';
@@ -87,8 +88,18 @@ export interface Pass {
   run(s: PassState, prompts: number[]): Promise<Drawn[]>;
 }
 
-/** Raw presence below which extra passes (a table-given image TTA count, a specialist) are not spent on a prompt (the calibrated presence threshold sits near raw 0.5). */
+/** Presence, as the response will give it (servedPresence), below which extra passes (a table-given image TTA count, a specialist) are not spent on a prompt. */
 export const EXTRA_PASS_MIN_PRESENCE = 0.1;
+
+/**
+ * The presence the response will give a prompt: its first look's, scaled as the network that drew
+ * it (the all-datasets network's also weighs how near the image lies to the structure's training
+ * sets, without which it finds optic discs on CT slices); raw without a calibration.
+ */
+export function servedPresence(s: PassState, p: PromptPlan): number {
+  const z = p.members[0].presence;
+  return s.cal ? calibratedPresence(s.cal, p.answeredBy, z, s.embedding ?? [], p.structure?.datasets) : sigmoid(z);
+}
 
 /** Merges a pass's looks into the prompts, in order. */
 export function mergeDrawn(s: PassState, drawn: Drawn[]): void {

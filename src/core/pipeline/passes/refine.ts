@@ -1,9 +1,8 @@
-import { calibratedPresence, logit } from '../../trust/calibration.js';
-import { sigmoid } from '../../trust/scores.js';
+import { logit } from '../../trust/calibration.js';
 import { DEFAULT_THRESHOLDS } from '../../trust/verdict.js';
 import { checkpoint } from '../cancel.js';
 import { boxOf } from '../mask-box.js';
-import type { Drawn, Pass } from './pass.js';
+import { servedPresence, type Drawn, type Pass } from './pass.js';
 
 const now = () => performance.now();
 
@@ -27,9 +26,8 @@ export const refinePass: Pass = {
     const drawn: Drawn[] = [];
     for (const i of idx) {
       const p = s.prompts[i], look = p.members[0];
-      // the presence the response will give (the answering network's scaling), so a structure served as absent is not redrawn
-      const presence = cal ? calibratedPresence(cal, p.answeredBy, look.presence, s.embedding ?? [], p.structure?.datasets) : sigmoid(look.presence);
-      const box = presence >= th ? boxOf(look.logits, zCut, image.width, image.height, 0.03, { largestComponent: true }) : undefined;
+      // the presence the response will give, so a structure served as absent is not redrawn
+      const box = servedPresence(s, p) >= th ? boxOf(look.logits, zCut, image.width, image.height, 0.03, { largestComponent: true }) : undefined;
       if (!box) continue;
       await checkpoint();
       const [m] = await region.segmentRegions(image, s.imageSha256, [{ box }]);

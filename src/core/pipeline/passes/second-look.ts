@@ -3,10 +3,11 @@ import { boxOf } from '../mask-box.js';
 import { runWhole, windowFor, zoomKey } from '../model-views.js';
 import { cropSquare, pasteSquare, zoomSquare } from '../zoom.js';
 import type { Drawn, Pass, PassState, PromptPlan } from './pass.js';
+import { taskNetSpecialist } from './specialist.js';
 
 function wanted(s: PassState, p: PromptPlan): boolean {
   const st = p.structure, zoom = s.req.zoom;
-  if (!st || p.mode !== 'whole' || zoom === false || windowFor(s.run.ctx, s.image, st)) return false;
+  if (!st || p.mode !== 'whole' || zoom === false || windowFor(s.run.ctx, s.image, st) || taskNetSpecialist(s, p)) return false;
   if (Array.isArray(zoom)) return zoom.includes(st.slug);
   return zoom === true || (s.cal?.zoom ?? []).includes(st.slug);
 }
@@ -14,7 +15,8 @@ function wanted(s: PassState, p: PromptPlan): boolean {
 /**
  * The second look: prompts of whole-image structures whose first mask is small are run again on a
  * crop around it (the model was trained on such crops), and the crop's logits replace the first
- * look's inside the crop. Only where the first look finds the structure (presence >= 0.5).
+ * look's inside the crop. Only where the first look finds the structure (presence >= 0.5), and not
+ * for a mask a task-specific network redrew.
  */
 export const secondLook: Pass = {
   name: 'second_look',

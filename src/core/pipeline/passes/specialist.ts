@@ -1,22 +1,45 @@
 import { redrawingSpecialist } from '../../models/manifest.js';
-import { sigmoid } from '../../trust/scores.js';
+import type { GridSource } from '../../image/raster.js';
+import { deferredGrid } from '../../image/grid-sampler.js';
+import { checkpoint } from '../cancel.js';
 import { decodeViews } from '../model-views.js';
-import { EXTRA_PASS_MIN_PRESENCE, type Drawn, type Pass, type PassState, type PromptPlan } from './pass.js';
+import { EXTRA_PASS_MIN_PRESENCE, servedPresence, type Drawn, type Pass, type PassState, type PromptPlan } from './pass.js';
 
 /** The model's redrawing specialist for the prompt's structure, when the request and calibration choose it and the first look does not call the structure clearly absent (one that answers for its structures altogether drew the first look already; a redrawing one may refine what such a network drew). */
 function chosen(s: PassState, p: PromptPlan): string | undefined {
   const st = p.structure, want = s.req.specialist;
   const sp = redrawingSpecialist(s.run.entry, st?.slug);
-  if (!st || !sp || want === false || sigmoid(p.members[0].presence) < EXTRA_PASS_MIN_PRESENCE) return undefined;
+  if (!st || !sp || want === false || servedPresence(s, p) < EXTRA_PASS_MIN_PRESENCE) return undefined;
   if (want === true) return sp.name;
   if (Array.isArray(want)) return want.includes(st.slug) ? sp.name : undefined;
   return s.cal?.specialists?.includes(st.slug) ? sp.name : undefined;
 }
 
+/** The prompt's specialist when it is a task-specific network (it redraws from the whole image only: no closer look or image copies through it). */
+export function taskNetSpecialist(s: PassState, p: PromptPlan) {
+  const sp = p.specialist ? s.run.entry.specialists?.find((x) => x.name === p.specialist) : undefined;
+  return sp?.task_net ? sp : undefined;
+}
+
+/** A task-specific specialist's logits on the request's image, kept in the feature cache with the image encoders' features (a further prompt on the image reuses them). */
+async function taskNetSources(s: PassState, name: string): Promise<GridSource[]> {
+  const key = `${s.run.entry.id}:task-net:${name}:${s.imageSha256}`;
+  const cached = s.run.ctx.featureCache.get(key);
+  s.run.hit(!!cached);
+  if (cached) return cached.tensors as GridSource[];
+  await checkpoint();
+  const t = performance.now();
+  const sources = await s.run.model.taskNetLogits!(name, s.image);
+  s.run.timings.decode_mask += performance.now() - t;
+  s.run.ctx.featureCache.set(key, { bytes: sources.reduce((a, g) => a + g.grid.data.byteLength, 0), pooled: new Float32Array(0), tensors: sources });
+  return sources;
+}
+
 /**
  * Specialists redraw the masks of their structures (an image encoder and mask decoder fine-tuned
- * on them); the first look's presence, quality and similarity stand (a specialist has seen only
- * its own structures' images, so it is not asked whether they are there).
+ * on them, or a task-specific network trained on their dataset alone); the first look's presence,
+ * quality and similarity stand (a specialist has seen only its own structures' images, so it is
+ * not asked whether they are there).
  */
 export const specialistPass: Pass = {
   name: 'specialist',
@@ -26,6 +49,15 @@ export const specialistPass: Pass = {
     const drawn: Drawn[] = [];
     for (const name of new Set(idx.map((i) => s.prompts[i].specialist!))) {
       const group = idx.filter((i) => s.prompts[i].specialist === name);
+      const net = taskNetSpecialist(s, s.prompts[group[0]]);
+      if (net) {
+        const sources = await taskNetSources(s, name);
+        for (const i of group) {
+          const src = sources[net.structures.indexOf(s.prompts[i].structure!.slug)];
+          drawn.push({ prompt: i, how: 'replace', look: { ...s.prompts[i].members[0], logits: deferredGrid(src, s.image.width, s.image.height) } });
+        }
+        continue;
+      }
       const out = await decodeViews(s.run, s.image, s.imageSha256, group.map((i) => ({ structure: s.prompts[i].structure, mode: s.prompts[i].mode, embed: s.prompts[i].embeds[0] })), { specialist: name });
       group.forEach((i, k) => drawn.push({ prompt: i, how: 'replace', look: out.looks[k] }));
     }
