@@ -97,7 +97,7 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
       const sp = this.entry.specialists?.find((x) => x.name === name);
       if (!sp?.task_net) throw new Error(`model ${this.entry.id} has no task-specific specialist "${name}"`);
       const { file, ...input } = sp.task_net;
-      net = TaskNet.fromFile(path.join(bundleDir(this.opts.modelsDir, this.entry), file), { format: 'promptseg-task-net/1', dataset: name, structures: sp.structures, ...input, arch: {}, train: {}, val_dice: {} }, this.opts.threads);
+      net = TaskNet.fromFile(path.join(bundleDir(this.opts.modelsDir, this.entry), file), { format: 'promptseg-task-net/1', dataset: typeof sp.training?.dataset === 'string' ? sp.training.dataset : name, structures: sp.structures, ...input, arch: {}, train: {}, val_dice: {} }, this.opts.threads);
       net.catch(() => this.taskNets.delete(name)); // a failed load is retried by the next request
       this.taskNets.set(name, net);
     }
