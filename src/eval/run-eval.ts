@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -358,16 +358,19 @@ export function summarise(records: CaseRecord[], calib: Record<string, PixelSamp
   return { targets_not_evaluated: targetsNotEvaluated, structures, presence, robustness, calibration: calibrationOut, conformal, ood, trust, paired, by_dataset: byDataset, by_modality: byModality, latency_ms: latency };
 }
 
+/** Adds to `h` what a model answers with as served: its files, its input, and its calibration (a new calibration changes verdicts and calibrated scores). */
+export function hashServedModel(h: Hash, ctx: ServiceContext, id: string): Hash {
+  const e = ctx.pipeline.registry.entry(id);
+  h.update(JSON.stringify(e.files)).update(JSON.stringify(e.input));
+  const cal = e.calibration ? path.join(ctx.pipeline.registry.dirOf(e), e.calibration) : undefined;
+  if (cal && existsSync(cal)) h.update(readFileSync(cal));
+  return h;
+}
+
 /** Identifies exactly what was evaluated: model files, suite and data, for the results cache and the report. */
 export function evalKey(ctx: ServiceContext, suite: Suite, split: string, limit: number | undefined): string {
   const h = createHash('sha256');
-  for (const m of suite.models) {
-    const e = ctx.pipeline.registry.entry(m);
-    h.update(JSON.stringify(e.files)).update(JSON.stringify(e.input));
-    // a new calibration changes verdicts and calibrated scores: it must not reuse an old run
-    const cal = e.calibration ? path.join(ctx.pipeline.registry.dirOf(e), e.calibration) : undefined;
-    if (cal && existsSync(cal)) h.update(readFileSync(cal));
-  }
+  for (const m of suite.models) hashServedModel(h, ctx, m);
   h.update(JSON.stringify(suite)).update(split).update(String(limit ?? ''));
   h.update(ctx.pipeline.vocabulary.data.version);
   return h.digest('hex');

@@ -7,6 +7,7 @@ import { decodeImage } from '../core/image/decode.js';
 import { TaskNet } from '../core/models/task-net.js';
 import { segment } from '../core/pipeline/segment.js';
 import type { ServiceContext } from '../service/context.js';
+import { hashServedModel } from './run-eval.js';
 import { caseImagePath, readCaseMask, readDatasetIds, readDatasetMeta, readSplits } from './dataset-layout.js';
 import { bootstrapCi, dice, mean, percentile, surfaceMetrics } from './metrics.js';
 
@@ -184,18 +185,19 @@ interface DatasetRun {
 
 const datasetRun = (suite: TaskSpecificSuite, root: string, id: string): DatasetRun => ({ suite, root, id, cases: readSplits(root, id)[suite.split].slice(0, suite.limit_per_dataset ?? undefined) });
 
-/** The generalist as served on every case: its mask per structure (dataset.json order), with each present structure's ground truth, area and contrast. */
+/** The generalist as served on every case: for each structure present (k: its place in dataset.json), its ground truth, area, contrast and the generalist's scores. */
 async function* generalistCases(ctx: ServiceContext, run: DatasetRun) {
   const meta = readDatasetMeta(run.root, run.id);
   const names = meta.structures.map((s) => ctx.pipeline.vocabulary.bySlug.get(s.slug)?.name ?? s.name);
   for (const c of run.cases) {
     const image = await decodeImage(readFileSync(caseImagePath(run.root, run.id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
     const served = await segment(ctx.pipeline, { image, prompts: names });
-    const present: { k: number; slug: string; gt: Uint8Array; area: number; contrast: number; mask: Uint8Array }[] = [];
+    const present: { k: number; slug: string; gt: Uint8Array; area: number; contrast: number; generalist: PairedCase['generalist'] }[] = [];
     for (const [k, s] of meta.structures.entries()) {
       const gt = await readCaseMask(run.root, run.id, s.slug, c, { width: image.width, height: image.height });
       const area = gt.reduce((a, v) => a + (v ? 1 : 0), 0);
-      if (area) present.push({ k, slug: s.slug, gt, area, contrast: contrastOf(image, gt), mask: served.results[k].mask });
+      const mask = served.results[k].mask;
+      if (area) present.push({ k, slug: s.slug, gt, area, contrast: contrastOf(image, gt), generalist: { dice: dice(mask, gt), ...surface(mask, gt, image.width, image.height, run.suite.nsd_tolerance_px) } });
     }
     yield { c, image, present, structures: meta.structures.length };
   }
@@ -216,7 +218,7 @@ async function pairWithNet(ctx: ServiceContext, run: DatasetRun, net: TaskNet): 
       const mine = Uint8Array.from(own[j].data, (v) => (v >= 0 ? 1 : 0)); // probability >= 0.5
       const task = { dice: dice(mine, p.gt), ...surface(mine, p.gt, W, H, tol) };
       (record.scores[c] ??= {})[p.slug] = { area: p.area, contrast: p.contrast, ...task };
-      paired[p.k].push({ case: c, area: p.area, contrast: p.contrast, generalist: { dice: dice(p.mask, p.gt), ...surface(p.mask, p.gt, W, H, tol) }, task });
+      paired[p.k].push({ case: c, area: p.area, contrast: p.contrast, generalist: p.generalist, task });
     }
   }
   return { paired, record };
@@ -230,28 +232,21 @@ async function pairWithRecord(ctx: ServiceContext, run: DatasetRun, record: Task
   const known = new Set(record.cases);
   const absent = run.cases.filter((c) => !known.has(c));
   if (absent.length) throw new Error(`${file} has no scores for ${absent.length} case(s) of the suite (${absent.slice(0, 3).join(', ')}${absent.length > 3 ? ', ...' : ''}): run the suite with the net in place to record them`);
-  const tol = run.suite.nsd_tolerance_px;
   let paired: PairedCase[][] = [];
-  for await (const { c, image, present, structures } of generalistCases(ctx, run)) {
+  for await (const { c, present, structures } of generalistCases(ctx, run)) {
     if (!paired.length) paired = Array.from({ length: structures }, () => []);
     for (const p of present) {
       const task = record.scores[c]?.[p.slug];
       if (!task) throw new Error(`${file} has no score for ${c}/${p.slug}, which is present in the ground truth`);
-      paired[p.k].push({ case: c, area: p.area, contrast: p.contrast, generalist: { dice: dice(p.mask, p.gt), ...surface(p.mask, p.gt, image.width, image.height, tol) }, task: { dice: task.dice, hd95: task.hd95, nsd: task.nsd } });
+      paired[p.k].push({ case: c, area: p.area, contrast: p.contrast, generalist: p.generalist, task: { dice: task.dice, hd95: task.hd95, nsd: task.nsd } });
     }
   }
   return paired;
 }
 
-/** What identifies the generalist as served: every registered model's files and calibration (a row is the generalist's only for these). */
+/** What identifies the generalist as served (the default model's files, input and calibration): a row measured it only if it carries this. */
 export function generalistFingerprint(ctx: ServiceContext): string {
-  const h = createHash('sha256');
-  for (const e of ctx.pipeline.registry.entries()) {
-    h.update(e.id).update(JSON.stringify(e.files));
-    const cal = e.calibration ? path.join(ctx.pipeline.registry.dirOf(e), e.calibration) : undefined;
-    if (cal && existsSync(cal)) h.update(readFileSync(cal));
-  }
-  return h.digest('hex').slice(0, 16);
+  return hashServedModel(createHash('sha256'), ctx, ctx.pipeline.registry.defaultId).digest('hex').slice(0, 16);
 }
 
 interface EarlierRun {

@@ -3,7 +3,7 @@ import * as ort from 'onnxruntime-node';
 import { AutoTokenizer, type PreTrainedTokenizer } from '@huggingface/transformers';
 import type { GridSource, RasterImage } from '../image/raster.js';
 import { toTensorData } from '../image/resize.js';
-import { TaskNet } from './task-net.js';
+import { TaskNet, TaskNetMetaSchema } from './task-net.js';
 import { bundleDir, LazyRunner, localTransformersId, sessionOptions } from './local-bundle.js';
 import type { DecodeOutput, ImageFeatures, SegmentationModel } from './model.js';
 import type { FeatureMap } from '../adapters/pixel-head.js';
@@ -97,7 +97,8 @@ export class PromptsegOnnxRunner extends LazyRunner implements SegmentationModel
       const sp = this.entry.specialists?.find((x) => x.name === name);
       if (!sp?.task_net) throw new Error(`model ${this.entry.id} has no task-specific specialist "${name}"`);
       const { file, ...input } = sp.task_net;
-      net = TaskNet.fromFile(path.join(bundleDir(this.opts.modelsDir, this.entry), file), { format: 'promptseg-task-net/1', dataset: typeof sp.training?.dataset === 'string' ? sp.training.dataset : name, structures: sp.structures, ...input, arch: {}, train: {}, val_dice: {} }, this.opts.threads);
+      const meta = TaskNetMetaSchema.parse({ format: 'promptseg-task-net/1', dataset: typeof sp.training?.dataset === 'string' ? sp.training.dataset : name, structures: sp.structures, ...input });
+      net = TaskNet.fromFile(path.join(bundleDir(this.opts.modelsDir, this.entry), file), meta, this.opts.threads);
       net.catch(() => this.taskNets.delete(name)); // a failed load is retried by the next request
       this.taskNets.set(name, net);
     }
