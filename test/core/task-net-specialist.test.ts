@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
+import { drawnChestRadiographPng } from '../helpers/fixtures.js';
 import { decodeImage } from '../../src/core/image/decode.js';
 import { ManifestSchema, redrawingSpecialist } from '../../src/core/models/manifest.js';
 import { ModelRegistry } from '../../src/core/models/registry.js';
@@ -18,7 +19,7 @@ import { MODELS_DIR, ROOT } from '../helpers/project.js';
  * tiny test task net (models/tiny/taskseg-tiny: channel 0 = (mean RGB - 128) / 8, channel 1 =
  * (96 - mean RGB) / 8) declared as the specialist of the polyp and the skin lesion.
  */
-function modelsWithTaskNet(): string {
+function modelsWithTaskNet(spec: { structures: string[]; trainedOn?: string } = { structures: ['polyp', 'skin_lesion'] }): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-tasknet-'));
   const bundle = path.join(dir, 'promptseg-builtin');
   mkdirSync(bundle);
@@ -29,7 +30,7 @@ function modelsWithTaskNet(): string {
   const entry = shipped.models.find((e: { id: string }) => e.id === 'promptseg-builtin');
   entry.files['task_net.tiny.onnx'] = { sha256: createHash('sha256').update(net).digest('hex'), bytes: net.length };
   entry.specialists = entry.specialists.filter((sp: { name: string }) => sp.name !== 'polyp');
-  entry.specialists.push({ name: 'tiny-net', structures: ['polyp', 'skin_lesion'], task_net: { file: 'task_net.tiny.onnx', input_size: 64, tiled: false } });
+  entry.specialists.push({ name: 'tiny-net', structures: spec.structures, task_net: { file: 'task_net.tiny.onnx', input_size: 64, tiled: false }, ...(spec.trainedOn ? { training: { dataset: spec.trainedOn } } : {}) });
   writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ default: 'promptseg-builtin', models: [entry] }));
   return dir;
 }
@@ -81,6 +82,22 @@ describe('a task-specific network as a redrawing specialist', () => {
     expect(further.results[0].specialist).toBe('tiny-net');
     expect(Array.from(further.results[0].mask)).toEqual(Array.from(b.mask));
   }, 60_000);
+
+  it('redraws a structure two networks answer for (the left lung: clean and COVID-19 radiographs) only on images routed to its own training set', async () => {
+    const image = await decodeImage(await drawnChestRadiographPng(256, 256), { maxPixels: 1e7 });
+    const ask = { image, prompts: ['left lung'], specialist: true } as const;
+    // where the image is routed: the all-datasets network answers on COVID-19 radiographs, the model's own on JSRT's
+    const route = (await segment(ctx(), { ...ask, specialist: false })).results[0].specialist;
+    const routedTo = route === 'all-datasets' ? 'gb_covid_cxr' : 'jsrt_scr_cxr';
+    expect(route === undefined || route === 'all-datasets').toBe(true);
+    for (const trainedOn of ['gb_covid_cxr', 'jsrt_scr_cxr', undefined]) {
+      const r = new ModelRegistry(modelsWithTaskNet({ structures: ['left_lung', 'skin_lesion'], trainedOn }), 2);
+      const res = (await segment(createPipelineContext(r, Vocabulary.load(path.join(ROOT, 'prompts', 'vocabulary.json')), 8), ask)).results[0];
+      await r.dispose();
+      expect(res.presence).toBeGreaterThan(0.5);
+      expect(res.specialist, `net trained on ${trainedOn}, image routed to ${routedTo}`).toBe(trainedOn === routedTo ? 'tiny-net' : route);
+    }
+  }, 120_000);
 
   it('is chosen per structure like any redrawing specialist, and the manifest refuses a task net that would answer for presence', () => {
     const e = reg.entry('promptseg-builtin');

@@ -78,7 +78,9 @@ export const ModelEntrySchema = z.object({
    * for such a structure, the image's nearest of the sets that label it decides (image-routing.ts).
    * A specialist with `task_net` instead of an encoder and decoder is a task-specific network (one
    * dataset's structures, no text: core/models/task-net.ts) that redraws its structures' masks from
-   * the whole image; `structures` are its output channels in order.
+   * the whole image; `structures` are its output channels in order, and `training.dataset` the set
+   * it was trained on (a structure two networks answer for is redrawn only on images routed to the
+   * network that answers on that set's images: passes/specialist.ts).
    */
   specialists: z
     .array(
@@ -96,6 +98,8 @@ export const ModelEntrySchema = z.object({
     .optional(),
 });
 export type ModelEntry = z.infer<typeof ModelEntrySchema>;
+/** One of a model's specialists, as its manifest entry declares it. */
+export type ManifestSpecialist = NonNullable<ModelEntry['specialists']>[number];
 export const modelKind = (e: ModelEntry): 'text' | 'region' => RUNNERS[e.runner];
 /** The specialists that answer for their structures altogether (`own_presence`): networks beside the model's own. */
 export const answeringNetworks = (e: ModelEntry) => (e.specialists ?? []).filter((sp) => sp.own_presence);

@@ -1,4 +1,4 @@
-import { redrawingSpecialist } from '../../models/manifest.js';
+import { redrawingSpecialist, type ManifestSpecialist } from '../../models/manifest.js';
 import type { GridSource } from '../../image/raster.js';
 import { deferredGrid } from '../../image/grid-sampler.js';
 import { checkpoint } from '../cancel.js';
@@ -9,10 +9,23 @@ import { EXTRA_PASS_MIN_PRESENCE, servedPresence, type Drawn, type Pass, type Pa
 function chosen(s: PassState, p: PromptPlan): string | undefined {
   const st = p.structure, want = s.req.specialist;
   const sp = redrawingSpecialist(s.run.entry, st?.slug);
-  if (!st || !sp || want === false || servedPresence(s, p) < EXTRA_PASS_MIN_PRESENCE) return undefined;
+  if (!st || !sp || want === false || !servesImage(sp, p) || servedPresence(s, p) < EXTRA_PASS_MIN_PRESENCE) return undefined;
   if (want === true) return sp.name;
   if (Array.isArray(want)) return want.includes(st.slug) ? sp.name : undefined;
   return s.cal?.specialists?.includes(st.slug) ? sp.name : undefined;
+}
+
+/**
+ * Whether a specialist redraws this prompt's structure on this image. A task-specific network has
+ * seen one dataset's images: for a structure two networks answer for on different kinds of image
+ * (`bySet`: the lungs on clean and on COVID-19 radiographs), it redraws only where the image was
+ * routed to the network that answers on its training set's images. Every other specialist, and a
+ * task net for a structure one network answers everywhere, redraws wherever it is chosen.
+ */
+function servesImage(sp: ManifestSpecialist, p: PromptPlan): boolean {
+  if (!sp.task_net || !p.bySet) return true;
+  const trainedOn = sp.training?.dataset;
+  return typeof trainedOn === 'string' && p.bySet.has(trainedOn) && p.bySet.get(trainedOn) === (p.answeredBy ?? '');
 }
 
 /** The prompt's specialist when it is a task-specific network (it redraws from the whole image only: no closer look or image copies through it). */
