@@ -13,7 +13,7 @@ describe('model manifest', () => {
     expect(all?.image_sets).toContain('gb_covid_cxr');
   });
 
-  it('tells the specialist that answers for a structure from the one that redraws its mask (vertebral bodies and the optic disc: both; a polyp: the second only; the heart: neither)', () => {
+  it('tells the specialist that answers for a structure from the one that redraws its mask (vertebral bodies and the optic disc: both; a polyp and the heart: the second only; the fetal head: neither)', () => {
     const e = ManifestSchema.parse(shipped()).models.find((x) => x.id === 'promptseg-builtin')!;
     expect(answeringSpecialist(e, 'vertebral_body')?.name).toBe('all-datasets');
     expect(redrawingSpecialist(e, 'vertebral_body')?.name).toBe('lumbar-spine');
@@ -21,7 +21,9 @@ describe('model manifest', () => {
     expect(redrawingSpecialist(e, 'optic_disc')?.name).toBe('optic-nerve-head-unet');
     expect(redrawingSpecialist(e, 'optic_disc')?.task_net?.file).toBe('task_net.optic-nerve-head-unet.onnx');
     expect(answeringSpecialist(e, 'heart')).toBeUndefined();
-    expect(redrawingSpecialist(e, 'heart')).toBeUndefined();
+    expect(redrawingSpecialist(e, 'heart')?.name).toBe('chest-radiograph-unet');
+    expect(answeringSpecialist(e, 'fetal_head')).toBeUndefined();
+    expect(redrawingSpecialist(e, 'fetal_head')).toBeUndefined();
     expect(answeringSpecialist(e, 'polyp')).toBeUndefined();
     expect(redrawingSpecialist(e, 'polyp')?.name).toBe('polyp');
     expect(redrawingSpecialist(e, undefined)).toBeUndefined();

@@ -29,7 +29,8 @@ function modelsWithTaskNet(spec: { structures: string[]; trainedOn?: string } = 
   const shipped = JSON.parse(readFileSync(path.join(MODELS_DIR, 'manifest.json'), 'utf8'));
   const entry = shipped.models.find((e: { id: string }) => e.id === 'promptseg-builtin');
   entry.files['task_net.tiny.onnx'] = { sha256: createHash('sha256').update(net).digest('hex'), bytes: net.length };
-  entry.specialists = entry.specialists.filter((sp: { name: string }) => sp.name !== 'polyp');
+  // the tiny net is the only redrawing specialist of its structures (the shipped polyp and chest U-Net ones set aside)
+  entry.specialists = entry.specialists.filter((sp: { structures: string[]; own_presence?: boolean }) => sp.own_presence || !sp.structures.some((st) => spec.structures.includes(st)));
   entry.specialists.push({ name: 'tiny-net', structures: spec.structures, task_net: { file: 'task_net.tiny.onnx', input_size: 64, tiled: false }, ...(spec.trainedOn ? { training: { dataset: spec.trainedOn } } : {}) });
   writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ default: 'promptseg-builtin', models: [entry] }));
   return dir;
