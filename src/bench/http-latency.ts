@@ -7,9 +7,9 @@
  *   - the first prompt on a new image against image encoder + text encoder + mask decoder + PNG decode;
  *     (these and the figures below ask structures the model's own network answers for everywhere:
  *     heart, lungs, clavicles; a structure two networks answer for, the left lung, is reported apart
- *     with the network the image was routed to: the all-datasets network adds its image encoder);
- *     (these ask with the specialist off: the chest U-Net the calibration chose for the lungs and
- *     clavicles redraws them, and is timed below with the other added passes);
+ *     with the network the image was routed to: the all-datasets network adds its image encoder;
+ *     all of them ask with the specialist off: the chest U-Net's redraw of the lungs, which the
+ *     calibration chose, is timed below with the other added passes);
  *   - further prompts of structures whose calibration adds passes ('auto': specialist, second look,
  *     image copies), reported apart;
  *   - requests per second with 4 concurrent clients (new image + 2 prompts), and with
