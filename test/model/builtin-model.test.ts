@@ -42,6 +42,8 @@ async function expectIdenticalRuns(image: Awaited<ReturnType<typeof decodeImage>
     expect(Buffer.from(probabilityMap(b.results[i]).buffer).equals(Buffer.from(probabilityMap(a.results[i]).buffer)), p).toBe(true);
   });
 }
+/** The extension of a shared case's image file (PNG or JPEG, as the dataset stores it). */
+const imageExt = (ds: string, c: string): string => ['.png', '.jpg'].find((e) => existsSync(path.join(SHARED_DATA, ds, 'images', c + e)))!;
 const testCases = (ds: string, n: number): string[] => (JSON.parse(readFileSync(path.join(SHARED_DATA, ds, 'splits.json'), 'utf8')) as { test: string[] }).test.slice(0, n);
 
 describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMissing ? ` (skipped: ${sharedMissing})` : ''}`, () => {
@@ -109,7 +111,7 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
   for (const sc of ownCases.filter((c) => ['optic_disc', 'vertebral_body', 'cardiomediastinum'].includes(c.structure))) {
     it(`answers for ${sc.structure} with the ${sc.specialist} network (presence; the mask too, unless a specialist redraws it) whatever the request's specialist choice, and rejects it on a fetal ultrasound`, async () => {
       const c = testCases(sc.dataset, 1)[0];
-      const ext = ['.png', '.jpg'].find((e) => existsSync(path.join(SHARED_DATA, sc.dataset, 'images', c + e)))!;
+      const ext = imageExt(sc.dataset, c);
       const { image, mask } = await sharedCase(sc.dataset, c, ext);
       const gt = await mask(sc.structure);
       const off = await segment(ctx.pipeline, { image, prompts: [sc.prompt], specialist: false, ttaImage: 0 });
@@ -181,7 +183,7 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
       // where the all-datasets network answers for the lungs and the chest U-Net does not redraw them)
       let picked: { image: RasterImage; mask: (slug: string) => Promise<Uint8Array>; off: Awaited<ReturnType<typeof segment>> } | undefined;
       for (const c of testCases(sc.dataset, 5)) {
-        const ext = ['.png', '.jpg'].find((e) => existsSync(path.join(SHARED_DATA, sc.dataset, 'images', c + e)))!;
+        const ext = imageExt(sc.dataset, c);
         const { image, mask } = await sharedCase(sc.dataset, c, ext);
         const off = await segment(ctx.pipeline, { image, prompts: [sc.prompt], specialist: false, ttaImage: 0 });
         if (off.results[0].specialist === answering) {
@@ -212,7 +214,8 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
       expect(dice(onTta.results[0].mask, gt)).toBeGreaterThan(0.7);
       // asked of a chest X-ray (a fetal ultrasound for the chest's structures), the first look finds no such structure: the prompt is rejected with an empty mask
       const elsewhere = sc.dataset === 'jsrt_scr_cxr' ? 'hc18_fetal_head_us' : 'jsrt_scr_cxr';
-      const other = await sharedCase(elsewhere, testCases(elsewhere, 1)[0], elsewhere === 'hc18_fetal_head_us' ? '.jpg' : '.png');
+      const otherCase = testCases(elsewhere, 1)[0];
+      const other = await sharedCase(elsewhere, otherCase, imageExt(elsewhere, otherCase));
       const absent = await segment(ctx.pipeline, { image: other.image, prompts: [sc.prompt], specialist: true });
       expect(absent.results[0].maskProduced).toBe(false);
       expect(absent.results[0].verdict).toBe('reject');
