@@ -3,7 +3,8 @@ specialist of the built-in model: copies its graph into the model folder as task
 and writes its entry in the manifest beside that folder (files, sha256, sizes; `specialists`: name,
 structures in the net's channel order, how it sees an image, and what it was trained on). The
 calibration (`promptseg calibrate`) then decides, structure by structure on val, whether the
-pipeline redraws with it.
+pipeline redraws with it (and, where another specialist may redraw the same structure, which of
+them: the one that raises val Dice most).
 
     python3 models/train/add_task_net_specialist.py runs/baselines/drishti_gs1_optic_disc_cup --name optic-nerve-head
 """

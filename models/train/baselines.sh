@@ -15,14 +15,12 @@
 # it cannot run this (the device tool carries at most 64 MiB; medseg2d is 272 MB, and the arrays
 # cached in models/.cache/task-<dataset>.npz are larger still).
 #
-# Time, measured on this project's 2-core CPU while another evaluation was using it
-# (ph2_dermoscopy, 60 steps, --threads 1, nice): 3.2 s per step of 8 images (2.5 images/s),
-# validation of 33 val cases 5 s. The full recipe (3,000 steps) is therefore about 2.7 hours of
-# training per dataset on one such thread (plus 12 validations: a minute for ph2, about 7 minutes for
-# the 239 val cases of acdc), about 2.5 days for all 21 datasets. On a GPU (not measured here) the
-# network is small (2.0 M parameters, about 7 GFLOP per 256 px image forward) and the batch-side CPU
-# work is about 2 ms of cropping per step, so a step should take some tens of milliseconds: a few
-# minutes per dataset, of the order of an hour for all 21 with data loading and validation.
+# Time on this project's 2-core CPU (--threads 2, nothing else running): 1.1-1.2 s per step of 8
+# images, so the recipe's 3,000 steps take about an hour per dataset (jsrt_scr_cxr: 58 minutes,
+# validations included); about 21 hours for all 21
+# datasets. On a GPU (not measured here) the network is small (2.0 M parameters, about 7 GFLOP per
+# 256 px image forward) and the batch-side CPU work is about 2 ms of cropping per step, so a step
+# should take some tens of milliseconds: a few minutes per dataset.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-/usr/bin/python3}

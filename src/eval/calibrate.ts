@@ -5,7 +5,7 @@ import { decodeImage } from '../core/image/decode.js';
 import { assessImage, keepLargestComponent, probabilityMap, segmentWithModel as segment, type SegmentRequest } from '../core/pipeline/segment.js';
 import { fitLogistic, fitPlatt, fitTemperature, kthNearest, lnDistanceToSets, logit, modelFilesFingerprint, oodScore, platt, presenceProbability, standardise, type Calibration, type OodStats, type PresenceScaling } from '../core/trust/calibration.js';
 import { sigmoid } from '../core/trust/scores.js';
-import { redrawingSpecialists, type ModelEntry } from '../core/models/manifest.js';
+import { redrawingCandidates, redrawingSpecialists, type ModelEntry } from '../core/models/manifest.js';
 import type { Vocabulary } from '../core/vocabulary.js';
 import type { ServiceContext } from '../service/context.js';
 import { dice, percentile, seededRandom } from './metrics.js';
@@ -77,7 +77,9 @@ type Ask = Required<Pick<SegmentRequest, 'modelId' | 'calibrated' | 'nearestSetS
 interface ServingPasses {
   withSpecialist: boolean;
   specialist: string[];
-  specialistGain: Record<string, { mean: number; n: number }>;
+  /** Structures that several specialists may redraw: the one chosen. */
+  specialistNames: Record<string, string>;
+  specialistGain: Record<string, SpecialistGain>;
   zoom: string[];
   zoomGain: Record<string, { mean: number; n: number }>;
   ttaImage: Record<string, number>;
@@ -118,7 +120,7 @@ export async function fitCalibration(ctx: ServiceContext, o: CalibrateOptions): 
     ...(Object.keys(specialistScores).length ? { specialist_scores: specialistScores } : {}),
     ...(ood ? { ood } : {}),
     ...(appearance ? { appearance } : {}),
-    ...(passes.withSpecialist ? { specialists: passes.specialist, specialist_gain: passes.specialistGain } : {}),
+    ...(passes.withSpecialist ? { specialists: passes.specialist, ...(Object.keys(passes.specialistNames).length ? { specialist_names: passes.specialistNames } : {}), specialist_gain: passes.specialistGain } : {}),
     zoom: passes.zoom,
     zoom_gain: passes.zoomGain,
     tta_image: passes.ttaImage,
@@ -156,12 +158,12 @@ async function chooseServingPasses(ctx: ServiceContext, entry: ModelEntry, ask: 
   const vocab = ctx.pipeline.vocabulary;
   // the structures a redrawing specialist may serve (one that answers altogether draws the first look: nothing to choose)
   const withSpecialist = new Set(redrawingSpecialists(entry).flatMap((sp) => sp.structures));
-  const { chosen: specialist, gain: specialistGain } = withSpecialist.size
-    ? await chooseSwitch(ctx, ask, dataRoot, plan, { label: 'specialist', applies: (slug) => withSpecialist.has(slug), off: { specialist: false, zoom: false }, on: { specialist: true, zoom: false } }, progress)
-    : { chosen: [], gain: {} };
-  const { chosen: zoom, gain: zoomGain } = await chooseSwitch(ctx, ask, dataRoot, plan, { label: 'second look', applies: (slug) => vocab.bySlug.get(slug)?.scale !== 'tiled', off: { specialist, zoom: false }, on: { specialist, zoom: true } }, progress);
-  const { chosen: ttaImage, gain: ttaImageGain } = await chooseImageTta(ctx, ask, dataRoot, plan, { zoom, specialist }, progress);
-  return { withSpecialist: withSpecialist.size > 0, specialist, specialistGain, zoom, zoomGain, ttaImage, ttaImageGain };
+  const { chosen: specialist, names: specialistNames, gain: specialistGain } = withSpecialist.size
+    ? await chooseSpecialists(ctx, entry, ask, dataRoot, plan, progress)
+    : { chosen: [], names: {}, gain: {} };
+  const { chosen: zoom, gain: zoomGain } = await chooseSwitch(ctx, ask, dataRoot, plan, { label: 'second look', applies: (slug) => vocab.bySlug.get(slug)?.scale !== 'tiled', off: { specialist, specialistNames, zoom: false }, on: { specialist, specialistNames, zoom: true } }, progress);
+  const { chosen: ttaImage, gain: ttaImageGain } = await chooseImageTta(ctx, ask, dataRoot, plan, { zoom, specialist, specialistNames }, progress);
+  return { withSpecialist: withSpecialist.size > 0, specialist, specialistNames, specialistGain, zoom, zoomGain, ttaImage, ttaImageGain };
 }
 
 /**
@@ -177,7 +179,7 @@ async function sampleCases(ctx: ServiceContext, ask: Ask, o: CalibrateOptions, p
   // the network that answered a prompt: a specialist that answers for it altogether, else the model's own ('')
   const netOf = (r: { answeredBy?: string }) => r.answeredBy ?? '';
   const total = plan.reduce((n, p) => n + p.cases.length, 0);
-  const { zoom, specialist, ttaImage } = passes;
+  const { zoom, specialist, specialistNames, ttaImage } = passes;
   let done = 0;
   for (const { id, cases: list } of plan) {
     const meta = readDatasetMeta(o.dataRoot, id);
@@ -186,7 +188,7 @@ async function sampleCases(ctx: ServiceContext, ask: Ask, o: CalibrateOptions, p
       const image = await decodeImage(await readFile(caseImagePath(o.dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
       const prompts = meta.structures.map((st) => vocab.bySlug.get(st.slug)?.name ?? st.slug);
       const neg = [others[Math.floor(rnd() * others.length)].name, others[Math.floor(rnd() * others.length)].name, vocab.data.nonsense.train[ci % vocab.data.nonsense.train.length]];
-      const res = await segment(ctx.pipeline, { ...ask, image, prompts: [...prompts, ...neg], zoom, specialist, ttaImage });
+      const res = await segment(ctx.pipeline, { ...ask, image, prompts: [...prompts, ...neg], zoom, specialist, specialistNames, ttaImage });
       s.cases++;
       const near = (prompt: string) => {
         const st = vocab.match(prompt);
@@ -447,7 +449,7 @@ interface ServingSwitch {
 
 /**
  * Structures whose mean val Dice rises by at least half a point with a serving switch (the second,
- * closer look; a specialist), among those it applies to; each case is run with and without it.
+ * closer look), among those it applies to; each case is run with and without it.
  */
 async function chooseSwitch(ctx: ServiceContext, ask: Ask, dataRoot: string, plan: CasePlan, sw: ServingSwitch, progress?: CalibrateOptions['progress']): Promise<{ chosen: string[]; gain: Record<string, { mean: number; n: number }> }> {
   const vocab = ctx.pipeline.vocabulary;
@@ -481,6 +483,74 @@ async function chooseSwitch(ctx: ServiceContext, ask: Ask, dataRoot: string, pla
   };
 }
 
+/** What a structure's specialist choice was made from: the chosen (or best) specialist's mean val Dice change and the cases; with several candidates, each one's mean change. */
+export interface SpecialistGain {
+  mean: number;
+  n: number;
+  by_specialist?: Record<string, number>;
+}
+
+/**
+ * Per structure, from each candidate specialist's val Dice changes (in manifest order): the one
+ * with the highest mean change (ties: the earlier), chosen when that mean reaches MIN_GAIN; its name
+ * is recorded only where there was a choice among several.
+ */
+export function pickSpecialists(changes: Map<string, Map<string, number[]>>): { chosen: string[]; names: Record<string, string>; gain: Record<string, SpecialistGain> } {
+  const mean = (g: number[]) => g.reduce((a, b) => a + b, 0) / g.length;
+  const round = (v: number) => Math.round(v * 1e4) / 1e4;
+  const chosen: string[] = [], names: Record<string, string> = {}, gain: Record<string, SpecialistGain> = {};
+  for (const slug of [...changes.keys()].sort()) {
+    const byName = [...changes.get(slug)!.entries()].map(([name, g]) => ({ name, mean: mean(g), n: g.length }));
+    const best = byName.reduce((a, b) => (b.mean > a.mean ? b : a));
+    if (best.mean >= MIN_GAIN) {
+      chosen.push(slug);
+      if (byName.length > 1) names[slug] = best.name;
+    }
+    gain[slug] = { mean: round(best.mean), n: best.n, ...(byName.length > 1 ? { by_specialist: Object.fromEntries(byName.map((c) => [c.name, round(c.mean)])) } : {}) };
+  }
+  return { chosen, names, gain };
+}
+
+/**
+ * Which redrawing specialist serves each structure that one or more may redraw: every case is run
+ * without one, then once per candidate rank (the first candidate of each of its structures, then the
+ * second of those that have two, ...), and pickSpecialists decides from the Dice changes.
+ */
+async function chooseSpecialists(ctx: ServiceContext, entry: ModelEntry, ask: Ask, dataRoot: string, plan: CasePlan, progress?: CalibrateOptions['progress']) {
+  const vocab = ctx.pipeline.vocabulary;
+  const changes = new Map<string, Map<string, number[]>>();
+  const total = plan.reduce((s, p) => s + p.cases.length, 0);
+  let done = 0;
+  for (const { id, cases } of plan) {
+    const meta = readDatasetMeta(dataRoot, id);
+    const candidates = new Map(meta.structures.map((s) => [s.slug, redrawingCandidates(entry, s.slug).map((sp) => sp.name)] as const).filter(([, names]) => names.length));
+    const slugs = [...candidates.keys()];
+    if (!slugs.length) {
+      done += cases.length;
+      continue;
+    }
+    const prompts = slugs.map((slug) => vocab.bySlug.get(slug)?.name ?? slug);
+    const ranks = Math.max(...[...candidates.values()].map((names) => names.length));
+    for (const c of cases) {
+      const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
+      const without = await segment(ctx.pipeline, { ...ask, specialist: false, zoom: false, image, prompts });
+      const truth = await Promise.all(slugs.map((slug) => readCaseMask(dataRoot, id, slug, c, { width: without.width, height: without.height })));
+      for (let rank = 0; rank < ranks; rank++) {
+        const withRank = slugs.filter((slug) => candidates.get(slug)!.length > rank);
+        const names = Object.fromEntries(withRank.map((slug) => [slug, candidates.get(slug)![rank]]));
+        const withIt = await segment(ctx.pipeline, { ...ask, specialist: withRank, specialistNames: names, zoom: false, image, prompts });
+        for (const [k, slug] of slugs.entries()) {
+          if (!(slug in names) || !truth[k].some((v) => v === 1)) continue;
+          const bySlug = changes.get(slug) ?? new Map<string, number[]>();
+          changes.set(slug, bySlug.set(names[slug], [...(bySlug.get(names[slug]) ?? []), dice(withIt.results[k].mask, truth[k]) - dice(without.results[k].mask, truth[k])]));
+        }
+      }
+      progress?.(++done, total, `${id} (specialist)`);
+    }
+  }
+  return pickSpecialists(changes);
+}
+
 /** Image transform counts tried per structure by the calibration (the first n of IMAGE_TRANSFORMS that suit the structure). */
 const TTA_COUNTS = [2, 4, 6];
 
@@ -489,7 +559,7 @@ const TTA_COUNTS = [2, 4, 6];
  * half a point over none: the cheapest count within a quarter point of the best. Each case runs with
  * the largest count first, so the smaller counts reuse its transformed copies' cached features.
  */
-async function chooseImageTta(ctx: ServiceContext, ask: Ask, dataRoot: string, plan: CasePlan, chosen: Pick<SegmentRequest, 'zoom' | 'specialist'>, progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
+async function chooseImageTta(ctx: ServiceContext, ask: Ask, dataRoot: string, plan: CasePlan, chosen: Pick<SegmentRequest, 'zoom' | 'specialist' | 'specialistNames'>, progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
   const vocab = ctx.pipeline.vocabulary;
   const rows: { slug: string; diceAt: number[] }[] = []; // per present case: Dice with [0, ...TTA_COUNTS] copies
   const total = plan.reduce((s, p) => s + p.cases.length, 0);

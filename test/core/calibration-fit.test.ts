@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { calibratedPresence, fitLogistic, fitPlatt, fitTemperature, LN_NEAR_FLOOR, lnDistanceToSets, oodScore, presenceProbability, type Calibration } from '../../src/core/trust/calibration.js';
 import { sigmoid } from '../../src/core/trust/scores.js';
 import { dice, seededRandom } from '../../src/eval/metrics.js';
-import { chooseLargestComponent, chooseMaskThresholds, chooseTtaCounts, diceByThreshold, fitScores, type ValSamples } from '../../src/eval/calibrate.js';
+import { chooseLargestComponent, chooseMaskThresholds, chooseTtaCounts, diceByThreshold, fitScores, pickSpecialists, type ValSamples } from '../../src/eval/calibrate.js';
 import { keepLargestComponent } from '../../src/core/pipeline/segment.js';
 
 describe('calibration fitting', () => {
@@ -192,5 +192,28 @@ describe('calibration fitting', () => {
     expect(gain.flair_abnormality).toEqual({ n: 4, gain: { '2': -0.01, '4': 0.02, '6': 0.015 } });
     expect(gain.myocardium.gain['6']).toBeCloseTo(-0.03, 4);
     expect(Object.keys(gain)).toEqual(['cell_membranes', 'flair_abnormality', 'heart', 'liver', 'myocardium', 'polyp', 'retinal_vessels']);
+  });
+
+  it('picks, per structure, the redrawing specialist with the highest mean val Dice change, and names it only where there were several', () => {
+    const changes = new Map([
+      // one candidate, +1 point: chosen, no name recorded
+      ['left_clavicle', new Map([['chest-radiograph-unet', [0.01, 0.01]]])],
+      // two candidates: the second gains more
+      ['foot_ulcer', new Map([['foot-ulcer', [0.02, 0.04]], ['foot-ulcer-unet', [0.05, 0.07]]])],
+      // two candidates that gain the same: the earlier (manifest order)
+      ['polyp', new Map([['polyp', [0.01, 0.03]], ['polyp-unet', [0.03, 0.01]]])],
+      // two candidates, neither reaches half a point: none chosen, both recorded
+      ['left_atrium', new Map([['left-atrium', [0.004, 0.004]], ['left-atrium-unet', [-0.01, 0.0]]])],
+      // one candidate under half a point
+      ['heart', new Map([['chest-radiograph-unet', [0.002, 0.004]]])],
+    ]);
+    const { chosen, names, gain } = pickSpecialists(changes);
+    expect(chosen).toEqual(['foot_ulcer', 'left_clavicle', 'polyp']);
+    expect(names).toEqual({ foot_ulcer: 'foot-ulcer-unet', polyp: 'polyp' });
+    expect(gain.foot_ulcer).toEqual({ mean: 0.06, n: 2, by_specialist: { 'foot-ulcer': 0.03, 'foot-ulcer-unet': 0.06 } });
+    expect(gain.left_clavicle).toEqual({ mean: 0.01, n: 2 });
+    expect(gain.left_atrium).toEqual({ mean: 0.004, n: 2, by_specialist: { 'left-atrium': 0.004, 'left-atrium-unet': -0.005 } });
+    expect(gain.heart).toEqual({ mean: 0.003, n: 2 });
+    expect(Object.keys(gain)).toEqual(['foot_ulcer', 'heart', 'left_atrium', 'left_clavicle', 'polyp']);
   });
 });

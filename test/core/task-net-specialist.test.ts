@@ -1,15 +1,16 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { drawnChestRadiographPng } from '../helpers/fixtures.js';
 import { decodeImage } from '../../src/core/image/decode.js';
-import { ManifestSchema, redrawingSpecialist } from '../../src/core/models/manifest.js';
+import { ManifestSchema, redrawingCandidates, redrawingSpecialist } from '../../src/core/models/manifest.js';
 import { ModelRegistry } from '../../src/core/models/registry.js';
 import { TaskNet } from '../../src/core/models/task-net.js';
 import { createPipelineContext, segment } from '../../src/core/pipeline/segment.js';
+import { modelFilesFingerprint, type Calibration } from '../../src/core/trust/calibration.js';
 import { Vocabulary } from '../../src/core/vocabulary.js';
 import { dice } from '../../src/core/stats.js';
 import { MODELS_DIR, ROOT } from '../helpers/project.js';
@@ -19,7 +20,7 @@ import { MODELS_DIR, ROOT } from '../helpers/project.js';
  * tiny test task net (models/tiny/taskseg-tiny: channel 0 = (mean RGB - 128) / 8, channel 1 =
  * (96 - mean RGB) / 8) declared as the specialist of the polyp and the skin lesion.
  */
-function modelsWithTaskNet(spec: { structures: string[]; trainedOn?: string } = { structures: ['polyp', 'skin_lesion'] }): string {
+function modelsWithTaskNet(spec: { structures: string[]; trainedOn?: string; keepShipped?: boolean; calibration?: (cal: Calibration) => void } = { structures: ['polyp', 'skin_lesion'] }): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'promptseg-tasknet-'));
   const bundle = path.join(dir, 'promptseg-builtin');
   mkdirSync(bundle);
@@ -29,9 +30,17 @@ function modelsWithTaskNet(spec: { structures: string[]; trainedOn?: string } = 
   const shipped = JSON.parse(readFileSync(path.join(MODELS_DIR, 'manifest.json'), 'utf8'));
   const entry = shipped.models.find((e: { id: string }) => e.id === 'promptseg-builtin');
   entry.files['task_net.tiny.onnx'] = { sha256: createHash('sha256').update(net).digest('hex'), bytes: net.length };
-  // the tiny net is the only redrawing specialist of its structures (the shipped polyp and chest U-Net ones set aside)
-  entry.specialists = entry.specialists.filter((sp: { structures: string[]; own_presence?: boolean }) => sp.own_presence || !sp.structures.some((st) => spec.structures.includes(st)));
+  // the tiny net is the only redrawing specialist of its structures (the shipped polyp and chest U-Net ones set aside), or the last of them
+  if (!spec.keepShipped) entry.specialists = entry.specialists.filter((sp: { structures: string[]; own_presence?: boolean }) => sp.own_presence || !sp.structures.some((st) => spec.structures.includes(st)));
   entry.specialists.push({ name: 'tiny-net', structures: spec.structures, task_net: { file: 'task_net.tiny.onnx', input_size: 64, tiled: false }, ...(spec.trainedOn ? { training: { dataset: spec.trainedOn } } : {}) });
+  if (spec.calibration) {
+    // the shipped calibration, changed and marked as fitted on these files
+    const cal = JSON.parse(readFileSync(path.join(MODELS_DIR, 'promptseg-builtin', entry.calibration), 'utf8')) as Calibration;
+    spec.calibration(cal);
+    cal.fitted_on.model_files_sha256 = modelFilesFingerprint(entry.files);
+    rmSync(path.join(bundle, entry.calibration));
+    writeFileSync(path.join(bundle, entry.calibration), JSON.stringify(cal));
+  }
   writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ default: 'promptseg-builtin', models: [entry] }));
   return dir;
 }
@@ -97,6 +106,33 @@ describe('a task-specific network as a redrawing specialist', () => {
       await r.dispose();
       expect(res.presence).toBeGreaterThan(0.5);
       expect(res.specialist, `net trained on ${trainedOn}, image routed to ${routedTo}`).toBe(trainedOn === routedTo ? 'tiny-net' : route);
+    }
+  }, 120_000);
+
+  it('is one of several that may redraw a structure: the first in manifest order unless the request or the calibration names another', async () => {
+    const { image } = await colonoscopyLike();
+    const vocab = Vocabulary.load(path.join(ROOT, 'prompts', 'vocabulary.json'));
+    const both = new ModelRegistry(modelsWithTaskNet({ structures: ['polyp', 'skin_lesion'], keepShipped: true }), 2);
+    const e = both.entry('promptseg-builtin');
+    expect(redrawingCandidates(e, 'polyp').map((sp) => sp.name)).toEqual(['polyp', 'tiny-net']);
+    const ask = { image, prompts: ['polyp'], calibrated: false, zoom: false, ttaImage: 0 } as const;
+    expect((await segment(createPipelineContext(both, vocab, 8), { ...ask, specialist: true })).results[0].specialist).toBe('polyp');
+    const named = (await segment(createPipelineContext(both, vocab, 8), { ...ask, specialist: true, specialistNames: { polyp: 'tiny-net' } })).results[0];
+    expect(named.specialist).toBe('tiny-net');
+    // the same mask as with the tiny net alone
+    const alone = (await segment(ctx(), { ...ask, specialist: true })).results[0];
+    expect(Array.from(named.mask)).toEqual(Array.from(alone.mask));
+    await both.dispose();
+    // the calibration's choice under specialist 'auto' (none named: the first)
+    for (const chosen of ['tiny-net', undefined]) {
+      const reg2 = new ModelRegistry(modelsWithTaskNet({ structures: ['polyp', 'skin_lesion'], keepShipped: true, calibration: (cal) => {
+        cal.specialists = [...new Set([...(cal.specialists ?? []), 'polyp'])];
+        if (chosen) cal.specialist_names = { polyp: chosen };
+      } }), 2);
+      const res = await segment(createPipelineContext(reg2, vocab, 8), { image, prompts: ['polyp'], zoom: false, ttaImage: 0 });
+      expect(res.calibration).toBe('fitted');
+      expect(res.results[0].specialist).toBe(chosen ?? 'polyp');
+      await reg2.dispose();
     }
   }, 120_000);
 

@@ -105,8 +105,16 @@ export const modelKind = (e: ModelEntry): 'text' | 'region' => RUNNERS[e.runner]
 export const answeringNetworks = (e: ModelEntry) => (e.specialists ?? []).filter((sp) => sp.own_presence);
 /** The specialists that redraw their structures' masks after the first look (without `own_presence`). */
 export const redrawingSpecialists = (e: ModelEntry) => (e.specialists ?? []).filter((sp) => !sp.own_presence);
-/** The specialist that redraws a structure's mask after the first look, if the model has one for it. */
-export const redrawingSpecialist = (e: ModelEntry, slug: string | undefined) => (slug ? redrawingSpecialists(e).find((sp) => sp.structures.includes(slug)) : undefined);
+/** Every specialist that may redraw a structure's mask after the first look, in manifest order (the calibration chooses among several on val). */
+export const redrawingCandidates = (e: ModelEntry, slug: string | undefined) => (slug ? redrawingSpecialists(e).filter((sp) => sp.structures.includes(slug)) : []);
+/**
+ * The specialist that redraws a structure's mask after the first look, if the model has one for it:
+ * the one named (a calibration's choice among several), else the first in manifest order.
+ */
+export const redrawingSpecialist = (e: ModelEntry, slug: string | undefined, name?: string) => {
+  const candidates = redrawingCandidates(e, slug);
+  return candidates.find((sp) => sp.name === name) ?? candidates[0];
+};
 /** The specialist that answers for a structure altogether (`own_presence`) on every image, if the model has one for it. */
 export const answeringSpecialist = (e: ModelEntry, slug: string | undefined) => (slug ? answeringNetworks(e).find((sp) => sp.structures.includes(slug)) : undefined);
 

@@ -96,6 +96,8 @@ export interface SegmentRequest {
    * it raises val Dice, true wherever the model has one, false never, or a list of structure slugs.
    */
   specialist?: boolean | 'auto' | string[];
+  /** For a structure that several specialists may redraw: which one (slug -> specialist name), in place of the calibration's choice (the calibration's own trials set it). */
+  specialistNames?: Record<string, string>;
   /**
    * The k-NN statistics of the pooled embedding that tell which training set the image lies nearest,
    * for structures two networks answer for on different kinds of image (image-routing.ts): by

@@ -73,8 +73,10 @@ export const CalibrationSchema = z.object({
   }),
   /** Structures whose val Dice rose by at least half a point when the model's specialist for them drew the mask (specialist 'auto' uses it for them). */
   specialists: z.array(z.string()).optional(),
-  /** What the choice was made from: per structure, the mean val Dice change with its specialist and the cases. */
-  specialist_gain: z.record(z.string(), z.object({ mean: z.number(), n: z.number().int() })).optional(),
+  /** For a structure that more than one specialist may redraw: the one chosen (the highest mean val Dice change); the others use their only one. */
+  specialist_names: z.record(z.string(), z.string()).optional(),
+  /** What the choice was made from: per structure, the mean val Dice change with its specialist (the chosen one) and the cases; with several, each one's mean change. */
+  specialist_gain: z.record(z.string(), z.object({ mean: z.number(), n: z.number().int(), by_specialist: z.record(z.string(), z.number()).optional() })).optional(),
   /** Structures whose val Dice improved with the second, closer look (zoom 'auto' uses it for them). */
   zoom: z.array(z.string()).optional(),
   /** What the choice was made from: per structure, the mean val Dice change with the second look and the cases. */

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ok } from '../../core/errors.js';
 import { defineOperation } from '../operation.js';
-import { modelKind } from '../../core/models/manifest.js';
+import { modelKind, redrawingSpecialist } from '../../core/models/manifest.js';
 import { bundleGraphInputs } from '../../core/models/graph-inputs.js';
 import { calibrationFor } from '../../core/pipeline/segment.js';
 import { adapterSummary } from '../adapt-from-folder.js';
@@ -56,6 +56,9 @@ export const describeModelOperation = defineOperation({
     const cardPath = path.join(ctx.pipeline.registry.dirOf(e), e.card);
     const installed = ctx.pipeline.registry.installed(e);
     const adapters = (ctx.pipeline.adapters?.list() ?? []).filter((a) => a.file.base_model.id === e.id);
+    const cal = calibrationFor(ctx.pipeline, e);
+    // the specialist that redraws a structure under specialist 'auto': the calibration's choice
+    const redrawsByDefault = (slug: string) => (cal?.specialists?.includes(slug) ? redrawingSpecialist(e, slug, cal.specialist_names?.[slug])?.name : undefined);
     return ok({
       id: e.id,
       title: e.title,
@@ -70,7 +73,7 @@ export const describeModelOperation = defineOperation({
       vocabulary_version: e.vocabulary_version,
       training: e.training,
       ...(e.specialists?.length
-        ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, kind: sp.task_net ? ('task-specific' as const) : ('fine-tuned' as const), used_by_default_for: sp.own_presence ? sp.structures : sp.structures.filter((s) => calibrationFor(ctx.pipeline, e)?.specialists?.includes(s)), own_presence: !!sp.own_presence, ...(sp.image_sets?.length ? { image_sets: sp.image_sets } : {}) })) }
+        ? { specialists: e.specialists.map((sp) => ({ name: sp.name, structures: sp.structures, kind: sp.task_net ? ('task-specific' as const) : ('fine-tuned' as const), used_by_default_for: sp.own_presence ? sp.structures : sp.structures.filter((s) => redrawsByDefault(s) === sp.name), own_presence: !!sp.own_presence, ...(sp.image_sets?.length ? { image_sets: sp.image_sets } : {}) })) }
         : {}),
       ...(installed ? { graph_inputs: await bundleGraphInputs(ctx.pipeline.registry.dirOf(e), e) } : {}),
       ...(adapters.length ? { adapters: adapters.map(adapterSummary) } : {}),

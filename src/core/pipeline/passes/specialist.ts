@@ -5,10 +5,16 @@ import { checkpoint } from '../cancel.js';
 import { decodeViews } from '../model-views.js';
 import { EXTRA_PASS_MIN_PRESENCE, servedPresence, type Drawn, type Pass, type PassState, type PromptPlan } from './pass.js';
 
-/** The model's redrawing specialist for the prompt's structure, when the request and calibration choose it and the first look does not call the structure clearly absent (one that answers for its structures altogether drew the first look already; a redrawing one may refine what such a network drew). */
+/**
+ * The model's redrawing specialist for the prompt's structure, when the request and calibration
+ * choose it and the first look does not call the structure clearly absent (one that answers for its
+ * structures altogether drew the first look already; a redrawing one may refine what such a network
+ * drew). Where several may redraw the structure, the request's or else the calibration's choice
+ * among them, else the first.
+ */
 function chosen(s: PassState, p: PromptPlan): string | undefined {
   const st = p.structure, want = s.req.specialist;
-  const sp = redrawingSpecialist(s.run.entry, st?.slug);
+  const sp = redrawingSpecialist(s.run.entry, st?.slug, st && (s.req.specialistNames?.[st.slug] ?? s.cal?.specialist_names?.[st.slug]));
   if (!st || !sp || want === false || !servesImage(sp, p) || servedPresence(s, p) < EXTRA_PASS_MIN_PRESENCE) return undefined;
   if (want === true) return sp.name;
   if (Array.isArray(want)) return want.includes(st.slug) ? sp.name : undefined;
