@@ -156,14 +156,14 @@ function casePlan(vocab: Vocabulary, dataRoot: string, split: string, limit: num
 /** In this order, each with the choices before it: the specialists, the second look, the image copies. */
 async function chooseServingPasses(ctx: ServiceContext, entry: ModelEntry, ask: Ask, dataRoot: string, plan: CasePlan, progress?: CalibrateOptions['progress']): Promise<ServingPasses> {
   const vocab = ctx.pipeline.vocabulary;
-  // the structures a redrawing specialist may serve (one that answers altogether draws the first look: nothing to choose)
-  const withSpecialist = new Set(redrawingSpecialists(entry).flatMap((sp) => sp.structures));
-  const { chosen: specialist, names: specialistNames, gain: specialistGain } = withSpecialist.size
+  // only a redrawing specialist is chosen for (one that answers altogether draws the first look: nothing to choose)
+  const withSpecialist = redrawingSpecialists(entry).some((sp) => sp.structures.length > 0);
+  const { chosen: specialist, names: specialistNames, gain: specialistGain } = withSpecialist
     ? await chooseSpecialists(ctx, entry, ask, dataRoot, plan, progress)
     : { chosen: [], names: {}, gain: {} };
   const { chosen: zoom, gain: zoomGain } = await chooseSwitch(ctx, ask, dataRoot, plan, { label: 'second look', applies: (slug) => vocab.bySlug.get(slug)?.scale !== 'tiled', off: { specialist, specialistNames, zoom: false }, on: { specialist, specialistNames, zoom: true } }, progress);
   const { chosen: ttaImage, gain: ttaImageGain } = await chooseImageTta(ctx, ask, dataRoot, plan, { zoom, specialist, specialistNames }, progress);
-  return { withSpecialist: withSpecialist.size > 0, specialist, specialistNames, specialistGain, zoom, zoomGain, ttaImage, ttaImageGain };
+  return { withSpecialist, specialist, specialistNames, specialistGain, zoom, zoomGain, ttaImage, ttaImageGain };
 }
 
 /**
@@ -447,18 +447,26 @@ interface ServingSwitch {
   on: Partial<SegmentRequest>;
 }
 
+/** One val case as a serving-pass chooser sees it: its image, the structures asked and their names as prompts. */
+interface ChooserCase {
+  image: Awaited<ReturnType<typeof decodeImage>>;
+  slugs: string[];
+  prompts: string[];
+  /** The k-th structure's ground truth at the answer's size; undefined where the structure is absent. */
+  truth(k: number, size: { width: number; height: number }): Promise<Uint8Array | undefined>;
+}
+
 /**
- * Structures whose mean val Dice rises by at least half a point with a serving switch (the second,
- * closer look), among those it applies to; each case is run with and without it.
+ * The loop the serving-pass choosers share: every planned case of each dataset, with the structures
+ * `pick` selects from it (a dataset with none is skipped), decoded once and handed to `visit`.
  */
-async function chooseSwitch(ctx: ServiceContext, ask: Ask, dataRoot: string, plan: CasePlan, sw: ServingSwitch, progress?: CalibrateOptions['progress']): Promise<{ chosen: string[]; gain: Record<string, { mean: number; n: number }> }> {
+async function forEachChooserCase(ctx: ServiceContext, dataRoot: string, plan: CasePlan, label: string, pick: (slugs: string[]) => string[], visit: (c: ChooserCase) => Promise<void>, progress?: CalibrateOptions['progress']): Promise<void> {
   const vocab = ctx.pipeline.vocabulary;
-  const gain = new Map<string, number[]>();
   const total = plan.reduce((s, p) => s + p.cases.length, 0);
   let done = 0;
   for (const { id, cases } of plan) {
     const meta = readDatasetMeta(dataRoot, id);
-    const slugs = meta.structures.map((s) => s.slug).filter(sw.applies);
+    const slugs = pick(meta.structures.map((s) => s.slug));
     if (!slugs.length) {
       done += cases.length;
       continue;
@@ -466,16 +474,30 @@ async function chooseSwitch(ctx: ServiceContext, ask: Ask, dataRoot: string, pla
     const prompts = slugs.map((slug) => vocab.bySlug.get(slug)?.name ?? slug);
     for (const c of cases) {
       const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
-      const without = await segment(ctx.pipeline, { ...ask, ...sw.off, image, prompts });
-      const withIt = await segment(ctx.pipeline, { ...ask, ...sw.on, image, prompts });
-      for (const [k, slug] of slugs.entries()) {
-        const gt = await readCaseMask(dataRoot, id, slug, c, { width: without.width, height: without.height });
-        if (!gt.some((v) => v === 1)) continue;
-        gain.set(slug, [...(gain.get(slug) ?? []), dice(withIt.results[k].mask, gt) - dice(without.results[k].mask, gt)]);
-      }
-      progress?.(++done, total, `${id} (${sw.label})`);
+      const truth = async (k: number, size: { width: number; height: number }) => {
+        const gt = await readCaseMask(dataRoot, id, slugs[k], c, size);
+        return gt.some((v) => v === 1) ? gt : undefined;
+      };
+      await visit({ image, slugs, prompts, truth });
+      progress?.(++done, total, `${id} (${label})`);
     }
   }
+}
+
+/**
+ * Structures whose mean val Dice rises by at least half a point with a serving switch (the second,
+ * closer look), among those it applies to; each case is run with and without it.
+ */
+async function chooseSwitch(ctx: ServiceContext, ask: Ask, dataRoot: string, plan: CasePlan, sw: ServingSwitch, progress?: CalibrateOptions['progress']): Promise<{ chosen: string[]; gain: Record<string, { mean: number; n: number }> }> {
+  const gain = new Map<string, number[]>();
+  await forEachChooserCase(ctx, dataRoot, plan, sw.label, (slugs) => slugs.filter(sw.applies), async ({ image, slugs, prompts, truth }) => {
+    const without = await segment(ctx.pipeline, { ...ask, ...sw.off, image, prompts });
+    const withIt = await segment(ctx.pipeline, { ...ask, ...sw.on, image, prompts });
+    for (const [k, slug] of slugs.entries()) {
+      const gt = await truth(k, without);
+      if (gt) gain.set(slug, [...(gain.get(slug) ?? []), dice(withIt.results[k].mask, gt) - dice(without.results[k].mask, gt)]);
+    }
+  }, progress);
   const mean = (g: number[]) => g.reduce((a, b) => a + b, 0) / g.length;
   return {
     chosen: [...gain.entries()].filter(([, g]) => mean(g) >= MIN_GAIN).map(([slug]) => slug).sort(),
@@ -517,37 +539,23 @@ export function pickSpecialists(changes: Map<string, Map<string, number[]>>): { 
  * second of those that have two, ...), and pickSpecialists decides from the Dice changes.
  */
 async function chooseSpecialists(ctx: ServiceContext, entry: ModelEntry, ask: Ask, dataRoot: string, plan: CasePlan, progress?: CalibrateOptions['progress']) {
-  const vocab = ctx.pipeline.vocabulary;
   const changes = new Map<string, Map<string, number[]>>();
-  const total = plan.reduce((s, p) => s + p.cases.length, 0);
-  let done = 0;
-  for (const { id, cases } of plan) {
-    const meta = readDatasetMeta(dataRoot, id);
-    const candidates = new Map(meta.structures.map((s) => [s.slug, redrawingCandidates(entry, s.slug).map((sp) => sp.name)] as const).filter(([, names]) => names.length));
-    const slugs = [...candidates.keys()];
-    if (!slugs.length) {
-      done += cases.length;
-      continue;
-    }
-    const prompts = slugs.map((slug) => vocab.bySlug.get(slug)?.name ?? slug);
-    const ranks = Math.max(...[...candidates.values()].map((names) => names.length));
-    for (const c of cases) {
-      const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
-      const without = await segment(ctx.pipeline, { ...ask, specialist: false, zoom: false, image, prompts });
-      const truth = await Promise.all(slugs.map((slug) => readCaseMask(dataRoot, id, slug, c, { width: without.width, height: without.height })));
-      for (let rank = 0; rank < ranks; rank++) {
-        const withRank = slugs.filter((slug) => candidates.get(slug)!.length > rank);
-        const names = Object.fromEntries(withRank.map((slug) => [slug, candidates.get(slug)![rank]]));
-        const withIt = await segment(ctx.pipeline, { ...ask, specialist: withRank, specialistNames: names, zoom: false, image, prompts });
-        for (const [k, slug] of slugs.entries()) {
-          if (!(slug in names) || !truth[k].some((v) => v === 1)) continue;
-          const bySlug = changes.get(slug) ?? new Map<string, number[]>();
-          changes.set(slug, bySlug.set(names[slug], [...(bySlug.get(names[slug]) ?? []), dice(withIt.results[k].mask, truth[k]) - dice(without.results[k].mask, truth[k])]));
-        }
+  const candidates = (slug: string) => redrawingCandidates(entry, slug).map((sp) => sp.name);
+  await forEachChooserCase(ctx, dataRoot, plan, 'specialist', (slugs) => slugs.filter((slug) => candidates(slug).length), async ({ image, slugs, prompts, truth }) => {
+    const without = await segment(ctx.pipeline, { ...ask, specialist: false, zoom: false, image, prompts });
+    const truths = await Promise.all(slugs.map((_, k) => truth(k, without)));
+    const ranks = Math.max(...slugs.map((slug) => candidates(slug).length));
+    for (let rank = 0; rank < ranks; rank++) {
+      const names = Object.fromEntries(slugs.filter((slug) => candidates(slug).length > rank).map((slug) => [slug, candidates(slug)[rank]]));
+      const withIt = await segment(ctx.pipeline, { ...ask, specialist: Object.keys(names), specialistNames: names, zoom: false, image, prompts });
+      for (const [k, slug] of slugs.entries()) {
+        const gt = truths[k];
+        if (!(slug in names) || !gt) continue;
+        const bySpecialist = changes.get(slug) ?? new Map<string, number[]>();
+        changes.set(slug, bySpecialist.set(names[slug], [...(bySpecialist.get(names[slug]) ?? []), dice(withIt.results[k].mask, gt) - dice(without.results[k].mask, gt)]));
       }
-      progress?.(++done, total, `${id} (specialist)`);
     }
-  }
+  }, progress);
   return pickSpecialists(changes);
 }
 
@@ -560,28 +568,17 @@ const TTA_COUNTS = [2, 4, 6];
  * the largest count first, so the smaller counts reuse its transformed copies' cached features.
  */
 async function chooseImageTta(ctx: ServiceContext, ask: Ask, dataRoot: string, plan: CasePlan, chosen: Pick<SegmentRequest, 'zoom' | 'specialist' | 'specialistNames'>, progress?: CalibrateOptions['progress']): Promise<{ chosen: Record<string, number>; gain: Record<string, { n: number; gain: Record<string, number> }> }> {
-  const vocab = ctx.pipeline.vocabulary;
   const rows: { slug: string; diceAt: number[] }[] = []; // per present case: Dice with [0, ...TTA_COUNTS] copies
-  const total = plan.reduce((s, p) => s + p.cases.length, 0);
   const largestFirst = [...TTA_COUNTS].sort((a, b) => b - a);
-  let done = 0;
-  for (const { id, cases } of plan) {
-    const meta = readDatasetMeta(dataRoot, id);
-    const slugs = meta.structures.map((s) => s.slug);
-    const prompts = slugs.map((slug) => vocab.bySlug.get(slug)?.name ?? slug);
-    for (const c of cases) {
-      const image = await decodeImage(await readFile(caseImagePath(dataRoot, id, c, meta.image_ext)), { maxPixels: ctx.config.PROMPTSEG_MAX_PIXELS });
-      const byCount = new Map<number, Awaited<ReturnType<typeof segment>>>();
-      for (const n of [...largestFirst, 0]) byCount.set(n, await segment(ctx.pipeline, { ...ask, ...chosen, image, prompts, ttaImage: n }));
-      const plain = byCount.get(0)!;
-      for (const [k, slug] of slugs.entries()) {
-        const gt = await readCaseMask(dataRoot, id, slug, c, { width: plain.width, height: plain.height });
-        if (!gt.some((v) => v === 1)) continue;
-        rows.push({ slug, diceAt: [0, ...TTA_COUNTS].map((n) => dice(byCount.get(n)!.results[k].mask, gt)) });
-      }
-      progress?.(++done, total, `${id} (image augmentation)`);
+  await forEachChooserCase(ctx, dataRoot, plan, 'image augmentation', (slugs) => slugs, async ({ image, slugs, prompts, truth }) => {
+    const byCount = new Map<number, Awaited<ReturnType<typeof segment>>>();
+    for (const n of [...largestFirst, 0]) byCount.set(n, await segment(ctx.pipeline, { ...ask, ...chosen, image, prompts, ttaImage: n }));
+    const plain = byCount.get(0)!;
+    for (const [k, slug] of slugs.entries()) {
+      const gt = await truth(k, plain);
+      if (gt) rows.push({ slug, diceAt: [0, ...TTA_COUNTS].map((n) => dice(byCount.get(n)!.results[k].mask, gt)) });
     }
-  }
+  }, progress);
   return chooseTtaCounts(rows);
 }
 
