@@ -1,5 +1,5 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
-import type { Context } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
 import { requestId } from 'hono/request-id';
@@ -7,7 +7,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { mcpMessageLimit } from '../config/env.js';
-import { err, type AppError } from '../core/errors.js';
+import { err, type AppError, type Result } from '../core/errors.js';
 import type { ServiceContext } from '../service/context.js';
 import { count } from '../service/context.js';
 import { OPERATIONS } from '../service/operation-table.js';
@@ -66,44 +66,82 @@ const PAGE_CSP = pageCsp(WEB_PAGE_HTML);
 export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIHono {
   const app = new OpenAPIHono();
   const log = opts.logger;
-
+  // in this order: what a request must get past before any route sees it
   app.use('*', requestId());
   app.use('*', securityHeaders);
-  // DNS rebinding and cross-site requests: every route, before anything else runs
+  app.use('*', refuseForeignHosts(ctx)); // DNS rebinding and cross-site requests, before anything else runs
+  app.use('*', accessLog(ctx, log));
+  if (ctx.config.PROMPTSEG_CORS_ORIGINS.length) {
+    app.use('*', cors({ origin: ctx.config.PROMPTSEG_CORS_ORIGINS, allowHeaders: ['authorization', 'content-type', 'mcp-session-id', 'mcp-protocol-version'], exposeHeaders: ['mcp-session-id', 'x-request-id'] }));
+  }
+  app.use('*', refuseWhileDraining(ctx));
+  if (ctx.config.PROMPTSEG_API_TOKENS.length) app.use('*', bearerAuth(ctx));
+  app.use('*', bodyLimits(ctx));
+
+  for (const op of OPERATIONS) registerOperation(app, ctx, op);
+  registerServiceRoutes(app, ctx);
+  registerFileRoutes(app, ctx);
+  registerDocuments(app, ctx);
+  opts.mount?.(app, ctx);
+
+  app.notFound((c) =>
+    new Response(JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: `no route ${c.req.method} ${c.req.path}` }), {
+      status: 404,
+      headers: { 'content-type': 'application/problem+json' },
+    }),
+  );
+  app.onError((e, c) => {
+    log?.error({ reqId: c.get('requestId'), err: e.message }, 'unhandled error');
+    return problem(c, { kind: 'internal', message: 'an internal error occurred; it has been logged' });
+  });
+  return app;
+}
+
+/** Refuses a request whose Host or Origin the server does not answer to (DNS rebinding, cross-site requests); /mcp gets a JSON-RPC error. */
+function refuseForeignHosts(ctx: ServiceContext): MiddlewareHandler {
   const hosts = hostPolicy(ctx.config);
-  app.use('*', async (c, next) => {
+  return async (c, next) => {
     const why = refusedBecause(ctx.config, hosts, c.req.header('host'), c.req.header('origin'));
     if (!why) return next();
     count(ctx, 'http_refused_host_or_origin');
     if (c.req.path === '/mcp') return new Response(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message: why }, id: null }), { status: 403, headers: { 'content-type': 'application/json' } });
     return problem(c, { kind: 'forbidden', message: why });
-  });
-  app.use('*', async (c, next) => {
+  };
+}
+
+/** Counts every response by status and logs it with its request id and time. */
+function accessLog(ctx: ServiceContext, log: Logger | undefined): MiddlewareHandler {
+  return async (c, next) => {
     const t0 = performance.now();
     await next();
     count(ctx, `http_responses_${c.res.status}`);
     log?.info({ reqId: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - t0) }, 'request');
-  });
-  if (ctx.config.PROMPTSEG_CORS_ORIGINS.length) {
-    app.use('*', cors({ origin: ctx.config.PROMPTSEG_CORS_ORIGINS, allowHeaders: ['authorization', 'content-type', 'mcp-session-id', 'mcp-protocol-version'], exposeHeaders: ['mcp-session-id', 'x-request-id'] }));
-  }
-  app.use('*', async (c, next) => {
+  };
+}
+
+/** While the server shuts down, everything but /healthz is answered 503. */
+function refuseWhileDraining(ctx: ServiceContext): MiddlewareHandler {
+  return async (c, next) => {
     if (ctx.draining && c.req.path !== '/healthz') return problem(c, { kind: 'overloaded', message: 'the server is shutting down' });
     return next();
-  });
+  };
+}
+
+/** Every path but the public ones (and /metrics when it is public) needs one of the configured tokens, compared in constant time. */
+function bearerAuth(ctx: ServiceContext): MiddlewareHandler {
   const tokens = ctx.config.PROMPTSEG_API_TOKENS.map((t) => Buffer.from(t));
-  if (tokens.length) {
-    app.use('*', async (c, next) => {
-      if (PUBLIC_PATHS.has(c.req.path) || (c.req.path === '/metrics' && ctx.config.PROMPTSEG_PUBLIC_METRICS)) return next();
-      const h = c.req.header('authorization') ?? '';
-      const m = /^Bearer\s+(.+)$/i.exec(h);
-      const given = m ? Buffer.from(m[1].trim()) : undefined;
-      const okTok = given !== undefined && tokens.some((t) => t.length === given.length && timingSafeEqual(t, given));
-      if (!okTok) return problem(c, { kind: 'unauthorized', message: m ? 'the bearer token is not valid' : 'this server needs an Authorization: Bearer <token> header' });
-      return next();
-    });
-  }
-  // MCP messages carry images as base64, so /mcp allows the encoded size of an image at the limit
+  return async (c, next) => {
+    if (PUBLIC_PATHS.has(c.req.path) || (c.req.path === '/metrics' && ctx.config.PROMPTSEG_PUBLIC_METRICS)) return next();
+    const m = /^Bearer\s+(.+)$/i.exec(c.req.header('authorization') ?? '');
+    const given = m ? Buffer.from(m[1].trim()) : undefined;
+    const valid = given !== undefined && tokens.some((t) => t.length === given.length && timingSafeEqual(t, given));
+    if (!valid) return problem(c, { kind: 'unauthorized', message: m ? 'the bearer token is not valid' : 'this server needs an Authorization: Bearer <token> header' });
+    return next();
+  };
+}
+
+/** The body limit: PROMPTSEG_MAX_BODY_BYTES, and on /mcp the encoded size of an image at the limit (MCP messages carry images as base64). */
+function bodyLimits(ctx: ServiceContext): MiddlewareHandler {
   const limitFor = (max: number) =>
     bodyLimit({
       maxSize: max,
@@ -121,47 +159,52 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
     });
   const apiLimit = limitFor(ctx.config.PROMPTSEG_MAX_BODY_BYTES);
   const mcpLimit = limitFor(mcpMessageLimit(ctx.config));
-  app.use('*', (c, next) => (c.req.path === '/mcp' ? mcpLimit(c, next) : apiLimit(c, next)));
+  return (c, next) => (c.req.path === '/mcp' ? mcpLimit(c, next) : apiLimit(c, next));
+}
 
-  for (const op of OPERATIONS) registerOperation(app, ctx, op);
-
+/** Readiness and Prometheus metrics. */
+function registerServiceRoutes(app: OpenAPIHono, ctx: ServiceContext): void {
   app.get('/readyz', (c) => {
     const id = ctx.pipeline.registry.defaultId;
     const ready = ctx.pipeline.registry.loadedIds().includes(id) && !ctx.draining;
     return c.json({ ready, default_model: id, models_loaded: ctx.pipeline.registry.loadedIds() }, ready ? 200 : 503);
   });
   app.get('/metrics', (c) => c.text(renderMetrics(ctx), 200, { 'content-type': 'text/plain; version=0.0.4' }));
-  app.get('/v1/results/:id/dicom-seg', async (c) => {
-    const r = await getDicomSeg(ctx, c.req.param('id'), c.req.query('anonymize') === 'true');
-    if (!r.ok) return problem(c, r.error);
-    return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': 'attachment; filename="seg.dcm"' } });
-  });
+}
+
+/** A file route's answer: the artifact's bytes with its type and the given headers, or the error as problem+json. */
+function fileResponse(c: Context, r: Result<{ bytes: Uint8Array | Buffer; mimeType: string }>, headers: Record<string, string>): Response {
+  if (!r.ok) return problem(c, r.error);
+  return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, ...headers } });
+}
+
+/** The artifacts of a result or volume, made when fetched: DICOM SEG, mask and map PNGs, slice previews, NIfTI masks. */
+function registerFileRoutes(app: OpenAPIHono, ctx: ServiceContext): void {
+  const download = (name: string) => ({ 'content-disposition': `attachment; filename="${name}"` });
+  const cached = { 'cache-control': 'private, max-age=600' };
+  /** The index in a file name such as 3.png, or a 400 saying what was expected. */
+  const indexIn = (c: Context, pattern: RegExp, expected: string): number | Response => {
+    const m = pattern.exec(c.req.param('file') ?? '');
+    return m ? Number(m[1]) : problem(c, { kind: 'invalid_argument', message: `expected ${expected}`, field: 'file' });
+  };
+  app.get('/v1/results/:id/dicom-seg', async (c) => fileResponse(c, await getDicomSeg(ctx, c.req.param('id'), c.req.query('anonymize') === 'true'), download('seg.dcm')));
   app.get('/v1/results/:id/:kind/:file', async (c) => {
-    const m = /^(\d+)\.png$/.exec(c.req.param('file'));
-    if (!m) return problem(c, { kind: 'invalid_argument', message: 'expected <index>.png', field: 'file' });
-    const r = await getResultArtifact(ctx, c.req.param('id'), c.req.param('kind'), Number(m[1]));
-    if (!r.ok) return problem(c, r.error);
-    return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'cache-control': 'private, max-age=600' } });
+    const i = indexIn(c, /^(\d+)\.png$/, '<index>.png');
+    return typeof i === 'number' ? fileResponse(c, await getResultArtifact(ctx, c.req.param('id'), c.req.param('kind'), i), cached) : i;
   });
-  app.get('/v1/volumes/:id/dicom-seg', async (c) => {
-    const r = await getVolumeDicomSeg(ctx, c.req.param('id'), c.req.query('anonymize') === 'true');
-    if (!r.ok) return problem(c, r.error);
-    return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': 'attachment; filename="seg.dcm"' } });
-  });
+  app.get('/v1/volumes/:id/dicom-seg', async (c) => fileResponse(c, await getVolumeDicomSeg(ctx, c.req.param('id'), c.req.query('anonymize') === 'true'), download('seg.dcm')));
   app.get('/v1/volumes/:id/previews/:file', async (c) => {
-    const m = /^(\d+)\.png$/.exec(c.req.param('file'));
-    if (!m) return problem(c, { kind: 'invalid_argument', message: 'expected <slice index>.png', field: 'file' });
-    const r = await getVolumePreview(ctx, c.req.param('id'), Number(m[1]));
-    if (!r.ok) return problem(c, r.error);
-    return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'cache-control': 'private, max-age=600' } });
+    const i = indexIn(c, /^(\d+)\.png$/, '<slice index>.png');
+    return typeof i === 'number' ? fileResponse(c, await getVolumePreview(ctx, c.req.param('id'), i), cached) : i;
   });
   app.get('/v1/volumes/:id/masks/:file', async (c) => {
-    const m = /^(\d+)\.nii\.gz$/.exec(c.req.param('file'));
-    if (!m) return problem(c, { kind: 'invalid_argument', message: 'expected <index>.nii.gz', field: 'file' });
-    const r = await getVolumeMask(ctx, c.req.param('id'), Number(m[1]));
-    if (!r.ok) return problem(c, r.error);
-    return new Response(new Uint8Array(r.value.bytes), { status: 200, headers: { 'content-type': r.value.mimeType, 'content-disposition': `attachment; filename="mask-${m[1]}.nii.gz"` } });
+    const i = indexIn(c, /^(\d+)\.nii\.gz$/, '<index>.nii.gz');
+    return typeof i === 'number' ? fileResponse(c, await getVolumeMask(ctx, c.req.param('id'), i), download(`mask-${i}.nii.gz`)) : i;
   });
+}
+
+/** The OpenAPI document (its server: the origin it was fetched from), the API docs page and the web page. */
+function registerDocuments(app: OpenAPIHono, ctx: ServiceContext): void {
   app.openAPIRegistry.registerComponent('securitySchemes', BEARER, { type: 'http', scheme: 'bearer', description: 'A token from PROMPTSEG_API_TOKENS, as `Authorization: Bearer <token>`; needed when the server has tokens.' });
   app.doc31('/openapi.json', (c) => ({
     openapi: '3.1.0',
@@ -179,19 +222,6 @@ export function createApp(ctx: ServiceContext, opts: HttpOptions = {}): OpenAPIH
     return c.html(html, 200, { 'content-security-policy': pageCsp(html) });
   });
   app.get('/', (c) => c.html(WEB_PAGE_HTML, 200, { 'content-security-policy': PAGE_CSP }));
-  opts.mount?.(app, ctx);
-
-  app.notFound((c) =>
-    new Response(JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: `no route ${c.req.method} ${c.req.path}` }), {
-      status: 404,
-      headers: { 'content-type': 'application/problem+json' },
-    }),
-  );
-  app.onError((e, c) => {
-    log?.error({ reqId: c.get('requestId'), err: e.message }, 'unhandled error');
-    return problem(c, { kind: 'internal', message: 'an internal error occurred; it has been logged' });
-  });
-  return app;
 }
 
 function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation): void {

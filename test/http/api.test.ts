@@ -51,6 +51,9 @@ describe('POST /v1/segment', () => {
       expect(mask.status).toBe(200);
       expect(mask.headers.get('content-type')).toBe('image/png');
     }
+    // an artifact file name not of the form <index>.png is named in a 422, not looked up
+    const bad = await expectProblem(await fetch(srv.url + body.results[0].mask_url.replace(/\d+\.png$/, 'first.png')), 422, 'invalid_argument');
+    expect(bad.detail).toContain('<index>.png');
     expect(Buffer.from(body.overlay_png_base64, 'base64').subarray(1, 4).toString()).toBe('PNG');
     expect(Object.keys(body.timings_ms)).toEqual(expect.arrayContaining(['encode_image', 'encode_text', 'decode_mask']));
   });

@@ -39,6 +39,9 @@ describe('NIfTI volumes', () => {
       expect(data.length).toBe(64 * 48 * 5);
       expect(data.reduce((s, v) => s + v, 0)).toBe(r.voxels);
     }
+    const bad = await fetch(srv.url + body.results[0].mask_url.replace(/\d+\.nii\.gz$/, '0.nii'));
+    expect(bad.status).toBe(422);
+    expect(((await bad.json()) as { detail: string }).detail).toContain('<index>.nii.gz');
   });
 
   it('segments a 2D NIfTI through /v1/segment with areas in mm²', async () => {
