@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import sharp from 'sharp';
 import { decodeImage } from '../../src/core/image/decode.js';
 import { AppFailure } from '../../src/core/errors.js';
 import type { RasterImage } from '../../src/core/image/raster.js';
@@ -50,6 +51,37 @@ describe('DICOM input', () => {
     const img = await decodeImage(rgbSecondaryCapture(80, 64).bytes, limits);
     expect([img.width, img.height]).toEqual([80, 64]);
     expect(Array.from(img.data.subarray(3 * 10, 3 * 10 + 3))).toEqual([200, 20, 30]);
+  });
+
+  it('reads planar YBR_FULL colour: each plane in turn, converted to RGB by hand', async () => {
+    const w = 16, h = 8, n = w * h;
+    const px = new Uint8Array(n * 3);
+    px.fill(100, 0, n); // Y plane
+    px.fill(128, n, 2 * n); // Cb plane
+    px.fill(200, 2 * n); // Cr plane
+    const f = writeDicom({ SOPClassUID: '1.2.840.10008.5.1.4.1.1.7', Modality: 'OT', Rows: h, Columns: w, SamplesPerPixel: 3, PhotometricInterpretation: 'YBR_FULL', PlanarConfiguration: 1, BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, PixelData: px.buffer, _vrMap: { PixelData: 'OB' } });
+    const img = await decodeImage(f.bytes, limits);
+    // R = Y + 1.402 (Cr - 128), G = Y - 0.344136 (Cb - 128) - 0.714136 (Cr - 128), B = Y + 1.772 (Cb - 128)
+    const rgb = [Math.round(100 + 1.402 * 72), Math.round(100 - 0.714136 * 72), 100];
+    for (const i of [0, n - 1]) expect(Array.from(img.data.subarray(i * 3, i * 3 + 3))).toEqual(rgb);
+  });
+
+  it('reads a grey JPEG Baseline frame (encapsulated) with its values for windowing', async () => {
+    const w = 32, h = 24;
+    const grey = Buffer.alloc(w * h);
+    for (let i = 0; i < w * h; i++) grey[i] = i % w < 16 ? 40 : 200;
+    const jpeg = await sharp(grey, { raw: { width: w, height: h, channels: 1 } }).jpeg({ quality: 100 }).toBuffer();
+    const frame = jpeg.buffer.slice(jpeg.byteOffset, jpeg.byteOffset + jpeg.byteLength);
+    const f = writeDicom({ Modality: 'XA', Rows: h, Columns: w, SamplesPerPixel: 1, PhotometricInterpretation: 'MONOCHROME2', BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, PixelData: [frame], _vrMap: { PixelData: 'OB' } }, '1.2.840.10008.1.2.4.50');
+    const img = (await decodeImage(f.bytes, limits)) as RasterImage;
+    expect([img.width, img.height, img.dicom?.transferSyntax]).toEqual([w, h, '1.2.840.10008.1.2.4.50']);
+    const v = img.dicom!.values!;
+    expect(Math.abs(v[5 * w + 4] - 40)).toBeLessThanOrEqual(2); // JPEG at quality 100: within 2 grey levels
+    expect(Math.abs(v[5 * w + 28] - 200)).toBeLessThanOrEqual(2);
+    expect(img.data[(5 * w + 4) * 3]).toBeLessThan(img.data[(5 * w + 28) * 3]);
+    // a frame whose size disagrees with Rows/Columns is named
+    const wrong = writeDicom({ Modality: 'XA', Rows: h + 8, Columns: w, SamplesPerPixel: 1, PhotometricInterpretation: 'MONOCHROME2', BitsAllocated: 8, BitsStored: 8, HighBit: 7, PixelRepresentation: 0, PixelData: [frame], _vrMap: { PixelData: 'OB' } }, '1.2.840.10008.1.2.4.50');
+    expect((await failure(decodeImage(wrong.bytes, limits))).message).toContain('Rows/Columns');
   });
 
   it('reads the asked frame of a multi-frame file and refuses a frame that does not exist', async () => {

@@ -56,23 +56,39 @@ const num = (s: string | undefined): number | undefined => {
   return Number.isFinite(v) ? v : undefined;
 };
 
-/**
- * Decodes one frame of a DICOM Part 10 file to display pixels, keeping modality values so grey
- * images can be re-windowed per prompt. Malformed files fail with `bad_input` naming the tag;
- * transfer syntaxes without a decoder fail with `unsupported_format` naming the syntax.
- */
-export async function decodeDicom(bytes: Uint8Array, limits: { maxPixels: number }, opts: { frame?: number; window?: [number, number] } = {}): Promise<DicomRaster> {
-  let ds: dicomParser.DataSet;
+/** The pixel layout a DICOM header declares, checked against what this decoder handles and the pixel limit. */
+interface PixelFormat {
+  width: number;
+  height: number;
+  /** Samples per pixel: 1 (grey) or 3 (colour). */
+  spp: number;
+  /** Bits allocated: 8 or 16. */
+  bits: number;
+  signed: boolean;
+  photometric: string;
+  frames: number;
+}
+
+function parseDataSet(bytes: Uint8Array): dicomParser.DataSet {
   try {
-    ds = dicomParser.parseDicom(bytes);
+    return dicomParser.parseDicom(bytes);
   } catch (e) {
     const m = typeof e === 'string' ? e : e instanceof Error ? e.message : (e as { exception?: string }).exception ?? 'unreadable';
     return fail('bad_input', `the DICOM file could not be parsed: ${String(m).slice(0, 160)}`, 'image');
   }
+}
+
+/** The transfer syntax, refused with its name unless native little endian or JPEG Baseline. */
+function transferSyntax(ds: dicomParser.DataSet): string {
   const ts = ds.string('x00020010')?.trim() ?? '1.2.840.10008.1.2';
   if (!NATIVE_SYNTAXES[ts] && ts !== JPEG_BASELINE) {
     fail('unsupported_format', `DICOM transfer syntax ${ts} (${REFUSED_SYNTAXES[ts] ?? 'unknown'}) is not supported; supported: ${[...Object.values(NATIVE_SYNTAXES), 'JPEG Baseline (8-bit)'].join(', ')}`, 'image');
   }
+  return ts;
+}
+
+/** Rows, columns, samples, bits and frames from the header; each bad value fails naming its tag. */
+function pixelFormat(ds: dicomParser.DataSet, limits: { maxPixels: number }, frame: number): PixelFormat {
   const rows = ds.uint16('x00280010');
   const cols = ds.uint16('x00280011');
   if (!rows || !cols) fail('bad_input', 'the DICOM file has no image: Rows (0028,0010) or Columns (0028,0011) is missing or zero', 'image');
@@ -80,23 +96,22 @@ export async function decodeDicom(bytes: Uint8Array, limits: { maxPixels: number
   if (spp !== 1 && spp !== 3) fail('bad_input', `Samples per Pixel (0028,0002) is ${spp}; 1 or 3 expected`, 'image');
   const bits = ds.uint16('x00280100') ?? 8;
   if (bits !== 8 && bits !== 16) fail('unsupported_format', `Bits Allocated (0028,0100) is ${bits}; 8 or 16 are supported`, 'image');
-  const signed = ds.uint16('x00280103') === 1;
   const photometric = (ds.string('x00280004') ?? (spp === 3 ? 'RGB' : 'MONOCHROME2')).trim().toUpperCase();
   const frames = Math.max(1, Math.trunc(num(ds.string('x00280008')) ?? 1));
-  const frame = opts.frame ?? 0;
   if (!(Number.isInteger(frame) && frame >= 0 && frame < frames)) fail('invalid_argument', `frame ${frame} does not exist; the file has ${frames} frame(s)`, 'frame');
   if (rows! < 8 || cols! < 8) fail('bad_input', `the DICOM image is ${cols}x${rows} pixels; at least 8x8 is needed`, 'image');
   if (rows! * cols! > limits.maxPixels) fail('too_large', `the DICOM image is ${cols}x${rows} = ${rows! * cols!} pixels, over the limit of ${limits.maxPixels}`, 'image');
-  const pixelEl = ds.elements.x7fe00010;
-  if (!pixelEl) fail('bad_input', 'the DICOM file has no Pixel Data (7FE0,0010)', 'image');
-  const width = cols!, height = rows!;
-  const n = width * height;
-  const source: DicomSource = {
+  return { width: cols!, height: rows!, spp, bits, signed: ds.uint16('x00280103') === 1, photometric, frames };
+}
+
+/** The identifiers, patient and study attributes a DICOM SEG of this image refers to or copies. */
+function sourceAttributes(ds: dicomParser.DataSet, f: PixelFormat, frame: number, ts: string): DicomSource {
+  return {
     kind: 'dicom',
     modality: (ds.string('x00080060') ?? 'OT').trim(),
-    photometric,
-    monochrome1: photometric === 'MONOCHROME1',
-    frames,
+    photometric: f.photometric,
+    monochrome1: f.photometric === 'MONOCHROME1',
+    frames: f.frames,
     frame,
     transferSyntax: ts,
     studyInstanceUid: ds.string('x0020000d'),
@@ -115,69 +130,96 @@ export async function decodeDicom(bytes: Uint8Array, limits: { maxPixels: number
     },
     positionReferenceIndicator: ds.string('x00201040'),
   };
-  const spacingStr = ds.string('x00280030') ?? ds.string('x00181164');
-  let spacing: RasterImage['spacing'];
-  if (spacingStr) {
-    const [r, c] = spacingStr.split('\\').map(Number);
-    if (r > 0 && c > 0 && Number.isFinite(r) && Number.isFinite(c)) spacing = { row: r, col: c };
-  }
+}
 
+/** Pixel Spacing (or, for projection images, Imager Pixel Spacing) when both values are positive. */
+function pixelSpacing(ds: dicomParser.DataSet): RasterImage['spacing'] {
+  const spacingStr = ds.string('x00280030') ?? ds.string('x00181164');
+  if (!spacingStr) return undefined;
+  const [r, c] = spacingStr.split('\\').map(Number);
+  return r > 0 && c > 0 && Number.isFinite(r) && Number.isFinite(c) ? { row: r, col: c } : undefined;
+}
+
+/** One JPEG Baseline frame to RGB; its size must match Rows/Columns. */
+async function decodeJpegFrame(ds: dicomParser.DataSet, pixelEl: dicomParser.Element, f: PixelFormat, frame: number, limits: { maxPixels: number }): Promise<Uint8Array> {
+  if (!pixelEl.encapsulatedPixelData) fail('bad_input', 'Pixel Data (7FE0,0010) is not encapsulated although the transfer syntax is JPEG Baseline', 'image');
+  let jpeg: Uint8Array;
+  try {
+    jpeg = f.frames === 1 && !pixelEl.basicOffsetTable?.length
+      ? dicomParser.readEncapsulatedPixelDataFromFragments(ds, pixelEl, 0, pixelEl.fragments!.length)
+      : dicomParser.readEncapsulatedImageFrame(ds, pixelEl, frame);
+  } catch (e) {
+    return fail('bad_input', `the encapsulated JPEG frame could not be read: ${String((e as Error).message ?? e).slice(0, 120)}`, 'image');
+  }
+  let out: { data: Buffer; info: { width: number; height: number; channels: number } };
+  try {
+    out = await sharp(jpeg, { limitInputPixels: limits.maxPixels }).toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  } catch (e) {
+    return fail('bad_input', `the JPEG frame is corrupt: ${String((e as Error).message).split('\n')[0].slice(0, 120)}`, 'image');
+  }
+  if (out.info.width !== f.width || out.info.height !== f.height) fail('bad_input', `the JPEG frame is ${out.info.width}x${out.info.height} but Rows/Columns say ${f.width}x${f.height}`, 'image');
+  return new Uint8Array(out.data.buffer, out.data.byteOffset, out.data.byteLength);
+}
+
+/** One native frame: colour to RGB (planar or interleaved, YBR converted), or grey to modality values (rescale slope and intercept applied). */
+function decodeNativeFrame(ds: dicomParser.DataSet, bytes: Uint8Array, pixelEl: dicomParser.Element, f: PixelFormat, frame: number): { rgb: Uint8Array } | { values: Float32Array } {
+  if (pixelEl.encapsulatedPixelData) fail('bad_input', 'Pixel Data (7FE0,0010) is encapsulated but the transfer syntax is native', 'image');
+  const { width, height, spp, bits, frames } = f;
+  const n = width * height;
+  const frameBytes = n * spp * (bits / 8);
+  if (pixelEl.length < frameBytes * frames || pixelEl.dataOffset + frameBytes * frames > bytes.length) {
+    fail('bad_input', `Pixel Data (7FE0,0010) holds ${Math.min(pixelEl.length, bytes.length - pixelEl.dataOffset)} bytes; ${frameBytes * frames} expected for ${frames} frame(s) of ${width}x${height}x${spp} at ${bits} bits`, 'image');
+  }
+  const dv = new DataView(bytes.buffer, bytes.byteOffset + pixelEl.dataOffset + frame * frameBytes, frameBytes);
+  if (spp === 3) {
+    const planar = ds.uint16('x00280006') === 1;
+    const rgb = new Uint8Array(n * 3);
+    for (let i = 0; i < n; i++) {
+      for (let c = 0; c < 3; c++) {
+        const idx = planar ? c * n + i : i * 3 + c;
+        rgb[i * 3 + c] = bits === 8 ? dv.getUint8(idx) : dv.getUint16(idx * 2, true) >> 8;
+      }
+    }
+    if (f.photometric.startsWith('YBR_FULL')) ybrToRgb(rgb);
+    return { rgb };
+  }
+  const slope = num(ds.string('x00281053')) ?? 1;
+  const intercept = num(ds.string('x00281052')) ?? 0;
+  const values = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const raw = bits === 8 ? (f.signed ? dv.getInt8(i) : dv.getUint8(i)) : f.signed ? dv.getInt16(i * 2, true) : dv.getUint16(i * 2, true);
+    values[i] = raw * slope + intercept;
+  }
+  return { values };
+}
+
+/**
+ * Decodes one frame of a DICOM Part 10 file to display pixels, keeping modality values so grey
+ * images can be re-windowed per prompt. Malformed files fail with `bad_input` naming the tag;
+ * transfer syntaxes without a decoder fail with `unsupported_format` naming the syntax.
+ */
+export async function decodeDicom(bytes: Uint8Array, limits: { maxPixels: number }, opts: { frame?: number; window?: [number, number] } = {}): Promise<DicomRaster> {
+  const ds = parseDataSet(bytes);
+  const ts = transferSyntax(ds);
+  const frame = opts.frame ?? 0;
+  const f = pixelFormat(ds, limits, frame);
+  const pixelEl = ds.elements.x7fe00010;
+  if (!pixelEl) fail('bad_input', 'the DICOM file has no Pixel Data (7FE0,0010)', 'image');
+  const source = sourceAttributes(ds, f, frame, ts);
+  const spacing = pixelSpacing(ds);
   let rgb: Uint8Array;
   if (ts === JPEG_BASELINE) {
-    if (!pixelEl!.encapsulatedPixelData) fail('bad_input', 'Pixel Data (7FE0,0010) is not encapsulated although the transfer syntax is JPEG Baseline', 'image');
-    let jpeg: Uint8Array;
-    try {
-      jpeg = frames === 1 && !pixelEl!.basicOffsetTable?.length
-        ? dicomParser.readEncapsulatedPixelDataFromFragments(ds, pixelEl!, 0, pixelEl!.fragments!.length)
-        : dicomParser.readEncapsulatedImageFrame(ds, pixelEl!, frame);
-    } catch (e) {
-      return fail('bad_input', `the encapsulated JPEG frame could not be read: ${String((e as Error).message ?? e).slice(0, 120)}`, 'image');
-    }
-    let out: { data: Buffer; info: { width: number; height: number; channels: number } };
-    try {
-      out = await sharp(jpeg, { limitInputPixels: limits.maxPixels }).toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
-    } catch (e) {
-      return fail('bad_input', `the JPEG frame is corrupt: ${String((e as Error).message).split('\n')[0].slice(0, 120)}`, 'image');
-    }
-    if (out.info.width !== width || out.info.height !== height) fail('bad_input', `the JPEG frame is ${out.info.width}x${out.info.height} but Rows/Columns say ${width}x${height}`, 'image');
-    rgb = new Uint8Array(out.data.buffer, out.data.byteOffset, out.data.byteLength);
-    if (spp === 1) source.values = Float32Array.from({ length: n }, (_, i) => rgb[i * 3]);
+    rgb = await decodeJpegFrame(ds, pixelEl!, f, frame, limits);
+    const decoded = rgb;
+    if (f.spp === 1) source.values = Float32Array.from({ length: f.width * f.height }, (_, i) => decoded[i * 3]);
   } else {
-    if (pixelEl!.encapsulatedPixelData) fail('bad_input', 'Pixel Data (7FE0,0010) is encapsulated but the transfer syntax is native', 'image');
-    const bpp = bits / 8;
-    const frameBytes = n * spp * bpp;
-    if (pixelEl!.length < frameBytes * frames || pixelEl!.dataOffset + frameBytes * frames > bytes.length) {
-      fail('bad_input', `Pixel Data (7FE0,0010) holds ${Math.min(pixelEl!.length, bytes.length - pixelEl!.dataOffset)} bytes; ${frameBytes * frames} expected for ${frames} frame(s) of ${width}x${height}x${spp} at ${bits} bits`, 'image');
-    }
-    const start = pixelEl!.dataOffset + frame * frameBytes;
-    const dv = new DataView(bytes.buffer, bytes.byteOffset + start, frameBytes);
-    if (spp === 3) {
-      const planar = ds.uint16('x00280006') === 1;
-      rgb = new Uint8Array(n * 3);
-      for (let i = 0; i < n; i++) {
-        for (let c = 0; c < 3; c++) {
-          const idx = planar ? c * n + i : i * 3 + c;
-          rgb[i * 3 + c] = bits === 8 ? dv.getUint8(idx) : dv.getUint16(idx * 2, true) >> 8;
-        }
-      }
-      if (photometric.startsWith('YBR_FULL')) ybrToRgb(rgb);
-    } else {
-      const slope = num(ds.string('x00281053')) ?? 1;
-      const intercept = num(ds.string('x00281052')) ?? 0;
-      const values = new Float32Array(n);
-      for (let i = 0; i < n; i++) {
-        const raw = bits === 8 ? (signed ? dv.getInt8(i) : dv.getUint8(i)) : signed ? dv.getInt16(i * 2, true) : dv.getUint16(i * 2, true);
-        values[i] = raw * slope + intercept;
-      }
-      source.values = values;
-      rgb = new Uint8Array(0); // rendered below
-    }
+    const decoded = decodeNativeFrame(ds, bytes, pixelEl!, f, frame);
+    if ('values' in decoded) source.values = decoded.values;
+    rgb = 'rgb' in decoded ? decoded.rgb : new Uint8Array(0); // grey: rendered below
   }
-  if (source.values && spp === 1) {
-    const dicomWindow: [number, number] | undefined = (() => {
-      const c = num(ds.string('x00281050')), w = num(ds.string('x00281051'));
-      return c !== undefined && w !== undefined && w > 0 ? [c, w] : undefined;
-    })();
+  if (source.values && f.spp === 1) {
+    const c = num(ds.string('x00281050')), w = num(ds.string('x00281051'));
+    const dicomWindow: [number, number] | undefined = c !== undefined && w !== undefined && w > 0 ? [c, w] : undefined;
     const win = opts.window ?? dicomWindow ?? percentileWindow(source.values);
     source.window = win;
     source.windowSource = opts.window ? 'request' : dicomWindow ? 'dicom' : 'percentiles';
@@ -185,7 +227,7 @@ export async function decodeDicom(bytes: Uint8Array, limits: { maxPixels: number
   } else if (source.monochrome1) {
     for (let i = 0; i < rgb.length; i++) rgb[i] = 255 - rgb[i];
   }
-  return { width, height, data: rgb, format: 'dicom', ...(spacing ? { spacing } : {}), dicom: source };
+  return { width: f.width, height: f.height, data: rgb, format: 'dicom', ...(spacing ? { spacing } : {}), dicom: source };
 }
 
 /** Grey modality values through a window ([centre, width]) to 8-bit RGB; MONOCHROME1 is inverted. */
