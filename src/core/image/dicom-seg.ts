@@ -97,6 +97,57 @@ export function buildSeriesDicomSeg(series: SegSeries, segments: (Omit<SegSegmen
   }, opts);
 }
 
+/** The patient module and the General Study module's Type 2 attributes: the source's values, present and empty when it has none (or when anonymised: dates, accession and referring physician identify a visit). */
+function patientAndStudy(source: SegSource, anonymize: boolean): { patient: Naturalized; study: Naturalized } {
+  const patient = anonymize
+    ? { PatientName: 'Anonymous', PatientID: 'ANON', PatientBirthDate: '', PatientSex: '' }
+    : { PatientName: source.patient?.name ?? '', PatientID: source.patient?.id ?? '', PatientBirthDate: source.patient?.birthDate ?? '', PatientSex: source.patient?.sex ?? '' };
+  const st = anonymize ? {} : (source.study ?? {});
+  const study = {
+    StudyDate: st.date ?? '',
+    StudyTime: st.time ?? '',
+    AccessionNumber: st.accessionNumber ?? '',
+    ReferringPhysicianName: st.referringPhysicianName ?? '',
+    StudyID: st.id ?? '',
+    ...(st.description ? { StudyDescription: st.description } : {}),
+  };
+  return { patient, study };
+}
+
+const ref = (x: { sopClassUid?: string; sopInstanceUid?: string }) => ({ ReferencedSOPClassUID: x.sopClassUid, ReferencedSOPInstanceUID: x.sopInstanceUid });
+
+/** One Segment Sequence item: its label and, as its type, the SNOMED CT code when the structure has one, else the vocabulary slug in the private 99PROMPTSEG scheme. */
+function segmentItem(s: Omit<SegSegment, 'mask'>, i: number): Naturalized {
+  const code = s.snomed ? { CodeValue: s.snomed[0], CodingSchemeDesignator: 'SCT', CodeMeaning: s.snomed[1] } : { CodeValue: (s.slug ?? 'free_text').slice(0, 16), CodingSchemeDesignator: '99PROMPTSEG', CodeMeaning: s.label.slice(0, 64) };
+  return {
+    SegmentNumber: i + 1,
+    SegmentLabel: s.label.slice(0, 64),
+    ...(s.description ? { SegmentDescription: s.description.slice(0, 64) } : {}),
+    SegmentAlgorithmType: 'AUTOMATIC',
+    SegmentAlgorithmName: 'promptseg',
+    SegmentedPropertyCategoryCodeSequence: [{ CodeValue: '123037004', CodingSchemeDesignator: 'SCT', CodeMeaning: 'Anatomical Structure' }],
+    SegmentedPropertyTypeCodeSequence: [code],
+  };
+}
+
+/** The shared functional groups (pixel measures, orientation) and one per-frame group per frame: its segment, source image, dimension index and position. */
+function functionalGroups(source: SegSource, frames: SegFrame[], layout: SegLayout): Naturalized {
+  return {
+    SharedFunctionalGroupsSequence: [
+      {
+        ...(source.spacing ? { PixelMeasuresSequence: [{ PixelSpacing: [source.spacing.row, source.spacing.col], SliceThickness: layout.thickness ?? 1, ...(layout.thickness ? { SpacingBetweenSlices: layout.thickness } : {}) }] } : {}),
+        ...(layout.orientation ? { PlaneOrientationSequence: [{ ImageOrientationPatient: layout.orientation }] } : {}),
+      },
+    ],
+    PerFrameFunctionalGroupsSequence: frames.map((f) => ({
+      SegmentIdentificationSequence: [{ ReferencedSegmentNumber: f.segment }],
+      DerivationImageSequence: [{ SourceImageSequence: [{ ...ref(f.source), ...(f.source.frame ? { ReferencedFrameNumber: f.source.frame } : {}), PurposeOfReferenceCodeSequence: PURPOSE }], DerivationCodeSequence: DERIVATION }],
+      FrameContentSequence: [{ DimensionIndexValues: f.index }],
+      ...(f.position ? { PlanePositionSequence: [{ ImagePositionPatient: f.position }] } : {}),
+    })),
+  };
+}
+
 const SEGMENT_DIMENSION = { pointer: 0x0062000b, group: 0x0062000a, label: 'Segment' };
 
 function writeSeg(source: SegSource, segments: Omit<SegSegment, 'mask'>[], frames: SegFrame[], layout: SegLayout, opts: SegOptions): Buffer {
@@ -113,21 +164,7 @@ function writeSeg(source: SegSource, segments: Omit<SegSegment, 'mask'>[], frame
     ImplementationClassUID: '2.25.270195116355386520873012093637116823412',
     ImplementationVersionName: 'PROMPTSEG',
   };
-  const patient = opts.anonymize
-    ? { PatientName: 'Anonymous', PatientID: 'ANON', PatientBirthDate: '', PatientSex: '' }
-    : { PatientName: source.patient?.name ?? '', PatientID: source.patient?.id ?? '', PatientBirthDate: source.patient?.birthDate ?? '', PatientSex: source.patient?.sex ?? '' };
-  // the General Study module's Type 2 attributes: the source's values, present and empty when it
-  // has none (or when anonymised: dates, accession and referring physician identify a visit)
-  const st = opts.anonymize ? {} : (source.study ?? {});
-  const study = {
-    StudyDate: st.date ?? '',
-    StudyTime: st.time ?? '',
-    AccessionNumber: st.accessionNumber ?? '',
-    ReferringPhysicianName: st.referringPhysicianName ?? '',
-    StudyID: st.id ?? '',
-    ...(st.description ? { StudyDescription: st.description } : {}),
-  };
-  const ref = (x: { sopClassUid?: string; sopInstanceUid?: string }) => ({ ReferencedSOPClassUID: x.sopClassUid, ReferencedSOPInstanceUID: x.sopInstanceUid });
+  const { patient, study } = patientAndStudy(source, opts.anonymize ?? false);
   const dimensionOrganizationUid = data.DicomMetaDictionary.uid();
   const usesPrivateCodes = segments.some((s) => !s.snomed);
   const dataset: Naturalized = {
@@ -171,30 +208,8 @@ function writeSeg(source: SegSource, segments: Omit<SegSegment, 'mask'>[], frame
     ...(usesPrivateCodes
       ? { CodingSchemeIdentificationSequence: [{ CodingSchemeDesignator: '99PROMPTSEG', CodingSchemeName: 'promptseg structure vocabulary (prompts/vocabulary.json slugs)', CodingSchemeResponsibleOrganization: 'promptseg' }] }
       : {}),
-    SegmentSequence: segments.map((s, i) => {
-      const code = s.snomed ? { CodeValue: s.snomed[0], CodingSchemeDesignator: 'SCT', CodeMeaning: s.snomed[1] } : { CodeValue: (s.slug ?? 'free_text').slice(0, 16), CodingSchemeDesignator: '99PROMPTSEG', CodeMeaning: s.label.slice(0, 64) };
-      return {
-        SegmentNumber: i + 1,
-        SegmentLabel: s.label.slice(0, 64),
-        ...(s.description ? { SegmentDescription: s.description.slice(0, 64) } : {}),
-        SegmentAlgorithmType: 'AUTOMATIC',
-        SegmentAlgorithmName: 'promptseg',
-        SegmentedPropertyCategoryCodeSequence: [{ CodeValue: '123037004', CodingSchemeDesignator: 'SCT', CodeMeaning: 'Anatomical Structure' }],
-        SegmentedPropertyTypeCodeSequence: [code],
-      };
-    }),
-    SharedFunctionalGroupsSequence: [
-      {
-        ...(source.spacing ? { PixelMeasuresSequence: [{ PixelSpacing: [source.spacing.row, source.spacing.col], SliceThickness: layout.thickness ?? 1, ...(layout.thickness ? { SpacingBetweenSlices: layout.thickness } : {}) }] } : {}),
-        ...(layout.orientation ? { PlaneOrientationSequence: [{ ImageOrientationPatient: layout.orientation }] } : {}),
-      },
-    ],
-    PerFrameFunctionalGroupsSequence: frames.map((f) => ({
-      SegmentIdentificationSequence: [{ ReferencedSegmentNumber: f.segment }],
-      DerivationImageSequence: [{ SourceImageSequence: [{ ...ref(f.source), ...(f.source.frame ? { ReferencedFrameNumber: f.source.frame } : {}), PurposeOfReferenceCodeSequence: PURPOSE }], DerivationCodeSequence: DERIVATION }],
-      FrameContentSequence: [{ DimensionIndexValues: f.index }],
-      ...(f.position ? { PlanePositionSequence: [{ ImagePositionPatient: f.position }] } : {}),
-    })),
+    SegmentSequence: segments.map(segmentItem),
+    ...functionalGroups(source, frames, layout),
     PixelData: packBits(frames.map((f) => f.mask)).buffer,
     _vrMap: { PixelData: 'OB' },
   };
