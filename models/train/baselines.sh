@@ -6,6 +6,7 @@
 #
 #   bash models/train/baselines.sh                 # every dataset, the recipe's defaults
 #   bash models/train/baselines.sh --steps 1500    # extra options go to task_baselines.py
+#   bash models/train/baselines.sh --bf16          # forward pass under bfloat16 autocast (a CPU with AMX, or a GPU)
 #
 # Resumable: a dataset whose model.onnx exists is skipped; an unfinished one resumes from its
 # last.pt (written every 100 steps with the optimiser and RNG state), so run it again after a stop.
@@ -18,7 +19,9 @@
 # Time on this project's 2-core CPU (--threads 2, nothing else running): 1.1-1.2 s per step of 8
 # images, so the recipe's 3,000 steps take about an hour per dataset (jsrt_scr_cxr: 58 minutes,
 # validations included); about 21 hours for all 21
-# datasets. On a GPU (not measured here) the network is small (2.0 M parameters, about 7 GFLOP per
+# datasets. With --bf16 on this CPU (it has AMX) one step of the network alone (batch 8, forward,
+# backward, AdamW) takes 0.75 s against 1.27 s in float32 (1.7x; measured with nothing else running).
+# On a GPU (not measured here) the network is small (2.0 M parameters, about 7 GFLOP per
 # 256 px image forward) and the batch-side CPU work is about 2 ms of cropping per step, so a step
 # should take some tens of milliseconds: a few minutes per dataset.
 set -euo pipefail

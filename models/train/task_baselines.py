@@ -24,7 +24,9 @@ Recipe (the same for every dataset; only K and the two rules below depend on the
     "right" (a flip would swap the sides; this also rules out la2018_left_atrium_lge_mri) or the
     dataset is a chest X-ray (jsrt_scr_cxr, gb_covid_cxr) or cardiac (acdc_cardiac_mri), whose
     anatomy is not mirror-symmetric.
-  - optimisation: float32 (tensors held channels-last), batch 8, loss = BCE + soft Dice (per sample and channel, smoothing 1, averaged),
+  - optimisation: float32 (tensors held channels-last), or with --bf16 the forward pass under bfloat16
+    autocast (weights, loss, optimiser and validation in float32; meta.json's train.precision says
+    which), batch 8, loss = BCE + soft Dice (per sample and channel, smoothing 1, averaged),
     AdamW lr 2e-3, weight decay 1e-4, cosine schedule to 0 over --steps (default 3000), seed 0.
   - selection: every 250 steps (and at the last) on all `val` cases: per-case Dice at p >= 0.5
     (logit >= 0), an empty prediction on an empty ground truth counting 1 (evaluate.dice),
@@ -242,6 +244,8 @@ def train(a, d, out, log):
         g.set_state(ck["rng"])
         torch.set_rng_state(ck["torch_rng"])
         step, history, best, command = ck["step"], ck["log"], ck["best"], ck["command"]
+        if ck["args"].get("bf16", False) != a.bf16:
+            raise SystemExit(f"{last} was started {'with' if ck['args'].get('bf16') else 'without'} --bf16; resume it the same way")
         if ck["args"]["steps"] != a.steps:
             log(f"note: last.pt was started with --steps {ck['args']['steps']}; continuing with --steps {a.steps}")
         log(f"resumed at step {step} (best val {best and best['val_dice']['mean']})")
@@ -251,7 +255,7 @@ def train(a, d, out, log):
         f"{'tiled' if d.tiled else 'letterboxed'}, flips {'on' if flips else 'off'}, device {dev}, "
         f"{sum(p.numel() for p in model.parameters())} parameters")
     flip_ok = torch.full((a.batch,), flips)
-    args = {k: getattr(a, k) for k in ("steps", "batch", "lr", "base", "elastic", "seed", "val_every")}
+    args = {k: getattr(a, k) for k in ("steps", "batch", "lr", "base", "elastic", "seed", "val_every", "bf16")}
 
     def state():
         return {"model": model.state_dict(), "step": step, "args": args, "command": command,
@@ -263,7 +267,7 @@ def train(a, d, out, log):
         x, y = crops(d, idx, a.batch, g)
         x, y = augment(x.to(dev), y.to(dev), flip_ok, g, a.elastic, ELASTIC_PX)
         x = x.contiguous(memory_format=torch.channels_last)
-        loss, lr = train_step(model, opt, x, y, a.lr, step, a.steps)
+        loss, lr = train_step(model, opt, x, y, a.lr, step, a.steps, bf16=a.bf16)
         step += 1
         if step % 20 == 0 or step == a.steps:
             el = time.time() - t0
@@ -356,7 +360,8 @@ def export(a, d, out, log):
         "tile": {"size": SIZE, "stride": ev.TILE_STRIDE, "native_max_side": NATIVE_MAX},
         "arch": {"unet_base": ck["args"]["base"], "params": sum(p.numel() for p in model.parameters())},
         "train": {"cases": ck["train_cases"], "steps": ck["args"]["steps"], "batch": ck["args"]["batch"],
-                  "lr": ck["args"]["lr"], "elastic": ck["args"]["elastic"], "seed": ck["args"]["seed"], "flips": ck["flips"]},
+                  "lr": ck["args"]["lr"], "elastic": ck["args"]["elastic"], "seed": ck["args"]["seed"], "flips": ck["flips"],
+                  "precision": "bfloat16 autocast" if ck["args"].get("bf16") else "float32"},
         "checkpoint_step": ck["step"], "val_dice": ck["val_dice"], "onnx_sha256": sha256(tmp),
         "command": ck["command"], "export_check": check,
     }
@@ -391,6 +396,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="processes that read the images the first time (then cached)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--export-only", action="store_true", help="only export OUT/<dataset>/best.pt")
+    ap.add_argument("--bf16", action="store_true", help="forward pass under bfloat16 autocast (about 1.7x faster on a CPU with AMX; weights and loss in float32)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.device == "cuda":
