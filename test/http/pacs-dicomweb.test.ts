@@ -7,6 +7,7 @@ import dicomParser from 'dicom-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../src/main/serve.js';
 import { ctSeries } from '../helpers/dicom-fixtures.js';
+import { niftiVolume } from '../helpers/nifti-fixtures.js';
 import { testConfig } from '../helpers/service.js';
 import { ROOT } from '../helpers/project.js';
 import { noRedis, TestRedis } from '../helpers/redis.js';
@@ -86,11 +87,15 @@ describe.skipIf(noOrthanc)(`a real PACS over DICOMweb (Orthanc)${noOrthanc ? `: 
     expect(segment.string('x00620006')).toMatch(/^promptseg slices: \d+ accept, \d+ review, \d+ reject$/);
   }, 60_000);
 
-  it('a series the PACS does not have, a PACS that errs and one that is gone: clear errors, nothing stored', async () => {
+  it('a series the PACS does not have, a NIfTI volume to store as a SEG, a PACS that errs and one that is gone: clear errors, nothing stored', async () => {
     const missing = await post('/v1/segment-volume', { image: { dicomweb: { study_uid: series.studyUid, series_uid: '1.2.3.4.5' } }, prompts: ['lungs'] });
     expect(missing.status).toBe(400);
     expect(((await missing.json()) as { detail: string }).detail).toMatch(/the PACS has no such series/);
     const before = ((await (await fetch(`${pacs}/statistics`)).json()) as { CountInstances: number }).CountInstances;
+    // a SEG references source instances: a NIfTI volume cannot be stored as one
+    const nifti = await post('/v1/segment-volume', { image: { base64: niftiVolume([32, 32, 3], [1, 1, 1]).bytes.toString('base64') }, prompts: ['lungs'], store_seg: true });
+    expect(nifti.status).toBe(422);
+    expect(((await nifti.json()) as { detail: string }).detail).toContain('store_seg needs a DICOM series');
     orthanc!.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 300));
     const gone = await post('/v1/segment-volume', { image: { dicomweb: { study_uid: series.studyUid, series_uid: series.seriesUid } }, prompts: ['lungs'], store_seg: true });

@@ -67,6 +67,10 @@ describe('NIfTI volumes', () => {
     expect(((await s.json()) as { field: string }).field).toBe('vox_offset');
     const r = await postJson('/v1/segment-volume', { image: { base64: vol.bytes.toString('base64') }, prompts: ['liver'], slice_range: [2, 9] });
     expect(r.status).toBe(422);
+    // storing a SEG on a server without a PACS is refused before any slice is segmented
+    const st = await postJson('/v1/segment-volume', { image: { base64: vol.bytes.toString('base64') }, prompts: ['liver'], store_seg: true });
+    expect(st.status).toBe(422);
+    expect(((await st.json()) as { detail: string }).detail).toContain('store_seg needs a PACS');
     // a 2D image sent for a volume is named, and the operation for it given
     const png = await greyPng(16, 16, () => 128);
     const p = await postJson('/v1/segment-volume', { image: { base64: png.toString('base64') }, prompts: ['liver'] });

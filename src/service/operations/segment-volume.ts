@@ -7,7 +7,7 @@ import { fail, ok } from '../../core/errors.js';
 import type { SliceAxis } from '../../core/image/nifti.js';
 import { openVolume } from '../volume-source.js';
 import { segment } from '../../core/pipeline/segment.js';
-import { keepVolume, modelSlot } from '../context.js';
+import { keepVolume, modelSlot, type ServiceContext } from '../context.js';
 import { defineOperation } from '../operation.js';
 import { DISCLAIMER, MaskThresholdSchema } from '../schemas.js';
 
@@ -65,38 +65,14 @@ export const segmentVolumeOperation = defineOperation({
   }),
   async run(ctx, input, extras) {
     if (input.model !== undefined) ctx.pipeline.registry.entry(input.model);
+    // store_seg is refused before any slice is segmented: it needs a PACS, and a series (a SEG references its source instances)
+    if (input.store_seg && !ctx.config.PROMPTSEG_DICOMWEB_URL) fail('invalid_argument', 'store_seg needs a PACS: this server has none (set PROMPTSEG_DICOMWEB_URL)', 'store_seg');
     const t0 = performance.now();
     const axis = input.axis as SliceAxis;
-    // along k the slices asked for are one contiguous run of voxels: only those are kept
-    const keep = axis === 2 && input.slice_range
-      ? (d: [number, number, number]): [number, number] => {
-          const from = Math.min(input.slice_range![0], d[2]);
-          return [from * d[0] * d[1], Math.max(from, Math.min(input.slice_range![1] + 1, d[2])) * d[0] * d[1]];
-        }
-      : undefined;
-    const vol = await openVolume(ctx, input.image, keep, extras?.upload, extras?.uploads);
-    const n = vol.dims[axis];
-    const [first, last] = input.slice_range ?? [0, n - 1];
-    if (first > last || last >= n) fail('invalid_argument', `slice_range [${first}, ${last}] is outside 0..${n - 1} along axis ${axis}`, 'slice_range');
-    if (last - first + 1 > MAX_SLICES) fail('invalid_argument', `${last - first + 1} slices asked; at most ${MAX_SLICES} per request (use slice_range)`, 'slice_range');
-    const masks = input.prompts.map(() => vol.slab(axis, first, last)); // only the slices asked for
-    const per = input.prompts.map(() => ({ slices: [] as number[], maxPresence: 0, verdicts: { accept: 0, review: 0, reject: 0 }, structure: null as string | null }));
-    let modelId = '';
-    const previews: { slice: number; png: Buffer }[] = [];
-    for (let k = first; k <= last; k++) {
-      const img = vol.slice(axis, k, input.window ? [input.window.center, input.window.width] : undefined);
-      const res = await segment(ctx.pipeline, { image: img, prompts: input.prompts, modelId: input.model, threshold: input.threshold }, modelSlot(ctx));
-      modelId = res.modelId;
-      res.results.forEach((r, i) => {
-        vol.place(masks[i], k, r.mask);
-        if (r.stats.areaPx > 0) per[i].slices.push(k);
-        per[i].maxPresence = Math.max(per[i].maxPresence, r.presence);
-        per[i].verdicts[r.verdict]++;
-        per[i].structure = r.structure?.slug ?? null;
-      });
-      if (input.previews) previews.push({ slice: k, png: await renderOverlay(img, res.results.map((r) => r.mask), 384) });
-      extras?.progress?.(k - first + 1, last - first + 1, `slice ${k}`);
-    }
+    const vol = await openVolume(ctx, input.image, keptVoxels(axis, input.slice_range), extras?.upload, extras?.uploads);
+    if (input.store_seg && !vol.series) fail('invalid_argument', 'store_seg needs a DICOM series (a SEG references its source instances)', 'store_seg');
+    const [first, last] = sliceRange(vol.dims[axis], axis, input.slice_range);
+    const { masks, per, modelId, previews } = await segmentSlices(ctx, vol, input, axis, first, last, extras?.progress);
     const id = randomUUID();
     const files: Buffer[] = [];
     for (const [i, m] of masks.entries()) files.push(await vol.write(m, `promptseg mask: ${input.prompts[i]}`));
@@ -113,7 +89,6 @@ export const segmentVolumeOperation = defineOperation({
     const voxelMm3 = vol.spacing[0] * vol.spacing[1] * vol.spacing[2];
     let stored: { instances: number } | undefined;
     if (input.store_seg) {
-      if (!vol.series) fail('invalid_argument', 'store_seg needs a DICOM series (a SEG references its source instances)', 'store_seg');
       if (!seg?.segments.length) fail('invalid_argument', 'no prompt found its structure in the series, so there is no SEG to store', 'store_seg');
       const built = await getVolumeDicomSeg(ctx, id, false);
       if (!built.ok) return built;
@@ -149,3 +124,61 @@ export const segmentVolumeOperation = defineOperation({
     });
   },
 });
+
+type Volume = Awaited<ReturnType<typeof openVolume>>;
+/** What the slice loop reads of the request. */
+interface SliceRequest {
+  prompts: string[];
+  model?: string;
+  threshold?: z.infer<typeof MaskThresholdSchema>;
+  window?: { center: number; width: number };
+  previews: boolean;
+}
+
+/** What a prompt found over the slices: where its mask is not empty, its highest presence, the verdict counts and the structure it resolved to. */
+interface PromptTally {
+  slices: number[];
+  maxPresence: number;
+  verdicts: { accept: number; review: number; reject: number };
+  structure: string | null;
+}
+
+/** Along k the slices asked for are one contiguous run of voxels: the voxel range to keep of a volume of dims d (undefined: keep all). */
+function keptVoxels(axis: SliceAxis, range: [number, number] | undefined): ((d: [number, number, number]) => [number, number]) | undefined {
+  if (axis !== 2 || !range) return undefined;
+  return (d) => {
+    const from = Math.min(range[0], d[2]);
+    return [from * d[0] * d[1], Math.max(from, Math.min(range[1] + 1, d[2])) * d[0] * d[1]];
+  };
+}
+
+/** The first and last slice asked for (all n by default), refused when outside the volume or over MAX_SLICES. */
+function sliceRange(n: number, axis: SliceAxis, range: [number, number] | undefined): [number, number] {
+  const [first, last] = range ?? [0, n - 1];
+  if (first > last || last >= n) fail('invalid_argument', `slice_range [${first}, ${last}] is outside 0..${n - 1} along axis ${axis}`, 'slice_range');
+  if (last - first + 1 > MAX_SLICES) fail('invalid_argument', `${last - first + 1} slices asked; at most ${MAX_SLICES} per request (use slice_range)`, 'slice_range');
+  return [first, last];
+}
+
+/** Segments every slice first..last with all the prompts, placing each slice mask in its prompt's slab (only the slices asked for are held). */
+async function segmentSlices(ctx: ServiceContext, vol: Volume, input: SliceRequest, axis: SliceAxis, first: number, last: number, progress?: (done: number, total: number, label: string) => void) {
+  const masks = input.prompts.map(() => vol.slab(axis, first, last));
+  const per: PromptTally[] = input.prompts.map(() => ({ slices: [], maxPresence: 0, verdicts: { accept: 0, review: 0, reject: 0 }, structure: null }));
+  let modelId = '';
+  const previews: { slice: number; png: Buffer }[] = [];
+  for (let k = first; k <= last; k++) {
+    const img = vol.slice(axis, k, input.window ? [input.window.center, input.window.width] : undefined);
+    const res = await segment(ctx.pipeline, { image: img, prompts: input.prompts, modelId: input.model, threshold: input.threshold }, modelSlot(ctx));
+    modelId = res.modelId;
+    res.results.forEach((r, i) => {
+      vol.place(masks[i], k, r.mask);
+      if (r.stats.areaPx > 0) per[i].slices.push(k);
+      per[i].maxPresence = Math.max(per[i].maxPresence, r.presence);
+      per[i].verdicts[r.verdict]++;
+      per[i].structure = r.structure?.slug ?? null;
+    });
+    if (input.previews) previews.push({ slice: k, png: await renderOverlay(img, res.results.map((r) => r.mask), 384) });
+    progress?.(k - first + 1, last - first + 1, `slice ${k}`);
+  }
+  return { masks, per, modelId, previews };
+}
