@@ -224,9 +224,9 @@ function registerDocuments(app: OpenAPIHono, ctx: ServiceContext): void {
   app.get('/', (c) => c.html(WEB_PAGE_HTML, 200, { 'content-security-policy': PAGE_CSP }));
 }
 
-function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation): void {
+/** The operation's entry in the OpenAPI document: request from its zod input, responses from its output and the problem kinds, and its security. */
+function documentOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation): void {
   const openapiPath = op.http.path;
-  const honoPath = openapiPath.replace(/\{(\w+)\}/g, ':$1');
   const errorResponses = {
     400: { description: 'Bad input', content: { 'application/problem+json': { schema: ProblemSchema } } },
     404: { description: 'Unknown model or structure', content: { 'application/problem+json': { schema: ProblemSchema } } },
@@ -274,6 +274,13 @@ function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation)
       504: { description: 'Deadline exceeded', content: { 'application/problem+json': { schema: ProblemSchema } } },
     },
   });
+}
+
+/** One operation as an OpenAPI path (its zod input as the body or the query and path parameters) and a Hono route that runs it. */
+function registerOperation(app: OpenAPIHono, ctx: ServiceContext, op: Operation): void {
+  documentOperation(app, ctx, op);
+  const params = op.http.pathParams ?? [];
+  const honoPath = op.http.path.replace(/\{(\w+)\}/g, ':$1');
   const handler = async (c: Context) => {
     const signal = c.req.raw.signal; // read now: the node adapter aborts it when the client disconnects
     // a large body (an image upload) is read only when one of a few slots is free and holds it to
