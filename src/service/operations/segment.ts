@@ -74,64 +74,34 @@ export const segmentOperation = defineOperation({
   },
 });
 
+/** Where a result's answers are reported: the size that was sent (a result made on a working copy is scaled back to it), its spacing and its stored id. */
+interface ReportFrame {
+  resultId: string;
+  /** The size that was sent, and the model's grid it was segmented on. */
+  W: number;
+  H: number;
+  w: number;
+  h: number;
+  /** True when the result was made on a smaller working copy. */
+  scaled: boolean;
+  spacing: RasterImage['spacing'];
+  dicom: boolean;
+}
+
 /** The wire form of a segmentation result (shared by segment_image and segment_region); stores it for mask downloads. */
 export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, imageId: string, image: RasterImage, outputs: ('png' | 'rle' | 'polygons')[]): Promise<SegmentOutput> {
   const resultId = randomUUID();
-  // a result made on a working copy is reported, and its masks served, at the size that was sent
   const o = image.original;
-  const W = o?.width ?? res.width, H = o?.height ?? res.height;
-  const spacing = o ? o.spacing : image.spacing;
-  const statsOf = (r: SegmentResult['results'][number]) => (o ? upscaledStats(r.mask, res.width, res.height, W, H) : r.stats);
-  const fullMask = (r: SegmentResult['results'][number]) => (o ? upscaleMask(r.mask, res.width, res.height, W, H) : r.mask);
-  const toOriginal = (b: [number, number, number, number]): [number, number, number, number] => (o ? [(b[0] * W) / res.width, (b[1] * H) / res.height, (b[2] * W) / res.width, (b[3] * H) / res.height].map((v) => Math.round(v * 100) / 100) as [number, number, number, number] : b);
-  await keepResult(ctx, await storableResult(resultId, res, { dicom: image.dicom, spacing, ...(o ? { original: { width: W, height: H } } : {}) }, ctx.keepFloatMaps));
+  const frame: ReportFrame = { resultId, W: o?.width ?? res.width, H: o?.height ?? res.height, w: res.width, h: res.height, scaled: !!o, spacing: o ? o.spacing : image.spacing, dicom: !!image.dicom };
+  await keepResult(ctx, await storableResult(resultId, res, { dicom: image.dicom, spacing: frame.spacing, ...(o ? { original: { width: frame.W, height: frame.H } } : {}) }, ctx.keepFloatMaps));
   count(ctx, 'segment_prompts_total', res.results.length);
   const want = new Set(outputs);
   const results = [];
   for (const [index, r] of res.results.entries()) {
     await yieldTurn(); // statistics and inline encodings are full-image passes
-    results.push(await (async () => {
-      const stats = statsOf(r);
-      const mask = want.size ? fullMask(r) : r.mask;
-      return {
-      index,
-      prompt: r.prompt,
-      structure: r.structure,
-      mode: r.mode,
-      presence: round(r.presence),
-      presence_raw: round(r.presenceRaw),
-      mask_threshold: round(r.maskThreshold),
-      mask_produced: r.maskProduced,
-      predicted_quality: round(r.predictedQuality),
-      similarity: round(r.similarity),
-      area_px: stats.areaPx,
-      area_mm2: spacing ? round(stats.areaPx * spacing.row * spacing.col, 3) : null,
-      bbox: stats.bbox,
-      centroid: stats.centroid ? ([round(stats.centroid[0], 2), round(stats.centroid[1], 2)] as [number, number]) : null,
-      components: stats.components,
-      uncertainty: {
-        boundary_entropy_bits: round(r.uncertainty.boundaryEntropy),
-        uncertain_fraction: round(r.uncertainty.uncertainFraction),
-        mean_confidence: round(r.uncertainty.meanConfidence),
-        ...(r.uncertainty.ttaDisagreement !== undefined ? { tta_disagreement: round(r.uncertainty.ttaDisagreement) } : {}),
-      },
-      verdict: r.verdict,
-      reasons: r.reasons,
-      ...(r.zoomed ? { zoomed: true } : {}),
-      ...(r.specialist ? { specialist: r.specialist } : {}),
-      ...(r.adapter ? { adapter: r.adapter } : {}),
-      ...(r.resolution ? { resolution: r.resolution } : {}),
-      ...(r.largestComponentOnly ? { largest_component_only: true } : {}),
-      ...(r.refinedBy ? { refined_by: { model: r.refinedBy.model, box: toOriginal(r.refinedBy.box), predicted_iou: round(r.refinedBy.iou) } } : {}),
-      mask_url: `/v1/results/${resultId}/masks/${index}.png`,
-      ...(image.dicom ? { dicom_seg_url: `/v1/results/${resultId}/dicom-seg` } : {}),
-      mask_uri: `promptseg://results/${resultId}/masks/${index}.png`,
-      ...(want.has('png') ? { mask_png_base64: (await maskToPng(mask, W, H)).toString('base64') } : {}),
-      ...(want.has('rle') ? { rle: maskToCocoRle(mask, W, H) } : {}),
-      ...(want.has('polygons') ? { polygons: maskToPolygons(mask, W, H) as [number, number][][][] } : {}),
-      };
-    })());
+    results.push(await promptOutput(r, index, frame, want));
   }
+  const W = frame.W, H = frame.H;
   const out: SegmentOutput = {
     result_id: resultId,
     image_id: imageId,
@@ -153,6 +123,51 @@ export async function segmentOutput(ctx: ServiceContext, res: SegmentResult, ima
     disclaimer: DISCLAIMER,
   };
   return out;
+}
+
+/** One prompt's answer: scores, geometry at the size that was sent, trust, how it was drawn, where its mask is, and the inline encodings asked for. */
+async function promptOutput(r: SegmentResult['results'][number], index: number, f: ReportFrame, want: Set<'png' | 'rle' | 'polygons'>): Promise<SegmentOutput['results'][number]> {
+  const { W, H, w, h, spacing, resultId } = f;
+  const stats = f.scaled ? upscaledStats(r.mask, w, h, W, H) : r.stats;
+  const mask = want.size && f.scaled ? upscaleMask(r.mask, w, h, W, H) : r.mask;
+  const toSent = (b: [number, number, number, number]): [number, number, number, number] => (f.scaled ? [(b[0] * W) / w, (b[1] * H) / h, (b[2] * W) / w, (b[3] * H) / h].map((v) => Math.round(v * 100) / 100) as [number, number, number, number] : b);
+  return {
+    index,
+    prompt: r.prompt,
+    structure: r.structure,
+    mode: r.mode,
+    presence: round(r.presence),
+    presence_raw: round(r.presenceRaw),
+    mask_threshold: round(r.maskThreshold),
+    mask_produced: r.maskProduced,
+    predicted_quality: round(r.predictedQuality),
+    similarity: round(r.similarity),
+    area_px: stats.areaPx,
+    area_mm2: spacing ? round(stats.areaPx * spacing.row * spacing.col, 3) : null,
+    bbox: stats.bbox,
+    centroid: stats.centroid ? ([round(stats.centroid[0], 2), round(stats.centroid[1], 2)] as [number, number]) : null,
+    components: stats.components,
+    uncertainty: {
+      boundary_entropy_bits: round(r.uncertainty.boundaryEntropy),
+      uncertain_fraction: round(r.uncertainty.uncertainFraction),
+      mean_confidence: round(r.uncertainty.meanConfidence),
+      ...(r.uncertainty.ttaDisagreement !== undefined ? { tta_disagreement: round(r.uncertainty.ttaDisagreement) } : {}),
+    },
+    verdict: r.verdict,
+    reasons: r.reasons,
+    ...(r.zoomed ? { zoomed: true } : {}),
+    ...(r.specialist ? { specialist: r.specialist } : {}),
+    ...(r.adapter ? { adapter: r.adapter } : {}),
+    ...(r.resolution ? { resolution: r.resolution } : {}),
+    ...(r.largestComponentOnly ? { largest_component_only: true } : {}),
+    ...(r.refinedBy ? { refined_by: { model: r.refinedBy.model, box: toSent(r.refinedBy.box), predicted_iou: round(r.refinedBy.iou) } } : {}),
+    mask_url: `/v1/results/${resultId}/masks/${index}.png`,
+    ...(f.dicom ? { dicom_seg_url: `/v1/results/${resultId}/dicom-seg` } : {}),
+    mask_uri: `promptseg://results/${resultId}/masks/${index}.png`,
+    ...(want.has('png') ? { mask_png_base64: (await maskToPng(mask, W, H)).toString('base64') } : {}),
+    ...(want.has('rle') ? { rle: maskToCocoRle(mask, W, H) } : {}),
+    ...(want.has('polygons') ? { polygons: maskToPolygons(mask, W, H) as [number, number][][][] } : {}),
+  };
 }
 
 const round = (v: number, d = 4) => Math.round(v * 10 ** d) / 10 ** d;
