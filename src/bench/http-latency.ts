@@ -75,22 +75,21 @@ async function histologyLikePng(variant: number): Promise<Buffer> {
   return sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();
 }
 
-async function main(): Promise<void> {
-  const config = loadConfig({ ...process.env, PORT: '0', PROMPTSEG_LOG_LEVEL: 'silent' });
-  const srv = await startServer(config, { log: false });
-  const pipeline = srv.ctx.pipeline;
-  const model = pipeline.registry.get();
-  await model.load();
-  const post = async (url: string, body: object) => {
-    const t0 = performance.now();
-    const r = await fetch(`${url}/v1/segment`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    const j = (await r.json()) as { image_id: string; results: { specialist?: string; zoomed?: boolean; mode: string }[]; tta?: { image_transforms: string[] } };
-    if (r.status !== 200) throw new Error(`status ${r.status}: ${JSON.stringify(j)}`);
-    return { ms: performance.now() - t0, j };
-  };
-  const limits = { maxPixels: config.PROMPTSEG_MAX_PIXELS };
+type Post = (url: string, body: object) => Promise<{ ms: number; j: { image_id: string; results: { specialist?: string; zoomed?: boolean; mode: string }[]; tta?: { image_transforms: string[] } } }>;
+type Pipeline = Awaited<ReturnType<typeof startServer>>['ctx']['pipeline'];
+type Model = ReturnType<Pipeline['registry']['get']>;
 
-  // the model's own stage times, in this process and run
+/** POST /v1/segment, timed from the client; a status other than 200 is an error. */
+const post: Post = async (url, body) => {
+  const t0 = performance.now();
+  const r = await fetch(`${url}/v1/segment`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const j = (await r.json()) as Awaited<ReturnType<Post>>['j'];
+  if (r.status !== 200) throw new Error(`status ${r.status}: ${JSON.stringify(j)}`);
+  return { ms: performance.now() - t0, j };
+};
+
+/** The model's own stage times, in this process: PNG decode, image encoder, text encoder (a new text each time: no cache), mask decoder. */
+async function modelStageTimes(model: Model, limits: { maxPixels: number }) {
   const s = model.entry.input.size;
   const enc: number[] = [], txt: number[] = [], dec: number[] = [], png: number[] = [];
   const names = ['left lung', 'heart', 'right lung', 'left clavicle', 'lungs', 'right clavicle'];
@@ -106,61 +105,69 @@ async function main(): Promise<void> {
     feats = await model.encodeImage(px);
     enc.push(performance.now() - t);
     t = performance.now();
-    const e = await model.encodeText([`${names[i % names.length]} ${i}`]); // a new text each time: no cache
+    const e = await model.encodeText([`${names[i % names.length]} ${i}`]);
     txt.push(performance.now() - t);
     t = performance.now();
     await model.decode(feats, e);
     dec.push(performance.now() - t);
   }
-  const textDecoder = p50(txt.map((v, i) => v + dec[i]));
-  const firstModel = p50(enc.map((v, i) => v + txt[i] + dec[i] + png[i]));
+  return { enc, txt, dec, png, textDecoder: p50(txt.map((v, i) => v + dec[i])), firstModel: p50(enc.map((v, i) => v + txt[i] + dec[i] + png[i])) };
+}
 
-  // HTTP: first prompt on a new image, then further prompts on it (text embeddings not cached, as in the model figure)
+/** Over HTTP: the first prompt on a new image, then further prompts on it (text embeddings not cached, as in the model figure). */
+async function promptLatency(url: string, pipeline: Pipeline) {
   const further = ['lungs', 'left clavicle', 'right clavicle', 'heart'];
-  await post(srv.url, { image: { base64: (await benchImage(SIZE, 999)).toString('base64') }, prompts: ['heart'], ...OWN });
+  await post(url, { image: { base64: (await benchImage(SIZE, 999)).toString('base64') }, prompts: ['heart'], ...OWN });
   const first: number[] = [], next: number[] = [];
   for (let i = 0; i < ROUNDS; i++) {
     const img = (await benchImage(SIZE, i)).toString('base64');
     pipeline.textCache.clear();
-    const a = await post(srv.url, { image: { base64: img }, prompts: ['heart'], ...OWN });
+    const a = await post(url, { image: { base64: img }, prompts: ['heart'], ...OWN });
     first.push(a.ms);
     for (const p of further) {
       pipeline.textCache.clear();
-      next.push((await post(srv.url, { image: { image_id: a.j.image_id }, prompts: [p], ...OWN })).ms);
+      next.push((await post(url, { image: { image_id: a.j.image_id }, prompts: [p], ...OWN })).ms);
     }
   }
+  return { first, next };
+}
 
-  // a structure two networks answer for, first prompt on a new image: the network the image is routed to
+/** A structure two networks answer for (the left lung), first prompt on a new image, and the network the image was routed to when not the model's own. */
+async function routedLatency(url: string, pipeline: Pipeline) {
   const routed: number[] = [];
-  let routedTo: string | undefined; // the network that answered, when not the model's own
+  let routedTo: string | undefined;
   for (let i = 0; i < ROUNDS; i++) {
     pipeline.textCache.clear();
-    const a = await post(srv.url, { image: { base64: (await benchImage(SIZE, 500 + i)).toString('base64') }, prompts: ['left lung'], ...OWN });
+    const a = await post(url, { image: { base64: (await benchImage(SIZE, 500 + i)).toString('base64') }, prompts: ['left lung'], ...OWN });
     routed.push(a.ms);
     routedTo ??= a.j.results[0].specialist;
   }
-  // routed, the request runs that network's image encoder as well as the model's own (whose pooled embedding routes)
-  const routedModel = firstModel + (routedTo ? p50(enc) : 0);
+  return { routed, routedTo };
+}
 
-  // structures whose calibration adds passes
-  const autoRows: string[] = [];
+/** Further prompts of structures whose calibration adds passes ('auto'), each with the passes it ran. */
+async function autoPassRows(url: string): Promise<string[]> {
+  const rows: string[] = [];
   const chestLikePng = (i: number) => benchImage(SIZE, 8000 + i);
   for (const [label, make, prompt] of [['both lungs, chest-like 512x512', chestLikePng, 'lungs'], ['polyp, colonoscopy-like 384x320', colonoscopyLikePng, 'polyp'], ['optic disc, fundus-like 512x512', fundusLikePng, 'optic disc'], ['cell nuclei, histology-like 512x512', histologyLikePng, 'cell nuclei']] as const) {
     const times: number[] = [];
     let passes = '';
     for (let i = 0; i < Math.max(3, ROUNDS / 4); i++) {
-      const a = await post(srv.url, { image: { base64: (await make(i)).toString('base64') }, prompts: ['heart'] });
-      const b = await post(srv.url, { image: { image_id: a.j.image_id }, prompts: [prompt] });
+      const a = await post(url, { image: { base64: (await make(i)).toString('base64') }, prompts: ['heart'] });
+      const b = await post(url, { image: { image_id: a.j.image_id }, prompts: [prompt] });
       times.push(b.ms);
       const r = b.j.results[0];
       passes = [r.mode, r.specialist && `specialist ${r.specialist}`, r.zoomed && 'second look', b.j.tta?.image_transforms.length && `${b.j.tta.image_transforms.length} image copies`].filter(Boolean).join(', ');
     }
-    autoRows.push(`  ${label.padEnd(38)} further prompt p50 ${fmt(p50(times))} ms  (${passes})`);
+    rows.push(`  ${label.padEnd(38)} further prompt p50 ${fmt(p50(times))} ms  (${passes})`);
   }
+  return rows;
+}
 
-  // throughput: new image + 2 prompts per request, 4 concurrent clients
+/** Requests per second, new image + 2 prompts per request, 4 concurrent clients: this checkout's server, and with BENCH_BASELINE that commit's, in turns. */
+async function throughputRuns(url: string, threads: number) {
   let batch = 0;
-  const throughput = async (url: string) => {
+  const throughput = async (target: string) => {
     const n = 40, start = 2000 + 100 * batch++; // new images every time: no cache hits on either server
     const fresh = await Promise.all(Array.from({ length: n }, (_, i) => benchImage(SIZE, start + i)));
     const t0 = performance.now();
@@ -168,49 +175,69 @@ async function main(): Promise<void> {
     await Promise.all(Array.from({ length: 4 }, async () => {
       while (k < n) {
         const i = k++;
-        await post(url, { image: { base64: fresh[i].toString('base64') }, prompts: ['heart', 'left clavicle'], ...OWN });
+        await post(target, { image: { base64: fresh[i].toString('base64') }, prompts: ['heart', 'left clavicle'], ...OWN });
       }
     }));
     return n / ((performance.now() - t0) / 1000);
   };
-  await throughput(srv.url); // warm-up
+  await throughput(url); // warm-up
   const baselineCommit = process.env.BENCH_BASELINE;
-  const base = baselineCommit ? await startBaselineServer(baselineCommit, { PROMPTSEG_THREADS: String(config.PROMPTSEG_THREADS) }) : undefined;
+  const base = baselineCommit ? await startBaselineServer(baselineCommit, { PROMPTSEG_THREADS: String(threads) }) : undefined;
   const rpsNow: number[] = [], rpsBase: number[] = [];
   if (base && 'url' in base) await throughput(base.url); // warm-up
   for (let r = 0; r < 3; r++) {
-    rpsNow.push(await throughput(srv.url));
+    rpsNow.push(await throughput(url));
     if (base && 'url' in base) rpsBase.push(await throughput(base.url));
   }
   if (base && 'url' in base) base.close();
+  return { rpsNow, rpsBase, base };
+}
 
-  // the peer, through the same pipeline as the built-in model
-  const peerRows: string[] = [];
-  const peer = await openClipsegPeer(PEER_DIR, config.PROMPTSEG_THREADS, pipeline.vocabulary);
-  if ('skipped' in peer) peerRows.push(`  skipped: ${peer.skipped}`);
-  else {
-    const chest = (i: number) => benchImage(SIZE, 7000 + i).then((b) => decodeImage(b, limits));
-    const timeIt = async (ctx: typeof pipeline, image: RasterImage, prompts: string[]) => {
-      const t = performance.now();
-      await segment(ctx, { image, prompts });
-      return performance.now() - t;
-    };
-    const peerRounds = Math.max(3, Math.round(ROUNDS / 5));
-    for (const n of [1, 4, 8]) {
-      const prompts = Array.from({ length: n }, (_, i) => ['heart', 'lungs', 'left clavicle', 'right clavicle', 'trachea', 'spine', 'ribs', 'diaphragm'][i]);
-      const ours: number[] = [], theirs: number[] = [];
-      await timeIt(peer.ctx, await chest(900 + n), prompts); // warm-ups
-      await timeIt(pipeline, await chest(950 + n), prompts);
-      // each model's rounds together (alternating, each would start with the other's weights in the CPU caches)
-      for (let r = 0; r < peerRounds; r++) ours.push(await timeIt(pipeline, await chest(100 * n + r), prompts));
-      for (let r = 0; r < peerRounds; r++) theirs.push(await timeIt(peer.ctx, await chest(100 * n + 50 + r), prompts));
-      peerRows.push(`  one new image, ${n} prompt${n > 1 ? 's' : ' '}: promptseg p50 ${fmt(p50(ours))} ms, ${peer.id} p50 ${fmt(p50(theirs))} ms: promptseg ${(p50(theirs) / p50(ours)).toFixed(1)}x faster${n === 4 ? '  (goal >= 20x)' : ''}`);
-    }
-    await peer.close();
+/** The CLIPSeg peer and the built-in model through the same pipeline: one new image and 1, 4 and 8 prompts; a line saying why when the peer's graph is absent. */
+async function peerRows(pipeline: Pipeline, threads: number, limits: { maxPixels: number }): Promise<string[]> {
+  const rows: string[] = [];
+  const peer = await openClipsegPeer(PEER_DIR, threads, pipeline.vocabulary);
+  if ('skipped' in peer) return [`  skipped: ${peer.skipped}`];
+  const chest = (i: number) => benchImage(SIZE, 7000 + i).then((b) => decodeImage(b, limits));
+  const timeIt = async (ctx: Pipeline, image: RasterImage, prompts: string[]) => {
+    const t = performance.now();
+    await segment(ctx, { image, prompts });
+    return performance.now() - t;
+  };
+  const peerRounds = Math.max(3, Math.round(ROUNDS / 5));
+  for (const n of [1, 4, 8]) {
+    const prompts = Array.from({ length: n }, (_, i) => ['heart', 'lungs', 'left clavicle', 'right clavicle', 'trachea', 'spine', 'ribs', 'diaphragm'][i]);
+    const ours: number[] = [], theirs: number[] = [];
+    await timeIt(peer.ctx, await chest(900 + n), prompts); // warm-ups
+    await timeIt(pipeline, await chest(950 + n), prompts);
+    // each model's rounds together (alternating, each would start with the other's weights in the CPU caches)
+    for (let r = 0; r < peerRounds; r++) ours.push(await timeIt(pipeline, await chest(100 * n + r), prompts));
+    for (let r = 0; r < peerRounds; r++) theirs.push(await timeIt(peer.ctx, await chest(100 * n + 50 + r), prompts));
+    rows.push(`  one new image, ${n} prompt${n > 1 ? 's' : ' '}: promptseg p50 ${fmt(p50(ours))} ms, ${peer.id} p50 ${fmt(p50(theirs))} ms: promptseg ${(p50(theirs) / p50(ours)).toFixed(1)}x faster${n === 4 ? '  (goal >= 20x)' : ''}`);
   }
+  await peer.close();
+  return rows;
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig({ ...process.env, PORT: '0', PROMPTSEG_LOG_LEVEL: 'silent' });
+  const srv = await startServer(config, { log: false });
+  const pipeline = srv.ctx.pipeline;
+  const model = pipeline.registry.get();
+  await model.load();
+  const limits = { maxPixels: config.PROMPTSEG_MAX_PIXELS };
+
+  const { enc, txt, dec, png, textDecoder, firstModel } = await modelStageTimes(model, limits);
+  const { first, next } = await promptLatency(srv.url, pipeline);
+  const { routed, routedTo } = await routedLatency(srv.url, pipeline);
+  // routed, the request runs that network's image encoder as well as the model's own (whose pooled embedding routes)
+  const routedModel = firstModel + (routedTo ? p50(enc) : 0);
+  const autoRows = await autoPassRows(srv.url);
+  const { rpsNow, rpsBase, base } = await throughputRuns(srv.url, config.PROMPTSEG_THREADS);
+  const peer = await peerRows(pipeline, config.PROMPTSEG_THREADS, limits);
 
   const out = [
-    `promptseg bench: ${SIZE}x${SIZE} PNG, model ${pipeline.registry.defaultId} (input ${s}), ${config.PROMPTSEG_THREADS} intra-op threads, ${ROUNDS} rounds`,
+    `promptseg bench: ${SIZE}x${SIZE} PNG, model ${pipeline.registry.defaultId} (input ${model.entry.input.size}), ${config.PROMPTSEG_THREADS} intra-op threads, ${ROUNDS} rounds`,
     `machine: ${machine()}`,
     'the model, in this process (p50):',
     `  image encoder ${fmt(p50(enc))} ms, text encoder ${fmt(p50(txt))} ms, mask decoder ${fmt(p50(dec))} ms, PNG decode ${fmt(p50(png))} ms`,
@@ -229,7 +256,7 @@ async function main(): Promise<void> {
         ? [`  baseline skipped: ${base.skipped}`]
         : [`  ${base.sha.slice(0, 12)}: ${rpsBase.map((v) => v.toFixed(1)).join(', ')} requests/s (median ${p50(rpsBase).toFixed(1)}); this checkout ${ratio(p50(rpsNow), p50(rpsBase))} its throughput  (target >= 1.8x)`]),
     'the CLIPSeg peer, through the same pipeline (segment(): masks, statistics, trust), in this process:',
-    ...peerRows,
+    ...peer,
   ];
   console.log(out.join('\n'));
   await srv.close();
