@@ -62,6 +62,9 @@ export interface PixelSamples {
 
 export type ProbeResults = Record<string, { images: number; flagged: number; by_kind: Record<string, { images: number; flagged: number }> }>;
 
+/** The segment operation as the service runs it (the eval goes through the service API, never HTTP). */
+const SEGMENT = segmentOperation as unknown as Operation;
+
 /** One prompt asked of a case: its words, the structure it names (null for nonsense) and its prompt set. */
 interface CasePrompt {
   prompt: string;
@@ -161,7 +164,7 @@ async function evaluateCase(ctx: ServiceContext, a: { suite: Suite; dataRoot: st
   const { suite, dataRoot, model, ds, c, prompts, cal, rnd, samples } = a;
   const bytes = await readFile(caseImagePath(dataRoot, ds.id, c, ds.image_ext));
   const t0 = performance.now();
-  const r = await runOperation(ctx, segmentOperation as unknown as Operation, { image: { base64: bytes.toString('base64') }, prompts: prompts.map((p) => p.prompt), model, threshold: suite.threshold, tta: suite.tta, tta_image: suite.tta_image }, { via: 'eval' });
+  const r = await runOperation(ctx, SEGMENT, { image: { base64: bytes.toString('base64') }, prompts: prompts.map((p) => p.prompt), model, threshold: suite.threshold, tta: suite.tta, tta_image: suite.tta_image }, { via: 'eval' });
   const latency = performance.now() - t0;
   if (!r.ok) throw new Error(`${ds.id}/${c}: ${r.error.message}`);
   const out = r.value as SegmentOutput;
@@ -206,7 +209,7 @@ async function probeOutOfDistribution(ctx: ServiceContext, suite: Suite): Promis
   for (const model of probeImages.length ? suite.models : []) {
     const p = (probes[model] = { images: 0, flagged: 0, by_kind: {} as Record<string, { images: number; flagged: number }> });
     for (const img of probeImages) {
-      const r = await runOperation(ctx, segmentOperation as unknown as Operation, { image: { base64: img.png.toString('base64') }, prompts: ['heart'], model }, { via: 'eval' });
+      const r = await runOperation(ctx, SEGMENT, { image: { base64: img.png.toString('base64') }, prompts: ['heart'], model }, { via: 'eval' });
       if (!r.ok) throw new Error(`ood probe (${img.kind}): ${r.error.message}`);
       const flagged = (r.value as SegmentOutput).image_assessment.out_of_distribution;
       const k = (p.by_kind[img.kind] ??= { images: 0, flagged: 0 });

@@ -209,9 +209,9 @@ export async function decodeDicom(bytes: Uint8Array, limits: { maxPixels: number
   const spacing = pixelSpacing(ds);
   let rgb: Uint8Array;
   if (ts === JPEG_BASELINE) {
-    rgb = await decodeJpegFrame(ds, pixelEl!, f, frame, limits);
-    const decoded = rgb;
-    if (f.spp === 1) source.values = Float32Array.from({ length: f.width * f.height }, (_, i) => decoded[i * 3]);
+    const jpeg = await decodeJpegFrame(ds, pixelEl!, f, frame, limits);
+    if (f.spp === 1) source.values = Float32Array.from({ length: f.width * f.height }, (_, i) => jpeg[i * 3]);
+    rgb = jpeg;
   } else {
     const decoded = decodeNativeFrame(ds, bytes, pixelEl!, f, frame);
     if ('values' in decoded) source.values = decoded.values;
