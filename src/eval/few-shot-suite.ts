@@ -8,6 +8,8 @@ import { drawCases, openLabelledFolder } from '../service/labelled-folder.js';
 import { bootstrapCi, dice, mean } from './metrics.js';
 import { readSplits, summariseK, testDice, type FewShotRun } from './few-shot.js';
 import { adaptHead, DEFAULT_RECIPE } from '../core/adapters/adapt.js';
+import type { LabelledImage } from '../core/adapters/support.js';
+import type { SegmentationModel } from '../core/models/model.js';
 
 /**
  * The few-shot protocol (issue: few-shot adaptation): for each dataset, the built-in model
@@ -92,6 +94,16 @@ interface BaselineRun {
   test_dice: number[];
 }
 
+type Run = FewShotRun & { dataset: string; structure: string };
+type Entry = FewShotSuite['datasets'][number];
+type Bar = { dataset: string; structure?: string; k: number | 'all'; few_shot: number | null; task_specific: number | null; met: boolean | null; min_dice?: number; vs_baseline?: string };
+
+/**
+ * Runs a few-shot suite and writes results.json, report.md and report.html to outDir: per entry
+ * the zero-shot figure and one adapter per planned draw (runs of an earlier results.json with the
+ * same support images, model files and recipe are kept, not run again), then the table beside
+ * the task-specific U-Nets' results and the suite's bars.
+ */
 export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, outDir: string, progress?: (msg: string) => void): Promise<{ files: string[] }> {
   const suite = FewShotSuiteSchema.parse(JSON.parse(readFileSync(suiteFile, 'utf8')));
   const suiteDir = path.dirname(suiteFile);
@@ -99,46 +111,70 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
   mkdirSync(outDir, { recursive: true });
   writeFileSync(path.join(outDir, 'plan.json'), JSON.stringify(plan, null, 1));
   const model = ctx.pipeline.registry.get();
-  const runs: (FewShotRun & { dataset: string; structure: string })[] = [];
-  // runs of an earlier results.json in the same folder with the same support images, draw, model files and adaptation recipe are kept, not run again
-  const resultsFile = path.join(outDir, 'results.json');
   const fingerprint = JSON.stringify(model.entry.files);
   const recipe = JSON.stringify({ ...DEFAULT_RECIPE, ...suite.adaptation });
-  const adaptation = { ...(suite.adaptation.grid ? { grid: suite.adaptation.grid } : {}), ...(suite.adaptation.hidden ? { train: { hidden: suite.adaptation.hidden } } : {}) };
-  const earlier = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { model_files?: string; adapter_recipe?: string; runs: (FewShotRun & { dataset: string; structure: string })[] }) : undefined;
-  const reusable = new Map((earlier?.model_files === fingerprint && earlier.adapter_recipe === recipe ? earlier.runs : []).map((r) => [runKey(r), r]));
+  const reusable = earlierRuns(path.join(outDir, 'results.json'), fingerprint, recipe);
+  const runs: Run[] = [];
   const zero: Record<string, ZeroShot> = {};
   for (const d of suite.datasets) {
     const root = path.resolve(suiteDir, d.data_root, d.id);
     const folder = openLabelledFolder(root, d.structure);
     const cases = await readSplits(folder, ['train', 'val', 'test'], ctx.config.PROMPTSEG_MAX_PIXELS);
     const test = (folder.splits.test ?? []).map((c) => cases.get(c)!).filter((t) => t.mask.some((v) => v));
-    const zd: number[] = [];
-    let rejected = 0;
-    for (const t of test) {
-      const r = (await segment(ctx.pipeline, { image: t.image, prompts: [d.zero_shot_prompt] })).results[0];
-      if (r.verdict === 'reject') rejected++;
-      zd.push(dice(r.mask, t.mask));
-    }
     const key = entryKey(d.id, d.structure);
-    zero[key] = { prompt: d.zero_shot_prompt, dice: mean(zd), ci: bootstrapCi(zd), rejected, cases: test.length };
-    progress?.(`${d.id} / ${d.structure} zero-shot "${d.zero_shot_prompt}": Dice ${mean(zd).toFixed(3)}, ${rejected}/${test.length} rejected`);
+    zero[key] = await zeroShot(ctx, d, test, progress);
     const val = (folder.splits.val ?? []).map((c) => cases.get(c)!);
     for (const p of plan.filter((x) => entryKey(x.dataset, x.structure) === key)) {
-      const again = reusable.get(runKey(p));
-      if (again) {
-        runs.push(again);
-        continue;
-      }
-      const outcome = await adaptHead(model, p.support.map((c) => cases.get(c)!), val, { seed: p.draw + 1, ...adaptation });
-      const td = await testDice(model, outcome, test);
-      runs.push({ dataset: d.id, structure: d.structure, k: p.k, draw: p.draw, support: p.support, seconds: outcome.seconds, validation_dice: outcome.validation?.dice_mean ?? null, test_dice: td, test_dice_mean: mean(td) });
-      progress?.(`${d.id} / ${d.structure} k=${p.k} draw ${p.draw}: test Dice ${mean(td).toFixed(3)} (${outcome.seconds.toFixed(1)} s)`);
+      runs.push(reusable.get(runKey(p)) ?? (await adaptationRun(model, suite, p, cases, val, test, progress)));
     }
   }
+  const table = fewShotTable(suite, runs, zero, baselineRuns(suite, suiteDir));
+  const bars = barsOf(suite, table);
+  const files = [path.join(outDir, 'results.json'), path.join(outDir, 'report.md'), path.join(outDir, 'report.html')];
+  writeFileSync(files[0], JSON.stringify({ suite, model_files: fingerprint, adapter_recipe: recipe, machine: `${(await import('node:os')).cpus().length} cores`, table, bars, runs }, null, 1));
+  const md = fewShotMarkdown(suite, table, bars);
+  writeFileSync(files[1], md);
+  writeFileSync(files[2], `<!doctype html><meta charset="utf-8"><title>${suite.name}</title><style>body{font:14px system-ui;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}pre{white-space:pre-wrap}</style>${diceVersusK(table)}<pre>${md.replace(/&/g, '&amp;').replace(/</g, '&lt;')}</pre>`);
+  return { files };
+}
+
+/** The runs of an earlier results.json that a rerun may keep: only when its model files and adaptation recipe are these. */
+function earlierRuns(resultsFile: string, fingerprint: string, recipe: string): Map<string, Run> {
+  const earlier = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { model_files?: string; adapter_recipe?: string; runs: Run[] }) : undefined;
+  return new Map((earlier?.model_files === fingerprint && earlier.adapter_recipe === recipe ? earlier.runs : []).map((r) => [runKey(r), r]));
+}
+
+/** The built-in model, unadapted, asked the entry's zero-shot prompt on every present test case. */
+async function zeroShot(ctx: ServiceContext, d: Entry, test: LabelledImage[], progress?: (msg: string) => void): Promise<ZeroShot> {
+  const zd: number[] = [];
+  let rejected = 0;
+  for (const t of test) {
+    const r = (await segment(ctx.pipeline, { image: t.image, prompts: [d.zero_shot_prompt] })).results[0];
+    if (r.verdict === 'reject') rejected++;
+    zd.push(dice(r.mask, t.mask));
+  }
+  progress?.(`${d.id} / ${d.structure} zero-shot "${d.zero_shot_prompt}": Dice ${mean(zd).toFixed(3)}, ${rejected}/${test.length} rejected`);
+  return { prompt: d.zero_shot_prompt, dice: mean(zd), ci: bootstrapCi(zd), rejected, cases: test.length };
+}
+
+/** One planned adaptation: an adapter fitted on the draw's support images (calibrated on val), scored on test. */
+async function adaptationRun(model: SegmentationModel, suite: FewShotSuite, p: FewShotPlanEntry, cases: Map<string, LabelledImage>, val: LabelledImage[], test: LabelledImage[], progress?: (msg: string) => void): Promise<Run> {
+  const adaptation = { ...(suite.adaptation.grid ? { grid: suite.adaptation.grid } : {}), ...(suite.adaptation.hidden ? { train: { hidden: suite.adaptation.hidden } } : {}) };
+  const outcome = await adaptHead(model, p.support.map((c) => cases.get(c)!), val, { seed: p.draw + 1, ...adaptation });
+  const td = await testDice(model, outcome, test);
+  progress?.(`${p.dataset} / ${p.structure} k=${p.k} draw ${p.draw}: test Dice ${mean(td).toFixed(3)} (${outcome.seconds.toFixed(1)} s)`);
+  return { dataset: p.dataset, structure: p.structure, k: p.k, draw: p.draw, support: p.support, seconds: outcome.seconds, validation_dice: outcome.validation?.dice_mean ?? null, test_dice: td, test_dice_mean: mean(td) };
+}
+
+/** The task-specific U-Nets' runs (fewshot_unet.py's results file), when the suite names one that exists. */
+function baselineRuns(suite: FewShotSuite, suiteDir: string): BaselineRun[] {
   const baselineFile = suite.baseline_results ? path.resolve(suiteDir, suite.baseline_results) : undefined;
-  const baseline: BaselineRun[] = baselineFile && existsSync(baselineFile) ? (JSON.parse(readFileSync(baselineFile, 'utf8')) as { runs: BaselineRun[] }).runs : [];
-  const table = suite.datasets.map((d) => ({
+  return baselineFile && existsSync(baselineFile) ? (JSON.parse(readFileSync(baselineFile, 'utf8')) as { runs: BaselineRun[] }).runs : [];
+}
+
+/** Per entry: zero-shot, the adapters summarised per k, and the U-Nets per k (every test case of every draw pooled). */
+function fewShotTable(suite: FewShotSuite, runs: Run[], zero: Record<string, ZeroShot>, baseline: BaselineRun[]): Table {
+  return suite.datasets.map((d) => ({
     dataset: d.id,
     structure: d.structure,
     role: d.role,
@@ -155,7 +191,11 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
         return { k: rs[0].k, draws: rs.length, dice: mean(all), ci: bootstrapCi(all) };
       }),
   }));
-  const bars = suite.bars.map((b) => {
+}
+
+/** Each bar of the suite against the table: met, not met, or not run (no adapter at its k). */
+function barsOf(suite: FewShotSuite, table: Table): Bar[] {
+  return suite.bars.map((b) => {
     const row = table.find((t) => t.dataset === b.dataset && (b.structure === undefined || t.structure === b.structure));
     if (!row) throw new Error(`a bar names ${b.dataset}${b.structure ? ` / ${b.structure}` : ''}, which is not an entry of the suite`);
     const fs = row.few_shot.find((x) => x.k === b.k);
@@ -163,19 +203,13 @@ export async function evaluateFewShot(ctx: ServiceContext, suiteFile: string, ou
     const met = !!fs && (b.min_dice === undefined || fs.dice >= b.min_dice) && (b.vs_baseline === undefined || (!!ts && (b.vs_baseline === 'at_least' ? fs.dice >= ts.dice : fs.dice >= ts.dice - 0.05)));
     return { ...b, few_shot: fs?.dice ?? null, task_specific: ts?.dice ?? null, met: fs ? met : null };
   });
-  const files = [path.join(outDir, 'results.json'), path.join(outDir, 'report.md'), path.join(outDir, 'report.html')];
-  writeFileSync(files[0], JSON.stringify({ suite, model_files: fingerprint, adapter_recipe: recipe, machine: `${(await import('node:os')).cpus().length} cores`, table, bars, runs }, null, 1));
-  const md = fewShotMarkdown(suite, table, bars);
-  writeFileSync(files[1], md);
-  writeFileSync(files[2], `<!doctype html><meta charset="utf-8"><title>${suite.name}</title><style>body{font:14px system-ui;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}pre{white-space:pre-wrap}</style>${diceVersusK(table)}<pre>${md.replace(/&/g, '&amp;').replace(/</g, '&lt;')}</pre>`);
-  return { files };
 }
 
 type Table = { dataset: string; structure: string; role: string; zero_shot: ZeroShot; few_shot: { k: number | 'all'; draws: number; dice: number; ci: [number, number]; seconds: number }[]; task_specific: { k: number | 'all'; draws: number; dice: number; ci: [number, number] }[] }[];
 
 const f3 = (v: number) => v.toFixed(3);
 
-function fewShotMarkdown(suite: FewShotSuite, table: Table, bars: { dataset: string; structure?: string; k: number | 'all'; few_shot: number | null; task_specific: number | null; met: boolean | null; min_dice?: number; vs_baseline?: string }[]): string {
+function fewShotMarkdown(suite: FewShotSuite, table: Table, bars: Bar[]): string {
   const lines = [`# ${suite.name}`, '', suite.description, '', 'Test Dice on present cases, mean over every test case of every draw, with its 95% bootstrap interval; seconds per adaptation as this run measured them (on a machine that may have been running other work: `npm run bench:adapt` times adaptation alone).', ''];
   lines.push('| dataset / structure | method | k | draws | Dice | 95% CI | seconds |', '|---|---|---|---|---|---|---|');
   for (const t of table) {

@@ -232,6 +232,121 @@ export interface TrainOptions {
 
 export const DEFAULT_TRAIN: Omit<TrainOptions, 'seed' | 'onStep'> = { hidden: 16, steps: 1000, batch: 256, lr: 3e-3, weightDecay: 1e-3 };
 
+/** The perceptron's parameters while it trains, in the order the optimiser walks them. */
+interface Weights {
+  w1: Float32Array;
+  b1: Float32Array;
+  w2: Float32Array;
+  /** one value: the output bias */
+  b2: Float32Array;
+}
+
+const weightList = (w: Weights): Float32Array[] => [w.w1, w.b1, w.w2, w.b2];
+
+/** Per-feature mean and standard deviation of the n rows of x (the head's standardisation). */
+function standardisation(x: Float32Array, n: number, D: number): { mean: Float32Array; std: Float32Array } {
+  const mean = new Float32Array(D), std = new Float32Array(D);
+  for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) mean[d] += x[i * D + d];
+  for (let d = 0; d < D; d++) mean[d] /= n;
+  for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) std[d] += (x[i * D + d] - mean[d]) ** 2;
+  for (let d = 0; d < D; d++) std[d] = Math.sqrt(std[d] / n) + 1e-4;
+  return { mean, std };
+}
+
+/** He-initialised first layer, zero biases, a 1/sqrt(H)-scaled output layer. */
+function initialWeights(D: number, H: number, rnd: () => number): Weights {
+  const gauss = () => Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd());
+  const w1 = new Float32Array(D * H).map(() => gauss() * Math.sqrt(2 / D));
+  const w2 = new Float32Array(H).map(() => gauss() * Math.sqrt(1 / H));
+  return { w1, b1: new Float32Array(H), w2, b2: new Float32Array(1) };
+}
+
+/** One training batch, standardised: rows [x | y] for B cells. */
+interface Batch {
+  x: Float32Array;
+  y: Uint8Array;
+}
+
+/** Fills the batch half from the structure's cells and half from the rest. */
+function drawBalancedBatch(batch: Batch, x: Float32Array, y: Uint8Array, cells: { pos: number[]; neg: number[] }, scale: { mean: Float32Array; std: Float32Array }, rnd: () => number): void {
+  const B = batch.y.length, D = scale.mean.length;
+  for (let r = 0; r < B; r++) {
+    const from = r < B / 2 ? cells.pos : cells.neg;
+    const i = from[Math.floor(rnd() * from.length)];
+    batch.y[r] = y[i];
+    for (let d = 0; d < D; d++) batch.x[r * D + d] = (x[i * D + d] - scale.mean[d]) / scale.std[d];
+  }
+}
+
+/** Forward and backward pass of the batch's mean binary cross-entropy: fills grads, returns the summed loss. */
+function batchGradients(w: Weights, batch: Batch, grads: Weights): number {
+  const B = batch.y.length, H = w.b1.length, D = w.w1.length / H;
+  for (const g of weightList(grads)) g.fill(0);
+  const hidden = new Float32Array(B * H), dz = new Float32Array(B);
+  let loss = 0;
+  for (let r = 0; r < B; r++) {
+    const h = hidden.subarray(r * H, (r + 1) * H);
+    h.set(w.b1);
+    const xr = batch.x.subarray(r * D, (r + 1) * D);
+    for (let d = 0; d < D; d++) {
+      const v = xr[d];
+      const off = d * H;
+      for (let j = 0; j < H; j++) h[j] += v * w.w1[off + j];
+    }
+    let z = w.b2[0];
+    for (let j = 0; j < H; j++) if (h[j] > 0) z += h[j] * w.w2[j];
+    const p = 1 / (1 + Math.exp(-z));
+    loss += batch.y[r] ? -Math.log(Math.max(p, 1e-7)) : -Math.log(Math.max(1 - p, 1e-7));
+    dz[r] = (p - batch.y[r]) / B;
+  }
+  const dh = new Float32Array(H);
+  for (let r = 0; r < B; r++) {
+    const h = hidden.subarray(r * H, (r + 1) * H);
+    const g = dz[r];
+    grads.b2[0] += g;
+    dh.fill(0);
+    for (let j = 0; j < H; j++) {
+      if (h[j] <= 0) continue;
+      grads.w2[j] += g * h[j];
+      dh[j] = g * w.w2[j];
+      grads.b1[j] += dh[j];
+    }
+    const xr = batch.x.subarray(r * D, (r + 1) * D);
+    for (let d = 0; d < D; d++) {
+      const v = xr[d];
+      if (v === 0) continue;
+      const off = d * H;
+      for (let j = 0; j < H; j++) grads.w1[off + j] += v * dh[j];
+    }
+  }
+  return loss;
+}
+
+/** AdamW with bias correction; weight decay on the two weight matrices, not on the biases. */
+class AdamW {
+  private readonly m: Float32Array[];
+  private readonly v: Float32Array[];
+  constructor(private readonly w: Weights, private readonly weightDecay: number) {
+    this.m = weightList(w).map((p) => new Float32Array(p.length));
+    this.v = weightList(w).map((p) => new Float32Array(p.length));
+  }
+
+  step(grads: Weights, step: number, lr: number): void {
+    const beta1 = 0.9, beta2 = 0.999;
+    const c1 = 1 - beta1 ** step, c2 = 1 - beta2 ** step;
+    const gs = weightList(grads);
+    weightList(this.w).forEach((p, k) => {
+      const g = gs[k], a = this.m[k], v = this.v[k];
+      const decay = k === 0 || k === 2 ? this.weightDecay : 0;
+      for (let q = 0; q < p.length; q++) {
+        a[q] = beta1 * a[q] + (1 - beta1) * g[q];
+        v[q] = beta2 * v[q] + (1 - beta2) * g[q] * g[q];
+        p[q] -= lr * ((a[q] / c1) / (Math.sqrt(v[q] / c2) + 1e-8) + decay * p[q]);
+      }
+    });
+  }
+}
+
 /**
  * Fits the head on labelled cells (x: [n x D] from cellFeatures, y: 0/1) with AdamW on batches
  * drawn half from the structure's cells and half from the rest, so that a small structure is not
@@ -240,83 +355,20 @@ export const DEFAULT_TRAIN: Omit<TrainOptions, 'seed' | 'onStep'> = { hidden: 16
 export async function trainPixelHead(inputs: PixelHead['inputs'], x: Float32Array, y: Uint8Array, o: TrainOptions): Promise<PixelHead> {
   const n = y.length, D = featureDims(inputs), H = o.hidden;
   if (x.length !== n * D) throw new Error(`feature rows hold ${x.length} values, expected ${n} x ${D}`);
-  const pos: number[] = [], neg: number[] = [];
-  for (let i = 0; i < n; i++) (y[i] ? pos : neg).push(i);
-  if (!pos.length || !neg.length) throw new Error('the support cells must hold both structure and background');
-  const mean = new Float32Array(D), std = new Float32Array(D);
-  for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) mean[d] += x[i * D + d];
-  for (let d = 0; d < D; d++) mean[d] /= n;
-  for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) std[d] += (x[i * D + d] - mean[d]) ** 2;
-  for (let d = 0; d < D; d++) std[d] = Math.sqrt(std[d] / n) + 1e-4;
-
+  const cells = { pos: [] as number[], neg: [] as number[] };
+  for (let i = 0; i < n; i++) (y[i] ? cells.pos : cells.neg).push(i);
+  if (!cells.pos.length || !cells.neg.length) throw new Error('the support cells must hold both structure and background');
+  const scale = standardisation(x, n, D);
   const rnd = seededRandom(o.seed);
-  const gauss = () => Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd());
-  const w1 = new Float32Array(D * H).map(() => gauss() * Math.sqrt(2 / D));
-  const b1 = new Float32Array(H);
-  const w2 = new Float32Array(H).map(() => gauss() * Math.sqrt(1 / H));
-  const params = [w1, b1, w2, new Float32Array(1)];
-  const m1 = params.map((p) => new Float32Array(p.length)), m2 = params.map((p) => new Float32Array(p.length));
-  const grads = params.map((p) => new Float32Array(p.length));
-  const B = o.batch;
-  const xb = new Float32Array(B * D), hb = new Float32Array(B * H), db = new Float32Array(B);
-  const yb = new Uint8Array(B);
-  const beta1 = 0.9, beta2 = 0.999;
+  const w = initialWeights(D, H, rnd);
+  const grads: Weights = { w1: new Float32Array(D * H), b1: new Float32Array(H), w2: new Float32Array(H), b2: new Float32Array(1) };
+  const optimiser = new AdamW(w, o.weightDecay);
+  const batch: Batch = { x: new Float32Array(o.batch * D), y: new Uint8Array(o.batch) };
   for (let step = 1; step <= o.steps; step++) {
-    for (let r = 0; r < B; r++) {
-      const from = r < B / 2 ? pos : neg;
-      const i = from[Math.floor(rnd() * from.length)];
-      yb[r] = y[i];
-      for (let d = 0; d < D; d++) xb[r * D + d] = (x[i * D + d] - mean[d]) / std[d];
-    }
-    for (const g of grads) g.fill(0);
-    const [gw1, gb1, gw2, gb2] = grads;
-    let loss = 0;
-    for (let r = 0; r < B; r++) {
-      const h = hb.subarray(r * H, (r + 1) * H);
-      h.set(b1);
-      const xr = xb.subarray(r * D, (r + 1) * D);
-      for (let d = 0; d < D; d++) {
-        const v = xr[d];
-        const off = d * H;
-        for (let j = 0; j < H; j++) h[j] += v * w1[off + j];
-      }
-      let z = params[3][0];
-      for (let j = 0; j < H; j++) if (h[j] > 0) z += h[j] * w2[j];
-      const p = 1 / (1 + Math.exp(-z));
-      loss += yb[r] ? -Math.log(Math.max(p, 1e-7)) : -Math.log(Math.max(1 - p, 1e-7));
-      db[r] = (p - yb[r]) / B;
-    }
-    for (let r = 0; r < B; r++) {
-      const h = hb.subarray(r * H, (r + 1) * H);
-      const g = db[r];
-      gb2[0] += g;
-      const dh = new Float32Array(H);
-      for (let j = 0; j < H; j++) {
-        if (h[j] <= 0) continue;
-        gw2[j] += g * h[j];
-        dh[j] = g * w2[j];
-        gb1[j] += dh[j];
-      }
-      const xr = xb.subarray(r * D, (r + 1) * D);
-      for (let d = 0; d < D; d++) {
-        const v = xr[d];
-        if (v === 0) continue;
-        const off = d * H;
-        for (let j = 0; j < H; j++) gw1[off + j] += v * dh[j];
-      }
-    }
-    const lr = 0.5 * o.lr * (1 + Math.cos((Math.PI * (step - 1)) / o.steps));
-    const c1 = 1 - beta1 ** step, c2 = 1 - beta2 ** step;
-    params.forEach((p, k) => {
-      const g = grads[k], a = m1[k], v = m2[k];
-      const decay = k === 0 || k === 2 ? o.weightDecay : 0;
-      for (let q = 0; q < p.length; q++) {
-        a[q] = beta1 * a[q] + (1 - beta1) * g[q];
-        v[q] = beta2 * v[q] + (1 - beta2) * g[q] * g[q];
-        p[q] -= lr * ((a[q] / c1) / (Math.sqrt(v[q] / c2) + 1e-8) + decay * p[q]);
-      }
-    });
-    if (o.onStep && (step % 5 === 0 || step === o.steps)) await o.onStep(step, loss / B);
+    drawBalancedBatch(batch, x, y, cells, scale, rnd);
+    const loss = batchGradients(w, batch, grads);
+    optimiser.step(grads, step, 0.5 * o.lr * (1 + Math.cos((Math.PI * (step - 1)) / o.steps)));
+    if (o.onStep && (step % 5 === 0 || step === o.steps)) await o.onStep(step, loss / o.batch);
   }
-  return { inputs, hidden: H, mean, std, w1, b1, w2, b2: params[3][0] };
+  return { inputs, hidden: H, mean: scale.mean, std: scale.std, w1: w.w1, b1: w.b1, w2: w.w2, b2: w.b2[0] };
 }
