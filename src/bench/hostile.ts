@@ -6,7 +6,7 @@
  * RSS after it; then the peak RSS, the settled RSS against the warm baseline, and the longest
  * /healthz delay, with the goals beside them. Asserts nothing.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { crc32, gzipSync } from 'node:zlib';
@@ -15,7 +15,6 @@ import { PROJECT_ROOT } from '../config/env.js';
 import { benchImage, freePort, machine } from './bench-helpers.js';
 
 const MB = 1024 * 1024;
-
 
 /** VmRSS and VmHWM (peak) of a process, in MB. */
 function memoryOf(pid: number): { rss: number; peak: number } {
@@ -62,7 +61,8 @@ function zeroMembers(memberBytes: number, members: number): Buffer {
   return Buffer.concat(Array.from({ length: members }, () => one));
 }
 
-async function main(): Promise<void> {
+/** `promptseg serve` as `npm start` runs it, on a free port; resolves once /readyz answers 200. */
+async function startServer(): Promise<{ url: string; child: ChildProcess; pid: number }> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist', 'main', 'cli.js'), 'serve'], {
@@ -79,89 +79,123 @@ async function main(): Promise<void> {
   }
   // the server is the launcher's child where `serve` relaunched itself
   const kids = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  const pid = kids[0] ?? child.pid!;
-  const json = (body: object) => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const send = async (route: string, init: RequestInit) => {
-    try {
-      const r = await fetch(`${url}${route}`, init);
-      await r.arrayBuffer();
-      return r.status;
-    } catch (e) {
-      return (e as Error).name === 'AbortError' ? 'hung up' : `error ${(e as Error).message}`;
-    }
-  };
+  return { url, child, pid: kids[0] ?? child.pid! };
+}
 
-  // warm baseline: the model loaded and one ordinary request served
-  await send('/v1/segment', json({ image: { base64: (await benchImage(512, 1)).toString('base64') }, prompts: ['left lung', 'heart'] }));
-  await new Promise((r) => setTimeout(r, 1000));
-  const baseline = memoryOf(pid).rss;
+/** Sends one request and reads its body: the status, or how it failed. */
+async function send(url: string, init: RequestInit): Promise<number | string> {
+  try {
+    const r = await fetch(url, init);
+    await r.arrayBuffer();
+    return r.status;
+  } catch (e) {
+    return (e as Error).name === 'AbortError' ? 'hung up' : `error ${(e as Error).message}`;
+  }
+}
 
-  // samplers: RSS every 25 ms, /healthz one at a time
-  let sampling = true;
-  let peak = baseline, worstHealth = 0, caseHealth = 0;
-  const rssSampler = (async () => {
-    while (sampling) {
-      peak = Math.max(peak, memoryOf(pid).rss);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  })();
-  // /healthz is probed from a process of its own, so that this one's work (making the attack's
-  // bodies) cannot delay the probe's clock
-  const probe = spawn(process.execPath, ['-e', `
+const json = (body: object): RequestInit => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+/**
+ * Watches the server while it is attacked: its RSS every 25 ms, and the delay of /healthz probed
+ * from a process of its own (so that this one's work, making the attack's bodies, cannot delay
+ * the probe's clock). `caseHealth` is the longest delay since it was last reset.
+ */
+class ServerWatch {
+  peak = 0;
+  worstHealth = 0;
+  caseHealth = 0;
+  private sampling = true;
+  private readonly rssSampler: Promise<void>;
+  private readonly probe: ChildProcess;
+  private readonly probeExit: Promise<void>;
+
+  constructor(private readonly pid: number, url: string, baseline: number) {
+    this.peak = baseline;
+    this.rssSampler = (async () => {
+      while (this.sampling) {
+        this.peak = Math.max(this.peak, memoryOf(pid).rss);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+    this.probe = spawn(process.execPath, ['-e', `
     const url = ${JSON.stringify(`${url}/healthz`)};
     (async () => { for (;;) { const t0 = performance.now(); await fetch(url).then((r) => r.arrayBuffer()).catch(() => 0); console.log(Math.round(performance.now() - t0)); await new Promise((r) => setTimeout(r, 50)); } })();
   `], { stdio: ['ignore', 'pipe', 'inherit'] });
-  probe.stdout.setEncoding('utf8');
-  probe.stdout.on('data', (s: string) => {
-    for (const line of s.split('\n').filter(Boolean)) {
-      worstHealth = Math.max(worstHealth, Number(line));
-      caseHealth = Math.max(caseHealth, Number(line));
-    }
-  });
-  const healthSampler = new Promise<void>((resolve) => probe.on('exit', () => resolve()));
+    this.probe.stdout!.setEncoding('utf8');
+    this.probe.stdout!.on('data', (s: string) => {
+      for (const line of s.split('\n').filter(Boolean)) {
+        this.worstHealth = Math.max(this.worstHealth, Number(line));
+        this.caseHealth = Math.max(this.caseHealth, Number(line));
+      }
+    });
+    this.probeExit = new Promise<void>((resolve) => this.probe.on('exit', () => resolve()));
+  }
 
-  const rows: string[] = [];
-  const run = async (name: string, work: () => Promise<unknown>) => {
-    const t0 = performance.now();
-    caseHealth = 0;
-    const out = await work();
-    rows.push(`| ${name} | ${JSON.stringify(out)} | ${((performance.now() - t0) / 1000).toFixed(1)} | ${memoryOf(pid).rss.toFixed(0)} | ${caseHealth.toFixed(0)} |`);
-  };
+  async stop(): Promise<void> {
+    this.sampling = false;
+    this.probe.kill();
+    await Promise.all([this.rssSampler, this.probeExit]);
+  }
+}
 
+/** The attacks, in order: each a name and the requests it sends (resolving to their statuses). */
+async function hostileCases(url: string): Promise<{ name: string; work: () => Promise<unknown> }[]> {
+  const cases: { name: string; work: () => Promise<unknown> }[] = [];
   const hugeRaw = Buffer.alloc(6324 * 6324, 128);
   const huge = await sharp(hugeRaw, { raw: { width: 6324, height: 6324, channels: 1 } }).png({ compressionLevel: 9 }).toBuffer();
   const hugeReq = json({ image: { base64: huge.toString('base64') }, prompts: ['left lung', 'right lung', 'heart', 'left clavicle'] });
-  for (let i = 1; i <= 3; i++) await run(`${(huge.length / 1024).toFixed(0)} KB PNG of 6324x6324, 4 prompts (${i} of 3)`, () => send('/v1/segment', hugeReq));
+  for (let i = 1; i <= 3; i++) cases.push({ name: `${(huge.length / 1024).toFixed(0)} KB PNG of 6324x6324, 4 prompts (${i} of 3)`, work: () => send(`${url}/v1/segment`, hugeReq) });
 
   const fat = await pngWithText(20 * MB);
-  await run(`8 concurrent multipart uploads of a ${(fat.length / MB).toFixed(0)} MB PNG (text chunk)`, () =>
-    Promise.all(Array.from({ length: 8 }, () => {
-      const fd = new FormData();
-      fd.append('image', new Blob([new Uint8Array(fat)], { type: 'image/png' }), 'fat.png');
-      fd.append('prompt', 'heart');
-      return send('/v1/segment', { method: 'POST', body: fd });
-    })),
-  );
+  cases.push({
+    name: `8 concurrent multipart uploads of a ${(fat.length / MB).toFixed(0)} MB PNG (text chunk)`,
+    work: () =>
+      Promise.all(Array.from({ length: 8 }, () => {
+        const fd = new FormData();
+        fd.append('image', new Blob([new Uint8Array(fat)], { type: 'image/png' }), 'fat.png');
+        fd.append('prompt', 'heart');
+        return send(`${url}/v1/segment`, { method: 'POST', body: fd });
+      })),
+  });
 
   const jpeg = await sharp(await benchImage(2048, 3)).jpeg({ quality: 80 }).toBuffer();
   const everything = { image: { base64: jpeg.toString('base64') }, prompts: Array.from({ length: 16 }, (_, i) => ['left lung', 'right lung', 'heart', 'left clavicle'][i % 4] + ' '.repeat(i)), tta: 8, tta_image: 12, zoom: 'on', specialist: 'on', outputs: ['png', 'rle', 'polygons'], overlay: true };
-  await run(`${(jpeg.length / 1024).toFixed(0)} KB JPEG 2048x2048, 16 prompts, tta 8, tta_image 12, zoom and specialist on, all outputs`, () => send('/v1/segment', json(everything)));
-  await run('the heaviest request the default budget allows (2048x2048, 4 prompts, tta 2), client hangs up after 1 s', () => {
-    const ac = new AbortController();
-    setTimeout(() => ac.abort(), 1000);
-    return send('/v1/segment', { ...json({ ...everything, prompts: everything.prompts.slice(0, 4), tta: 2, tta_image: 'auto', zoom: 'auto', specialist: 'auto' }), signal: ac.signal });
+  cases.push({ name: `${(jpeg.length / 1024).toFixed(0)} KB JPEG 2048x2048, 16 prompts, tta 8, tta_image 12, zoom and specialist on, all outputs`, work: () => send(`${url}/v1/segment`, json(everything)) });
+  cases.push({
+    name: 'the heaviest request the default budget allows (2048x2048, 4 prompts, tta 2), client hangs up after 1 s',
+    work: () => {
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), 1000);
+      return send(`${url}/v1/segment`, { ...json({ ...everything, prompts: everything.prompts.slice(0, 4), tta: 2, tta_image: 'auto', zoom: 'auto', specialist: 'auto' }), signal: ac.signal });
+    },
   });
 
   const vol = Buffer.concat([gzipSync(niftiHeader([1000, 1000, 320])), zeroMembers(32_000_000, 10)]);
-  await run(`${(vol.length / 1024).toFixed(0)} KB .nii.gz of 1000x1000x320 uint8, slice_range [0, 0]`, () => send('/v1/segment-volume', json({ image: { base64: vol.toString('base64') }, prompts: ['liver'], slice_range: [0, 0] })));
+  cases.push({ name: `${(vol.length / 1024).toFixed(0)} KB .nii.gz of 1000x1000x320 uint8, slice_range [0, 0]`, work: () => send(`${url}/v1/segment-volume`, json({ image: { base64: vol.toString('base64') }, prompts: ['liver'], slice_range: [0, 0] })) });
   const bomb = Buffer.concat([gzipSync(niftiHeader([1000, 1000, 320])), zeroMembers(64 * MB, 48)]);
-  await run(`${(bomb.length / MB).toFixed(1)} MB gzip that inflates to 3 GiB (header: 1000x1000x320 uint8)`, () => send('/v1/segment-volume', json({ image: { base64: bomb.toString('base64') }, prompts: ['liver'] })));
+  cases.push({ name: `${(bomb.length / MB).toFixed(1)} MB gzip that inflates to 3 GiB (header: 1000x1000x320 uint8)`, work: () => send(`${url}/v1/segment-volume`, json({ image: { base64: bomb.toString('base64') }, prompts: ['liver'] })) });
+  return cases;
+}
+
+async function main(): Promise<void> {
+  const { url, child, pid } = await startServer();
+  // warm baseline: the model loaded and one ordinary request served
+  await send(`${url}/v1/segment`, json({ image: { base64: (await benchImage(512, 1)).toString('base64') }, prompts: ['left lung', 'heart'] }));
+  await new Promise((r) => setTimeout(r, 1000));
+  const baseline = memoryOf(pid).rss;
+
+  const watch = new ServerWatch(pid, url, baseline);
+  const rows: string[] = [];
+  for (const { name, work } of await hostileCases(url)) {
+    const t0 = performance.now();
+    watch.caseHealth = 0;
+    const out = await work();
+    rows.push(`| ${name} | ${JSON.stringify(out)} | ${((performance.now() - t0) / 1000).toFixed(1)} | ${memoryOf(pid).rss.toFixed(0)} | ${watch.caseHealth.toFixed(0)} |`);
+  }
 
   // settle: idle for a while, then read RSS again
   await new Promise((r) => setTimeout(r, 5000));
-  sampling = false;
-  probe.kill();
-  await Promise.all([rssSampler, healthSampler]);
+  await watch.stop();
   const settled = memoryOf(pid);
   const metrics = await (await fetch(`${url}/metrics`)).text();
   const loopMax = Number(/^promptseg_event_loop_delay_max_seconds (\S+)$/m.exec(metrics)?.[1] ?? NaN) * 1000;
@@ -172,9 +206,9 @@ async function main(): Promise<void> {
   for (const r of rows) console.log(r);
   console.log('');
   console.log(`warm baseline RSS: ${baseline.toFixed(0)} MB`);
-  console.log(`peak RSS: ${Math.max(peak, settled.peak).toFixed(0)} MB (goal under 1536)`);
+  console.log(`peak RSS: ${Math.max(watch.peak, settled.peak).toFixed(0)} MB (goal under 1536)`);
   console.log(`settled RSS: ${settled.rss.toFixed(0)} MB = baseline + ${(settled.rss - baseline).toFixed(0)} MB (goal: within 300)`);
-  console.log(`longest /healthz delay while under attack: ${worstHealth.toFixed(0)} ms (goal under 250)`);
+  console.log(`longest /healthz delay while under attack: ${watch.worstHealth.toFixed(0)} ms (goal under 250)`);
   console.log(`longest event-loop block in the server (its /metrics): ${loopMax.toFixed(0)} ms`);
 }
 
