@@ -110,11 +110,11 @@ describe('image-side test-time augmentation', () => {
 
     it('redraws a zoomed prompt\'s crop, not the whole image, and keeps its first look\'s presence', async () => {
       // a bright disc on a dark ground, which the built-in model takes for a left ventricle (presence
-      // about 0.9): small enough for the second, closer look
+      // about 0.9): small enough for the second, closer look (the specialist off: the ACDC U-Net would redraw it whole)
       const image = await decodeImage(await greyPng(200, 160, (x, y) => ((x - 110) ** 2 + (y - 80) ** 2 < 25 ** 2 ? 220 : 40)), { maxPixels: 4e7 });
-      const once = await segment(ctx, { image, prompts: ['left ventricle'], zoom: true, ttaImage: 0 });
+      const once = await segment(ctx, { image, prompts: ['left ventricle'], zoom: true, specialist: false, ttaImage: 0 });
       expect(once.results[0].zoomed).toBe(true);
-      const tta = await segment(ctx, { image, prompts: ['left ventricle'], zoom: true, ttaImage: 4 });
+      const tta = await segment(ctx, { image, prompts: ['left ventricle'], zoom: true, specialist: false, ttaImage: 4 });
       const r = tta.results[0];
       expect(r.zoomed).toBe(true);
       expect(tta.tta!.imageTransforms).toHaveLength(4);
