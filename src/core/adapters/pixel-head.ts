@@ -261,10 +261,14 @@ function initialWeights(D: number, H: number, rnd: () => number): Weights {
   return { w1, b1: new Float32Array(H), w2, b2: new Float32Array(1) };
 }
 
-/** One training batch, standardised: rows [x | y] for B cells. */
+/** One training batch, standardised: rows [x | y] for B cells, with room for the pass's activations (allocated once per fit). */
 interface Batch {
   x: Float32Array;
   y: Uint8Array;
+  /** [B x hidden] first-layer sums, [B] output gradients, [hidden] one row's hidden gradient */
+  hidden: Float32Array;
+  dz: Float32Array;
+  dh: Float32Array;
 }
 
 /** Fills the batch half from the structure's cells and half from the rest. */
@@ -282,7 +286,7 @@ function drawBalancedBatch(batch: Batch, x: Float32Array, y: Uint8Array, cells: 
 function batchGradients(w: Weights, batch: Batch, grads: Weights): number {
   const B = batch.y.length, H = w.b1.length, D = w.w1.length / H;
   for (const g of weightList(grads)) g.fill(0);
-  const hidden = new Float32Array(B * H), dz = new Float32Array(B);
+  const { hidden, dz, dh } = batch;
   let loss = 0;
   for (let r = 0; r < B; r++) {
     const h = hidden.subarray(r * H, (r + 1) * H);
@@ -299,7 +303,6 @@ function batchGradients(w: Weights, batch: Batch, grads: Weights): number {
     loss += batch.y[r] ? -Math.log(Math.max(p, 1e-7)) : -Math.log(Math.max(1 - p, 1e-7));
     dz[r] = (p - batch.y[r]) / B;
   }
-  const dh = new Float32Array(H);
   for (let r = 0; r < B; r++) {
     const h = hidden.subarray(r * H, (r + 1) * H);
     const g = dz[r];
@@ -363,7 +366,7 @@ export async function trainPixelHead(inputs: PixelHead['inputs'], x: Float32Arra
   const w = initialWeights(D, H, rnd);
   const grads: Weights = { w1: new Float32Array(D * H), b1: new Float32Array(H), w2: new Float32Array(H), b2: new Float32Array(1) };
   const optimiser = new AdamW(w, o.weightDecay);
-  const batch: Batch = { x: new Float32Array(o.batch * D), y: new Uint8Array(o.batch) };
+  const batch: Batch = { x: new Float32Array(o.batch * D), y: new Uint8Array(o.batch), hidden: new Float32Array(o.batch * H), dz: new Float32Array(o.batch), dh: new Float32Array(H) };
   for (let step = 1; step <= o.steps; step++) {
     drawBalancedBatch(batch, x, y, cells, scale, rnd);
     const loss = batchGradients(w, batch, grads);
