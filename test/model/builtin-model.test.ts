@@ -103,9 +103,9 @@ describe.skipIf(!!sharedMissing)(`built-in model on shared test cases${sharedMis
   // keep the first look's presence and differ from it, not to reach the Dice bar
   const belowUse = new Set(['pulmonary_embolism', 'consolidation']);
   const chestDatasets = new Set(['jsrt_scr_cxr', 'covid19_ct_infection_medseg']);
-  it('has a specialist for the structures the model card names (membranes, polyp, left atrium, vertebral bodies, foot ulcer; the optic disc and cup: the Drishti-GS1 U-Net; the JSRT, ACDC, FUMPE and COVID-19 CT structures: their U-Nets)', () => {
-    expect(specialistCases.map((c) => c.structure).sort()).toEqual(['cell_membranes', 'consolidation', 'foot_ulcer', 'ground_glass_opacity', 'heart', 'left_atrium', 'left_clavicle', 'left_lung', 'left_ventricle', 'lung_infection', 'lungs', 'myocardium', 'optic_cup', 'optic_disc', 'polyp', 'pulmonary_embolism', 'right_clavicle', 'right_lung', 'right_ventricle', 'vertebral_body']);
-    expect([...taskNets].sort()).toEqual(['cardiac-mri-unet', 'chest-radiograph-unet', 'ct-covid-infection-unet', 'ct-pulmonary-angiography-unet', 'optic-nerve-head-unet']);
+  it('has a specialist for the structures the model card names (membranes, polyp, left atrium, vertebral bodies, foot ulcer; the optic disc and cup: the Drishti-GS1 U-Net; the JSRT, ACDC, FUMPE, COVID-19 CT and DRIVE structures: their U-Nets)', () => {
+    expect(specialistCases.map((c) => c.structure).sort()).toEqual(['cell_membranes', 'consolidation', 'foot_ulcer', 'ground_glass_opacity', 'heart', 'left_atrium', 'left_clavicle', 'left_lung', 'left_ventricle', 'lung_infection', 'lungs', 'myocardium', 'optic_cup', 'optic_disc', 'polyp', 'pulmonary_embolism', 'retinal_vessels', 'right_clavicle', 'right_lung', 'right_ventricle', 'vertebral_body']);
+    expect([...taskNets].sort()).toEqual(['cardiac-mri-unet', 'chest-radiograph-unet', 'ct-covid-infection-unet', 'ct-pulmonary-angiography-unet', 'optic-nerve-head-unet', 'retinal-vessels-unet']);
   });
 
   // the structures of the newer datasets: a network trained on all of them answers for them altogether
