@@ -16,7 +16,7 @@ describe('model manifest', () => {
   it('tells the specialist that answers for a structure from the one that redraws its mask (vertebral bodies and the optic disc: both; a polyp and the heart: the second only; the fetal head: neither)', () => {
     const e = ManifestSchema.parse(shipped()).models.find((x) => x.id === 'promptseg-builtin')!;
     expect(answeringSpecialist(e, 'vertebral_body')?.name).toBe('all-datasets');
-    expect(redrawingSpecialist(e, 'vertebral_body')?.name).toBe('lumbar-spine');
+    expect(redrawingSpecialist(e, 'vertebral_body')?.name).toBe('lumbar-spine-unet');
     expect(answeringSpecialist(e, 'optic_disc')?.name).toBe('all-datasets');
     expect(redrawingSpecialist(e, 'optic_disc')?.name).toBe('optic-nerve-head-unet');
     expect(redrawingSpecialist(e, 'optic_disc')?.task_net?.file).toBe('task_net.optic-nerve-head-unet.onnx');
