@@ -175,7 +175,7 @@ describe('read-only endpoints', () => {
     expect(all?.image_sets).toContain('gb_covid_cxr');
     expect(body.specialists?.filter((s) => !s.own_presence).every((s) => s.image_sets === undefined)).toBe(true);
     expect(body.specialists?.filter((s) => !s.own_presence).map((s) => s.name).sort()).toEqual(['cardiac-mri-unet', 'chest-radiograph-unet', 'covid-radiograph-unet', 'ct-covid-infection-unet', 'ct-pulmonary-angiography-unet', 'dental-caries-unet', 'em', 'foot-ulcer', 'left-atrium', 'lumbar-spine-unet', 'optic-nerve-head-unet', 'polyp', 'retinal-vessels-unet']);
-    // the Drishti-GS1, JSRT, ACDC, FUMPE, COVID-19 CT, COVID-19 radiograph and DRIVE U-Nets are task-specific networks, the others the model's own networks fine-tuned
+    // the Drishti-GS1, JSRT, ACDC, FUMPE, COVID-19 CT, COVID-19 radiograph, DRIVE, lumbar spine MRI and DC1000 U-Nets are task-specific networks, the others the model's own networks fine-tuned
     expect(body.specialists?.filter((s) => s.kind === 'task-specific').map((s) => s.name).sort()).toEqual(['cardiac-mri-unet', 'chest-radiograph-unet', 'covid-radiograph-unet', 'ct-covid-infection-unet', 'ct-pulmonary-angiography-unet', 'dental-caries-unet', 'lumbar-spine-unet', 'optic-nerve-head-unet', 'retinal-vessels-unet']);
     expect(body.specialists?.filter((s) => s.kind === 'fine-tuned').length).toBe(listed.length - 9);
     await expectProblem(await fetch(`${srv.url}/v1/models/nope`), 404, 'unknown_model');
