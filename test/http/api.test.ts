@@ -174,10 +174,10 @@ describe('read-only endpoints', () => {
     // and on the images of the sets it was trained on, for the structures they label (the COVID-19 radiographs' lungs)
     expect(all?.image_sets).toContain('gb_covid_cxr');
     expect(body.specialists?.filter((s) => !s.own_presence).every((s) => s.image_sets === undefined)).toBe(true);
-    expect(body.specialists?.filter((s) => !s.own_presence).map((s) => s.name).sort()).toEqual(['cardiac-mri-unet', 'chest-radiograph-unet', 'covid-radiograph-unet', 'ct-covid-infection-unet', 'ct-pulmonary-angiography-unet', 'dental-caries-unet', 'em', 'foot-ulcer', 'left-atrium', 'lumbar-spine-unet', 'optic-nerve-head-unet', 'polyp', 'retinal-vessels-unet']);
-    // the Drishti-GS1, JSRT, ACDC, FUMPE, COVID-19 CT, COVID-19 radiograph, DRIVE, lumbar spine MRI and DC1000 U-Nets are task-specific networks, the others the model's own networks fine-tuned
-    expect(body.specialists?.filter((s) => s.kind === 'task-specific').map((s) => s.name).sort()).toEqual(['cardiac-mri-unet', 'chest-radiograph-unet', 'covid-radiograph-unet', 'ct-covid-infection-unet', 'ct-pulmonary-angiography-unet', 'dental-caries-unet', 'lumbar-spine-unet', 'optic-nerve-head-unet', 'retinal-vessels-unet']);
-    expect(body.specialists?.filter((s) => s.kind === 'fine-tuned').length).toBe(listed.length - 9);
+    expect(body.specialists?.filter((s) => !s.own_presence).map((s) => s.name).sort()).toEqual(['cardiac-mri-unet', 'chest-radiograph-unet', 'covid-radiograph-unet', 'ct-covid-infection-unet', 'ct-pulmonary-angiography-unet', 'dental-caries-unet', 'em', 'foot-ulcer', 'histology-nuclei-unet', 'left-atrium', 'lumbar-spine-unet', 'optic-nerve-head-unet', 'polyp', 'retinal-vessels-unet']);
+    // the Drishti-GS1, JSRT, ACDC, FUMPE, COVID-19 CT, COVID-19 radiograph, DRIVE, lumbar spine MRI, DC1000 and MoNuSeg U-Nets are task-specific networks, the others the model's own networks fine-tuned
+    expect(body.specialists?.filter((s) => s.kind === 'task-specific').map((s) => s.name).sort()).toEqual(['cardiac-mri-unet', 'chest-radiograph-unet', 'covid-radiograph-unet', 'ct-covid-infection-unet', 'ct-pulmonary-angiography-unet', 'dental-caries-unet', 'histology-nuclei-unet', 'lumbar-spine-unet', 'optic-nerve-head-unet', 'retinal-vessels-unet']);
+    expect(body.specialists?.filter((s) => s.kind === 'fine-tuned').length).toBe(listed.length - 10);
     await expectProblem(await fetch(`${srv.url}/v1/models/nope`), 404, 'unknown_model');
   });
   it('GET /v1/structures filters by modality; an unknown modality is 404', async () => {
